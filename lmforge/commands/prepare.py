@@ -1,0 +1,48 @@
+"""`lmforge prepare`: tokenize a corpus into memory-mapped shards for pre-training."""
+from __future__ import annotations
+
+import argparse
+
+from lmforge.data.readers import DOC_MODES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILES",
+                        help="text (.txt), .gz, jsonl or parquet files; hf:NAME[:CONFIG][@SPLIT] for a HF dataset")
+    parser.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory (lmforge or HF)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="shard directory to write")
+    parser.add_argument("--val-fraction", type=float, default=0.01,
+                        help="fraction of documents held out for validation (default 0.01)")
+    parser.add_argument("--doc-mode", choices=DOC_MODES, default="line",
+                        help="text files: one document per line, or documents separated by blank lines (default line)")
+    parser.add_argument("--text-field", default="text", help="jsonl / parquet / dataset field holding the text")
+    parser.add_argument("--chunk-mb", type=float, default=8.0,
+                        help="text tokenized per batch; bounds memory (default 8 MB)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the shards are up to date")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmforge.data.shards import prepare_shards
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(args.tokenizer)
+    result = prepare_shards(args.files, tokenizer=tok, out=args.out, val_fraction=args.val_fraction,
+                            doc_mode=args.doc_mode, text_field=args.text_field,
+                            chunk_bytes=max(1, int(args.chunk_mb * 1e6)), progress=not args.no_progress,
+                            force=args.force)
+    meta = result.meta
+    if result.up_to_date:
+        print(f"{result.out}: up to date (same inputs, tokenizer and settings); nothing to do. "
+              "Use --force to rebuild.")
+        return 0
+    train, val = meta["splits"]["train"], meta["splits"]["val"]
+    print(f"wrote {result.out}  (dtype {meta['dtype']}, vocab {meta['vocab_size']:,}, "
+          f"tokenizer {meta['tokenizer_hash'][:12]})")
+    for name, info in (("train", train), ("val", val)):
+        print(f"  {name:5s} {info['documents']:>12,} documents {info['sentences']:>12,} sentences "
+              f"{info['tokens']:>14,} tokens  {len(info['shards'])} shard file(s)")
+    if args.val_fraction > 0 and val["documents"] == 0:
+        print(f"  note: no validation documents ({train['documents']} documents x val-fraction "
+              f"{args.val_fraction} < 1); raise --val-fraction to get a validation split")
+    return 0

@@ -1,0 +1,1 @@
+"""Data: corpus readers (readers.py), tokenized memory-mapped shards (shards.py)."""
