@@ -340,6 +340,10 @@ class ShardDataset:
         if tokenizer is not None:
             self.verify_tokenizer(tokenizer)
 
+    def __reduce__(self):
+        # re-open the memory maps in the receiving process instead of pickling their contents
+        return (ShardDataset, (str(self.directory), self.split))
+
     @property
     def tokenizer_hash(self) -> str:
         return self.meta["tokenizer_hash"]

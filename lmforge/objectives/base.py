@@ -1,0 +1,182 @@
+"""The Objective protocol, the batch source that feeds the trainer, and metric reduction.
+
+An objective turns a tokenized split (``ShardDataset``) into training examples, collates them into a
+batch of tensors and computes the loss by calling the model itself, so objectives that own extra
+networks (ELECTRA's generator, a distillation teacher) fit the same seam.
+
+Exact resume: the i-th example of an epoch is a pure function of ``(seed, epoch, i)``. ``BatchSource``
+orders examples by a permutation seeded with ``(seed, epoch)`` and builds each example from an RNG
+seeded with ``(seed, epoch or copy, example id)``, so a resumed run seeks to ``(epoch, step)`` in O(1)
+without replaying the batches it skipped.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from lmforge.errors import DataError
+
+Example = dict[str, Any]  # numpy arrays / ints for one sequence, before collation
+Batch = dict[str, torch.Tensor]
+Metrics = dict[str, torch.Tensor]  # detached 0-dim tensors: no device sync until someone logs them
+
+
+def example_rng(seed: int, stream: int, index: int, salt: int) -> np.random.Generator:
+    """A generator that depends only on its arguments: the seed of one example's randomness.
+
+    ``stream`` is the epoch (dynamic) or the duplicate copy (static); ``salt`` separates uses.
+    """
+    return np.random.default_rng([seed, stream, index, salt])
+
+
+@runtime_checkable
+class ExampleSet(Protocol):
+    """The examples one objective builds from one split; ``len`` examples per epoch."""
+
+    def __len__(self) -> int: ...
+
+    def example(self, index: int, *, seed: int, epoch: int) -> Example:
+        """Example ``index`` (0 <= index < len) as seen in ``epoch``; a pure function of its arguments."""
+        ...
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the trainer needs from a pre-training (or fine-tuning) objective."""
+
+    name: str
+    head: str  # the model head this objective trains: "clm" | "mlm" | "pretraining" | ...
+    seq_len: int
+
+    def heads(self, config: Any) -> str:
+        """The head name the model must be built with for this objective."""
+        ...
+
+    def examples(self, dataset: Any) -> ExampleSet:
+        """Index ``dataset`` (a ShardDataset) once; the result builds any example on demand."""
+        ...
+
+    def collate(self, examples: Sequence[Example]) -> Batch:
+        """Stack examples into a batch of tensors (padding where lengths differ)."""
+        ...
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """Run the model on ``batch`` and return the loss to minimize and detached metrics."""
+        ...
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        """Networks the objective owns and trains besides the model (ELECTRA's generator); {} here."""
+        ...
+
+
+class ObjectiveBase:
+    """Defaults shared by the built-in objectives."""
+
+    name = "base"
+    head = "mlm"
+    seq_len = 0
+
+    def heads(self, config: Any) -> str:
+        return self.head
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        return {}
+
+
+class BatchSource:
+    """Batches of one objective over one split, addressable by ``(epoch, step)``.
+
+    A step is one micro-batch of the *global* batch ``batch_size * world_size``: rank ``r`` gets the
+    ``r``-th slice of ``batch_size`` examples, so ``world_size`` processes together see exactly the
+    examples one process sees with ``batch_size * world_size``. Incomplete global batches at the end
+    of an epoch are dropped (every step has the same shape).
+
+    >>> source = BatchSource(objective, ShardDataset(d, "train"), batch_size=32, seed=0)
+    >>> batch = source.batch(epoch=0, step=5)             # O(1): no replay
+    >>> for epoch, step, batch in source.iterate(epoch=0, step=5): ...   # resume here
+    """
+
+    def __init__(self, objective: Objective, dataset: Any, *, batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"bad batch layout: batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        self.objective, self.dataset = objective, dataset
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.shuffle = shuffle
+        self.examples = objective.examples(dataset)
+        self.global_batch = batch_size * world_size
+        self.examples_per_epoch = len(self.examples)
+        self.steps_per_epoch = self.examples_per_epoch // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"the data gives {self.examples_per_epoch} {objective.name} example(s) of {objective.seq_len} "
+                f"tokens per epoch, fewer than one global batch of {self.global_batch}; lower the batch size "
+                "or the sequence length, or add data")
+        self._order_epoch: int | None = None
+        self._order: np.ndarray | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Example ids in the order epoch ``epoch`` visits them (a seeded permutation)."""
+        if self._order_epoch != epoch:
+            n = self.examples_per_epoch
+            self._order = (np.random.default_rng([self.seed, epoch, 0x0BA7C4]).permutation(n)
+                           if self.shuffle else np.arange(n))
+            self._order_epoch = epoch
+        assert self._order is not None
+        return self._order
+
+    def example_ids(self, epoch: int, step: int) -> np.ndarray:
+        """The ids of the examples this rank gets at ``(epoch, step)``."""
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(f"step {step} outside [0, {self.steps_per_epoch}) of epoch {epoch}")
+        start = step * self.global_batch + self.rank * self.batch_size
+        return self.order(epoch)[start:start + self.batch_size]
+
+    def batch(self, epoch: int, step: int) -> Batch:
+        """This rank's batch at ``(epoch, step)``."""
+        ids = self.example_ids(epoch, step)
+        return self.objective.collate([self.examples.example(int(i), seed=self.seed, epoch=epoch) for i in ids])
+
+    def iterate(self, *, epoch: int = 0, step: int = 0) -> Iterator[tuple[int, int, Batch]]:
+        """Endless ``(epoch, step, batch)`` from the given position; resume from ``step + 1``."""
+        while True:
+            if step >= self.steps_per_epoch:
+                epoch, step = epoch + 1, 0
+            yield epoch, step, self.batch(epoch, step)
+            step += 1
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+
+# metric -> the count it is an average over (weights when reducing over batches)
+METRIC_WEIGHTS: dict[str, str] = {
+    "mlm_loss": "masked_tokens", "mlm_accuracy": "masked_tokens",
+    "nsp_loss": "pairs", "nsp_accuracy": "pairs", "sop_loss": "pairs", "sop_accuracy": "pairs",
+    "clm_loss": "predicted_tokens", "loss": "weight",
+}
+COUNT_METRICS = frozenset({"masked_tokens", "pairs", "tokens", "predicted_tokens", "weight"})
+
+
+def reduce_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Combine per-batch metrics into one dict of floats: counts add, averages weight by their count.
+
+    Use it for gradient-accumulation micro-batches and for a validation pass.
+    """
+    if not items:
+        return {}
+    out: dict[str, float] = {}
+    keys = {k for item in items for k in item}
+    for key in keys:
+        values = [float(item[key]) for item in items if key in item]
+        if key in COUNT_METRICS:
+            out[key] = sum(values)
+            continue
+        weight_key = METRIC_WEIGHTS.get(key)
+        weights = [float(item.get(weight_key, 1.0)) if weight_key else 1.0 for item in items if key in item]
+        total = sum(weights)
+        out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else float("nan")
+    return out
