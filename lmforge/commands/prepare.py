@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc-mode", choices=DOC_MODES, default="line",
                         help="text files: one document per line, or documents separated by blank lines (default line)")
     parser.add_argument("--text-field", default="text", help="jsonl / parquet / dataset field holding the text")
-    parser.add_argument("--chunk-mb", type=float, default=8.0,
-                        help="text tokenized per batch; bounds memory (default 8 MB)")
+    parser.add_argument("--chunk-mb", type=float, default=4.0,
+                        help="text tokenized per batch; bounds memory (default 4 MB)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the shards are up to date")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -40,7 +40,7 @@ FORMAT = "lmforge-shards"
 VERSION = 1
 SPLITS = ("train", "val")
 DEFAULT_SHARD_TOKENS = 1 << 28  # 256 Mi tokens: 512 MiB per uint16 file
-DEFAULT_CHUNK_BYTES = 8 << 20  # text handed to the tokenizer per batch; bounds the memory used
+DEFAULT_CHUNK_BYTES = 4 << 20  # text handed to the tokenizer per batch; bounds the memory used
 _INDEX = ("docs", "sents", "doc_sents")
 
 
@@ -125,17 +125,23 @@ class _SplitWriter:
                 "sentences": self.num_sentences, "shards": self.shards}
 
 
-def _sentence_lengths(text: str, ids: list[int], offsets: list[tuple[int, int]] | None) -> list[int]:
-    """Token lengths of the sentences of one document (they sum to len(ids))."""
+def _sentence_lengths(text: str, encoding: Any) -> list[int]:
+    """Token lengths of the sentences of one document (they sum to its token count).
+
+    A sentence starts at the token that holds its first character (``char_to_token``): with byte-level
+    BPE that is "ĠWorld", which starts at the space before "World". Cutting the document's own
+    encoding keeps the shards exactly the tokenizer's output for the whole document.
+    """
+    n = len(encoding.ids)
     spans = split_sentences(text)
-    if len(spans) <= 1 or offsets is None:
-        return [len(ids)]
-    # A sentence starts at the first token that ends after its first character: with byte-level BPE
-    # the token "ĠWorld" starts at the space before "World", so token starts would cut one token late.
-    ends = np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets))
-    cuts = np.searchsorted(ends, np.array([s for s, _ in spans[1:]], dtype=np.int64), side="right")
-    bounds = np.unique(np.concatenate([[0], cuts, [len(ids)]]))  # drops sentences that got no token
-    return np.diff(bounds).tolist()
+    if len(spans) <= 1:
+        return [n]
+    cuts = [encoding.char_to_token(start) for start, _ in spans[1:]]
+    if any(c is None for c in cuts):  # a first character the normalizer dropped: search the offsets
+        ends = np.fromiter((e for _, e in encoding.offsets), dtype=np.int64, count=n)
+        cuts = np.searchsorted(ends, np.array([st for st, _ in spans[1:]], dtype=np.int64), side="right").tolist()
+    bounds = sorted({0, n, *(c for c in cuts if 0 < c < n)})  # drops sentences that got no token
+    return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
 @dataclass
@@ -247,26 +253,27 @@ def _complete(out: Path, meta: dict[str, Any]) -> bool:
 def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str, _SplitWriter], *,
                    doc_mode: DocMode, text_field: str, val_fraction: float, chunk_bytes: int,
                    total: int, progress: bool) -> int:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     doc_index = 0  # documents kept so far, over all inputs: decides the split
     chunks = 0
 
-    def flush(docs: list[str]) -> None:
+    def finish(docs: list[str], encoded: Future) -> None:
+        """Split a tokenized chunk into documents / sentences and append them to their split."""
         nonlocal doc_index, chunks
         chunks += 1
-        encodings = backend.encode_batch(docs, add_special_tokens=False)  # parallel in Rust
         parts: dict[str, tuple[list[np.ndarray], list[int], list[int], list[int]]] = {
             s: ([], [], [], []) for s in SPLITS}
-        for text, enc in zip(docs, encodings):
+        for text, enc in zip(docs, encoded.result()):
             ids = enc.ids
             if not ids:
                 continue
             # evenly spaced: document i is held out when floor((i + 1) * f) steps past floor(i * f)
             split = "val" if int((doc_index + 1) * val_fraction) > int(doc_index * val_fraction) else "train"
             doc_index += 1
-            offsets = enc.offsets if "\n" in text or any(c in text for c in ".!?") else None
-            sents = _sentence_lengths(text, ids, offsets)
+            sents = _sentence_lengths(text, enc)
             arrays, doc_lens, sent_lens, nsents = parts[split]
             arrays.append(np.asarray(ids, dtype=np.int64))
             doc_lens.append(len(ids))
@@ -277,19 +284,26 @@ def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str
                 writers[s].write(np.concatenate(arrays), np.asarray(doc_lens, np.int64),
                                  np.asarray(sent_lens, np.int64), np.asarray(nsents, np.int64))
 
+    # Two chunks in flight: the Rust tokenizer encodes chunk k (on every core, without the GIL) while
+    # this thread reads chunk k + 1 and indexes / writes chunk k - 1.
     with tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
-              disable=not progress, dynamic_ncols=True) as bar:
+              disable=not progress, dynamic_ncols=True) as bar, ThreadPoolExecutor(max_workers=1) as pool:
+        pending: tuple[list[str], Future] | None = None
         docs: list[str] = []
         size = 0
         for doc in iter_documents(inputs, doc_mode=doc_mode, text_field=text_field, progress=bar.update):
             docs.append(doc)
             size += len(doc)
             if size >= chunk_bytes:
-                flush(docs)
-                docs, size = [], 0
-                bar.set_postfix(docs=doc_index, refresh=False)
+                submitted = (docs, pool.submit(backend.encode_batch, docs, add_special_tokens=False))
+                if pending is not None:
+                    finish(*pending)
+                    bar.set_postfix(docs=doc_index, refresh=False)
+                pending, docs, size = submitted, [], 0
+        if pending is not None:
+            finish(*pending)
         if docs:
-            flush(docs)
+            finish(docs, pool.submit(backend.encode_batch, docs, add_special_tokens=False))
         bar.set_postfix(docs=doc_index)
     return chunks
 
