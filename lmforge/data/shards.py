@@ -207,8 +207,8 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         splits = {s: w.close() for s, w in writers.items()}
         if splits["train"]["documents"] == 0:
             raise DataError("the corpus is empty: no document in "
-                            f"{', '.join(str(p) for p in inputs)} has any token"
-                            + (" (with --doc-mode line, every non-blank line is a document)" if doc_mode == "line" else ""))
+                            f"{', '.join(str(p) for p in inputs)} has any token; check the files "
+                            "(and --text-field for jsonl / parquet)")
         tokenizer.save_pretrained(tmp / "tokenizer")
         meta = {"format": FORMAT, "version": VERSION, **fingerprint, "dtype": dtype.name,
                 "vocab_size": vocab_size, "tokenizer_kind": getattr(tokenizer, "kind", None),
