@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     train, val = meta["splits"]["train"], meta["splits"]["val"]
     print(f"wrote {result.out}  (dtype {meta['dtype']}, vocab {meta['vocab_size']:,}, "
-          f"tokenizer {meta['tokenizer_hash'][:12]})")
+          f"tokenizer {meta['tokenizer_hash'][:12]})"
+          + ("; replaced the previous shards (inputs, tokenizer or settings changed)" if result.replaced else ""))
     for name, info in (("train", train), ("val", val)):
         print(f"  {name:5s} {info['documents']:>12,} documents {info['sentences']:>12,} sentences "
               f"{info['tokens']:>14,} tokens  {len(info['shards'])} shard file(s)")

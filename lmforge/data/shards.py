@@ -151,6 +151,7 @@ class PrepareResult:
     out: Path
     up_to_date: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    replaced: bool = False  # an older shard directory (other inputs / tokenizer / settings) was rebuilt
     chunks: int = 0  # tokenizer batches it flushed (memory is bounded by one chunk)
 
 
@@ -183,7 +184,8 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
                      "shard_tokens": shard_tokens},
     }
     meta_path = out / "meta.json"
-    if meta_path.is_file():
+    replaced = meta_path.is_file()
+    if replaced:
         old = json.loads(meta_path.read_text())
         if not force and all(old.get(k) == v for k, v in fingerprint.items()) and _complete(out, old):
             return PrepareResult(out=out, up_to_date=True, meta=old)
@@ -222,7 +224,7 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks)
+    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks, replaced=replaced)
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int | None]:

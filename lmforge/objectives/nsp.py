@@ -148,6 +148,8 @@ class MaskedLMNextSentence(MaskedObjectiveBase):
 
     def __init__(self, *, tokenizer: Any, seq_len: int, masking: MaskingConfig | None = None,
                  short_seq_prob: float = 0.1, layout_seed: int = 12345) -> None:
+        if seq_len < 8:
+            raise ConfigError(f"seq_len must be at least 8 for {self.name} ([CLS] A [SEP] B [SEP]), got {seq_len}")
         super().__init__(tokenizer=tokenizer, seq_len=seq_len, masking=masking or self.default_masking)
         if not 0.0 <= short_seq_prob <= 1.0:
             raise ConfigError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")

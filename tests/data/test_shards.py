@@ -100,7 +100,8 @@ def test_rerun_is_a_noop_until_inputs_change(shakespeare, bert_tok, tmp_path) ->
     assert not first.up_to_date and again.up_to_date and again.chunks == 0
     assert (out / "meta.json").stat().st_mtime_ns == stamp
     # other settings, or a touched input, rebuild
-    assert not prepare_shards([shakespeare], tokenizer=bert_tok, out=out, val_fraction=0.2, progress=False).up_to_date
+    changed = prepare_shards([shakespeare], tokenizer=bert_tok, out=out, val_fraction=0.2, progress=False)
+    assert not changed.up_to_date and changed.replaced and not first.replaced
     os.utime(shakespeare, ns=(stamp, stamp + 10**9))
     assert not prepare_shards([shakespeare], tokenizer=bert_tok, out=out, val_fraction=0.2, progress=False).up_to_date
     # a damaged shard directory is rebuilt, not trusted
