@@ -185,10 +185,13 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     }
     meta_path = out / "meta.json"
     replaced = meta_path.is_file()
-    if replaced:
-        old = json.loads(meta_path.read_text())
-        if not force and all(old.get(k) == v for k, v in fingerprint.items()) and _complete(out, old):
-            return PrepareResult(out=out, up_to_date=True, meta=old)
+    if replaced and not force:
+        try:
+            old = json.loads(meta_path.read_text())
+            if all(old.get(k) == v for k, v in fingerprint.items()) and _complete(out, old):
+                return PrepareResult(out=out, up_to_date=True, meta=old)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # an unreadable meta.json: rebuild
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not an lmforge shard directory; choose another --out "
                         "or remove it")
