@@ -1,0 +1,129 @@
+"""Task readers on the real reference samples (exact counts) and on broken files (clear errors)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.errors import DataError
+from lmforge.tasks import TASKS, get_task
+
+
+def test_cola_train_and_dev_counts_and_fields(refdata):
+    task = get_task("glue-cola")
+    train = task.read(refdata / "glue" / "CoLA", "train")
+    dev = task.read(refdata / "glue" / "CoLA", "dev")
+    assert len(train) == 400 and len(dev) == 150
+    assert train[0]["text"] == "Our friends won't buy this analysis, let alone the next one we propose."
+    assert train[0]["label"] == 1 and train[0]["text_pair"] is None
+    assert {ex["label"] for ex in train} == {0, 1}
+    assert dev[0]["source"].endswith("dev_sample.tsv:1")
+
+
+def test_sst2_rte_counts(refdata):
+    sst = get_task("glue-sst2").read(refdata / "glue" / "SST-2", "dev")
+    assert len(sst) == 200 and sst[0]["text"].startswith("it 's a charming") and sst[0]["label"] == 1
+    rte_task = get_task("glue-rte")
+    rte = rte_task.read(refdata / "glue" / "RTE", "val")  # SuperGLUE jsonl layout
+    assert len(rte) == 277
+    assert rte[0]["text"].startswith("Dana Reeve") and rte[0]["text_pair"] == "Christopher Reeve had an accident."
+    assert rte_task.labels[rte[0]["label"]] == "not_entailment" and rte_task.labels[rte[1]["label"]] == "entailment"
+    assert len(rte_task.read(refdata / "glue" / "RTE", "dev")) == 277  # dev -> val alias
+
+
+def test_squad_v2_excerpt_and_v1_sample(refdata):
+    v2 = get_task("squad-v2").read(refdata / "squad", "dev")
+    assert len(v2) == 14 and sum(ex["impossible"] for ex in v2) == 6
+    first = v2[0]
+    assert first["question"] == "In what country is Normandy located?" and first["answers"][0] == "France"
+    assert first["context"][first["span"][0]:first["span"][1]] == "France"
+    v1 = get_task("squad").read(refdata / "squad" / "squad-v1.1-format-sample.json", "dev")
+    assert len(v1) == 5 and not any(ex["impossible"] for ex in v1)
+    with pytest.raises(DataError, match="squad-v2"):
+        get_task("squad").read(refdata / "squad", "dev")  # unanswerable questions need squad-v2
+
+
+def test_swag_and_ud_counts(refdata):
+    swag = get_task("swag").read(refdata / "swag", "val")
+    assert len(swag) == 11 and all(len(ex["endings"]) == 4 for ex in swag)
+    assert swag[0]["context"] == "Students lower their eyes nervously." and swag[0]["lead"] == "She"
+    assert swag[0]["label"] == 2
+    pos = get_task("pos")
+    ud = pos.read(refdata / "ud_english_ewt", "dev")
+    assert len(ud) == 2001
+    assert ud[0]["words"] == ["From", "the", "AP", "comes", "this", "story", ":"]
+    assert [pos.labels[t] for t in ud[0]["tags"]] == ["ADP", "DET", "PROPN", "VERB", "DET", "NOUN", "PUNCT"]
+    # multi-word token ranges and empty nodes are skipped: 25,147 integer-id word lines in the file
+    assert sum(len(ex["words"]) for ex in ud) == 25147
+
+
+def test_registry_names():
+    for name in ("glue-cola", "glue-sst2", "glue-mrpc", "glue-qqp", "glue-stsb", "glue-mnli", "glue-qnli",
+                 "glue-rte", "glue-wnli", "squad", "squad-v2", "swag", "pos", "ner", "text"):
+        assert name in TASKS
+    with pytest.raises(DataError, match="glue-cola"):
+        get_task("glue-cloa")
+
+
+# ------------------------------------------------------------------------- bad input
+
+def test_wrong_column_count_names_file_and_line(tmp_path):
+    (tmp_path / "train.tsv").write_text("gj04\t1\t\tFine sentence.\ngj04\t0\tA broken row\n")
+    with pytest.raises(DataError, match=r"train.tsv:2: 3 tab-separated fields"):
+        get_task("glue-cola").read(tmp_path, "train")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nok\t1\nextra\t0\toops\n")
+    with pytest.raises(DataError, match=r"dev.tsv:3: 3 tab-separated fields, the header has 2"):
+        get_task("glue-sst2").read(tmp_path, "dev")
+
+
+def test_label_outside_label_set(tmp_path):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nok\t1\nbad\t2\n")
+    with pytest.raises(DataError, match=r"dev.tsv:3: label '2' is not one of"):
+        get_task("glue-sst2").read(tmp_path, "dev")
+    (tmp_path / "val.jsonl").write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": "maybe"}) + "\n")
+    with pytest.raises(DataError, match=r"val.jsonl:1: label 'maybe'"):
+        get_task("glue-rte").read(tmp_path, "val")
+
+
+def test_empty_split_and_missing_split(tmp_path):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(DataError, match="has no examples"):
+        get_task("glue-sst2").read(tmp_path, "dev")
+    with pytest.raises(DataError, match="no 'train' split"):
+        get_task("glue-sst2").read(tmp_path, "train")
+
+
+def test_squad_answer_not_at_answer_start_is_counted_reported_skipped(tmp_path):
+    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{
+        "context": "Paris is the capital of France.",
+        "qas": [{"id": "ok", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
+                {"id": "bad", "question": "Country?", "answers": [{"text": "France", "answer_start": 3}]}]}]}]}
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    task = get_task("squad")
+    examples = task.read(tmp_path, "train")
+    assert len(examples) == 2 and examples[1]["span"] is None
+    assert len(task.messages) == 1 and "1 question(s)" in task.messages[0] and "bad" in task.messages[0]
+
+
+def test_text_task_columns_and_label_set(tmp_path):
+    (tmp_path / "train.csv").write_text('review,stars\n"great, really",pos\nawful,neg\nfine,pos\n')
+    (tmp_path / "dev.jsonl").write_text('{"review": "meh", "stars": "neg"}\n{"review": "wow", "stars": "wow"}\n')
+    task = get_task("text", text_column="review", label_column="stars")
+    train = task.read(tmp_path, "train")
+    assert task.labels == ["neg", "pos"] and [ex["label"] for ex in train] == [1, 0, 1]
+    assert train[0]["text"] == "great, really"
+    with pytest.raises(DataError, match=r"dev.jsonl:2: label 'wow'"):
+        task.read(tmp_path, "dev")
+    with pytest.raises(DataError, match="lacks column"):
+        get_task("text", text_column="body").read(tmp_path, "train")
+    assert TASKS["text"].labels is None  # the registry copy was not touched
+
+
+def test_conll2003_reader_iob1(tmp_path):
+    (tmp_path / "train.txt").write_text(
+        "-DOCSTART- -X- -X- O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n"
+        "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n")
+    task = get_task("ner")
+    sents = task.read(tmp_path, "train")
+    assert len(sents) == 2 and sents[1]["words"] == ["Peter", "Blackburn"]
+    assert task.labels == ["O", "I-MISC", "I-ORG", "I-PER"]
