@@ -115,3 +115,13 @@ def test_bad_masking_config() -> None:
         MaskingConfig(mask_replace_prob=0.9, random_replace_prob=0.2)
     with pytest.raises(ConfigError, match="'static' or 'dynamic'"):
         MaskingConfig(mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_continuation_table_for_byte_level_bpe(gpt2_tok) -> None:
+    cont = continuation_table(gpt2_tok)
+    vocab = gpt2_tok.get_vocab()
+    ids = gpt2_tok.backend.encode(" unbelievable tokenization.", add_special_tokens=False).ids
+    pieces = [gpt2_tok.backend.id_to_token(i) for i in ids]
+    assert pieces[0].startswith("Ġ") and not cont[ids[0]]
+    assert any(cont[i] for i in ids)  # multi-piece words continue without the Ġ marker
+    assert not cont[vocab["Ġwant"]] and not cont[vocab["."]] and cont[vocab["ing"]]
