@@ -256,7 +256,9 @@ def collate_choices(features: Sequence[Feature], *, pad_id: int) -> dict[str, to
             value = pad_id if key == "input_ids" else 0
             batch[key] = torch.stack([pad_to(f[key], value, width) for f in features])  # (B, C, L)
     if features[0].get("labels") is not None:
-        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        values = [f["labels"] for f in features]
+        dtype = torch.float32 if isinstance(values[0], float) else torch.long  # float: a regression score
+        batch["labels"] = torch.tensor(values, dtype=dtype)
     if "extract_positions" in features[0]:
         batch["extract_positions"] = torch.tensor([f["extract_positions"] for f in features], dtype=torch.long)
     return batch

@@ -94,13 +94,13 @@ class SquadTask:
             raise InputError("span QA needs a bidirectional encoder; this model is a causal decoder")
         return {"head": "qa", "num_labels": 2}
 
-    def _stride(self, max_length: int) -> int:
-        # the engine needs a stride smaller than the room left for the context
-        room = max_length - self.max_query_length - 4
+    def _limits(self, max_length: int) -> tuple[int, int]:
+        """(question token limit, stride): the engine needs a stride smaller than the context's room."""
+        q_limit = min(self.max_query_length, max_length // 2)
+        room = max_length - q_limit - 4  # [CLS] q [SEP] c [SEP] (+1 spare for other templates)
         if room < 8:
-            raise InputError(f"--max-length {max_length} leaves no room for the context after a "
-                             f"{self.max_query_length}-token question; raise it")
-        return min(self.doc_stride, room // 2)
+            raise InputError(f"--max-length {max_length} leaves no room for the context; raise it")
+        return q_limit, min(self.doc_stride, room // 2)
 
     def featurize(self, example: Example, tokenizer: Any, *, max_length: int,
                   decoder: DecoderTokens | None = None, training: bool = False) -> list[Feature]:
@@ -110,11 +110,12 @@ class SquadTask:
         if training and not example["impossible"] and example["span"] is None:
             return []
         question = example["question"].lstrip()  # leading spaces make windows needlessly short
+        q_limit, stride = self._limits(max_length)
         q = engine(tokenizer, max_length=max_length).encode(question, add_special_tokens=False)
-        cut = len(q.ids) > self.max_query_length
+        cut = len(q.ids) > q_limit
         if cut:
-            question = question[: q.offsets[self.max_query_length - 1][1]]
-        eng = engine(tokenizer, max_length=max_length, stride=self._stride(max_length), strategy="only_second")
+            question = question[: q.offsets[q_limit - 1][1]]
+        eng = engine(tokenizer, max_length=max_length, stride=stride, strategy="only_second")
         enc = eng.encode(question, example["context"])
         features = []
         for window in [enc, *enc.overflowing]:
