@@ -79,12 +79,13 @@ def continuation_table(tokenizer: Any) -> np.ndarray:
     """
     vocab: dict[str, int] = tokenizer.get_vocab()
     table = np.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=bool)
-    tokens = list(vocab)
-    if any(t.startswith("##") for t in tokens):
+    # the convention is the marker most of the vocabulary carries (GPT-2 also has "##" tokens)
+    counts = {m: sum(t.startswith(m) and len(t) > len(m) for t in vocab) for m in ("##", "Ġ", "▁")}
+    marker = max(counts, key=counts.__getitem__)
+    if marker == "##":
         for t, i in vocab.items():
             table[i] = t.startswith("##") and len(t) > 2
         return table
-    marker = "Ġ" if any(t.startswith("Ġ") for t in tokens) else "▁"
     for t, i in vocab.items():
         table[i] = not t.startswith(marker) and t[:1].isalnum()
     return table
