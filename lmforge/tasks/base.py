@@ -163,7 +163,8 @@ def engine(tokenizer: Any, *, max_length: int, stride: int = 0, strategy: str = 
     from tokenizers import Tokenizer as Engine
 
     cache = tokenizer.__dict__.setdefault("_lmforge_task_engines", {})
-    key = (max_length, stride, strategy)
+    # the vocabulary size is in the key: GPT-1 fine-tuning adds tokens after a first copy was made
+    key = (max_length, stride, strategy, tokenizer.backend.get_vocab_size(with_added_tokens=True))
     if key not in cache:
         eng = Engine.from_str(tokenizer.backend.to_str())
         eng.no_padding()
@@ -177,12 +178,13 @@ def plain_engine(tokenizer: Any) -> Any:
     from tokenizers import Tokenizer as Engine
 
     cache = tokenizer.__dict__.setdefault("_lmforge_task_engines", {})
-    if "plain" not in cache:
+    key = ("plain", tokenizer.backend.get_vocab_size(with_added_tokens=True))
+    if key not in cache:
         eng = Engine.from_str(tokenizer.backend.to_str())
         eng.no_padding()
         eng.no_truncation()
-        cache["plain"] = eng
-    return cache["plain"]
+        cache[key] = eng
+    return cache[key]
 
 
 def encode_texts(tokenizer: Any, text: str, pair: str | None, *, max_length: int) -> tuple[Feature, bool]:

@@ -1,0 +1,28 @@
+"""`lmforge evaluate`: score a fine-tuned model on a task split (metrics.json + predictions)."""
+from __future__ import annotations
+
+import argparse
+
+from lmforge.commands.finetune import add_task_arguments, task_options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="a fine-tuned model directory")
+    add_task_arguments(parser, task_required=False)
+    parser.add_argument("--split", default=None, help="split to score (default: the task's dev split)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write metrics.json and predictions here (default: print only)")
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmforge.finetune import evaluate_dir, format_scores
+
+    scores = evaluate_dir(args.model, task=args.task, data=args.data, split=args.split, out=args.out,
+                          tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,
+                          device=args.device, task_options=task_options(args))
+    print(format_scores(scores))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0

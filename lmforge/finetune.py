@@ -1,0 +1,509 @@
+"""Fine-tuning and evaluation on a task: load the model for the task, featurize, train with the ONE
+trainer (``lmforge.train``), evaluate every epoch, keep the best epoch, write the outputs.
+
+    from lmforge.finetune import FinetuneConfig, finetune
+    scores = finetune(FinetuneConfig(model="runs/bert", task="glue-cola", data="glue/CoLA", out="runs/cola"))
+
+Output directory: the fine-tuned model (``Model.from_pretrained(out)``) with its tokenizer and
+``task.json`` (task name, label names, options, tuned SQuAD v2 threshold), ``metrics.json`` (flat keys:
+mcc, accuracy, f1, pearson, spearman, exact, HasAns_exact ...), ``predictions.tsv`` (GLUE layout:
+index, prediction) or ``predictions.json`` (SQuAD: id -> answer text), ``confusion_matrix.png`` for
+classification. ``seeds=[1, 2, 3]`` runs one fine-tuning per seed in ``out/seed-N`` and writes the
+mean and standard deviation of every metric to ``out/metrics.json``.
+
+Optimisation, as the BERT / GPT-1 / ELECTRA papers tune it: the pre-trained body at ``lr`` with
+optional layer-wise decay (layer i of L gets ``lr * layer_decay ** (L - i)``, the embeddings
+``lr * layer_decay ** (L + 1)``), the new head at ``head_lr``, linear warmup over ``warmup_ratio`` of
+the steps then linear decay, AdamW with ``weight_decay`` (none on biases and norms). Causal decoders
+are fine-tuned GPT-1 style: start / delimiter / extract tokens are added to the tokenizer, the
+classifier reads the extract token, and ``lm_weight`` x the language-model loss is added.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.errors import CheckpointError, ConfigError
+from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
+from lmforge.tasks.base import IGNORE_INDEX
+
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Everything one fine-tuning run needs (the CLI flags of ``lmforge finetune``)."""
+
+    model: str  # a checkpoint directory (lmforge or HF) or a preset name (then `tokenizer` is needed)
+    task: str  # a name in lmforge.tasks.TASKS
+    data: str  # the directory holding the task's split files
+    out: str  # output directory
+    tokenizer: str | None = None  # tokenizer directory; default: the model directory's tokenizer
+    from_scratch: bool = False  # same architecture, fresh weights (the no-pre-training baseline)
+    epochs: float = 3.0
+    lr: float = 2e-5  # the pre-trained body's peak learning rate
+    head_lr: float | None = None  # the new head's peak learning rate (default: lr)
+    layer_decay: float = 1.0  # layer-wise LR decay factor (1.0 = off; ELECTRA uses 0.8)
+    warmup_ratio: float = 0.1  # fraction of the steps spent warming up linearly
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_length: int | None = None  # tokens per input (None: 384 for SQuAD, else 128); longer ones are cut
+    seed: int = 42
+    patience: int | None = None  # stop after this many evaluations without improvement (None: never)
+    lm_weight: float = 0.5  # GPT-1 auxiliary language-model loss weight (causal decoders only)
+    train_split: str = "train"
+    eval_split: str | None = None  # default: the task's dev split(s)
+    device: str | None = None  # default: cuda when available
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. text_column, doc_stride
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs > 0, "lr": self.lr > 0, "batch_size": self.batch_size > 0,
+                  "max_length": self.max_length is None or self.max_length > 8, "warmup_ratio": 0 <= self.warmup_ratio < 1,
+                  "layer_decay": 0 < self.layer_decay <= 1, "lm_weight": self.lm_weight >= 0,
+                  "head_lr": self.head_lr is None or self.head_lr > 0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"impossible fine-tuning setting(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+
+# ------------------------------------------------------------------ model + tokenizer for a task
+
+def load_tokenizer(model: str, tokenizer: str | None) -> Any:
+    source = tokenizer or model
+    if not Path(source).is_dir():
+        what = f"--tokenizer {tokenizer} is not a directory" if tokenizer else f"{model!r} is a preset, which has none"
+        raise CheckpointError(f"no tokenizer: {what}; pass --tokenizer DIR (a directory with tokenizer.json, "
+                              "vocab.txt or vocab.json + merges.txt)")
+    from lmforge import Tokenizer
+
+    return Tokenizer.from_pretrained(source)
+
+
+def add_decoder_tokens(tokenizer: Any) -> DecoderTokens:
+    """Add GPT-1's start / delimiter / extract tokens (once) and return their ids."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in DecoderTokens.NAMES if t not in vocab]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        vocab = tokenizer.get_vocab()
+    start, delimiter, extract = (vocab[t] for t in DecoderTokens.NAMES)
+    return DecoderTokens(start=start, delimiter=delimiter, extract=extract)
+
+
+def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = False,
+               log: Log = _print) -> tuple[Any, DecoderTokens | None]:
+    """The model for ``task``: its saved head when it fits, else its body + a fresh head (said once).
+
+    A preset (or ``from_scratch``) builds fresh weights sized to the tokenizer. A causal decoder gets
+    GPT-1's added tokens and a resized embedding matrix.
+    """
+    from lmforge import Model, ModelConfig
+
+    path = Path(spec)
+    if path.is_dir():
+        config = ModelConfig.load(path / "config.json") if (path / "config.json").is_file() and not _is_hf(path) \
+            else None
+        saved = Model.from_pretrained(path) if config is None else None
+        config = config if config is not None else saved.config  # type: ignore[union-attr]
+    else:
+        config = ModelConfig.from_preset(spec, vocab_size=len(tokenizer))
+        from_scratch = True
+        saved = None
+    want = task.head(config)
+    fits = config.head == want["head"] and config.num_labels == want["num_labels"]
+    if from_scratch:
+        model = Model(dataclasses.replace(config, **want))  # type: ignore[arg-type]
+        log(f"built {spec} with fresh weights and a '{want['head']}' head ({want['num_labels']} outputs)")
+    elif fits:
+        model = saved if saved is not None else Model.from_pretrained(path)
+    else:
+        model = Model.from_pretrained(path, **want)
+        log(f"{spec} has a '{config.head}' head ({config.num_labels} outputs); loaded its body and added a "
+            f"fresh '{want['head']}' head ({want['num_labels']} outputs) for {task.name}")
+    decoder = None
+    if model.config.causal:
+        decoder = add_decoder_tokens(tokenizer)
+        if len(tokenizer) > model.config.vocab_size:
+            model.resize_token_embeddings(len(tokenizer))
+    elif len(tokenizer) > model.config.vocab_size:
+        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
+                              f"{model.config.vocab_size}; pass the tokenizer the model was trained with")
+    return model, decoder
+
+
+def _is_hf(path: Path) -> bool:
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+# ------------------------------------------------------------------ evaluation
+
+class TaskObjective:
+    """The objective-like object the trainer calls for fine-tuning: collate features and compute the
+    task loss (the head's standard loss via ``labels=``), plus GPT-1's auxiliary LM loss for decoders."""
+
+    name = "finetune"
+
+    def __init__(self, task: Task, *, pad_id: int, decoder: DecoderTokens | None, lm_weight: float) -> None:
+        self.task, self.pad_id, self.decoder, self.lm_weight = task, pad_id, decoder, lm_weight
+        self.head = ""
+        self.seq_len = 0
+
+    def heads(self, config: Any) -> str:
+        return str(self.task.head(config)["head"])
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        return {}
+
+    def examples(self, features: Sequence[Feature]) -> "FeatureSet":
+        return FeatureSet(features)
+
+    def collate(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        return self.task.collate(features, pad_id=self.pad_id)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(**batch)
+        loss = out.loss
+        metrics = {"task_loss": loss.detach()}
+        if self.decoder is not None and self.lm_weight > 0 and getattr(out, "lm_logits", None) is not None:
+            from lmforge.objectives.losses import causal_lm_loss
+
+            ids = batch["input_ids"]
+            labels = ids.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+            lm_logits = out.lm_logits
+            lm = causal_lm_loss(lm_logits.reshape(-1, *lm_logits.shape[-2:]), labels.reshape(-1, labels.size(-1)))
+            loss = loss + self.lm_weight * lm
+            metrics["lm_loss"] = lm.detach()
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+
+class FeatureSet:
+    """Features as the trainer's ExampleSet: example(index) is a pure function of the index."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.features = list(features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def example(self, index: int, *, seed: int = 0, epoch: int = 0) -> Feature:
+        return self.features[index]
+
+
+def _batches(features: Sequence[Feature], batch_size: int) -> list[list[int]]:
+    """Feature indices in batches of similar length (sorted by length: less padding in evaluation)."""
+    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _length(feature: Feature) -> int:
+    ids = feature["input_ids"]
+    return max(len(r) for r in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, task: Task, examples: Sequence[Example], features: Sequence[Feature], *,
+            pad_id: int, batch_size: int = 64) -> list[Any]:
+    """One prediction per example (task.postprocess of the model's outputs)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[Any] = [None] * len(features)
+    for idx in _batches(features, batch_size):
+        batch = task.collate([features[i] for i in idx], pad_id=pad_id)
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "start_positions", "end_positions")}
+        out = model(**inputs)
+        for i, value in zip(idx, task.split_outputs(out, batch)):
+            outputs[i] = value
+    model.train(was_training)
+    return task.postprocess(outputs, features, examples)
+
+
+def evaluate(model: torch.nn.Module, task: Task, examples: Sequence[Example], features: Sequence[Feature], *,
+             pad_id: int, batch_size: int = 64) -> tuple[list[Any], dict[str, float]]:
+    predictions = predict(model, task, examples, features, pad_id=pad_id, batch_size=batch_size)
+    return predictions, task.metric(predictions, examples)
+
+
+# ------------------------------------------------------------------ outputs
+
+def write_predictions(out: Path, task: Task, examples: Sequence[Example], predictions: Sequence[Any]) -> Path:
+    """predictions.json (SQuAD: id -> answer) or predictions.tsv (GLUE layout: index, prediction)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if task.kind == "span":
+        path = out / "predictions.json"
+        path.write_text(json.dumps({ex["id"]: task.prediction_text(p) for ex, p in zip(examples, predictions)},
+                                   indent=1, ensure_ascii=False))
+        return path
+    path = out / "predictions.tsv"
+    lines = ["index\tprediction"] + [f"{i}\t{task.prediction_text(p)}" for i, p in enumerate(predictions)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_confusion_matrix(path: Path, predictions: Sequence[int], examples: Sequence[Example],
+                           labels: Sequence[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lmforge.metrics import confusion_matrix
+
+    cm = confusion_matrix(np.asarray(predictions), np.asarray([ex["label"] for ex in examples]), len(labels))
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    ax.imshow(cm, cmap="Blues")
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def task_state(task: Task) -> dict[str, Any]:
+    """What task.json records so `evaluate` / `predict` rebuild the same task (labels, options)."""
+    state = {"task": task.name, "labels": task.labels}
+    for field in dataclasses.fields(task):  # type: ignore[arg-type]
+        if field.name in ("text_column", "pair_column", "label_column", "doc_stride", "max_query_length",
+                          "n_best", "max_answer_length", "null_threshold"):
+            state[field.name] = getattr(task, field.name)
+    return state
+
+
+def task_from_state(state: dict[str, Any], name: str | None = None, **options: Any) -> Task:
+    opts = {k: v for k, v in state.items() if k != "task"}
+    opts.update(options)
+    return get_task(name or state["task"], **opts)
+
+
+def write_outputs(out: Path, task: Task, examples: Sequence[Example], predictions: Sequence[Any],
+                  scores: dict[str, float]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_predictions(out, task, examples, predictions)
+    if task.kind == "classification" and task.labels and all(ex["label"] is not None for ex in examples):
+        write_confusion_matrix(out / "confusion_matrix.png", predictions, examples, task.labels, task.name)
+
+
+def summarize_seeds(results: Sequence[dict[str, float]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Mean and sample standard deviation of every metric over seeds: {key: mean, key_std: std}."""
+    out: dict[str, Any] = {"seeds": list(seeds)}
+    for key in results[0]:
+        values = [float(r[key]) for r in results if key in r]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def format_scores(scores: dict[str, Any]) -> str:
+    parts = []
+    for k, v in scores.items():
+        if k.endswith("_std") or k == "seeds":
+            continue
+        std = scores.get(f"{k}_std")
+        if isinstance(v, float):
+            parts.append(f"{k} {v:.4f}" + (f" +- {std:.4f}" if std is not None else ""))
+        else:
+            parts.append(f"{k} {v}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------ the runs
+
+def default_max_length(task: Task) -> int:
+    return 384 if task.kind == "span" else 128
+
+
+def _split_suffix(i: int, split: str) -> str:
+    """Metric-name suffix of the i-th evaluated split: none for the first, `_mm` for MNLI mismatched."""
+    if i == 0:
+        return ""
+    return "_mm" if split.endswith("mismatched") else f"_{split}"
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return 0 if pad is None else int(pad)  # GPT-2 has no pad token: padded positions are masked anyway
+
+
+def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_length: int,
+               decoder: DecoderTokens | None, training: bool, what: str, log: Log) -> list[Feature]:
+    features, cut = featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
+                                  training=training)
+    if cut:
+        log(f"warning: {cut} of {len(examples)} {what} inputs were longer than --max-length {max_length} "
+            "tokens and were truncated")
+    if training and len(features) < len(examples) and task.kind == "span":
+        log(f"note: {len(examples) - len({f['example_index'] for f in features})} {what} question(s) without a "
+            "locatable answer were skipped for training")
+    return features
+
+
+def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
+    """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
+    from lmforge.train import TrainConfig, Trainer, list_source
+    from lmforge.train.loop import seed_everything
+
+    seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
+    out = Path(config.out)
+    task = get_task(config.task, **config.task_options)
+    tokenizer = load_tokenizer(config.model, config.tokenizer)
+    max_length = config.max_length or default_max_length(task)
+    # the training split first: it fixes the label set of `text` and `ner`
+    train_examples = task.read(config.data, config.train_split)
+    for message in getattr(task, "messages", []):
+        log(message)
+    splits = [config.eval_split] if config.eval_split else list(task.eval_splits)
+    eval_sets = {split: task.read(config.data, split) for split in splits}
+    model, decoder = load_model(config.model, task, tokenizer, from_scratch=config.from_scratch, log=log)
+    pad_id = _pad_id(tokenizer)
+    train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,
+                                training=True, what=config.train_split, log=log)
+    eval_features = {split: _featurize(task, exs, tokenizer, max_length=max_length, decoder=decoder,
+                                       training=False, what=split, log=log) for split, exs in eval_sets.items()}
+    batch_size = min(config.batch_size, len(train_features))
+    objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
+    source = list_source(train_features, objective.collate, batch_size=batch_size, seed=config.seed)
+    train_config = TrainConfig(
+        epochs=config.epochs, batch_size=batch_size, seq_len=max_length, lr=config.lr, head_lr=config.head_lr,
+        layer_lr_decay=config.layer_decay, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        seed=config.seed, eval_every_epoch=True, best_metric=task.main_metric, best_mode="max",
+        patience=config.patience, load_best_at_end=True, progress=False,
+        log_every=max(1, len(source) // 4))
+
+    def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        for i, (split, exs) in enumerate(eval_sets.items()):
+            _, s = evaluate(m, task, exs, eval_features[split], pad_id=pad_id, batch_size=config.eval_batch_size)
+            scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in s.items()})
+        return scores
+
+    state = {**task_state(task), "max_length": max_length}
+
+    def save_task(directory: Path) -> None:
+        (directory / "task.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    log(f"fine-tuning on {len(train_examples)} {config.train_split} examples ({len(train_features)} features), "
+        f"evaluating on {', '.join(f'{s} ({len(e)})' for s, e in eval_sets.items())} every epoch; keeping the "
+        f"best by {task.main_metric}")
+    trainer = Trainer(model, objective, source, train_config, out_dir=out, evaluate=evaluate_all,
+                      tokenizer=tokenizer, save_extra=save_task)
+    result = trainer.train()
+    if result.stopped == "early_stopping":
+        log(f"stopped early at step {result.step} of {result.total_steps}")
+
+    # the model now holds the best epoch's weights: score it once more and write the outputs
+    model = trainer.model
+    first = splits[0]
+    predictions, scores = evaluate(model, task, eval_sets[first], eval_features[first], pad_id=pad_id,
+                                   batch_size=config.eval_batch_size)
+    for i, split in enumerate(splits[1:], 1):
+        _, more = evaluate(model, task, eval_sets[split], eval_features[split], pad_id=pad_id,
+                           batch_size=config.eval_batch_size)
+        scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in more.items()})
+    if task.kind == "span" and "best_f1_thresh" in scores:
+        # v2: predict with the null-score threshold that was best on this dev set
+        state["null_threshold"] = scores["best_f1_thresh"]
+        save_task(out)
+        (out / "null_odds.json").write_text(json.dumps(
+            {ex["id"]: p["null_odds"] for ex, p in zip(eval_sets[first], predictions)}, indent=1))
+    write_outputs(out, task, eval_sets[first], predictions, scores)
+    return scores
+
+
+def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _print) -> dict[str, Any]:
+    """One run per seed in OUT/seed-S; OUT/metrics.json holds the mean and std of every metric."""
+    results = []
+    for seed in seeds:
+        log(f"--- seed {seed}")
+        run = dataclasses.replace(config, seed=seed, out=str(Path(config.out) / f"seed-{seed}"))
+        scores = finetune(run, log=log)
+        log(f"seed {seed}: {format_scores(scores)}")
+        results.append(scores)
+    summary = summarize_seeds(results, seeds)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    (Path(config.out) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | None, max_length: int | None,
+                        device: str | None, task_options: dict[str, Any], log: Log) -> tuple[Task, Any, Any, DecoderTokens | None, int]:
+    path = Path(model_dir)
+    state_file = path / "task.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if state is not None and (task is None or task == state["task"]):
+        the_task = task_from_state({k: v for k, v in state.items() if k != "max_length"}, **task_options)
+    elif task is not None:
+        the_task = get_task(task, **task_options)
+    else:
+        raise CheckpointError(f"{path} has no task.json (it was not fine-tuned by lmforge); pass --task")
+    tok = load_tokenizer(model_dir, tokenizer)
+    if the_task.labels is None and the_task.kind in ("classification", "tagging"):
+        raise CheckpointError(f"task {the_task.name} learns its labels from the training data; evaluate a "
+                              "model fine-tuned by lmforge (its task.json holds them)")
+    model, decoder = load_model(model_dir, the_task, tok, log=log)
+    model.to(_device(device))
+    length = max_length or (state or {}).get("max_length") or default_max_length(the_task)
+    return the_task, tok, model, decoder, int(length)
+
+
+def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | None = None, out: str | None = None,
+                 tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
+                 device: str | None = None, task_options: dict[str, Any] | None = None,
+                 log: Log = _print) -> dict[str, float]:
+    """`lmforge evaluate`: metrics of a fine-tuned model on one split (and outputs in ``out``)."""
+    the_task, tok, model, decoder, length = _load_for_inference(
+        model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
+        task_options=task_options or {}, log=log)
+    split = split or the_task.eval_splits[0]
+    examples = the_task.read(data, split)
+    features = _featurize(the_task, examples, tok, max_length=length, decoder=decoder, training=False,
+                          what=split, log=log)
+    predictions, scores = evaluate(model, the_task, examples, features, pad_id=_pad_id(tok), batch_size=batch_size)
+    if out:
+        write_outputs(Path(out), the_task, examples, predictions, scores)
+    return scores
+
+
+def predict_dir(model_dir: str, *, task: str | None, data: str, split: str = "test", out: str,
+                tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
+                device: str | None = None, task_options: dict[str, Any] | None = None,
+                log: Log = _print) -> tuple[Path, int]:
+    """`lmforge predict`: predictions.tsv / predictions.json for one split (labels not needed)."""
+    the_task, tok, model, decoder, length = _load_for_inference(
+        model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
+        task_options=task_options or {}, log=log)
+    examples = the_task.read(data, split)
+    features = _featurize(the_task, examples, tok, max_length=length, decoder=decoder, training=False,
+                          what=split, log=log)
+    predictions = predict(model, the_task, examples, features, pad_id=_pad_id(tok), batch_size=batch_size)
+    return write_predictions(Path(out), the_task, examples, predictions), len(predictions)
+
+
+__all__ = ["FinetuneConfig", "TaskObjective", "evaluate", "predict", "load_model", "load_tokenizer",
+           "add_decoder_tokens", "write_outputs", "summarize_seeds", "finetune", "finetune_seeds"]
