@@ -1,0 +1,157 @@
+"""BERT <-> HF ``bert``: config translation, body and head weight maps.
+
+RoBERTa and ELECTRA reuse the body map and the config translation from here (their HF modules are
+copies of BERT's under other names); ALBERT and DistilBERT share the head maps.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.models.hf.base import (Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf,
+                                    fused_linear, head_linear, linear, no_entries)
+
+# HF BertLayer module names -> the lmforge layer they fill
+BERT_LAYER = {
+    "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "out": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "fc1": "intermediate.dense",
+    "fc2": "output.dense",
+    "mlp_norm": "output.LayerNorm",
+}
+
+
+def layer_entries(i: int, hf_layer: str, names: dict[str, Any]) -> list[Entry]:
+    """One post-LN encoder layer: q, k, v fused; attention output; LN; MLP; LN."""
+    lm = f"body.layers.{i}"
+    return [
+        *fused_linear(f"{lm}.attn.qkv", *(f"{hf_layer}.{n}" for n in names["qkv"])),
+        *linear(f"{lm}.attn.out", f"{hf_layer}.{names['out']}"),
+        *linear(f"{lm}.attn_norm", f"{hf_layer}.{names['attn_norm']}"),
+        *linear(f"{lm}.mlp.fc1", f"{hf_layer}.{names['fc1']}"),
+        *linear(f"{lm}.mlp.fc2", f"{hf_layer}.{names['fc2']}"),
+        *linear(f"{lm}.mlp_norm", f"{hf_layer}.{names['mlp_norm']}"),
+    ]
+
+
+def embedding_entries(config: Any, *, segments: bool = True) -> list[Entry]:
+    """word / position / (segment) embeddings and their LayerNorm, HF ``embeddings.*`` names."""
+    entries = [*linear("body.embeddings.word", "embeddings.word_embeddings", bias=False),
+               *linear("body.embeddings.position", "embeddings.position_embeddings", bias=False),
+               *linear("body.embeddings.norm", "embeddings.LayerNorm")]
+    if segments and config.type_vocab_size > 0:
+        entries += linear("body.embeddings.segment", "embeddings.token_type_embeddings", bias=False)
+    return entries
+
+
+def bert_body(config: Any, *, pooler: bool = True) -> list[Entry]:
+    entries = embedding_entries(config)
+    for i in range(config.num_layers):
+        entries += layer_entries(i, f"encoder.layer.{i}", BERT_LAYER)
+    if pooler:
+        entries += linear("body.pooler.dense", "pooler.dense", optional=True)
+    return entries
+
+
+# ---- config translation -------------------------------------------------------------------------
+
+def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
+    """ModelConfig fields of an HF BERT-style config (bert, roberta, electra, albert share the keys)."""
+    hidden = hf["hidden_size"]
+    num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
+    return {
+        "family": family,
+        "vocab_size": hf["vocab_size"],
+        "hidden_size": hidden,
+        "embedding_size": hf.get("embedding_size", hidden),
+        "num_layers": hf["num_hidden_layers"],
+        "num_heads": hf["num_attention_heads"],
+        "intermediate_size": hf["intermediate_size"],
+        "activation": activation_from_hf(hf.get("hidden_act", "gelu"), field="hidden_act"),
+        "max_positions": hf["max_position_embeddings"],
+        "position_kind": "learned",
+        "type_vocab_size": hf.get("type_vocab_size", 2),
+        "norm_placement": "post",
+        "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
+        "causal": False,
+        "pad_token_id": hf.get("pad_token_id", 0),
+        "bos_token_id": hf.get("bos_token_id"),
+        "eos_token_id": hf.get("eos_token_id"),
+        "num_labels": num_labels,
+        "tie_word_embeddings": hf.get("tie_word_embeddings", True),
+        "hidden_dropout": hf.get("hidden_dropout_prob", 0.1),
+        "attention_dropout": hf.get("attention_probs_dropout_prob", 0.1),
+        "classifier_dropout": hf.get("classifier_dropout"),
+    }
+
+
+def bert_config_to_hf(config: Any) -> dict[str, Any]:
+    """The HF BERT-style config keys of a ModelConfig (roberta / electra / albert extend it)."""
+    return {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": activation_to_hf(config.activation),
+        "max_position_embeddings": config.max_positions,
+        "type_vocab_size": max(config.type_vocab_size, 1),
+        "layer_norm_eps": config.layer_norm_eps,
+        "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "hidden_dropout_prob": config.hidden_dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "classifier_dropout": config.classifier_dropout,
+        "initializer_range": 0.02,
+    }
+
+
+# ---- heads --------------------------------------------------------------------------------------
+
+def mlm_entries(hf: str, *, dense: str = "transform.dense", norm: str = "transform.LayerNorm",
+                bias: str = "bias", decoder: str = "decoder") -> Any:
+    """MLM head (dense + act + LN + decoder tied to the word embeddings + bias) under HF ``hf``."""
+    def entries(config: Any) -> list[Entry]:
+        out = [*head_linear("head.mlm.dense", f"{hf}{dense}"), *head_linear("head.mlm.norm", f"{hf}{norm}"),
+               Entry("head.mlm.bias", (f"{hf}{bias}",), in_body=False)]
+        if not config.tie_word_embeddings:
+            out += head_linear("head.mlm.decoder", f"{hf}{decoder}", bias=False)
+        return out
+    return entries
+
+
+def single(lm: str, hf: str) -> Any:
+    """A head that is one Linear."""
+    def entries(config: Any) -> list[Entry]:
+        return head_linear(lm, hf)
+    return entries
+
+
+def both(*parts: Any) -> Any:
+    def entries(config: Any) -> list[Entry]:
+        return [e for part in parts for e in part(config)]
+    return entries
+
+
+BERT_MLM = mlm_entries("cls.predictions.")
+BERT_MLM_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+FAMILY = HFFamily(
+    model_type="bert",
+    prefix="bert",
+    config_from_hf=lambda hf: bert_config_from_hf(hf, family="bert"),
+    config_to_hf=bert_config_to_hf,
+    body=bert_body,
+    heads={
+        None: HeadSpec("BertModel", no_entries, pooler=True),
+        "mlm": HeadSpec("BertForMaskedLM", BERT_MLM, tied=BERT_MLM_TIED),
+        "pretraining": HeadSpec("BertForPreTraining", both(BERT_MLM, single("head.pair", "cls.seq_relationship")),
+                                pooler=True, tied=BERT_MLM_TIED),
+        "seq-cls": HeadSpec("BertForSequenceClassification", single("head.classifier", "classifier"), pooler=True),
+        "token-cls": HeadSpec("BertForTokenClassification", single("head.classifier", "classifier")),
+        "qa": HeadSpec("BertForQuestionAnswering", single("head.qa", "qa_outputs")),
+        "choice": HeadSpec("BertForMultipleChoice", single("head.classifier", "classifier"), pooler=True),
+    },
+)

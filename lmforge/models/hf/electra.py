@@ -1,0 +1,64 @@
+"""ELECTRA <-> HF ``electra``: BERT's body without a pooler, an E -> H ``embeddings_project`` when the
+embedding size is smaller (ELECTRA-small), the replaced-token discriminator (dense + act + 1 logit),
+the generator-style MLM head (dense H -> E + GELU + LN + tied decoder), and the classification head
+(dense + GELU + out_proj on the first token; multiple choice uses the same shape as "sequence summary").
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
+from lmforge.models.hf.bert import bert_body, bert_config_from_hf, bert_config_to_hf, both, single
+
+
+def electra_body(config: Any) -> list[Entry]:
+    entries = bert_body(config, pooler=False)
+    if config.embedding_size != config.hidden_size:
+        entries += linear("body.embeddings.project", "embeddings_project")
+    return entries
+
+
+def electra_mlm(config: Any) -> list[Entry]:
+    entries = [*single("head.mlm.dense", "generator_predictions.dense")(config),
+               *single("head.mlm.norm", "generator_predictions.LayerNorm")(config),
+               Entry("head.mlm.bias", ("generator_lm_head.bias",), in_body=False)]
+    if not config.tie_word_embeddings:
+        entries.append(Entry("head.mlm.decoder.weight", ("generator_lm_head.weight",), in_body=False))
+    return entries
+
+
+RTD = both(single("head.dense", "discriminator_predictions.dense"),
+           single("head.classifier", "discriminator_predictions.dense_prediction"))
+CLS = both(single("head.dense", "classifier.dense"), single("head.classifier", "classifier.out_proj"))
+CHOICE = both(single("head.dense", "sequence_summary.summary"), single("head.classifier", "classifier"))
+
+
+def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    fields = bert_config_from_hf(hf, family="electra")
+    fields.update(mlm_activation="gelu", classifier_activation="gelu")
+    return fields
+
+
+def config_to_hf(config: Any) -> dict[str, Any]:
+    hf = bert_config_to_hf(config)
+    hf.update(embedding_size=config.embedding_size, summary_type="first", summary_use_proj=True,
+              summary_activation="gelu", summary_last_dropout=config.hidden_dropout)
+    return hf
+
+
+FAMILY = HFFamily(
+    model_type="electra",
+    prefix="electra",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    body=electra_body,
+    heads={
+        None: HeadSpec("ElectraModel", no_entries),
+        "rtd": HeadSpec("ElectraForPreTraining", RTD),
+        "mlm": HeadSpec("ElectraForMaskedLM", electra_mlm, tied=("generator_lm_head.weight",)),
+        "seq-cls": HeadSpec("ElectraForSequenceClassification", CLS),
+        "token-cls": HeadSpec("ElectraForTokenClassification", single("head.classifier", "classifier")),
+        "qa": HeadSpec("ElectraForQuestionAnswering", single("head.qa", "qa_outputs")),
+        "choice": HeadSpec("ElectraForMultipleChoice", CHOICE),
+    },
+)

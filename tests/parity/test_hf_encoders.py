@@ -1,0 +1,137 @@
+"""Encoder families against HF transformers: load a random tiny HF checkpoint into lmforge and get
+the same outputs and losses; export a random lmforge model and have transformers' Auto classes load it
+and give the same outputs. Every head HF has for bert, roberta, albert, electra, distilbert."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from encoder_cases import (AUTO, HF_HEADS, HF_PREFIX, NUM_LABELS, VOCAB, assert_close, hf_config, hf_outputs,
+                           make_batch, make_labels)
+
+transformers = pytest.importorskip("transformers")
+Model = pytest.importorskip("lmforge.models.model").Model
+
+CASES = [(family, head) for family, heads in HF_HEADS.items() for head in heads]
+IDS = [f"{family}-{head or 'base'}" for family, head in CASES]
+
+
+def build_hf(family: str, head: str | None, tmp_path: Path, **extra: Any) -> Any:
+    """A seeded random tiny HF model in eval mode, saved to ``tmp_path``."""
+    torch.manual_seed(0)
+    cfg = hf_config(transformers, family, head, **extra)
+    hf = getattr(transformers, HF_PREFIX[family] + HF_HEADS[family][head])(cfg).eval()
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+@torch.no_grad()
+def _perturb(model: torch.nn.Module) -> None:
+    """Random init leaves biases at 0 and LayerNorms at 1; noise everywhere makes a wrong map visible."""
+    g = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def compare(family: str, head: str | None, ours: Any, hf: Any, batch: dict[str, torch.Tensor]) -> None:
+    """Same outputs without labels; same loss (and same gathered MLM logits) with labels."""
+    with torch.no_grad():
+        ref = hf_outputs(head, hf(**batch))
+        out = ours(**batch)
+    for name, tensor in ref.items():
+        assert_close(out[name], tensor, f"{family}/{head}: {name}")
+    labels = make_labels(head, batch)
+    if not labels:
+        return
+    with torch.no_grad():
+        ref_out = hf(**batch, **labels)
+        out = ours(**batch, **labels)
+    assert_close(out.loss, ref_out.loss, f"{family}/{head}: loss")
+    assert out[0] is out.loss  # HF tuple order: loss first when labels are given
+    if head in ("mlm", "pretraining"):  # lmforge gathers the masked positions before the decoder
+        full = ref_out.logits if head == "mlm" else ref_out.prediction_logits
+        assert_close(out.logits, full[labels["labels"] != -100], f"{family}/{head}: masked logits")
+
+
+@pytest.mark.parametrize(("family", "head"), CASES, ids=IDS)
+def test_hf_to_lmforge(family: str, head: str | None, tmp_path: Path) -> None:
+    hf = build_hf(family, head, tmp_path)
+    ours = Model.from_pretrained(tmp_path).eval()  # head detected from config.json "architectures"
+    assert ours.config.family == family
+    assert (ours.config.head or None) == head
+    compare(family, head, ours, hf, make_batch(family, head, type_vocab_size=hf.config.to_dict().get("type_vocab_size", 0)))
+
+
+@pytest.mark.parametrize(("family", "head"), CASES, ids=IDS)
+def test_lmforge_to_hf(family: str, head: str | None, tmp_path: Path) -> None:
+    """lmforge tiny model (random, perturbed) -> export_hf -> transformers Auto class -> same outputs."""
+    torch.manual_seed(0)
+    reference = build_hf(family, head, tmp_path / "ref")  # only to get an lmforge config of the same shape
+    ours = Model.from_pretrained(tmp_path / "ref").eval()
+    _perturb(ours)
+    ours.export_hf(tmp_path / "out")
+    auto = getattr(transformers, AUTO[head])
+    hf, info = auto.from_pretrained(tmp_path / "out", output_loading_info=True)
+    hf.eval()
+    assert type(hf).__name__ == HF_PREFIX[family] + HF_HEADS[family][head]
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    del reference
+    compare(family, head, ours, hf, make_batch(family, head, type_vocab_size=hf.config.to_dict().get("type_vocab_size", 0)))
+
+
+VARIANTS = {
+    # ALBERT: E == H still has the E->H mapping; several layer groups; tanh-GELU vs exact GELU
+    "albert-E=H": ("albert", None, dict(embedding_size=32)),
+    "albert-groups": ("albert", "mlm", dict(num_hidden_layers=4, num_hidden_groups=2)),
+    "albert-inner-groups": ("albert", None, dict(num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2)),
+    "electra-E=H": ("electra", "rtd", dict(embedding_size=32)),
+    "bert-relu": ("bert", "seq-cls", dict(hidden_act="relu")),
+    "bert-gelu-new-untied": ("bert", "mlm", dict(hidden_act="gelu_new", tie_word_embeddings=False)),
+    "bert-regression": ("bert", "seq-cls", dict(num_labels=1)),
+    "distilbert-sinusoidal": ("distilbert", "mlm", dict(sinusoidal_pos_embds=True)),
+    "distilbert-relu": ("distilbert", "seq-cls", dict(activation="relu")),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variants_both_ways(name: str, tmp_path: Path) -> None:
+    family, head, extra = VARIANTS[name]
+    hf = build_hf(family, head, tmp_path / "hf", **extra)
+    ours = Model.from_pretrained(tmp_path / "hf").eval()
+    batch = make_batch(family, head, type_vocab_size=hf.config.to_dict().get("type_vocab_size", 0))
+    if name == "bert-regression":
+        with torch.no_grad():
+            labels = torch.tensor([0.5, -1.0, 2.0])
+            assert_close(ours(**batch, labels=labels).loss, hf(**batch, labels=labels).loss, "regression loss")
+    compare(family, head, ours, hf, batch)
+    ours.export_hf(tmp_path / "out")
+    back = getattr(transformers, AUTO[head]).from_pretrained(tmp_path / "out").eval()
+    compare(family, head, ours, back, batch)
+
+
+def test_explicit_head_over_a_checkpoint_with_another(tmp_path: Path) -> None:
+    """A pre-training checkpoint fine-tuned as a classifier: body loaded, the classifier fresh."""
+    hf = build_hf("bert", "pretraining", tmp_path)
+    ours = Model.from_pretrained(tmp_path, head="seq-cls", num_labels=4).eval()
+    assert ours.config.head == "seq-cls" and ours.config.num_labels == 4
+    batch = make_batch("bert", None, type_vocab_size=2)
+    with torch.no_grad():
+        ref = hf.bert(**batch)
+        out = ours(**batch)
+    assert out.logits.shape == (3, 4)
+    assert_close(out.pooler_output, ref.pooler_output, "pooler of the pre-training checkpoint")
+
+
+def test_base_model_loads_a_headed_checkpoint(tmp_path: Path) -> None:
+    """head=None on an HF dir keeps the saved head; the bare body of a MLM checkpoint matches HF's."""
+    hf = build_hf("roberta", "mlm", tmp_path)
+    ours = Model.from_pretrained(tmp_path).eval()
+    assert ours.config.head == "mlm"
+    assert ours.config.vocab_size == VOCAB and NUM_LABELS  # keep the import used
+    batch = make_batch("roberta", None, type_vocab_size=1)
+    with torch.no_grad():
+        assert_close(ours(**batch).logits, hf(**batch).logits, "roberta mlm")
