@@ -138,11 +138,10 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     the body and initialises the new head, dropping the checkpoint's. ``overrides`` are ModelConfig
     fields (``num_labels=3``, dropout rates, ...); unknown names fail in ModelConfig.
     """
-    from lmforge.models.model import Model
-
     path = Path(path)
     hf_config = read_hf_config(path)
     family = get_family(hf_config["model_type"])
+    state = read_hf_weights(path)  # fail on a bad file before building anything
     source_head, known = _source_head(family, hf_config)
     if not known and hf_config.get("architectures"):
         supported = ", ".join(s.hf_class for s in family.heads.values())
@@ -154,8 +153,8 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     fields["head"] = target_head
     fields.update(overrides)
     config = _make_config(fields)
+    from lmforge.models.model import Model
     model = Model(config)
-    state = read_hf_weights(path)
     named = model.state_dict(keep_vars=True)
     expected = {k: v.shape for k, v in named.items()}
     source_spec = family.heads[source_head] if known else None

@@ -1,0 +1,107 @@
+"""Bad HF checkpoint directories fail with a CheckpointError / LmforgeError that says what is wrong."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.models.hf import FAMILIES, load_hf
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_bert_dir(path: Path) -> Path:
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(path)
+    return path
+
+
+def test_unsupported_model_type_lists_the_supported(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
+    with pytest.raises(LmforgeError) as err:
+        load_hf(tmp_path)
+    message = str(err.value)
+    assert "'t5' is not supported" in message
+    for model_type in FAMILIES:
+        assert model_type in message
+
+
+def test_missing_config_and_missing_weights(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_hf(tmp_path)
+    d = tiny_bert_dir(tmp_path / "ckpt")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"no weights file: expected one of model\.safetensors"):
+        load_hf(d)
+
+
+def test_truncated_safetensors(tmp_path: Path) -> None:
+    d = tiny_bert_dir(tmp_path)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_hf(d)
+
+
+def test_garbage_pytorch_bin_is_not_unpickled(tmp_path: Path) -> None:
+    d = tiny_bert_dir(tmp_path)
+    (d / "model.safetensors").unlink()
+
+    class Evil:
+        def __reduce__(self):  # would run code if unpickled without weights_only
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_hf(d)
+
+
+def test_pytorch_bin_is_loaded(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    d = tiny_bert_dir(tmp_path)
+    from safetensors.torch import load_file
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    model = load_hf(d)
+    assert model.config.head == "seq-cls"
+
+
+def test_wrong_shape_and_missing_and_unexpected_are_named(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    from safetensors.torch import load_file, save_file
+    d = tiny_bert_dir(tmp_path)
+    state = load_file(d / "model.safetensors")
+    state["bert.encoder.layer.1.attention.self.key.weight"] = torch.zeros(32, 31)
+    del state["bert.encoder.layer.0.output.dense.bias"]
+    state["bert.encoder.layer.7.output.dense.bias"] = torch.zeros(32)
+    save_file(state, d / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        load_hf(d)
+    message = str(err.value)
+    assert "encoder.layer.1.attention.self.key.weight" in message and "(32, 31)" in message
+    assert "missing tensors: encoder.layer.0.output.dense.bias" in message
+    assert "unexpected tensors: encoder.layer.7.output.dense.bias" in message
+
+
+def test_config_that_does_not_match_the_weights(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    d = tiny_bert_dir(tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    config["vocab_size"] = 120
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"word_embeddings.weight: checkpoint \(99, 32\), model needs \(120, 32\)"):
+        load_hf(d)
+
+
+def test_unknown_activation_is_a_config_error(tmp_path: Path) -> None:
+    d = tiny_bert_dir(tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    config["hidden_act"] = "swish"
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LmforgeError, match="hidden_act='swish'"):
+        load_hf(d)
