@@ -91,8 +91,9 @@ class BatchSource:
 
     A step is one micro-batch of the *global* batch ``batch_size * world_size``: rank ``r`` gets the
     ``r``-th slice of ``batch_size`` examples, so ``world_size`` processes together see exactly the
-    examples one process sees with ``batch_size * world_size``. Incomplete global batches at the end
-    of an epoch are dropped (every step has the same shape).
+    examples one process sees with ``batch_size * world_size``. An incomplete global batch at the end
+    of an epoch is dropped (every step has the same shape) unless ``drop_last=False``; then the last
+    step is smaller (fine-tuning on small data; single-process evaluation over every example).
 
     >>> source = BatchSource(objective, ShardDataset(d, "train"), batch_size=32, seed=0)
     >>> batch = source.batch(epoch=0, step=5)             # O(1): no replay
@@ -100,7 +101,7 @@ class BatchSource:
     """
 
     def __init__(self, objective: Objective, dataset: Any, *, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"bad batch layout: batch_size={batch_size}, rank={rank}, world_size={world_size}")
         self.objective, self.dataset = objective, dataset
@@ -109,7 +110,9 @@ class BatchSource:
         self.examples = objective.examples(dataset)
         self.global_batch = batch_size * world_size
         self.examples_per_epoch = len(self.examples)
-        self.steps_per_epoch = self.examples_per_epoch // self.global_batch
+        self.drop_last = drop_last
+        self.steps_per_epoch = (self.examples_per_epoch // self.global_batch if drop_last
+                                else -(-self.examples_per_epoch // self.global_batch))
         if self.steps_per_epoch == 0:
             raise DataError(
                 f"the data gives {self.examples_per_epoch} {objective.name} example(s) of {objective.seq_len} "
@@ -138,6 +141,9 @@ class BatchSource:
     def batch(self, epoch: int, step: int) -> Batch:
         """This rank's batch at ``(epoch, step)``."""
         ids = self.example_ids(epoch, step)
+        if len(ids) == 0:
+            raise IndexError(f"rank {self.rank} has no example at the last, partial step {step} (drop_last=False "
+                             f"with world_size={self.world_size}); use drop_last=True for multi-process training")
         return self.objective.collate([self.examples.example(int(i), seed=self.seed, epoch=epoch) for i in ids])
 
     def iterate(self, *, epoch: int = 0, step: int = 0) -> Iterator[tuple[int, int, Batch]]:

@@ -186,3 +186,14 @@ def test_bad_objective_inputs(bert_tok, gpt2_tok, bert_train, tmp_path) -> None:
     prepare_shards([p], tokenizer=bert_tok, out=tmp_path / "s", val_fraction=0, progress=False)
     with pytest.raises(DataError, match="at least two sentences.*--doc-mode blank"):
         MaskedLMNextSentence(tokenizer=bert_tok, seq_len=64).examples(ShardDataset(tmp_path / "s"))
+
+
+def test_drop_last_false_keeps_the_partial_batch(bert_tok, bert_train) -> None:
+    obj = build_objective("clm", tokenizer=bert_tok, seq_len=1000)
+    full = BatchSource(obj, bert_train, batch_size=7, shuffle=False)
+    keep = BatchSource(obj, bert_train, batch_size=7, shuffle=False, drop_last=False)
+    n = full.examples_per_epoch
+    assert n % 7 and full.steps_per_epoch == n // 7 and keep.steps_per_epoch == n // 7 + 1
+    assert keep.batch(0, keep.steps_per_epoch - 1)["input_ids"].shape[0] == n % 7
+    seen = np.concatenate([keep.example_ids(0, s) for s in range(keep.steps_per_epoch)])
+    assert np.array_equal(seen, np.arange(n))  # every example once, in order
