@@ -1,0 +1,84 @@
+"""Fill-mask with a masked language model: the top-k tokens (with probabilities) for each mask.
+
+Several masks in one text are filled independently: one forward pass over the text with every mask in
+place, then each mask position's own distribution (as BERT was trained: the other masks stay masked).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lmforge.errors import InputError
+
+MLM_HEADS = ("mlm", "pretraining")  # heads whose `logits` are vocabulary logits at every position
+
+
+def mask_token_of(tokenizer: Any) -> tuple[str, int]:
+    """The tokenizer's mask token string and id; InputError when it has none (a GPT tokenizer)."""
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if mask_id is None:
+        raise InputError("this tokenizer has no mask token, so fill-mask cannot be used with it; use a "
+                         "masked language model's tokenizer (BERT-style, with [MASK] / <mask>).")
+    token = getattr(tokenizer, "mask_token", None)
+    if not token:
+        vocab = tokenizer.get_vocab()
+        token = next(t for t, i in vocab.items() if i == mask_id)
+    return str(token), int(mask_id)
+
+
+@torch.no_grad()
+def fill_mask(model: Any, tokenizer: Any, text: str, k: int = 5) -> list[list[dict[str, Any]]]:
+    """For each mask token in ``text`` (left to right), its ``k`` most likely tokens.
+
+    Each candidate is ``{"token": str, "token_id": int, "score": probability, "sequence": text with this
+    mask filled}``. Raises InputError when the text has no mask token or the model has no MLM head.
+    """
+    head = getattr(model.config, "head", None)
+    if head not in MLM_HEADS:
+        raise InputError(f"fill-mask needs a masked-language-model head ({' or '.join(MLM_HEADS)}); this "
+                         f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='mlm').")
+    if k < 1:
+        raise InputError(f"k must be >= 1, got {k}.")
+    mask_str, mask_id = mask_token_of(tokenizer)
+    enc = tokenizer(text, return_tensors="pt")
+    ids = enc["input_ids"]  # (1, L)
+    positions = torch.nonzero(ids[0] == mask_id).flatten().tolist()
+    if not positions:
+        raise InputError(f"the text has no mask token {mask_str}: write {mask_str} where a word should be "
+                         f"predicted, e.g. \"the man went to the {mask_str}.\"")
+    limit = int(model.config.max_positions)
+    if ids.shape[1] > limit:
+        raise InputError(f"the text is {ids.shape[1]} tokens long; the model reads at most {limit}.")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    inputs = {key: value.to(device) for key, value in enc.items()
+              if key in ("input_ids", "attention_mask", "token_type_ids")}
+    logits = model(**inputs)["logits"][0]  # (L, V)
+    model.train(was_training)
+    probs = logits[positions].float().softmax(dim=-1)  # (M, V)
+    top = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
+    out = []
+    for m, pos in enumerate(positions):
+        candidates = []
+        for score, token_id in zip(top.values[m].tolist(), top.indices[m].tolist(), strict=True):
+            filled = ids[0].clone()
+            filled[pos] = token_id
+            candidates.append({
+                "token": tokenizer.decode([token_id]).strip(),
+                "token_id": int(token_id),
+                "score": float(score),
+                "sequence": tokenizer.decode(_without_specials(filled.tolist(), tokenizer, keep=mask_id)),
+            })
+        out.append(candidates)
+    return out
+
+
+def _without_specials(ids: list[int], tokenizer: Any, *, keep: int) -> list[int]:
+    """Drop [CLS] / [SEP] / padding but keep the other masks visible in the shown sequence."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) - {keep}
+    return [i for i in ids if i not in special]
+
+
+__all__ = ["fill_mask", "mask_token_of"]
