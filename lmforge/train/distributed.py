@@ -1,0 +1,157 @@
+"""Multi-process training with torch.distributed: nothing home-made, only setup and thin helpers.
+
+Under ``torchrun --nproc_per_node N`` the environment carries RANK / LOCAL_RANK / WORLD_SIZE; we join
+the process group (gloo on CPU, nccl on CUDA) and wrap the model in DistributedDataParallel, or in
+FSDP (``fully_shard``, GPU only). Without those variables everything is a plain single process.
+Rank 0 alone logs and writes files; every rank reads its own slice of each global batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from lmforge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group when there is one; pick the device (CUDA when available)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp") -> torch.nn.Module:
+    """DDP (or FSDP) around ``model`` when there are several processes; ``model`` itself otherwise."""
+    if strategy == "fsdp":
+        if info.device.type != "cuda":
+            raise ConfigError("FSDP needs CUDA devices; use distributed: ddp on CPU")
+        from torch.distributed.fsdp import fully_shard
+
+        layers = getattr(getattr(model, "body", None), "layers", None)
+        for layer in layers or []:  # shard layer by layer so only one layer's weights are gathered at a time
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    if not info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    # find_unused_parameters: a BERT body has a pooler the MLM head never uses
+    return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def is_fsdp(model: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    return isinstance(unwrap(model), FSDPModule)
+
+
+def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean over ranks (identity in one process)."""
+    if info.distributed:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= info.world_size
+    return value
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """Unsharded model / optimizer state dicts (collective under FSDP: call on every rank)."""
+    if is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        msd = get_model_state_dict(model, options=opts)
+        osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+        return msd, osd
+    return unwrap(model).state_dict(), (optimizer.state_dict() if optimizer is not None else None)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    if is_fsdp(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = ["DistInfo", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
+           "gather_objects", "init_distributed", "is_fsdp", "load_optimizer_state", "unwrap", "wrap_model"]

@@ -1,0 +1,525 @@
+"""The training loop: one readable loop for pre-training and fine-tuning.
+
+    trainer = Trainer(model, objective, source, config, out_dir="runs/x", evaluate=fn, tokenizer=tok)
+    result = trainer.train(resume=True)
+
+* ``objective.loss(model, batch) -> (loss, metrics)``: the objective calls the model itself.
+* ``source.batch(epoch, step)`` + ``source.steps_per_epoch``: batches addressed by position, so
+  resuming seeks in O(1) (``lmforge.objectives.BatchSource``, or ``list_source`` for in-memory data).
+  A source built for ``rank`` / ``world_size`` gives this process its slice of each global batch.
+* One optimizer step = ``accumulation_steps`` micro-batches per process. Optimizer step ``s`` reads
+  micro-steps ``(s % E) * A ... + A - 1`` of epoch ``s // E`` (E = optimizer steps per epoch): the data
+  position is a pure function of the step.
+* Exact resume: weights, optimizer, scheduler, every RNG (per rank) and the step are checkpointed
+  atomically; a resumed run continues bitwise-identically on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.config import TrainConfig
+from lmforge.train.distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
+                                       gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
+                                       wrap_model)
+from lmforge.train.logging import RunLogger, plot_loss
+from lmforge.train.optim import build_optimizer, build_scheduler, param_groups
+
+Batch = dict[str, Any]
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+
+
+class TrainingDiverged(LmforgeError):
+    """The loss became NaN or infinite; the run stopped before applying that step."""
+
+
+class BatchSourceLike(Protocol):
+    """What the loop needs from a batch source."""
+
+    steps_per_epoch: int  # micro-batches per epoch for this process
+
+    def batch(self, epoch: int, step: int) -> Batch: ...
+
+
+class LossObjective(Protocol):
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    step: int  # optimizer steps done
+    total_steps: int  # steps planned
+    stopped: str  # "completed" | "early_stopping"
+    final_loss: float | None  # mean training loss of the last logging window
+    last_eval: dict[str, float] = field(default_factory=dict)  # the last evaluation's metrics
+    best_metric: float | None = None  # best value of config.best_metric seen
+    best_step: int | None = None  # step where it was seen (the model in OUT/best)
+    out_dir: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def enable_grad_checkpointing(model: torch.nn.Module) -> None:
+    """Switch activation recomputation on (the body's ``gradient_checkpointing`` flag)."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        return
+    body = getattr(model, "body", None)
+    if body is not None and hasattr(body, "gradient_checkpointing"):
+        body.gradient_checkpointing = True
+        return
+    raise ConfigError("this model does not support gradient checkpointing (no body.gradient_checkpointing flag)")
+
+
+def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+class Trainer:
+    """Runs ``config`` on ``model`` with ``objective`` over ``source``; see the module docstring.
+
+    Args:
+        model: the module to train (moved to the device; wrapped for DDP/FSDP/compile internally).
+        objective: anything with ``loss(model, batch) -> (loss, metrics)``; ``extra_modules()`` (optional)
+            names networks it owns that are trained and checkpointed too.
+        source: batches by ``(epoch, micro_step)`` for this rank, built with ``batch_size=config.batch_size``.
+        config: the TrainConfig.
+        out_dir: where metrics.jsonl, checkpoints/, best/ and the final model go.
+        evaluate: ``evaluate(model) -> {metric: value}``, run every ``eval_every`` steps, every epoch
+            (``eval_every_epoch``) and at the end; called on every rank with the unwrapped model in
+            eval mode under ``torch.no_grad`` (and the run's autocast).
+        groups: optimizer parameter groups (``lmforge.train.optim.param_groups``); default: built from
+            the config (lr, head_lr, layer_lr_decay, weight_decay).
+        tokenizer: saved beside the final and best models (``save_pretrained``).
+        dist: the DistInfo (default: ``init_distributed()``, which reads torchrun's environment).
+        save_extra: ``save_extra(dir)`` writes additional files into the final / best model dirs.
+    """
+
+    def __init__(self, model: torch.nn.Module, objective: LossObjective, source: BatchSourceLike,
+                 config: TrainConfig, *, out_dir: str | Path, evaluate: Evaluate | None = None,
+                 groups: list[dict] | None = None, tokenizer: Any = None, dist: DistInfo | None = None,
+                 save_extra: Callable[[Path], None] | None = None) -> None:
+        self.config, self.objective, self.source = config, objective, source
+        self.out_dir = Path(out_dir)
+        self.evaluate_fn, self.tokenizer, self.save_extra = evaluate, tokenizer, save_extra
+        self.dist = dist or init_distributed()
+        self.device = self.dist.device
+        self.model = model.to(self.device)
+        self.extra = dict(objective.extra_modules()) if hasattr(objective, "extra_modules") else {}
+        for module in self.extra.values():
+            module.to(self.device)
+        src_bs = getattr(source, "batch_size", None)
+        if src_bs is not None and src_bs != config.batch_size:
+            raise ConfigError(f"the batch source makes batches of {src_bs} but TrainConfig.batch_size is "
+                              f"{config.batch_size}; build both with the same batch size")
+        self.accum = config.accumulation_steps(self.dist.world_size)
+        self.steps_per_epoch = source.steps_per_epoch // self.accum  # optimizer steps per epoch
+        if self.steps_per_epoch < 1:
+            raise DataError(
+                f"the training data gives {source.steps_per_epoch} micro-batch(es) of {config.batch_size} per "
+                f"process, fewer than one optimizer step ({self.accum} micro-batch(es) x {self.dist.world_size} "
+                "process(es)); lower the batch size or add data")
+        self.total_steps = config.total_steps(steps_per_epoch=self.steps_per_epoch,
+                                              world_size=self.dist.world_size)
+        self.autocast_dtype = _precision(config, self.device)
+        if config.grad_checkpointing:
+            enable_grad_checkpointing(self.model)
+        self._groups = groups
+        self.ckpt_dir = self.out_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ pieces
+    def _named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        named = list(unwrap(self.model).named_parameters())
+        for name, module in self.extra.items():
+            named += [(f"objective.{name}.{n}", p) for n, p in module.named_parameters()]
+        return named
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _micro_batch(self, step: int, micro: int) -> Batch:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        return self.source.batch(epoch, pos * self.accum + micro)
+
+    def _note(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, flush=True)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, *, resume: bool = False) -> TrainResult:
+        """Train to ``total_steps`` (or early stopping) and write the final model to ``out_dir``."""
+        cfg, info = self.config, self.dist
+        if info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        raw = unwrap(self.model)
+        fsdp = cfg.distributed == "fsdp" and self.device.type == "cuda"
+        if fsdp:  # FSDP2 shards parameters in place; the optimizer must see the sharded ones
+            self.model = wrap_model(self.model, info, strategy="fsdp")
+        groups = self._groups or param_groups(self._named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                              head_lr=cfg.head_lr, layer_lr_decay=cfg.layer_lr_decay,
+                                              num_layers=getattr(getattr(raw, "config", None), "num_layers", None))
+        optimizer = build_optimizer(groups, cfg)
+        scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+
+        # ---- resume or start fresh
+        state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "last_eval": {},
+                                 "window": []}
+        found = broadcast_object(str(ckpt.latest_checkpoint(self.ckpt_dir) or "") if info.is_main else None, info) \
+            if resume else ""
+        if found:
+            state = self._restore(Path(found), optimizer, scheduler)
+        else:
+            if resume:
+                self._note(f"resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
+            elif info.is_main and ckpt.list_checkpoints(self.ckpt_dir):
+                raise ConfigError(f"{self.out_dir} already holds checkpoints of a run; pass --resume to continue "
+                                  "it, or choose another --out")
+            # dropout differs per rank; the data order does not depend on these RNGs
+            seed_everything(cfg.seed + 1_000_003 * info.rank)
+
+        model = self.model if fsdp else wrap_model(self.model, info, strategy="ddp")
+        if cfg.compile:
+            model = torch.compile(model)
+        logger = RunLogger(self.out_dir, enabled=info.is_main, total_steps=self.total_steps,
+                           start_step=state["step"], progress=cfg.progress, tensorboard=cfg.tensorboard)
+        try:
+            result = self._run(model, optimizer, scheduler, state, logger)
+        finally:
+            logger.close()
+        if info.is_main:
+            plot_loss(self.out_dir)
+        barrier(info)
+        return result
+
+    def _run(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any], logger: RunLogger) -> TrainResult:
+        cfg, info = self.config, self.dist
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        ddp = isinstance(model if not hasattr(model, "_orig_mod") else model._orig_mod,
+                         torch.nn.parallel.DistributedDataParallel)
+        step, stopped = state["step"], "completed"
+        window: list[float] = list(state["window"])  # losses since the last log record
+        tokens_seen = 0
+        t_last = time.perf_counter()
+        model.train()
+        for module in self.extra.values():
+            module.train()
+        while step < self.total_steps:
+            # ---- one optimizer step: accumulate micro-batches
+            losses, metric_items, tokens = [], [], 0
+            for micro in range(self.accum):
+                batch = to_device(self._micro_batch(step, micro), self.device)
+                sync = nullcontext() if (not ddp or micro == self.accum - 1) else model.no_sync()
+                with sync:
+                    with self._autocast():
+                        loss, metrics = self.objective.loss(model, batch)
+                    (loss / self.accum).backward()
+                losses.append(loss.detach().float())
+                metric_items.append(metrics)
+                tokens += int(metrics["tokens"]) if "tokens" in metrics else int(batch["input_ids"].numel())
+            step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
+            if not math.isfinite(step_loss):
+                optimizer.zero_grad(set_to_none=True)
+                raise self._diverged(step + 1, step_loss)
+            if cfg.max_grad_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = None
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.append(step_loss)
+            tokens_seen += tokens * info.world_size
+
+            # ---- log
+            if step % cfg.log_every == 0 or step == self.total_steps:
+                now = time.perf_counter()
+                tps = tokens_seen / max(now - t_last, 1e-9)
+                record: dict[str, Any] = {"split": "train", "step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                                          "loss": sum(window) / len(window), "lr": lr, "tokens_per_s": round(tps, 1)}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                record |= _metric_summary(metric_items)
+                logger.log(record)
+                logger.advance(len(window), loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                window, tokens_seen, t_last = [], 0, now
+
+            # ---- evaluate, keep the best, early stopping
+            end_of_epoch = step % self.steps_per_epoch == 0
+            if self.evaluate_fn is not None and (
+                    (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every_epoch and end_of_epoch)
+                    or step == self.total_steps):
+                if self._evaluate(model, step, state, logger):
+                    stopped = "early_stopping"
+
+            # ---- checkpoint (after the evaluation, so its result is part of the saved state)
+            if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+                state.update(step=step, window=window)
+                self._save_checkpoint(optimizer, scheduler, state)
+                t_last = time.perf_counter()  # saving is not training time
+            if stopped == "early_stopping":
+                logger.note(f"early stopping at step {step}: {cfg.best_metric} has not improved for "
+                            f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")
+                break
+
+        self._save_final(state)
+        return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
+                           final_loss=(sum(window) / len(window)) if window else _last_train_loss(self.out_dir),
+                           last_eval=state["last_eval"], best_metric=state["best"], best_step=state["best_step"],
+                           out_dir=self.out_dir)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, model: torch.nn.Module, step: int, state: dict[str, Any], logger: RunLogger) -> bool:
+        """Run the callback, log it, update the best model; True when early stopping triggers."""
+        cfg = self.config
+        raw = unwrap(model)
+        raw.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = {k: float(v) for k, v in self.evaluate_fn(raw).items()}
+        raw.train()
+        state["last_eval"] = metrics
+        logger.log({"split": "val", "step": step, "epoch": round(step / self.steps_per_epoch, 4), **metrics})
+        logger.note("step " + str(step) + " val: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if not cfg.best_metric:
+            return False
+        if cfg.best_metric not in metrics:
+            raise ConfigError(f"best_metric {cfg.best_metric!r} is not among the evaluation metrics "
+                              f"({', '.join(metrics)})")
+        value = metrics[cfg.best_metric]
+        best = state["best"]
+        better = best is None or (value > best if cfg.best_mode == "max" else value < best)
+        if better and math.isfinite(value):
+            state.update(best=value, best_step=step, bad_evals=0)
+            self._save_model_dir(self.out_dir / "best", extra={"best_metric": cfg.best_metric, "value": value,
+                                                               "step": step})
+            return False
+        state["bad_evals"] += 1
+        return cfg.patience is not None and state["bad_evals"] >= cfg.patience
+
+    # ------------------------------------------------------------------ saving / restoring
+    def _trainer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        epoch, pos = divmod(state["step"], self.steps_per_epoch)
+        return {
+            "step": state["step"], "total_steps": self.total_steps,
+            # where the data resumes: optimizer step -> (epoch, micro-step) of the batch source, O(1)
+            "data_position": {"epoch": epoch, "micro_step": pos * self.accum, "accumulation_steps": self.accum,
+                              "steps_per_epoch": self.steps_per_epoch},
+            "best": state["best"], "best_step": state["best_step"], "bad_evals": state["bad_evals"],
+            "last_eval": state["last_eval"], "window": state["window"],
+            "world_size": self.dist.world_size, "config": self.config.to_dict(),
+        }
+
+    def _save_checkpoint(self, optimizer, scheduler, state: dict[str, Any]) -> None:
+        info = self.dist
+        model_state, optim_state = full_state_dicts(self.model, optimizer)
+        rngs = gather_objects(ckpt.rng_state(), info)
+        if info.is_main:
+            ckpt.save_checkpoint(self.ckpt_dir, state["step"], model_state=model_state, model=unwrap(self.model),
+                                 optimizer_state=optim_state, scheduler_state=scheduler.state_dict(),
+                                 rng_states=rngs, trainer_state=self._trainer_state(state),
+                                 extra_states={k: m.state_dict() for k, m in self.extra.items()},
+                                 keep=self.config.keep)
+        barrier(info)
+
+    def _restore(self, path: Path, optimizer, scheduler) -> dict[str, Any]:
+        info, cfg = self.dist, self.config
+        loaded = ckpt.load_checkpoint(path, rank=info.rank)
+        ts = loaded["trainer_state"]
+        saved = ts.get("config", {})
+        # these change which data each step sees or how the weights move: a resumed run must keep them
+        for key in ("seed", "batch_size", "global_batch_size", "global_batch_tokens", "seq_len", "optimizer"):
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise ConfigError(f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, this run "
+                                  f"has {key}={getattr(cfg, key)!r}; use the same value (or a new --out)")
+        if ts.get("world_size", info.world_size) != info.world_size:
+            raise ConfigError(f"cannot resume exactly from {path}: it ran on {ts['world_size']} process(es), this "
+                              f"run has {info.world_size}; launch with the same --nproc_per_node")
+        if is_fsdp(self.model):
+            from safetensors.torch import load_file
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, load_file(str(loaded["weights"])),
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            ckpt.load_weights(unwrap(self.model), loaded["weights"])
+        for name, file in loaded["extra"].items():
+            if name in self.extra:
+                ckpt.load_weights(self.extra[name], file)
+        load_optimizer_state(self.model, optimizer, loaded["optimizer"])
+        scheduler.load_state_dict(loaded["scheduler"])
+        if loaded["rng"] is not None:
+            ckpt.set_rng_state(loaded["rng"])
+        self._note(f"resumed from {path} at step {ts['step']} (epoch {ts['data_position']['epoch']}, "
+                   f"micro-step {ts['data_position']['micro_step']}: seeked directly, nothing replayed)")
+        return {"step": ts["step"], "best": ts.get("best"), "best_step": ts.get("best_step"),
+                "bad_evals": ts.get("bad_evals", 0), "last_eval": ts.get("last_eval", {}),
+                "window": ts.get("window", [])}
+
+    def _save_model_dir(self, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
+        """A loadable model dir (config.json + model.safetensors + tokenizer), written atomically."""
+        model_state, _ = full_state_dicts(self.model, None)
+        if self.dist.is_main:
+            with ckpt.atomic_dir(directory) as tmp:
+                self._write_model(tmp, model_state)
+                if extra:
+                    (tmp / "best.json").write_text(json.dumps(extra, indent=2) + "\n", encoding="utf-8")
+        barrier(self.dist)
+
+    def _write_model(self, directory: Path, model_state: dict[str, torch.Tensor]) -> None:
+        raw = unwrap(self.model)
+        if hasattr(raw, "save_pretrained") and not is_fsdp(self.model):
+            raw.save_pretrained(directory)
+        else:
+            ckpt.save_weights(raw, directory, model_state)
+        if self.tokenizer is not None and hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(directory)
+        if self.save_extra is not None:
+            self.save_extra(directory)
+
+    def _save_final(self, state: dict[str, Any]) -> None:
+        """The final model at the top of out_dir (each file replaced atomically)."""
+        cfg, info = self.config, self.dist
+        best_dir = self.out_dir / "best"
+        if cfg.load_best_at_end and state["best_step"] is not None and (best_dir / ckpt.WEIGHTS_FILE).is_file():
+            if is_fsdp(self.model):
+                self._note("load_best_at_end is not supported with FSDP; the final model is the last one "
+                           f"(the best is in {best_dir})")
+            else:
+                ckpt.load_weights(unwrap(self.model), best_dir / ckpt.WEIGHTS_FILE)
+        model_state, _ = full_state_dicts(self.model, None)
+        if info.is_main:
+            staging = self.out_dir / ".tmp-final"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            self._write_model(staging, model_state)
+            summary = self._trainer_state(state | {"step": state.get("step", 0)})
+            (staging / ckpt.STATE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            ckpt._fsync_tree(staging)
+            for item in staging.iterdir():
+                target = self.out_dir / item.name
+                if item.is_dir() and target.exists():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+            shutil.rmtree(staging, ignore_errors=True)
+        barrier(info)
+
+    def _diverged(self, step: int, value: float) -> TrainingDiverged:
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        where = (f"the last good checkpoint is {last} (resume from it with --resume and a lower --lr, more warmup "
+                 "or clipping)" if last else "no checkpoint was written before it (set --save-every)")
+        return TrainingDiverged(f"the loss became {value} at step {step}; training stopped without applying that "
+                                f"step; {where}")
+
+
+def _metric_summary(items: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Objective metrics of this process's micro-batches, reduced (counts add, averages weigh)."""
+    from lmforge.objectives.base import COUNT_METRICS, reduce_metrics
+
+    reduced = reduce_metrics(items)
+    return {k: round(v, 6) for k, v in reduced.items() if k not in COUNT_METRICS and k != "loss"}
+
+
+def _last_train_loss(out_dir: Path) -> float | None:
+    from lmforge.train.logging import read_metrics
+
+    try:
+        records = [r for r in read_metrics(out_dir) if r.get("split") == "train"]
+    except OSError:
+        return None
+    return records[-1]["loss"] if records else None
+
+
+def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torch.device | str = "cpu",
+                        max_batches: int | None = None) -> Evaluate:
+    """An ``evaluate`` callback for pre-training: loss, perplexity and the objective's accuracies.
+
+    ``source`` should be a non-shuffled validation BatchSource (always read at epoch 0, so the masks and
+    pairs are the same at every evaluation). Returns ``loss``, ``perplexity`` (exp of the LM loss: clm
+    loss, or the MLM loss for masked objectives), ``mlm_accuracy``, ``nsp_accuracy`` / ``sop_accuracy``
+    when the objective reports them.
+    """
+    device = torch.device(device)
+    n = source.steps_per_epoch if max_batches is None else min(max_batches, source.steps_per_epoch)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        from lmforge.objectives.base import reduce_metrics
+
+        items = [objective.loss(model, to_device(source.batch(0, i), device))[1] for i in range(n)]
+        r = reduce_metrics(items)
+        out = {"loss": r["loss"]}
+        lm = r.get("clm_loss", r.get("mlm_loss"))
+        if lm is not None:
+            out["perplexity"] = math.exp(min(lm, 80.0))
+        for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "sop_loss", "sop_accuracy"):
+            if key in r:
+                out[key] = r[key]
+        return out
+
+    return evaluate
+
+
+class _ListExamples:
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, *, seed: int, epoch: int) -> Any:
+        return self.items[index]
+
+
+class _ListObjective:
+    name, seq_len = "examples", 0
+
+    def __init__(self, collate: Callable[[Sequence[Any]], Batch]) -> None:
+        self.collate = collate
+
+    def examples(self, dataset: Sequence[Any]) -> _ListExamples:
+        return _ListExamples(dataset)
+
+
+def list_source(examples: Sequence[Any], collate: Callable[[Sequence[Any]], Batch], *, batch_size: int,
+                seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    """A BatchSource over in-memory examples (fine-tuning features): seeded order, O(1) seek, rank slices."""
+    from lmforge.objectives.base import BatchSource
+
+    return BatchSource(_ListObjective(collate), examples, batch_size=batch_size, seed=seed, rank=rank,
+                       world_size=world_size, shuffle=shuffle)
+
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "enable_grad_checkpointing", "list_source",
+           "objective_evaluator", "seed_everything", "to_device"]

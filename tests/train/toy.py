@@ -1,0 +1,112 @@
+"""A stand-in model and objective for the loop tests (no dependency on lmforge.models).
+
+Also a script: ``python toy.py OUT --steps N --save-every K [--resume] [--sleep S] [--nan-at STEP]``
+trains the toy model with the real Trainer (used by the SIGKILL and torchrun tests).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+VOCAB, SEQ = 50, 16
+
+
+class ToyConfig:
+    num_layers = 2
+
+
+class ToyLM(nn.Module):
+    """Embedding -> 2 'layers' (Linear + GELU + LayerNorm, dropout) -> head, with a learned bias."""
+
+    def __init__(self, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.config = ToyConfig()
+        self.body = nn.Module()
+        self.body.embeddings = nn.Embedding(VOCAB, 32)
+        self.body.layers = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.GELU(), nn.LayerNorm(32))
+                                         for _ in range(2))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(32, VOCAB)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        h = self.body.embeddings(input_ids)
+        for layer in self.body.layers:
+            h = h + self.drop(layer(h))
+        return self.head(h)  # (B, T, V)
+
+
+class ToyObjective:
+    """Next-token prediction; metrics like lmforge's objectives (detached tensors)."""
+
+    def __init__(self, nan_at_call: int | None = None) -> None:
+        self.calls, self.nan_at_call = 0, nan_at_call
+
+    def loss(self, model, batch):
+        self.calls += 1
+        logits = model(batch["input_ids"])
+        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), batch["input_ids"][:, 1:].reshape(-1))
+        if self.nan_at_call is not None and self.calls >= self.nan_at_call:
+            loss = loss * float("nan")
+        n = torch.tensor(batch["input_ids"][:, 1:].numel())
+        return loss, {"loss": loss.detach(), "clm_loss": loss.detach(), "weight": n, "predicted_tokens": n,
+                      "tokens": torch.tensor(batch["input_ids"].numel())}
+
+
+def toy_examples(n: int = 256, seed: int = 0) -> list[np.ndarray]:
+    """Sequences with structure (x[t+1] = x[t] + 1 mod V) so the loss can go down."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, VOCAB, size=n)
+    return [(s + np.arange(SEQ)) % VOCAB for s in starts]
+
+
+def collate(examples):
+    return {"input_ids": torch.from_numpy(np.stack(examples)).long()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lmforge.train import TrainConfig, Trainer, list_source
+    from lmforge.train.distributed import init_distributed
+    from lmforge.train.loop import seed_everything
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--save-every", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--global-batch", type=int, default=None)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--nan-at", type=int, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    info = init_distributed()
+    seed_everything(0)
+    model = ToyLM(args.dropout)
+    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, global_batch_size=args.global_batch,
+                      lr=3e-3, warmup_steps=3, save_every=args.save_every, keep=2, log_every=1, progress=False,
+                      seq_len=SEQ)
+    source = list_source(toy_examples(), collate, batch_size=args.batch_size, seed=0, rank=info.rank,
+                         world_size=info.world_size)
+    objective = ToyObjective(nan_at_call=args.nan_at)
+    if args.sleep:
+        inner = objective.loss
+
+        def slow(model, batch):
+            time.sleep(args.sleep)
+            return inner(model, batch)
+
+        objective.loss = slow
+    Trainer(model, objective, source, cfg, out_dir=args.out, dist=info).train(resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.exit(main())
