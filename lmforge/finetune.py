@@ -366,7 +366,8 @@ def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_l
 
 def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
-    from lmforge.train import TrainConfig, Trainer, list_source
+    from lmforge.objectives.base import BatchSource
+    from lmforge.train import TrainConfig, Trainer
     from lmforge.train.loop import seed_everything
 
     seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
@@ -388,7 +389,8 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
                                        training=False, what=split, log=log) for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
-    source = list_source(train_features, objective.collate, batch_size=batch_size, seed=config.seed)
+    # every example every epoch: the last, smaller batch is kept (small GLUE sets have few batches)
+    source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, drop_last=False)
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=batch_size, seq_len=max_length, lr=config.lr, head_lr=config.head_lr,
         layer_lr_decay=config.layer_decay, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,

@@ -143,3 +143,14 @@ def test_swag_choices_collate(refdata, bert_tok):
     assert batch["input_ids"].shape[:2] == (3, 4) and batch["labels"].tolist() == [ex["label"] for ex in examples[:3]]
     logits = [torch.nn.functional.one_hot(torch.tensor(ex["label"]), 4).float() for ex in examples]
     assert task.metric(task.postprocess(logits, features, examples), examples) == {"accuracy": 1.0}
+
+
+def test_truncation_is_counted_and_the_users_tokenizer_is_untouched(refdata, bert_tok):
+    task = get_task("glue-rte")
+    examples = task.read(refdata / "glue" / "RTE", "val")
+    before = bert_tok.backend.truncation
+    features, cut = featurize_all(task, examples, bert_tok, max_length=64)
+    lengths = [len(bert_tok.backend.encode(ex["text"], ex["text_pair"]).ids) for ex in examples]
+    assert cut == sum(n > 64 for n in lengths) > 0
+    assert all(len(f["input_ids"]) <= 64 for f in features)
+    assert bert_tok.backend.truncation == before  # the engine copy carries the truncation setting
