@@ -84,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--nan-at", type=int, default=None)
+    ap.add_argument("--distributed", default="ddp")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    info = init_distributed()
+    info = init_distributed(args.device)
     seed_everything(0)
     model = ToyLM(args.dropout)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, global_batch_size=args.global_batch,
                       lr=3e-3, warmup_steps=3, save_every=args.save_every, keep=2, log_every=1, progress=False,
-                      seq_len=SEQ)
+                      seq_len=SEQ, distributed=args.distributed)
     source = list_source(toy_examples(), collate, batch_size=args.batch_size, seed=0, rank=info.rank,
                          world_size=info.world_size)
     objective = ToyObjective(nan_at_call=args.nan_at)

@@ -1,0 +1,197 @@
+"""Pre-training throughput: lmforge vs HF transformers, same architecture, same batch, same machine, same run.
+
+    python benchmarks/pretraining.py [--steps 8] [--warmup 2] [--threads 2] [--only mlm|clm]
+
+Two workloads (the issue's): a bert-mini shaped MLM (L4 / H256 / A4, vocab 30,522, seq 128, batch 32)
+and a GPT-2 of the same shape doing CLM (vocab 50,257). Both sides run one full training step per
+batch (forward, backward, clip to 1.0, fused AdamW, zero_grad) on tiny-shakespeare batches:
+
+* lmforge: the `mlm` / `clm` objective's own batches (``BatchSource``), ``objective.loss(model, batch)``
+  -- exactly what ``Trainer`` does per step; MLM gathers the masked positions before the decoder.
+* HF: ``BertForMaskedLM`` / ``GPT2LMHeadModel`` with ``attn_implementation="sdpa"``, batches from HF's
+  ``DataCollatorForLanguageModeling`` (mlm_probability 0.15 / mlm=False), ``model(**batch).loss``.
+
+Each (library, workload) runs in its own subprocess so its peak resident memory (ru_maxrss) is its own.
+Tokens/s counts batch x seq_len per step for both. Prints a markdown table of ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REFDATA = (REPO / ".." / "shared" / "refdata").resolve()
+SHAPE = dict(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024)
+SEQ, BATCH = 128, 32
+
+
+def _shards(kind: str, root: Path) -> Path:
+    """tiny-shakespeare shards for the BERT uncased (mlm) or GPT-2 (clm) vocabulary (cached per run)."""
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    import tokfixtures
+
+    from lmforge.data.shards import prepare_shards
+
+    out = root / kind
+    if not (out / "meta.json").is_file():
+        tok = tokfixtures.bert_tokenizer(REFDATA) if kind == "mlm" else tokfixtures.gpt2_tokenizer(REFDATA)
+        prepare_shards([REFDATA / "text" / "tinyshakespeare.txt"], tokenizer=tok, out=out, doc_mode="blank",
+                       val_fraction=0.01, progress=False)
+    return out
+
+
+def _lmforge(kind: str, shards: Path):
+    """(step function, model) for lmforge."""
+    import torch
+
+    from lmforge import Model, ModelConfig
+    from lmforge.data.shards import ShardDataset
+    from lmforge.objectives import BatchSource, build_objective
+    from lmforge.train.config import TrainConfig
+    from lmforge.train.optim import build_optimizer, param_groups
+
+    ds = ShardDataset(shards, "train")
+    tok = ds.load_tokenizer()
+    objective = build_objective(kind, tokenizer=tok, seq_len=SEQ)
+    if kind == "mlm":
+        config = ModelConfig.from_preset("bert-base", **SHAPE, vocab_size=30522, head="mlm")
+    else:
+        config = ModelConfig.from_preset("gpt2", **SHAPE, vocab_size=50257, head="clm")
+    torch.manual_seed(0)
+    model = Model(config)
+    model.train()
+    cfg = TrainConfig(lr=1e-4)
+    opt = build_optimizer(param_groups(model.named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), cfg)
+    source = BatchSource(objective, ds, batch_size=BATCH, seed=0)
+
+    def step(i: int) -> float:
+        batch = source.batch(0, i)
+        loss, _ = objective.loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step, model
+
+
+def _hf(kind: str, shards: Path):
+    import numpy as np
+    import torch
+    from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling,
+                              GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast)
+
+    from lmforge.data.shards import ShardDataset
+
+    ds = ShardDataset(shards, "train")
+    torch.manual_seed(0)
+    if kind == "mlm":
+        tok = BertTokenizerFast(str(REFDATA / "tokenizers/bert-base-uncased/vocab.txt"), do_lower_case=True)
+        config = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=1024, attn_implementation="sdpa")
+        model = BertForMaskedLM(config)
+        collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15, return_tensors="pt")
+        body = SEQ - 2  # [CLS] ... [SEP]
+    else:
+        d = REFDATA / "tokenizers/gpt2"
+        tok = GPT2TokenizerFast(str(d / "vocab.json"), str(d / "merges.txt"))
+        tok.pad_token = tok.eos_token
+        config = GPT2Config(vocab_size=50257, n_embd=256, n_layer=4, n_head=4, n_inner=1024, n_positions=1024,
+                            attn_implementation="sdpa")
+        model = GPT2LMHeadModel(config)
+        collator = DataCollatorForLanguageModeling(tok, mlm=False, return_tensors="pt")
+        body = SEQ
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)  # HF Trainer's default
+    tokens = ds.tokens(0, ds.num_tokens).astype(np.int64)
+
+    def step(i: int) -> float:
+        rows = []
+        for j in range(BATCH):
+            start = ((i * BATCH + j) * body) % (len(tokens) - body)
+            ids = tokens[start:start + body].tolist()
+            rows.append({"input_ids": [tok.cls_token_id, *ids, tok.sep_token_id] if kind == "mlm" else ids})
+        batch = collator(rows)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step, model
+
+
+def _one(lib: str, kind: str, shards: Path, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step, model = (_lmforge if lib == "lmforge" else _hf)(kind, shards)
+    for i in range(warmup):
+        step(i)
+    times = []
+    for i in range(warmup, warmup + steps):
+        t = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    median = times[len(times) // 2]
+    return {"lib": lib, "kind": kind, "tokens_per_s": BATCH * SEQ / median, "step_s": median,
+            "params": sum(p.numel() for p in model.parameters()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["mlm", "clm"], default=None)
+    ap.add_argument("--child", nargs=3, metavar=("LIB", "KIND", "SHARDS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        lib, kind, shards = args.child
+        print(json.dumps(_one(lib, kind, Path(shards), args.steps, args.warmup, args.threads)))
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    kinds = [args.only] if args.only else ["mlm", "clm"]
+    results: dict[tuple[str, str], dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            shards = _shards(kind, Path(tmp))
+            for lib in ("hf", "lmforge"):
+                out = subprocess.run([sys.executable, __file__, "--child", lib, kind, str(shards), "--steps",
+                                      str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                                     env=env, capture_output=True, text=True)
+                if out.returncode:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return 1
+                results[(lib, kind)] = json.loads(out.stdout.strip().splitlines()[-1])
+                r = results[(lib, kind)]
+                print(f"  {lib:8s} {kind}: {r['tokens_per_s']:,.0f} tokens/s, step {r['step_s']:.2f} s, "
+                      f"peak RSS {r['peak_rss_mb']:,.0f} MB", file=sys.stderr)
+    import torch
+
+    print(f"\n{time.strftime('%Y-%m-%d')}, 2-core CPU, torch {torch.__version__}, {args.threads} threads, "
+          f"median of {args.steps} steps after {args.warmup} warm-up; batch {BATCH} x {SEQ} tokens\n")
+    print("| workload | params | HF tokens/s | lmforge tokens/s | speed-up | HF peak RSS | lmforge peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    names = {"mlm": "bert-mini MLM (L4/H256/A4, V 30,522)", "clm": "GPT-2 L4/H256/A4 CLM (V 50,257)"}
+    for kind in kinds:
+        hf, lm = results[("hf", kind)], results[("lmforge", kind)]
+        print(f"| {names[kind]} | {lm['params'] / 1e6:.1f}M | {hf['tokens_per_s']:,.0f} | {lm['tokens_per_s']:,.0f} | "
+              f"**{lm['tokens_per_s'] / hf['tokens_per_s']:.2f}x** | {hf['peak_rss_mb']:,.0f} MB | "
+              f"{lm['peak_rss_mb']:,.0f} MB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

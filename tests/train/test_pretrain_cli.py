@@ -1,0 +1,153 @@
+"""`lmforge pretrain` end to end on tiny-shakespeare with tiny models: every objective learns, outputs exist,
+the result loads with Model.from_pretrained, SIGKILL + --resume is bitwise exact, torchrun works, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model (model-core issue)")
+
+from lmforge.cli import main  # noqa: E402
+from lmforge.data.shards import prepare_shards  # noqa: E402
+from lmforge.train.logging import read_metrics  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+import tokfixtures  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+BERT_TINY = "preset: bert-base\nnum_layers: 2\nhidden_size: 64\nnum_heads: 2\nintermediate_size: 256\nmax_positions: 128\n"
+GPT_TINY = "preset: gpt2\nnum_layers: 2\nhidden_size: 64\nnum_heads: 2\nintermediate_size: 256\nmax_positions: 128\n"
+
+
+@pytest.fixture(scope="module")
+def shards(refdata, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pretrain")
+    out = {}
+    for name, tok in (("bert", tokfixtures.bert_tokenizer(refdata)), ("gpt2", tokfixtures.gpt2_tokenizer(refdata))):
+        out[name] = root / f"shards-{name}"
+        prepare_shards([refdata / "text" / "tinyshakespeare.txt"], tokenizer=tok, out=out[name], doc_mode="blank",
+                       val_fraction=0.01, progress=False)
+    (root / "bert-tiny.yaml").write_text(BERT_TINY)
+    (root / "gpt-tiny.yaml").write_text(GPT_TINY)
+    out["bert_model"], out["gpt_model"] = root / "bert-tiny.yaml", root / "gpt-tiny.yaml"
+    return out
+
+
+def _args(shards, objective: str, out: Path, *extra: str) -> list[str]:
+    model = shards["gpt_model"] if objective == "clm" else shards["bert_model"]
+    data = shards["gpt2"] if objective == "clm" else shards["bert"]
+    return ["pretrain", "--model", str(model), "--objective", objective, "--data", str(data), "--out", str(out),
+            "--batch-size", "8", "--seq-len", "64", "--lr", "2e-3", "--warmup", "5", "--log-every", "1",
+            "--val-batches", "2", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm", "mlm+nsp", "mlm+sop"])
+def test_every_objective_learns(shards, tmp_path, objective, capsys):
+    out = tmp_path / "run"
+    assert main(_args(shards, objective, out, "--max-steps", "40", "--eval-every", "20")) == 0
+    train = [r for r in read_metrics(out) if r["split"] == "train"]
+    val = [r for r in read_metrics(out) if r["split"] == "val"]
+    assert [r["step"] for r in train] == list(range(1, 41))
+    assert {"step", "loss", "lr", "tokens_per_s"} <= train[0].keys()
+    first, last = sum(r["loss"] for r in train[:5]) / 5, sum(r["loss"] for r in train[-5:]) / 5
+    assert last < first - 0.5, (first, last)
+    assert [r["step"] for r in val] == [20, 40] and val[1]["loss"] < val[0]["loss"]
+    assert "perplexity" in val[0]
+    if objective != "clm":
+        assert 0 <= val[-1]["mlm_accuracy"] <= 1
+    if objective in ("mlm+nsp", "mlm+sop"):
+        assert f"{objective[4:]}_accuracy" in val[-1]
+    assert (out / "loss.png").stat().st_size > 1000
+    from lmforge import Model, Tokenizer
+
+    model = Model.from_pretrained(out)
+    saved = load_file(str(out / "model.safetensors"))
+    assert any(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)
+    assert len(Tokenizer.from_pretrained(out)) == model.config.vocab_size
+    assert "done: 40 steps" in capsys.readouterr().out
+
+
+def test_preset_takes_the_tokenizer_vocab_and_bad_input(shards, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["pretrain", "--model", "bert-tiny", "--objective", "mlm", "--data", str(shards["gpt2"]),
+                 "--out", str(out), "--max-steps", "2", "--batch-size", "4", "--seq-len", "32", "--no-progress",
+                 "--val-batches", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "using the data's tokenizer's 50,257 instead" in text
+    # seq-len above max positions
+    assert main(_args(shards, "clm", tmp_path / "q", "--max-steps", "2", "--seq-len", "512")) == 2
+    assert "max_positions 128" in capsys.readouterr().err
+    # batch larger than the data: the validation split has ~2k tokens, so use a huge batch on train
+    assert main(_args(shards, "clm", tmp_path / "r", "--max-steps", "2", "--batch-size", "100000")) == 2
+    assert "fewer than one global batch" in capsys.readouterr().err
+    # not a shard dir; a shard dir whose tokenizer copy was swapped (hash mismatch)
+    assert main(_args(shards, "clm", tmp_path / "s", "--max-steps", "2")[:6] + ["--data", str(tmp_path)]
+                + ["--out", str(tmp_path / "s")]) == 2
+    assert "not a shard directory" in capsys.readouterr().err
+    assert main(_args(shards, "mlm", tmp_path / "t", "--max-steps", "2", "--tokenizer",
+                      str(shards["gpt2"] / "tokenizer"))) == 2
+    assert "different tokenizer" in capsys.readouterr().err
+    # NaN loss: a learning rate that blows up; the last good checkpoint is named
+    code = main(_args(shards, "clm", tmp_path / "n", "--max-steps", "30", "--lr", "1e6", "--warmup", "0",
+                      "--max-grad-norm", "0", "--save-every", "2"))
+    err = capsys.readouterr().err
+    assert code == 2 and "the loss became" in err and "last good checkpoint" in err
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_sigkill_resume_is_bitwise_exact_through_the_cli(shards, tmp_path):
+    base = [sys.executable, "-m", "lmforge"] + _args(shards, "mlm+nsp", tmp_path / "x", "--max-steps", "24",
+                                                     "--save-every", "3", "--keep", "2")
+    ref = [*base[:base.index("--out") + 1], str(tmp_path / "ref"), *base[base.index("--out") + 2:]]
+    run = [*base[:base.index("--out") + 1], str(tmp_path / "run"), *base[base.index("--out") + 2:]]
+    assert subprocess.run(ref, env=_env(), capture_output=True, timeout=300).returncode == 0
+    proc = subprocess.Popen(run, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "checkpoints" / "step-00000009").exists():
+        time.sleep(0.01)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    res = subprocess.run(run + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resumed from" in res.stdout
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref_losses = [r["loss"] for r in read_metrics(tmp_path / "ref")]
+    assert [r["loss"] for r in read_metrics(tmp_path / "run")] == ref_losses
+
+
+def test_torchrun_two_processes_match_one(shards, tmp_path):
+    common = _args(shards, "clm", tmp_path / "x", "--max-steps", "4", "--global-batch-size", "8", "--batch-size",
+                   "4", "--val-batches", "0")
+    one = [*common[:common.index("--out") + 1], str(tmp_path / "one"), *common[common.index("--out") + 2:]]
+    two = [*common[:common.index("--out") + 1], str(tmp_path / "two"), *common[common.index("--out") + 2:]]
+    r1 = subprocess.run([sys.executable, "-m", "lmforge", *one], env=_env(), capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                         "-m", "lmforge", *two], env=_env(), capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    l1 = torch.tensor([r["loss"] for r in read_metrics(tmp_path / "one")])
+    l2 = torch.tensor([r["loss"] for r in read_metrics(tmp_path / "two")])
+    assert len(l1) == 4 and torch.allclose(l1, l2, rtol=1e-5, atol=1e-5), (l1, l2)
+    assert json.loads((tmp_path / "two" / "trainer_state.json").read_text())["world_size"] == 2
+
+
+def test_compile_and_grad_checkpointing_flags(shards, tmp_path):
+    out = tmp_path / "c"
+    assert main(_args(shards, "clm", out, "--max-steps", "3", "--compile", "--grad-checkpointing",
+                      "--val-batches", "0")) == 0
+    assert len([r for r in read_metrics(out) if r["split"] == "train"]) == 3
