@@ -229,6 +229,8 @@ class MaskedObjectiveBase(ObjectiveBase):
     """Collate and loss shared by MLM and the MLM + sentence-pair objectives."""
 
     pair_name: str | None = None  # "nsp" / "sop" for the pair objectives
+    default_masking: MaskingConfig  # the masking used when none is given; override fields with
+    # dataclasses.replace(cls.default_masking, whole_word=True) to keep the family's default mode
     pad_to_multiple_of = 8
 
     def __init__(self, *, tokenizer: Any, seq_len: int, masking: MaskingConfig) -> None:
@@ -296,9 +298,10 @@ class MaskedLM(MaskedObjectiveBase):
 
     name = "mlm"
     head = "mlm"
+    default_masking = MaskingConfig()  # dynamic
 
     def __init__(self, *, tokenizer: Any, seq_len: int, masking: MaskingConfig | None = None) -> None:
-        super().__init__(tokenizer=tokenizer, seq_len=seq_len, masking=masking or MaskingConfig())
+        super().__init__(tokenizer=tokenizer, seq_len=seq_len, masking=masking or self.default_masking)
 
     def examples(self, dataset: Any) -> _PackedSequences:
         return _PackedSequences(dataset, self)
