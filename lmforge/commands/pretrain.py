@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from lmforge.data.shards import ShardDataset
-    from lmforge.objectives import OBJECTIVES, BatchSource, MaskingConfig, build_objective
+    from lmforge.objectives import OBJECTIVES, BatchSource, build_objective
     from lmforge.train import Trainer, objective_evaluator
     from lmforge.train.distributed import cleanup, init_distributed
     from lmforge.train.loop import seed_everything
@@ -211,8 +211,10 @@ def run(args: argparse.Namespace) -> int:
         if options.objective == "clm":
             raise ConfigError("masking options (--mask-prob, --masking, --whole-word, --dupe-factor) apply to the "
                               "mlm objectives, not to clm")
-        default_mode = "static" if options.objective in ("mlm+nsp",) else "dynamic"
-        masking = MaskingConfig(**{"mode": default_mode, **mask_fields})
+        import dataclasses
+
+        # start from the family's default (static for mlm+nsp / mlm+sop, dynamic for mlm) and change the given fields
+        masking = dataclasses.replace(OBJECTIVES[options.objective].default_masking, **mask_fields)
     objective = build_objective(options.objective, tokenizer=tokenizer, seq_len=config.seq_len, masking=masking)
 
     seed_everything(config.seed)  # the model's initial weights depend on the seed only

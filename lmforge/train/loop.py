@@ -282,14 +282,17 @@ class Trainer:
             if self.evaluate_fn is not None and (
                     (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every_epoch and end_of_epoch)
                     or step == self.total_steps):
+                t_eval = time.perf_counter()
                 if self._evaluate(model, step, state, logger):
                     stopped = "early_stopping"
+                t_last += time.perf_counter() - t_eval  # tokens/s counts training time only
 
             # ---- checkpoint (after the evaluation, so its result is part of the saved state)
             if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
                 state.update(step=step, window=window)
+                t_save = time.perf_counter()
                 self._save_checkpoint(optimizer, scheduler, state)
-                t_last = time.perf_counter()  # saving is not training time
+                t_last += time.perf_counter() - t_save
             if stopped == "early_stopping":
                 logger.note(f"early stopping at step {step}: {cfg.best_metric} has not improved for "
                             f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")

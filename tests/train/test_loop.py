@@ -165,3 +165,39 @@ def test_compile_on_cpu(tmp_path):
     eager = Trainer(toy.ToyLM(0.0), toy.ToyObjective(), src, cfg.replace(compile=False),
                     out_dir=tmp_path / "eager").train()
     assert eager.final_loss == pytest.approx(result.final_loss, rel=1e-4)
+
+
+def test_keep_best_early_stopping_and_load_best(tmp_path):
+    """evaluate every 2 steps; scripted scores peak at the 2nd evaluation; patience 2 stops at step 8."""
+    seed_everything(0)
+    scores = iter([0.5, 0.9, 0.7, 0.8, 0.95])
+    snapshots = {}
+
+    def evaluate(model):
+        assert not model.training and not torch.is_grad_enabled()
+        value = next(scores)
+        snapshots[value] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"accuracy": value}
+
+    cfg = TrainConfig(max_steps=20, batch_size=8, eval_every=2, best_metric="accuracy", best_mode="max", patience=2,
+                      load_best_at_end=True, progress=False, log_every=1)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=8)
+    trainer = Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path, evaluate=evaluate)
+    result = trainer.train()
+    assert (result.stopped, result.step, result.best_metric, result.best_step) == ("early_stopping", 8, 0.9, 4)
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 4
+    final = _weights(tmp_path)
+    for k, v in snapshots[0.9].items():  # the final model is the best one, in memory and on disk
+        assert torch.equal(final[k], v) and torch.equal(trainer.model.state_dict()[k], v)
+    val = [r for r in read_metrics(tmp_path) if r["split"] == "val"]
+    assert [(r["step"], r["accuracy"]) for r in val] == [(2, 0.5), (4, 0.9), (6, 0.7), (8, 0.8)]
+
+
+def test_evaluation_every_epoch(tmp_path):
+    seed_everything(0)
+    seen = []
+    cfg = TrainConfig(epochs=2, batch_size=64, eval_every_epoch=True, lr=1e-3, head_lr=1e-2, progress=False)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=64)  # 256 examples: 4 steps per epoch
+    trainer = Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path,
+                      evaluate=lambda m: seen.append(1) or {"x": 1.0})
+    assert trainer.train().step == 8 and len(seen) == 2
