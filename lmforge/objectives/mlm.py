@@ -273,20 +273,22 @@ class MaskedObjectiveBase(ObjectiveBase):
         with torch.no_grad():
             keep = labels != -100
             target = labels[keep]
-            logits = out.logits if out.logits.dim() == 2 else out.logits[keep]  # (N masked, V)
+            # (N masked, V): the model gathers masked positions; a model that does not is handled too
+            logits = None if out.logits is None else out.logits if out.logits.dim() == 2 else out.logits[keep]
             masked = keep.sum()
             tokens = batch["attention_mask"].sum() if "attention_mask" in batch else torch.tensor(labels.numel())
-            metrics: Metrics = {
-                "loss": loss.detach(), "masked_tokens": masked, "weight": masked, "tokens": tokens,
-                "mlm_accuracy": (logits.argmax(-1) == target).float().mean() if len(target) else torch.tensor(0.0),
-            }
+            metrics: Metrics = {"loss": loss.detach(), "masked_tokens": masked, "weight": masked, "tokens": tokens}
+            if logits is not None:  # a fused loss path may skip the logits: then no accuracy
+                metrics["mlm_accuracy"] = ((logits.argmax(-1) == target).float().mean() if len(target)
+                                           else torch.tensor(0.0))
             if self.pair_name is None:
                 metrics["mlm_loss"] = loss.detach()
             else:
                 from lmforge.objectives.losses import masked_lm_loss, sentence_pair_loss
 
                 pair_logits, pair_labels = out.pair_logits, batch["next_sentence_label"]
-                metrics["mlm_loss"] = masked_lm_loss(logits.detach(), target)
+                if logits is not None:
+                    metrics["mlm_loss"] = masked_lm_loss(logits.detach(), target)
                 metrics[f"{self.pair_name}_loss"] = sentence_pair_loss(pair_logits.detach(), pair_labels)
                 metrics[f"{self.pair_name}_accuracy"] = (pair_logits.argmax(-1) == pair_labels).float().mean()
                 metrics["pairs"] = torch.tensor(len(pair_labels))
