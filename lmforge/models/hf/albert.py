@@ -9,7 +9,8 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
-from lmforge.models.hf.bert import bert_config_from_hf, bert_config_to_hf, both, embedding_entries, layer_entries, mlm_entries, single
+from lmforge.models.hf.bert import (bert_config_from_hf, bert_config_to_hf, both, check_exportable, embedding_entries,
+                                    layer_entries, mlm_entries, single)
 
 ALBERT_LAYER = {
     "qkv": ("attention.query", "attention.key", "attention.value"),
@@ -23,7 +24,7 @@ ALBERT_LAYER = {
 
 def albert_body(config: Any) -> list[Entry]:
     entries = [*embedding_entries(config), *linear("body.embeddings.project", "encoder.embedding_hidden_mapping_in")]
-    for u in range(config.num_layer_groups):
+    for u in range(config.num_stored_layers):
         entries += layer_entries(u, f"encoder.albert_layer_groups.{u}.albert_layers.0", ALBERT_LAYER)
     entries += linear("body.pooler.dense", "pooler", optional=True)
     return entries
@@ -44,8 +45,13 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_hf(config: Any) -> dict[str, Any]:
+    check_exportable(config, shared_layers=True)
+    if not config.has_embedding_project or config.classifier_activation is not None or \
+            config.mlm_activation not in (None, config.activation) or not config.has_pooler:
+        raise ConfigError("cannot export to HF albert: it needs the embedding projection, the pooler, "
+                          "classifier_activation=None and mlm_activation=None.")
     hf = bert_config_to_hf(config)
-    hf.update(embedding_size=config.embedding_size, num_hidden_groups=config.num_layer_groups, inner_group_num=1,
+    hf.update(embedding_size=config.embed_size, num_hidden_groups=config.num_stored_layers, inner_group_num=1,
               classifier_dropout_prob=config.classifier_dropout if config.classifier_dropout is not None else 0.1)
     del hf["classifier_dropout"]
     return hf

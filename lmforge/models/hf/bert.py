@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.errors import ConfigError
 from lmforge.models.hf.base import (Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf,
                                     fused_linear, head_linear, linear, no_entries)
 
@@ -85,6 +86,27 @@ def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
     }
 
 
+def check_exportable(config: Any, *, shared_layers: bool = False, position_offset: int = 0) -> None:
+    """Refuse what an HF encoder of this family cannot express, naming the field."""
+    problems = []
+    if config.norm_placement != "post":
+        problems.append(f"norm_placement={config.norm_placement!r} (HF encoders are post-LN)")
+    if config.causal:
+        problems.append("causal=True (HF encoders here are bidirectional)")
+    if config.position_kind != "learned":
+        problems.append(f"position_kind={config.position_kind!r} (HF {config.family} has a learned table)")
+    if config.attention_kind != "dense":
+        problems.append(f"attention_kind={config.attention_kind!r}")
+    if not config.embedding_norm:
+        problems.append("embedding_norm=False")
+    if config.num_stored_layers != config.num_layers and not shared_layers:
+        problems.append(f"num_layer_groups={config.num_layer_groups} (HF {config.family} stores every layer)")
+    if config.position_offset != position_offset:
+        problems.append(f"position_offset={config.position_offset} (HF {config.family} uses {position_offset})")
+    if problems:
+        raise ConfigError(f"cannot export this {config.family} model to HF: {'; '.join(problems)}.")
+
+
 def bert_config_to_hf(config: Any) -> dict[str, Any]:
     """The HF BERT-style config keys of a ModelConfig (roberta / electra / albert extend it)."""
     return {
@@ -92,7 +114,7 @@ def bert_config_to_hf(config: Any) -> dict[str, Any]:
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_layers,
         "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_size,
+        "intermediate_size": config.ffn_size,
         "hidden_act": activation_to_hf(config.activation),
         "max_position_embeddings": config.max_positions,
         "type_vocab_size": max(config.type_vocab_size, 1),
@@ -135,6 +157,14 @@ def both(*parts: Any) -> Any:
     return entries
 
 
+def config_to_hf(config: Any) -> dict[str, Any]:
+    check_exportable(config)
+    if config.classifier_activation is not None or config.mlm_activation not in (None, config.activation):
+        raise ConfigError("cannot export to HF bert: its heads use the pooler and the body activation "
+                          "(set classifier_activation=None, mlm_activation=None).")
+    return bert_config_to_hf(config)
+
+
 BERT_MLM = mlm_entries("cls.predictions.")
 BERT_MLM_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
@@ -142,7 +172,7 @@ FAMILY = HFFamily(
     model_type="bert",
     prefix="bert",
     config_from_hf=lambda hf: bert_config_from_hf(hf, family="bert"),
-    config_to_hf=bert_config_to_hf,
+    config_to_hf=config_to_hf,
     body=bert_body,
     heads={
         None: HeadSpec("BertModel", no_entries, pooler=True),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf, no_entries
-from lmforge.models.hf.bert import both, embedding_entries, layer_entries, mlm_entries, single
+from lmforge.errors import ConfigError
+from lmforge.models.hf.bert import both, check_exportable, embedding_entries, layer_entries, mlm_entries, single
 
 DISTILBERT_LAYER = {
     "qkv": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
@@ -66,12 +67,17 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_hf(config: Any) -> dict[str, Any]:
+    check_exportable(config)
+    if config.type_vocab_size != 0 or config.has_pooler or config.classifier_activation != "relu" or \
+            config.mlm_activation not in (None, config.activation) or config.layer_norm_eps != LAYER_NORM_EPS:
+        raise ConfigError("cannot export to HF distilbert: it needs type_vocab_size=0, no pooler, "
+                          "classifier_activation='relu', mlm_activation=None and layer_norm_eps=1e-12.")
     return {
         "vocab_size": config.vocab_size,
         "dim": config.hidden_size,
         "n_layers": config.num_layers,
         "n_heads": config.num_heads,
-        "hidden_dim": config.intermediate_size,
+        "hidden_dim": config.ffn_size,
         "activation": activation_to_hf(config.activation),
         "max_position_embeddings": config.max_positions,
         "sinusoidal_pos_embds": False,

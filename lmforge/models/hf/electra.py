@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
-from lmforge.models.hf.bert import bert_body, bert_config_from_hf, bert_config_to_hf, both, single
+from lmforge.errors import ConfigError
+from lmforge.models.hf.bert import bert_body, bert_config_from_hf, bert_config_to_hf, both, check_exportable, single
 
 
 def electra_body(config: Any) -> list[Entry]:
     entries = bert_body(config, pooler=False)
-    if config.embedding_size != config.hidden_size:
+    if config.has_embedding_project:
         entries += linear("body.embeddings.project", "embeddings_project")
     return entries
 
@@ -40,8 +41,15 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_hf(config: Any) -> dict[str, Any]:
+    check_exportable(config)
+    if config.has_embedding_project != (config.embed_size != config.hidden_size):
+        raise ConfigError("cannot export to HF electra: it has the embedding projection exactly when "
+                          "embedding_size != hidden_size (set embedding_project=None).")
+    if config.classifier_activation != "gelu" or config.mlm_activation != "gelu" or config.has_pooler:
+        raise ConfigError("cannot export to HF electra: its heads need classifier_activation='gelu', "
+                          "mlm_activation='gelu' and no pooler.")
     hf = bert_config_to_hf(config)
-    hf.update(embedding_size=config.embedding_size, summary_type="first", summary_use_proj=True,
+    hf.update(embedding_size=config.embed_size, summary_type="first", summary_use_proj=True,
               summary_activation="gelu", summary_last_dropout=config.hidden_dropout)
     return hf
 

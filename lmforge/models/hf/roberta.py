@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.models.hf.base import HeadSpec, HFFamily, no_entries
-from lmforge.models.hf.bert import bert_body, bert_config_from_hf, bert_config_to_hf, both, mlm_entries, single
+from lmforge.errors import ConfigError
+from lmforge.models.hf.bert import (bert_body, bert_config_from_hf, bert_config_to_hf, both, check_exportable,
+                                    mlm_entries, single)
 
 ROBERTA_MLM = mlm_entries("lm_head.", dense="dense", norm="layer_norm", bias="bias")
 ROBERTA_MLM_TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias")
@@ -24,6 +26,10 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_hf(config: Any) -> dict[str, Any]:
+    check_exportable(config, position_offset=config.pad_token_id + 1)
+    if config.classifier_activation != "tanh" or config.mlm_activation != "gelu":
+        raise ConfigError("cannot export to HF roberta: its heads need classifier_activation='tanh' and "
+                          "mlm_activation='gelu'.")
     return bert_config_to_hf(config)
 
 
