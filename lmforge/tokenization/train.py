@@ -1,0 +1,185 @@
+"""Training WordPiece (as BERT), byte-level BPE (as GPT-2 / RoBERTa) and Unigram (as ALBERT) tokenizers.
+
+The `tokenizers` trainers do the work (in Rust, on every core); this module streams the corpus to them
+in batches (plain text, .gz, .jsonl with a text field, or any iterator of strings), so a corpus is never
+held in memory whole. Invalid UTF-8 bytes are replaced by U+FFFD and their count is reported per file.
+The same input gives the same vocabulary.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer as Engine, models, pre_tokenizers, trainers
+
+from lmforge.errors import DataError, TokenizerError, suggest
+from lmforge.tokenization.families import DEFAULT_FAMILY, FAMILIES, post_processor, set_pipeline
+from lmforge.tokenization.tokenizer import Tokenizer
+
+KINDS = tuple(DEFAULT_FAMILY)
+BATCH = 1000  # lines per batch handed to the trainer (it parallelises over batches)
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Corpus:
+    """An iterable over the corpus lines, re-readable, that counts lines and replaced bytes."""
+
+    def __init__(self, source: Any, *, text_field: str = "text") -> None:
+        self.text_field = text_field
+        self.lines = 0
+        self.replaced: dict[str, int] = {}  # file -> number of invalid UTF-8 bytes replaced
+        # files: a path or a list/tuple of paths; anything else iterable is a stream of texts
+        if isinstance(source, (str, Path)):
+            source = [source]
+        if isinstance(source, (list, tuple)):
+            self.files: list[Path] | None = [Path(p) for p in source]
+            missing = [str(p) for p in self.files if not p.is_file()]
+            if missing:
+                shown = ", ".join(m if len(m) < 80 else m[:77] + "..." for m in missing[:5])
+                raise DataError(f"training file(s) not found: {shown} (a list is read as file paths; to train "
+                                "on strings in memory pass an iterator, e.g. iter(texts))")
+        else:
+            self.files = None
+            self.iterator: Iterable[str] = source
+
+    def __iter__(self) -> Iterator[str]:
+        if self.files is None:
+            for text in self.iterator:
+                if not isinstance(text, str):
+                    raise DataError(f"the training iterator gave a {type(text).__name__}; give strings")
+                if text.strip():
+                    self.lines += 1
+                    yield text
+            return
+        for path in self.files:
+            yield from self._read(path)
+
+    def _read(self, path: Path) -> Iterator[str]:
+        count = [0]
+
+        def replace(err: UnicodeError) -> tuple[str, int]:
+            count[0] += err.end - err.start  # type: ignore[attr-defined]
+            return "\ufffd", err.end  # type: ignore[attr-defined]
+
+        name = f"lmforge-count-{id(count)}"
+        codecs.register_error(name, replace)
+        opener = gzip.open if path.suffix == ".gz" else open
+        is_jsonl = path.name.removesuffix(".gz").endswith((".jsonl", ".json"))
+        try:
+            with opener(path, "rt", encoding="utf-8", errors=name, newline=None) as f:  # type: ignore[operator]
+                for lineno, line in enumerate(f, 1):
+                    if is_jsonl:
+                        line = self._json_text(path, lineno, line)
+                    if line.strip():
+                        self.lines += 1
+                        yield line
+        except (OSError, EOFError) as err:
+            raise DataError(f"cannot read {path} ({err})") from None
+        if count[0]:
+            self.replaced[str(path)] = self.replaced.get(str(path), 0) + count[0]
+
+    def _json_text(self, path: Path, lineno: int, line: str) -> str:
+        if not line.strip():
+            return ""
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not JSON ({err.msg}); a .jsonl corpus has one object per line") \
+                from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(self.text_field), str):
+            raise DataError(f"{path}:{lineno}: no string field {self.text_field!r}; pass --text-field NAME")
+        return obj[self.text_field]
+
+    def batches(self) -> Iterator[list[str]]:
+        batch: list[str] = []
+        for line in self:
+            batch.append(line)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _check_size(vocab_size: int, floor: int, what: str) -> None:
+    if vocab_size < floor:
+        raise TokenizerError(f"vocab_size={vocab_size} is smaller than {what} ({floor}); use --vocab-size of at "
+                             f"least {floor} (BERT uses 30522, GPT-2 50257, ALBERT 30000)")
+
+
+def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None, lowercase: bool | None = None,
+          min_frequency: int = 2, text_field: str = "text", show_progress: bool = True,
+          log: Log | None = None) -> Tokenizer:
+    """Train a ``kind`` tokenizer with the conventions of ``family`` (default: bert / gpt2 / albert)."""
+    log = log or _stderr
+    if kind not in DEFAULT_FAMILY:
+        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}." + suggest(kind, KINDS))
+    family = family or DEFAULT_FAMILY[kind]
+    if family not in FAMILIES or FAMILIES[family].kind != kind:
+        fits = [n for n, f in FAMILIES.items() if f.kind == kind]
+        raise TokenizerError(f"family {family!r} does not train as {kind}; for {kind} use {', '.join(fits)}")
+    fam = FAMILIES[family]
+    if lowercase is None:  # uncased is BERT's and ALBERT's default; byte-level BPE keeps case
+        lowercase = kind != "bpe"
+    if lowercase and kind == "bpe":
+        raise TokenizerError("byte-level BPE keeps case (as GPT-2 / RoBERTa); drop --lowercase")
+    if min_frequency < 1:
+        raise TokenizerError(f"min_frequency={min_frequency}; use 1 or more")
+    specials = list(fam.training_order)
+    if kind == "bpe":  # byte-level: the 256 bytes are the alphabet
+        _check_size(vocab_size, 256 + len(specials), f"the 256-byte alphabet + {len(specials)} special tokens")
+    else:
+        _check_size(vocab_size, len(specials) + 1, f"{len(specials)} special tokens + 1")
+    corpus = Corpus(source, text_field=text_field)
+
+    if kind == "wordpiece":
+        engine = Engine(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+        trainer: Any = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, limit_alphabet=1000,
+            continuing_subword_prefix="##", show_progress=show_progress)
+    elif kind == "bpe":
+        engine = Engine(models.BPE(dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
+                                   fuse_unk=False))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    else:
+        engine = Engine(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                          show_progress=show_progress)
+    set_pipeline(engine, fam, lowercase=lowercase)
+    try:
+        engine.train_from_iterator(corpus.batches(), trainer=trainer)
+    except DataError:
+        raise
+    except Exception as err:  # the Rust trainer raises plain Exception
+        if corpus.lines == 0:
+            raise DataError(_empty(corpus)) from None
+        raise TokenizerError(f"training the {kind} tokenizer failed: {err}") from None
+    if corpus.lines == 0:
+        raise DataError(_empty(corpus))
+    for path, n in corpus.replaced.items():
+        log(f"warning: {path}: replaced {n} invalid UTF-8 byte(s) with U+FFFD")
+    got = engine.get_vocab_size(with_added_tokens=True)
+    if got > vocab_size:  # the trainer keeps every alphabet character even past vocab_size
+        raise TokenizerError(f"vocab_size={vocab_size} is smaller than the corpus alphabet + special tokens "
+                             f"({got} entries before any merge); use --vocab-size larger than {got}")
+    tok = Tokenizer(engine, family=family, lowercase=lowercase if kind != "bpe" else None)
+    tok.backend.post_processor = post_processor(tok.backend, fam, tok._specials)
+    tok.training_report = {"lines": corpus.lines, "replaced_bytes": dict(corpus.replaced),  # type: ignore[attr-defined]
+                           "vocab_size": len(tok)}
+    return tok
+
+
+def _empty(corpus: Corpus) -> str:
+    where = ", ".join(map(str, corpus.files)) if corpus.files else "the iterator"
+    return f"empty corpus: {where} holds no non-blank text; give files with text (or a non-empty iterator)"
