@@ -97,7 +97,9 @@ def add_decoder_tokens(tokenizer: Any) -> DecoderTokens:
     vocab = tokenizer.get_vocab()
     missing = [t for t in DecoderTokens.NAMES if t not in vocab]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        # the list replaces the previous additional tokens (HF semantics): keep the ones already there
+        kept = list(getattr(tokenizer, "additional_special_tokens", []))
+        tokenizer.add_special_tokens({"additional_special_tokens": [*kept, *missing]})
         vocab = tokenizer.get_vocab()
     start, delimiter, extract = (vocab[t] for t in DecoderTokens.NAMES)
     return DecoderTokens(start=start, delimiter=delimiter, extract=extract)

@@ -1,5 +1,5 @@
 """The Task protocol and what every task shares: split files, encoding through the tokenizer's
-``tokenizers`` engine, GPT-1 input transforms, padding a batch, and the truncation warning count.
+HF-style call, GPT-1 input transforms, padding a batch, and the truncation count.
 
 A task turns files into model inputs and model outputs into scores::
 
@@ -153,54 +153,23 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 # ---------------------------------------------------------------- encoding
-
-def engine(tokenizer: Any, *, max_length: int, stride: int = 0, strategy: str = "longest_first") -> Any:
-    """A private copy of the tokenizer's ``tokenizers`` engine with truncation set, cached per setting.
-
-    Copying keeps the user's tokenizer untouched (truncation and padding are engine-wide state) while
-    giving offsets, word ids, sequence ids and overflowing windows, which the span and tagging tasks need.
-    """
-    from tokenizers import Tokenizer as Engine
-
-    cache = tokenizer.__dict__.setdefault("_lmforge_task_engines", {})
-    # the vocabulary size is in the key: GPT-1 fine-tuning adds tokens after a first copy was made
-    key = (max_length, stride, strategy, tokenizer.backend.get_vocab_size(with_added_tokens=True))
-    if key not in cache:
-        eng = Engine.from_str(tokenizer.backend.to_str())
-        eng.no_padding()
-        eng.enable_truncation(max_length, stride=stride, strategy=strategy)
-        cache[key] = eng
-    return cache[key]
-
-
-def plain_engine(tokenizer: Any) -> Any:
-    """The engine copy with neither truncation nor padding (GPT-1 transforms cut by hand)."""
-    from tokenizers import Tokenizer as Engine
-
-    cache = tokenizer.__dict__.setdefault("_lmforge_task_engines", {})
-    key = ("plain", tokenizer.backend.get_vocab_size(with_added_tokens=True))
-    if key not in cache:
-        eng = Engine.from_str(tokenizer.backend.to_str())
-        eng.no_padding()
-        eng.no_truncation()
-        cache[key] = eng
-    return cache[key]
-
+# Everything goes through the tokenizer's HF-style call: truncation, overflowing windows with a stride,
+# offsets, word_ids() and sequence_ids() (lmforge.tokenization.Tokenizer; an HF fast tokenizer also fits).
 
 def encode_texts(tokenizer: Any, text: str, pair: str | None, *, max_length: int) -> tuple[Feature, bool]:
     """Encoder input for one text (pair) with the tokenizer's template; (feature, was_truncated)."""
-    enc = engine(tokenizer, max_length=max_length).encode(text, pair) if pair is not None else \
-        engine(tokenizer, max_length=max_length).encode(text)
-    feature = {"input_ids": list(enc.ids), "attention_mask": list(enc.attention_mask),
-               "token_type_ids": list(enc.type_ids)}
-    return feature, bool(enc.overflowing)
+    enc = tokenizer(text, pair, truncation=True, max_length=max_length, return_overflowing_tokens=True,
+                    return_token_type_ids=True)
+    # with return_overflowing_tokens every cut-off remainder is one more row: more than one = truncated
+    feature = {"input_ids": list(enc["input_ids"][0]), "attention_mask": list(enc["attention_mask"][0]),
+               "token_type_ids": list(enc["token_type_ids"][0])}
+    return feature, len(enc["input_ids"]) > 1
 
 
 def decoder_texts(tokenizer: Any, segments: Sequence[str], tokens: DecoderTokens, *,
                   max_length: int) -> tuple[Feature, bool]:
     """GPT-1 transform: ``start seg1 [delim seg2] extract``; the longest segment is cut first."""
-    eng = plain_engine(tokenizer)
-    pieces = [list(eng.encode(s, add_special_tokens=False).ids) for s in segments]
+    pieces = [list(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in segments]
     budget = max_length - 2 - (len(pieces) - 1)  # start + extract + one delimiter per extra segment
     if budget < len(pieces):
         raise InputError(f"--max-length {max_length} is too short for a GPT-1 input of {len(pieces)} segment(s)")

@@ -26,7 +26,7 @@ import torch
 
 from lmforge import metrics
 from lmforge.errors import DataError, InputError
-from lmforge.tasks.base import DecoderTokens, Example, Feature, collate_flat, engine, find_split_file, require_examples
+from lmforge.tasks.base import DecoderTokens, Example, Feature, collate_flat, find_split_file, require_examples
 
 
 @dataclasses.dataclass
@@ -95,7 +95,7 @@ class SquadTask:
         return {"head": "qa", "num_labels": 2}
 
     def _limits(self, max_length: int) -> tuple[int, int]:
-        """(question token limit, stride): the engine needs a stride smaller than the context's room."""
+        """(question token limit, stride): the stride must be smaller than the room left for the context."""
         q_limit = min(self.max_query_length, max_length // 2)
         room = max_length - q_limit - 4  # [CLS] q [SEP] c [SEP] (+1 spare for other templates)
         if room < 8:
@@ -111,33 +111,35 @@ class SquadTask:
             return []
         question = example["question"].lstrip()  # leading spaces make windows needlessly short
         q_limit, stride = self._limits(max_length)
-        q = engine(tokenizer, max_length=max_length).encode(question, add_special_tokens=False)
-        cut = len(q.ids) > q_limit
+        q = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        cut = len(q["input_ids"]) > q_limit
         if cut:
-            question = question[: q.offsets[q_limit - 1][1]]
-        eng = engine(tokenizer, max_length=max_length, stride=stride, strategy="only_second")
-        enc = eng.encode(question, example["context"])
+            question = question[: q["offset_mapping"][q_limit - 1][1]]
+        enc = tokenizer(question, example["context"], truncation="only_second", max_length=max_length,
+                        stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+                        return_token_type_ids=True)
         features = []
-        for window in [enc, *enc.overflowing]:
-            seq = window.sequence_ids
+        for w in range(len(enc["input_ids"])):  # one row per window of the context
+            seq = enc.sequence_ids(w)
+            window_offsets = enc["offset_mapping"][w]
             ctx = [i for i, s in enumerate(seq) if s == 1]
-            offsets = [tuple(o) if s == 1 else None for o, s in zip(window.offsets, seq)]
+            offsets = [tuple(o) if s == 1 else None for o, s in zip(window_offsets, seq)]
             start_pos = end_pos = 0  # [CLS]: no answer in this window
             span = example["span"]
             if span is not None and ctx:
                 first, last = ctx[0], ctx[-1]
-                if window.offsets[first][0] <= span[0] and window.offsets[last][1] >= span[1]:
+                if window_offsets[first][0] <= span[0] and window_offsets[last][1] >= span[1]:
                     start_pos = first
-                    while start_pos <= last and window.offsets[start_pos][0] <= span[0]:
+                    while start_pos <= last and window_offsets[start_pos][0] <= span[0]:
                         start_pos += 1
                     start_pos -= 1
                     end_pos = last
-                    while end_pos >= first and window.offsets[end_pos][1] >= span[1]:
+                    while end_pos >= first and window_offsets[end_pos][1] >= span[1]:
                         end_pos -= 1
                     end_pos += 1
             features.append({
-                "input_ids": list(window.ids), "attention_mask": list(window.attention_mask),
-                "token_type_ids": list(window.type_ids), "start_positions": start_pos,
+                "input_ids": list(enc["input_ids"][w]), "attention_mask": list(enc["attention_mask"][w]),
+                "token_type_ids": list(enc["token_type_ids"][w]), "start_positions": start_pos,
                 "end_positions": end_pos, "offsets": offsets, "truncated": cut,
             })
         return features

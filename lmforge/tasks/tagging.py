@@ -21,7 +21,7 @@ import torch
 
 from lmforge import metrics
 from lmforge.errors import DataError, InputError
-from lmforge.tasks.base import (IGNORE_INDEX, DecoderTokens, Example, Feature, collate_flat, engine, find_split_file,
+from lmforge.tasks.base import (IGNORE_INDEX, DecoderTokens, Example, Feature, collate_flat, find_split_file,
                                 label_id, require_examples)
 
 # the 17 Universal POS tags (universaldependencies.org/u/pos/)
@@ -119,15 +119,17 @@ class TaggingTask:
                   decoder: DecoderTokens | None = None, training: bool = False) -> list[Feature]:
         if decoder is not None:
             raise InputError("tagging reads both directions; use an encoder, not a causal decoder")
-        enc = engine(tokenizer, max_length=max_length).encode(example["words"], is_pretokenized=True)
+        enc = tokenizer(example["words"], is_split_into_words=True, truncation=True, max_length=max_length,
+                        return_token_type_ids=True)
+        word_ids = enc.word_ids(0)
         labels, previous = [], None
-        for word in enc.word_ids:
+        for word in word_ids:
             # the first sub-token of a word carries its tag; the rest and the specials are ignored
             labels.append(IGNORE_INDEX if word is None or word == previous else example["tags"][word])
             previous = word
-        kept = {w for w in enc.word_ids if w is not None}
-        return [{"input_ids": list(enc.ids), "attention_mask": list(enc.attention_mask),
-                 "token_type_ids": list(enc.type_ids), "labels": labels, "word_ids": list(enc.word_ids),
+        kept = {w for w in word_ids if w is not None}
+        return [{"input_ids": list(enc["input_ids"]), "attention_mask": list(enc["attention_mask"]),
+                 "token_type_ids": list(enc["token_type_ids"]), "labels": labels, "word_ids": list(word_ids),
                  "truncated": len(kept) < len(example["words"])}]
 
     def collate(self, features: Sequence[Feature], *, pad_id: int) -> dict[str, torch.Tensor]:
