@@ -254,6 +254,10 @@ class Tokenizer:
         if text_pair is not None and batched != _is_batch(text_pair, is_split_into_words):
             raise InputError("text and text_pair must both be single inputs or both be lists of the same length")
         texts = list(text) if batched else [text]
+        if not batched and not text_pair:
+            # HF encodes a single text with an empty pair as a single text ([CLS] A [SEP], no second
+            # [SEP]) while a batch keeps the empty segment; both are mirrored for identical ids
+            text_pair = None
         if text_pair is not None:
             pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):

@@ -173,6 +173,9 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
     if got > vocab_size:  # the trainer keeps every alphabet character even past vocab_size
         raise TokenizerError(f"vocab_size={vocab_size} is smaller than the corpus alphabet + special tokens "
                              f"({got} entries before any merge); use --vocab-size larger than {got}")
+    # re-read the engine from its own serialization: Unigram scores lose their last float bit on the way
+    # to JSON, and the in-memory tokenizer must equal the saved one (shard directories compare hashes)
+    engine = Engine.from_str(engine.to_str())
     tok = Tokenizer(engine, family=family, lowercase=lowercase if kind != "bpe" else None)
     tok.backend.post_processor = post_processor(tok.backend, fam, tok._specials)
     tok.training_report = {"lines": corpus.lines, "replaced_bytes": dict(corpus.replaced),  # type: ignore[attr-defined]
