@@ -266,6 +266,12 @@ class Tokenizer:
         else:
             inputs = texts
         trunc, pad, max_length = self._strategies(padding, truncation, max_length)
+        if trunc != "do_not_truncate" and add_special_tokens and max_length is not None:
+            needed = self.backend.num_special_tokens_to_add(text_pair is not None)
+            if max_length <= needed:  # the engine would silently return the untruncated sequence
+                raise TokenizerError(
+                    f"max_length={max_length} leaves no room for text: {'a pair' if text_pair is not None else 'one text'} "
+                    f"takes {needed} special tokens; use max_length > {needed}")
         if stride and trunc == "do_not_truncate":
             raise InputError("stride needs truncation (truncation=True or 'only_second' with max_length)")
 

@@ -11,13 +11,14 @@ import codecs
 import gzip
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as Engine, models, pre_tokenizers, trainers
 
-from lmforge.errors import DataError, TokenizerError, suggest
+from lmforge.errors import DataError, LmforgeError, TokenizerError, suggest
 from lmforge.tokenization.families import DEFAULT_FAMILY, FAMILIES, post_processor, set_pipeline
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -37,6 +38,7 @@ class Corpus:
         self.text_field = text_field
         self.lines = 0
         self.replaced: dict[str, int] = {}  # file -> number of invalid UTF-8 bytes replaced
+        self.spooled: Corpus | None = None  # an iterator written to a file, for trainers that read twice
         # files: a path or a list/tuple of paths; anything else iterable is a stream of texts
         if isinstance(source, (str, Path)):
             source = [source]
@@ -99,6 +101,18 @@ class Corpus:
             raise DataError(f"{path}:{lineno}: no string field {self.text_field!r}; pass --text-field NAME")
         return obj[self.text_field]
 
+    def reset(self) -> None:
+        """Forget the counts before another pass."""
+        self.lines = 0
+        self.replaced = {}
+
+    def spool(self, path: Path) -> "Corpus":
+        """Write an iterator's texts to ``path`` (one per line) and return a file corpus over it."""
+        with open(path, "w", encoding="utf-8") as f:
+            for text in self:
+                f.write(text.replace("\n", " ").replace("\r", " ") + "\n")
+        return Corpus(path)
+
     def batches(self) -> Iterator[list[str]]:
         batch: list[str] = []
         for line in self:
@@ -122,7 +136,9 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
     """Train a ``kind`` tokenizer with the conventions of ``family`` (default: bert / gpt2 / albert)."""
     log = log or _stderr
     if kind not in DEFAULT_FAMILY:
-        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}." + suggest(kind, KINDS))
+        hint = " (SentencePiece-style is 'unigram'; GPT-2 style is 'bpe'; BERT style is 'wordpiece')"
+        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}."
+                             + (suggest(kind, KINDS) or hint))
     family = family or DEFAULT_FAMILY[kind]
     if family not in FAMILIES or FAMILIES[family].kind != kind:
         fits = [n for n, f in FAMILIES.items() if f.kind == kind]
@@ -141,30 +157,25 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
         _check_size(vocab_size, len(specials) + 1, f"{len(specials)} special tokens + 1")
     corpus = Corpus(source, text_field=text_field)
 
-    if kind == "wordpiece":
-        engine = Engine(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-        trainer: Any = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, limit_alphabet=1000,
-            continuing_subword_prefix="##", show_progress=show_progress)
-    elif kind == "bpe":
-        engine = Engine(models.BPE(dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
-                                   fuse_unk=False))
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
-    else:
-        engine = Engine(models.Unigram())
-        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
-                                          show_progress=show_progress)
-    set_pipeline(engine, fam, lowercase=lowercase)
-    try:
-        engine.train_from_iterator(corpus.batches(), trainer=trainer)
-    except DataError:
-        raise
-    except Exception as err:  # the Rust trainer raises plain Exception
-        if corpus.lines == 0:
-            raise DataError(_empty(corpus)) from None
-        raise TokenizerError(f"training the {kind} tokenizer failed: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="lmforge-tok-") as tmp:
+        if kind == "wordpiece":
+            engine = _train_wordpiece(corpus, Path(tmp), fam=fam, lowercase=lowercase, vocab_size=vocab_size,
+                                      min_frequency=min_frequency, specials=specials, show_progress=show_progress)
+            corpus = corpus.spooled if corpus.spooled is not None else corpus
+        elif kind == "bpe":
+            engine = Engine(models.BPE(dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
+                                       fuse_unk=False))
+            set_pipeline(engine, fam, lowercase=False)
+            _run(engine, trainers.BpeTrainer(
+                vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress),
+                corpus, vocab_size, specials)
+        else:
+            engine = Engine(models.Unigram())
+            set_pipeline(engine, fam, lowercase=lowercase)
+            _run(engine, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                                 show_progress=show_progress), corpus, vocab_size, specials)
+            engine = _canonical_unigram(engine, fam=fam, lowercase=lowercase, specials=specials)
     if corpus.lines == 0:
         raise DataError(_empty(corpus))
     for path, n in corpus.replaced.items():
@@ -181,6 +192,94 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
     tok.training_report = {"lines": corpus.lines, "replaced_bytes": dict(corpus.replaced),  # type: ignore[attr-defined]
                            "vocab_size": len(tok)}
     return tok
+
+
+def _run(engine: Engine, trainer: Any, corpus: Corpus, vocab_size: int, specials: list[str]) -> None:
+    """One streamed training pass, with the engine's errors turned into messages that say what to do."""
+    try:
+        engine.train_from_iterator(corpus.batches(), trainer=trainer)
+    except LmforgeError:
+        raise
+    except Exception as err:  # the Rust trainer raises plain Exception
+        if corpus.lines == 0:
+            raise DataError(_empty(corpus)) from None
+        if "not large enough" in str(err):
+            raise TokenizerError(f"vocab_size={vocab_size} is smaller than the corpus alphabet + "
+                                 f"{len(specials)} special tokens (the engine says: {err}); raise --vocab-size") \
+                from None
+        raise TokenizerError(f"training failed: {err}") from None
+    if corpus.lines == 0:
+        raise DataError(_empty(corpus))
+
+
+def _train_wordpiece(corpus: Corpus, tmp: Path, *, fam: Any, lowercase: bool, vocab_size: int,
+                     min_frequency: int, specials: list[str], show_progress: bool) -> Engine:
+    """HF's WordPieceTrainer, made deterministic.
+
+    The trainer numbers the "##c" continuation characters in hash-map order, and merges of equal count
+    are ordered by id, so two runs on the same corpus can give different vocabularies. A first pass
+    with vocab_size=1 finds the alphabet; the second pass gets the sorted "##c" tokens up front (as
+    trainer special tokens, which fixes their ids), then the vocabulary is rebuilt without marking them
+    special. Iterators are spooled to a temporary file for the two passes.
+    """
+    if corpus.files is None:
+        corpus.spooled = corpus.spool(tmp / "corpus.txt")
+        if corpus.lines == 0:
+            raise DataError(_empty(corpus))
+        corpus = corpus.spooled
+
+    def trainer(size: int, extra: list[str]) -> Any:
+        return trainers.WordPieceTrainer(vocab_size=size, min_frequency=min_frequency, special_tokens=specials + extra,
+                                         limit_alphabet=1000, continuing_subword_prefix="##",
+                                         show_progress=show_progress)
+
+    probe = Engine(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    set_pipeline(probe, fam, lowercase=lowercase)
+    _run(probe, trainer(1, []), corpus, vocab_size, specials)
+    continuation = sorted(t for t in probe.get_vocab(with_added_tokens=False) if t.startswith("##") and len(t) == 3)
+    corpus.reset()
+    engine = Engine(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    set_pipeline(engine, fam, lowercase=lowercase)
+    _run(engine, trainer(vocab_size, continuation), corpus, vocab_size, specials)
+    vocab = engine.get_vocab(with_added_tokens=False)
+    engine = Engine(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    set_pipeline(engine, fam, lowercase=lowercase)
+    return engine
+
+
+PENALTY_STEP = 1e-4  # the Unigram trainer's score step between characters kept only for coverage
+
+
+def _canonical_unigram(engine: Engine, *, fam: Any, lowercase: bool, specials: list[str]) -> Engine:
+    """The Unigram trainer's result in a canonical form, so the same corpus gives the same file.
+
+    Two run-to-run differences come from the engine: EM sums in hash-map order (scores differ in the
+    last bits) and the characters kept only for coverage get scores ``m, m - 1e-4, m - 2e-4, ...`` in
+    hash-set order. Scores are rounded to 1e-9 and each such run is renumbered in character order;
+    pieces are then sorted by score (ties by text), specials first. Tokenization is unchanged.
+    """
+    pieces: list[list[Any]] = json.loads(engine.to_str())["model"]["vocab"]
+    head = [p for p in pieces if p[0] in specials]
+    body = [p for p in pieces if p[0] not in specials]
+    i = 0
+    while i < len(body):  # find runs of single characters spaced exactly PENALTY_STEP apart
+        j = i
+        while j + 1 < len(body) and len(body[j][0]) == len(body[j + 1][0]) == 1 and \
+                abs((body[j][1] - body[j + 1][1]) - PENALTY_STEP) < 1e-9:
+            j += 1
+        if j > i:
+            scores = [p[1] for p in body[i:j + 1]]
+            for p, score in zip(sorted(body[i:j + 1], key=lambda p: p[0]), scores):
+                p[1] = score
+            body[i:j + 1] = sorted(body[i:j + 1], key=lambda p: -p[1])
+        i = j + 1
+    body = sorted(([t, round(score, 9)] for t, score in body), key=lambda p: (-p[1], p[0]))
+    vocab = [(t, float(score)) for t, score in head + body]
+    out = Engine(models.Unigram(vocab, unk_id=vocab.index(next(v for v in vocab if v[0] == "<unk>")),
+                                byte_fallback=False))
+    set_pipeline(out, fam, lowercase=lowercase)
+    out.add_special_tokens(specials)
+    return out
 
 
 def _empty(corpus: Corpus) -> str:
