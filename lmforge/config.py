@@ -1,0 +1,287 @@
+"""ModelConfig: every switch of the one Transformer body and its head, as a typed dataclass.
+
+A model family (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT, GPT-1/2/3, BigBird) is a preset of these
+fields (``lmforge/presets.py``), never a separate model file. Unknown keys and impossible values raise
+``ConfigError`` naming the field. Registries (activations, position kinds, attention kinds, heads) live
+next to the code that implements them; the config checks names against them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, suggest
+
+CONFIG_NAME = "config.json"
+
+NORM_PLACEMENTS = ("post", "pre")  # post-LN: BERT / GPT-1; pre-LN + final norm: GPT-2 / GPT-3
+CLASSIFIER_TOKENS = ("pooler", "first", "last")  # which hidden state seq-cls / choice heads read
+EXTRACT_COMBINE = ("auto", "sum", "choice")  # GPT-1 extract head with (B, C, L) input, see heads.py
+
+
+@dataclass
+class ModelConfig:
+    """The whole architecture of one lmforge model. Defaults are BERT-base's."""
+
+    # ---- identity ----
+    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "bigbird", "custom"; HF export picks its converter by it
+
+    # ---- sizes ----
+    vocab_size: int = 30522  # rows of the token embedding (and of tied output layers)
+    hidden_size: int = 768  # H: width of every layer
+    embedding_size: int | None = None  # E: width of the embeddings; None = H. E != H adds the E->H projection (ALBERT, ELECTRA-small)
+    num_layers: int = 12  # Transformer blocks applied (with sharing, more than are stored)
+    num_heads: int = 12  # attention heads; hidden_size must be a multiple
+    intermediate_size: int | None = None  # F: MLP inner width; None = 4 * H
+    max_positions: int = 512  # rows of the position table; longest input = max_positions - position_offset
+
+    # ---- embeddings ----
+    position_kind: str = "learned"  # key of lmforge.nn.embeddings.POSITION_KINDS: "learned" table or fixed "sinusoidal"
+    # RoBERTa (fairseq) numbering: real tokens get positions offset, offset+1, ...; pads get pad_token_id.
+    # HF RoBERTa: offset = pad_token_id + 1 = 2 with a 514-row table (512 usable). 0 = plain 0, 1, 2, ...
+    position_offset: int = 0
+    type_vocab_size: int = 2  # segment (token-type) ids; 0 = no segment embedding (RoBERTa has 1, GPT 0)
+    embedding_norm: bool | None = None  # LayerNorm after summing the embeddings; None = family default (GPT families: none)
+    # Build the E->H projection even when E == H (HF ALBERT always has embedding_hidden_mapping_in);
+    # None = only when embedding_size != hidden_size
+    embedding_project: bool | None = None
+
+    # ---- blocks ----
+    activation: str = "gelu"  # key of lmforge.nn.activations.ACTIVATIONS: "gelu" exact, "gelu_new" tanh approx, "relu"
+    norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
+    layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
+    causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
+    attention_kind: str = "dense"  # key of lmforge.nn.attention.ATTENTION_KINDS ("bigbird", "lsh", "banded" later)
+    # Cross-layer sharing: number of distinct layers stored; layer i uses layer i * groups // num_layers
+    # (ALBERT's num_hidden_groups). None = every layer distinct, 1 = one layer shared by all (ALBERT).
+    # ALBERT's inner_group_num (several layers per group) is always 1 in released models; not supported.
+    num_layer_groups: int | None = None
+
+    # ---- dropout ----
+    hidden_dropout: float = 0.1  # after attention output / MLP output (HF hidden_dropout_prob, resid_pdrop)
+    attention_dropout: float = 0.1  # on attention probabilities
+    embedding_dropout: float | None = None  # after the embeddings; None = hidden_dropout (GPT embd_pdrop)
+    classifier_dropout: float | None = None  # before classifier heads; None = hidden_dropout
+
+    # ---- init ----
+    initializer_range: float = 0.02  # std of the normal init of every Linear / Embedding
+    scaled_residual_init: bool = False  # GPT-2: residual projections (attn.out, mlp.fc2) get std / sqrt(2 * num_layers)
+
+    # ---- output layer / pooler ----
+    tie_word_embeddings: bool = True  # output vocabulary projection shares the token embedding matrix
+    pooler: bool | None = None  # tanh(dense(first token)) in the body; None = family default (BERT, RoBERTa, ALBERT, BigBird)
+
+    # ---- special tokens ----
+    pad_token_id: int | None = 0  # padding id (RoBERTa 1; GPT None); RoBERTa positions and GPT seq-cls read it
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    # ---- head ----
+    head: str | None = None  # key of lmforge.models.heads.HEADS; None = bare base model
+    num_labels: int = 2  # classes of seq-cls / token-cls / extract heads; 1 = regression (MSE)
+    mlm_activation: str | None = None  # MLM head transform activation; None = activation (RoBERTa/ELECTRA: "gelu")
+    # seq-cls / choice on the first token: None = classifier on the pooler output (BERT, ALBERT);
+    # set = dense(H, H) + this activation + out projection (RoBERTa "tanh", ELECTRA "gelu", DistilBERT "relu")
+    classifier_activation: str | None = None
+    # which hidden state the seq-cls head reads; None = derived: "last" for causal (GPT2ForSequenceClassification:
+    # the last non-pad token, no bias), "first" when classifier_activation is set, else "pooler"
+    classifier_token: str | None = None
+    # GPT-1 extract head given (B, C, L): "choice" = one score per sequence (B, C) (SWAG), "sum" = sum the C
+    # extract states then classify (B, num_labels) (GPT-1 similarity: both orders); "auto" = "choice" when
+    # num_labels == 1, else "sum"
+    extract_combine: str = "auto"
+
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried through save/load (not read by the model)
+
+    # ------------------------------------------------------------------ derived values
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def embed_size(self) -> int:
+        """E, with the None default resolved."""
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    @property
+    def ffn_size(self) -> int:
+        return self.intermediate_size if self.intermediate_size is not None else 4 * self.hidden_size
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_stored_layers(self) -> int:
+        return self.num_layer_groups if self.num_layer_groups is not None else self.num_layers
+
+    @property
+    def has_pooler(self) -> bool:
+        if self.pooler is not None:
+            return self.pooler
+        return self.family in FAMILIES_WITH_POOLER
+
+    @property
+    def has_embedding_norm(self) -> bool:
+        if self.embedding_norm is not None:
+            return self.embedding_norm
+        return self.family not in FAMILIES_WITHOUT_EMBEDDING_NORM
+
+    @property
+    def has_embedding_project(self) -> bool:
+        if self.embedding_project is not None:
+            return self.embedding_project
+        return self.embed_size != self.hidden_size
+
+    @property
+    def seq_cls_token(self) -> str:
+        if self.classifier_token is not None:
+            return self.classifier_token
+        if self.causal:
+            return "last"
+        return "first" if self.classifier_activation is not None else "pooler"
+
+    @property
+    def max_length(self) -> int:
+        """Longest input sequence the position table allows."""
+        return self.max_positions - self.position_offset
+
+    def layer_index(self, i: int) -> int:
+        """Stored layer used by applied layer i (ALBERT groups: consecutive layers share one)."""
+        return i * self.num_stored_layers // self.num_layers
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible field."""
+        from lmforge.models.heads import HEADS
+        from lmforge.nn.activations import ACTIVATIONS
+        from lmforge.nn.attention import ATTENTION_KINDS
+        from lmforge.nn.embeddings import POSITION_KINDS
+
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_positions", "num_labels"):
+            _positive(name, getattr(self, name))
+        for name in ("embedding_size", "intermediate_size", "num_layer_groups"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        for name in ("type_vocab_size", "position_offset"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}.")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"ModelConfig.hidden_size={self.hidden_size} is not divisible by num_heads="
+                              f"{self.num_heads}; pick a hidden_size that is a multiple of num_heads.")
+        if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
+            raise ConfigError(f"ModelConfig.num_layer_groups={self.num_layer_groups} does not divide num_layers="
+                              f"{self.num_layers}; each group must hold the same number of layers.")
+        if self.position_offset >= self.max_positions:
+            raise ConfigError(f"ModelConfig.position_offset={self.position_offset} leaves no usable position in "
+                              f"max_positions={self.max_positions}.")
+        _choice("activation", self.activation, ACTIVATIONS)
+        for name in ("mlm_activation", "classifier_activation"):
+            if getattr(self, name) is not None:
+                _choice(name, getattr(self, name), ACTIVATIONS)
+        _choice("position_kind", self.position_kind, POSITION_KINDS)
+        _choice("attention_kind", self.attention_kind, ATTENTION_KINDS)
+        _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _choice("extract_combine", self.extract_combine, EXTRACT_COMBINE)
+        if self.classifier_token is not None:
+            _choice("classifier_token", self.classifier_token, CLASSIFIER_TOKENS)
+        if self.head is not None:
+            _choice("head", self.head, HEADS)
+        for name in ("hidden_dropout", "attention_dropout", "embedding_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ConfigError(f"ModelConfig.{name}={value!r} must be a probability in [0, 1).")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+                raise ConfigError(f"ModelConfig.{name}={value!r} must be a positive number.")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or not 0 <= value < self.vocab_size):
+                raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
+                                  f"{self.vocab_size}) or null.")
+        if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
+            raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
+                              "set pooler=True or classifier_activation (first-token classifier).")
+
+    # ------------------------------------------------------------------ dict / file round trips
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; an unknown key raises ConfigError naming it (with the closest field names)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object / dict, got {type(data).__name__}.")
+        names = cls.field_names()
+        for key in data:
+            if key not in names:
+                raise ConfigError(f"unknown ModelConfig field {key!r}.{suggest(str(key), names)} "
+                                  f"Known fields: {', '.join(names)}.")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """The config of a named preset (see ``lmforge presets``), with fields overridden."""
+        from lmforge.presets import preset_fields
+
+        fields = preset_fields(name)
+        vocab = overrides.get("vocab_size", fields.get("vocab_size"))
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            # the preset's special ids belong to its own vocabulary; a smaller one given here drops them
+            if key not in overrides and isinstance(fields.get(key), int) and isinstance(vocab, int) and fields[key] >= vocab:
+                fields[key] = None
+        return cls.from_dict({**fields, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with fields changed (validated; unknown names fail)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write config.json into directory ``path`` (or to ``path`` when it ends in .json)."""
+        path = Path(path)
+        file = path if path.suffix == ".json" else path / CONFIG_NAME
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(self.to_json())
+        return file
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        """Read config.json from a directory (or a .json file)."""
+        path = Path(path)
+        file = path if path.suffix == ".json" else path / CONFIG_NAME
+        if not file.is_file():
+            raise ConfigError(f"{file} does not exist; a model directory needs config.json.")
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{file} is not valid JSON ({err}).") from err
+        return cls.from_dict(data)
+
+
+# families whose HF base model builds the pooler (tanh(dense(first token)))
+FAMILIES_WITH_POOLER = frozenset({"bert", "roberta", "albert", "bigbird"})
+# families whose embeddings are summed without a LayerNorm
+FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3"})
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}.")
+
+
+def _choice(name: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise ConfigError(f"ModelConfig.{name}={value!r} is not one of: {', '.join(map(str, choices))}."
+                          f"{suggest(str(value), [str(c) for c in choices])}")

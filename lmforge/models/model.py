@@ -1,0 +1,264 @@
+"""Model = the one Transformer body + one head (or none): building, forward, save / load, resize.
+
+Tied output layers read ``body.embeddings.word.weight`` directly (there is no second tensor), so saving,
+loading and resizing keep the tie for free.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.config import CONFIG_NAME, ModelConfig
+from lmforge.errors import CheckpointError, ConfigError, InputError
+from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, HeadContext, LMPrediction, build_head
+from lmforge.models.output import ModelOutput
+from lmforge.models.transformer import Transformer
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Model(nn.Module):
+    """``Model(config)``: fresh weights. See ``from_preset`` / ``from_pretrained`` for the usual entry points."""
+
+    supports_logits_to_keep = True  # generation may pass logits_to_keep=1 at prefill
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(f"Model(config) needs a ModelConfig, got {type(config).__name__}; "
+                              "use Model.from_preset(name) or ModelConfig.from_dict(d).")
+        self.config = config
+        self.body = Transformer(config)
+        self.head = build_head(config)
+        self.apply(self._init_module)
+        if config.scaled_residual_init:
+            # GPT-2: residual projections scaled by 1 / sqrt(2 * n_layers) (two residual adds per layer)
+            std = config.initializer_range / math.sqrt(2 * config.num_layers)
+            for layer in self.body.layers:
+                nn.init.normal_(layer.attn.out.weight, mean=0.0, std=std)
+                nn.init.normal_(layer.mlp.fc2.weight, mean=0.0, std=std)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, LMPrediction):
+            nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Model:
+        return cls(config)
+
+    @classmethod
+    def from_preset(cls, name: str, head: str | None = None, **overrides: Any) -> Model:
+        """A fresh model of a named preset (``lmforge presets``); ``overrides`` are ModelConfig fields."""
+        return cls(ModelConfig.from_preset(name, head=head, **overrides))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, head: str | None = None, **overrides: Any) -> Model:
+        """Load an lmforge directory (config.json + model.safetensors) or an HF one (detected by model_type).
+
+        ``head=None`` keeps the saved head; another head keeps the body and initialises the new head.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            hint = " (a preset name? use Model.from_preset)" if not path.exists() else ""
+            raise CheckpointError(f"{path} is not a model directory{hint}; it needs {CONFIG_NAME} and {WEIGHTS_NAME}.")
+        from lmforge.models.hf import is_hf_dir
+
+        if is_hf_dir(path):
+            from lmforge.models.hf import load_hf
+
+            return load_hf(path, head=head, **overrides)
+        saved = ModelConfig.load(path)
+        fields = saved.to_dict()
+        if head is not None:
+            fields["head"] = head
+        fields.update(overrides)
+        config = ModelConfig.from_dict(fields)
+        state = read_safetensors(path / WEIGHTS_NAME)
+        model = cls(config)
+        model.load_checked(state, where=str(path), head_changed=config.head != saved.head
+                           or config.num_labels != saved.num_labels)
+        return model
+
+    def load_checked(self, state: dict[str, torch.Tensor], *, where: str, head_changed: bool = False) -> None:
+        """Load a state dict, raising CheckpointError naming missing / unexpected / wrongly shaped tensors.
+
+        With ``head_changed`` the checkpoint's head tensors are dropped and the new head keeps its init.
+        """
+        own = self.state_dict()
+        if head_changed:
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing = sorted(k for k in own if k not in state and not (head_changed and k.startswith("head.")))
+        unexpected = sorted(k for k in state if k not in own)
+        shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                        for k in state if k in own and state[k].shape != own[k].shape)
+        problems = [f"{label}: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}"
+                    for label, names in (("missing tensors", missing), ("unexpected tensors", unexpected),
+                                         ("wrongly shaped tensors", shapes)) if names]
+        if problems:
+            raise CheckpointError(f"the weights in {where} do not fit its config.json ({'; '.join(problems)}). "
+                                  "Check that config.json and model.safetensors belong together and were not edited.")
+        self.load_state_dict(state, strict=False)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write config.json + model.safetensors into ``path`` (each written to a temp file, then renamed)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(self.config.to_json()))
+        return path
+
+    def export_hf(self, path: str | Path) -> Path:
+        """Write an HF transformers directory (config.json with model_type + model.safetensors)."""
+        from lmforge.models.hf import export_hf
+
+        return export_hf(self, path)
+
+    # ------------------------------------------------------------------ utilities
+    def num_parameters(self, *, exclude_head: bool = False) -> int:
+        """Unique parameters (a tied matrix counts once); ``exclude_head`` = the base model's count."""
+        module: nn.Module = self.body if exclude_head else self
+        return sum(p.numel() for p in module.parameters())
+
+    def resize_token_embeddings(self, n: int) -> None:
+        """Change the vocabulary to ``n`` rows, keeping the old rows (new rows get the init distribution),
+        the tie, an untied decoder's rows and the MLM bias."""
+        if not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"resize_token_embeddings needs a positive vocabulary size, got {n!r}.")
+        old = self.config.vocab_size
+        if n == old:
+            return
+        word = self.body.embeddings.word
+        self.body.embeddings.word = _resized_embedding(word, n, self.config.initializer_range)
+        for module in self.modules():
+            decoder = getattr(module, "decoder", None)
+            if isinstance(decoder, nn.Linear) and decoder.out_features == old:
+                module.decoder = _resized_linear(decoder, n, self.config.initializer_range)
+            if isinstance(module, LMPrediction):
+                bias = torch.zeros(n, dtype=module.bias.dtype, device=module.bias.device)
+                keep = min(n, old)
+                bias[:keep] = module.bias.data[:keep]
+                module.bias = nn.Parameter(bias)
+        ids = {k: v for k, v in (("pad_token_id", self.config.pad_token_id), ("bos_token_id", self.config.bos_token_id),
+                                 ("eos_token_id", self.config.eos_token_id)) if v is not None and v >= n}
+        self.config = self.config.replace(vocab_size=n, **{k: None for k in ids})
+        self.body.config = self.config
+        self.body.embeddings.config = self.config
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, *, output_hidden_states: bool = False,
+                output_attentions: bool = False, past_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
+                use_cache: bool = False, return_logits: bool | None = None, logits_to_keep: int = 0,
+                **head_inputs: torch.Tensor | None) -> ModelOutput:
+        """Run body + head. ``head_inputs`` are the head's own keyword inputs (HEAD_INPUTS), e.g.
+        ``next_sentence_label``, ``start_positions`` / ``end_positions``, ``extract_positions``.
+
+        ``return_logits=None``: a CLM head given labels while training computes its loss fused and returns
+        no logits (no (B, L, V) tensor); pass True to force them. ``logits_to_keep=k``: LM logits of the
+        last k positions only.
+        """
+        head_name = self.config.head
+        allowed = HEAD_INPUTS.get(head_name or "", ())
+        unknown = [k for k in head_inputs if k not in allowed]
+        if unknown:
+            raise InputError(f"Model.forward got unexpected input(s) {', '.join(unknown)}; the {head_name!r} head "
+                             f"takes {', '.join(allowed) or 'no extra inputs'}.")
+        if head_name is None and labels is not None:
+            raise InputError("labels= needs a head; build the model with head='mlm' / 'clm' / 'seq-cls' ...")
+        num_choices = None
+        if input_ids.dim() == 3:
+            if head_name not in CHOICE_HEADS:
+                raise InputError(f"input_ids of shape {tuple(input_ids.shape)} (batch, choices, length) need the "
+                                 f"'choice' or 'extract' head; this model has {head_name!r}.")
+            num_choices = input_ids.size(1)
+            flat = lambda t: None if t is None else t.reshape(-1, t.size(-1))  # (B, C, L) -> (B * C, L)  # noqa: E731
+            input_ids, attention_mask = flat(input_ids), flat(attention_mask)
+            token_type_ids, position_ids = flat(token_type_ids), flat(position_ids)
+        body = self.body(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
+                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        if self.head is None:
+            return body
+        if return_logits is None:
+            return_logits = not (self.training and labels is not None)
+        ctx = HeadContext(input_ids=input_ids, attention_mask=attention_mask, num_choices=num_choices,
+                          word_embedding=self.body.embeddings.word, compute_logits=return_logits,
+                          logits_to_keep=logits_to_keep)
+        return self.head(body, ctx, labels, **head_inputs)
+
+
+    def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:
+        """Continue ``input_ids`` with this causal LM; the keyword arguments of ``lmforge.generate``
+        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...). Added by the generation helper."""
+        from lmforge.generation import generate
+
+        return generate(self, input_ids, **options)
+
+
+# --------------------------------------------------------------------------- helpers
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; CheckpointError when it is missing, truncated or corrupted."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise CheckpointError(f"{file} does not exist; a model directory needs {WEIGHTS_NAME} next to {CONFIG_NAME}.")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{file} is corrupted or truncated ({err}); save or download the model again.") from err
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _resized_embedding(old: nn.Embedding, n: int, std: float) -> nn.Embedding:
+    new = nn.Embedding(n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    nn.init.normal_(new.weight, mean=0.0, std=std)
+    keep = min(n, old.num_embeddings)
+    with torch.no_grad():
+        new.weight[:keep] = old.weight[:keep]
+    new.weight.requires_grad_(old.weight.requires_grad)
+    return new
+
+
+def _resized_linear(old: nn.Linear, n: int, std: float) -> nn.Linear:
+    new = nn.Linear(old.in_features, n, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+    nn.init.normal_(new.weight, mean=0.0, std=std)
+    keep = min(n, old.out_features)
+    with torch.no_grad():
+        new.weight[:keep] = old.weight[:keep]
+        if new.bias is not None:
+            new.bias.zero_()
+            new.bias[:keep] = old.bias[:keep]
+    return new

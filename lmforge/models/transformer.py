@@ -1,0 +1,148 @@
+"""The one Transformer body: embeddings, N blocks (pre- or post-LN, with optional cross-layer sharing), the
+final norm of pre-LN stacks and the pooler; bidirectional encoder or causal decoder with a KV cache."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmforge.config import ModelConfig
+from lmforge.errors import InputError
+from lmforge.models.output import ModelOutput
+from lmforge.nn.attention import AttentionMask
+from lmforge.nn.attention.dense import KV
+from lmforge.nn.block import Block
+from lmforge.nn.embeddings import Embeddings
+
+
+class Pooler(nn.Module):
+    """tanh(dense(hidden state of the first token)) (BERT / RoBERTa / ALBERT; HF counts it in the base model)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+
+
+class Transformer(nn.Module):
+    """Encoder or causal decoder. Layer i runs stored layer ``config.layer_index(i)`` (ALBERT sharing)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_stored_layers))
+        pre = config.norm_placement == "pre"
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
+        self.pooler = Pooler(config) if config.has_pooler else None
+        self.gradient_checkpointing = False  # recompute each layer in backward (the trainer's flag)
+
+    # ------------------------------------------------------------------ input checks
+    def check_inputs(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_length: int,
+                     token_type_ids: torch.Tensor | None) -> None:
+        """Clear errors instead of an index error from inside an embedding (one host sync per check)."""
+        c = self.config
+        if input_ids.dim() != 2:
+            raise InputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            raise InputError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+        if input_ids.device.type == "meta" or input_ids.numel() == 0:
+            return
+        length = past_length + input_ids.size(1)
+        if length > c.max_length:
+            raise InputError(f"the sequence has {length} tokens{' (with the cache)' if past_length else ''} but this "
+                             f"model's position table allows at most {c.max_length} (max_positions="
+                             f"{c.max_positions}); truncate the input (tokenizer truncation=True, max_length="
+                             f"{c.max_length}).")
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= c.vocab_size:
+            bad = hi if hi >= c.vocab_size else lo
+            raise InputError(f"token id {bad} is outside the vocabulary [0, {c.vocab_size}); the tokenizer does not "
+                             "match the model: use the model's tokenizer, or call model.resize_token_embeddings"
+                             "(len(tokenizer)) after adding tokens.")
+        if int(position_ids.max()) >= c.max_positions or int(position_ids.min()) < 0:
+            raise InputError(f"position id {int(position_ids.max())} is outside the position table [0, "
+                             f"{c.max_positions}); the model allows sequences of at most {c.max_length} tokens.")
+        if token_type_ids is not None and c.type_vocab_size > 0:
+            if int(token_type_ids.max()) >= c.type_vocab_size or int(token_type_ids.min()) < 0:
+                raise InputError(f"token_type_ids hold {int(token_type_ids.max())} but the model has "
+                                 f"{c.type_vocab_size} segment type(s); ids must be in [0, {c.type_vocab_size}).")
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, batch: int, length: int, past_length: int,
+                       device: torch.device) -> AttentionMask:
+        """The mask every layer uses; no dense tensor when there is no padding (SDPA's fast kernels)."""
+        causal = self.config.causal
+        total = past_length + length
+        if attention_mask is not None:
+            if attention_mask.dim() != 2 or attention_mask.size(0) != batch:
+                raise InputError(f"attention_mask must be (batch, length) = ({batch}, {total}), got "
+                                 f"{tuple(attention_mask.shape)}.")
+            if attention_mask.size(1) == length and past_length:
+                # the mask covers only the new tokens: the cached ones were real
+                attention_mask = torch.cat([attention_mask.new_ones(batch, past_length), attention_mask], dim=1)
+            if attention_mask.size(1) != total:
+                raise InputError(f"attention_mask has {attention_mask.size(1)} columns; it must cover the "
+                                 f"{total} tokens (cache + new).")
+            if attention_mask.device.type != "meta" and bool(attention_mask.all()):
+                attention_mask = None
+        if attention_mask is None:
+            if not causal or length == 1:  # one new token may attend to everything before it
+                return AttentionMask(None, False)
+            if past_length == 0:
+                return AttentionMask(None, True)
+            keep = torch.ones(length, total, dtype=torch.bool, device=device).tril(past_length)  # (T, S)
+            return AttentionMask(keep[None, None], False)
+        keys = attention_mask.bool()  # (B, S)
+        keep = keys[:, None, None, :]  # (B, 1, 1, S)
+        if causal:
+            keep = keep & torch.ones(length, total, dtype=torch.bool, device=device).tril(past_length)
+        # a row with nothing to attend to (a left pad in a decoder) would give NaN: let it see everything;
+        # its output is never read
+        keep = keep | ~keep.any(dim=-1, keepdim=True)
+        return AttentionMask(keep, False, key_padding=keys)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                past_key_values: tuple[KV, ...] | None = None, use_cache: bool = False,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+        c = self.config
+        B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
+        if past_key_values is not None and len(past_key_values) != c.num_layers:
+            raise InputError(f"past_key_values has {len(past_key_values)} layers; the model has {c.num_layers}.")
+        past_length = past_key_values[0][0].size(2) if past_key_values else 0
+        if position_ids is None and input_ids.dim() == 2:
+            position_ids = self.embeddings.position_ids(input_ids, past_length)
+        self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
+        x = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)  # (B, T, H)
+        mask = self.attention_mask(attention_mask, B, T, past_length, x.device)
+
+        hidden_states: list[torch.Tensor] = [x] if output_hidden_states else []
+        attentions: list[torch.Tensor] = []
+        presents: list[KV] = []
+        for i in range(c.num_layers):
+            layer = self.layers[c.layer_index(i)]
+            past = past_key_values[i] if past_key_values else None
+            if self.gradient_checkpointing and self.training and not use_cache:
+                x, present, probs = checkpoint(layer, x, mask=mask, past=past, use_cache=False,
+                                               output_attentions=output_attentions, use_reentrant=False)
+            else:
+                x, present, probs = layer(x, mask=mask, past=past, use_cache=use_cache,
+                                          output_attentions=output_attentions)
+            if use_cache:
+                presents.append(present)
+            if output_attentions:
+                attentions.append(probs)
+            if output_hidden_states:
+                hidden_states.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if output_hidden_states:  # HF GPT-2: the last entry is the normed output
+                hidden_states[-1] = x
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return ModelOutput(last_hidden_state=x, pooler_output=pooled,
+                           past_key_values=tuple(presents) if use_cache else None,
+                           hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                           attentions=tuple(attentions) if output_attentions else None)

@@ -1,0 +1,68 @@
+"""Dense multi-head self-attention through ``scaled_dot_product_attention`` (and an explicit softmax path
+when the attention maps are asked for), with an optional KV cache."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.config import ModelConfig
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class AttentionMask:
+    """What a layer may attend to, computed once per forward by the body.
+
+    ``dense`` is None when nothing is masked beyond ``is_causal`` (no padding: SDPA's fast paths);
+    otherwise a bool tensor broadcastable to (B, nh, T, S), True = attend. ``key_padding`` (B, S), True = real
+    token, is kept for kinds that build their own masks (block-sparse attention).
+    """
+
+    dense: torch.Tensor | None
+    is_causal: bool
+    key_padding: torch.Tensor | None = None
+
+
+class DenseAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_size = config.head_size
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # q, k, v fused in that order
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_dropout
+        self.dropout = nn.Dropout(config.attention_dropout)
+
+    def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | None = None, use_cache: bool = False,
+                output_attentions: bool = False) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+        B, T, H = x.shape
+        nh, hs = self.num_heads, self.head_size
+        q, k, v = self.qkv(x).split(H, dim=-1)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)
+        v = v.view(B, T, nh, hs).transpose(1, 2)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, nh, S, hs), S = T_past + T
+            v = torch.cat([past[1], v], dim=2)
+        present = (k, v) if use_cache else None
+        probs = None
+        if output_attentions:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
+            allowed = mask.dense
+            if mask.is_causal:
+                allowed = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(dim=-1)
+            y = self.dropout(probs) @ v  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
+                                               dropout_p=self.dropout_p if self.training else 0.0,
+                                               is_causal=mask.is_causal)
+        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        return self.out(y), present, probs

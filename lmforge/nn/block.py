@@ -1,0 +1,47 @@
+"""One Transformer layer: attention + MLP, each with a residual and a LayerNorm placed after the residual
+(post-LN: BERT, GPT-1) or before the sublayer (pre-LN: GPT-2/3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.nn.activations import Activation
+from lmforge.nn.attention import ATTENTION_KINDS, AttentionMask
+from lmforge.nn.attention.dense import KV
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.ffn_size)
+        self.act = Activation(config.activation)
+        self.fc2 = nn.Linear(config.ffn_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))  # (B, T, F) inside
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
+        self.attn = ATTENTION_KINDS[config.attention_kind](config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | None = None, use_cache: bool = False,
+                output_attentions: bool = False) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+        if self.pre_norm:
+            a, present, probs = self.attn(self.attn_norm(x), mask=mask, past=past, use_cache=use_cache,
+                                          output_attentions=output_attentions)
+            x = x + self.dropout(a)
+            x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+        else:
+            a, present, probs = self.attn(x, mask=mask, past=past, use_cache=use_cache,
+                                          output_attentions=output_attentions)
+            x = self.attn_norm(x + self.dropout(a))
+            x = self.mlp_norm(x + self.dropout(self.mlp(x)))
+        return x, present, probs
