@@ -1,0 +1,500 @@
+"""`lmforge quickstart`: the whole pipeline on the built-in toy language, offline, in minutes.
+
+Stages (each one calls the library code of its area; none is re-implemented here):
+
+  data         lmforge.data.toyland.generate        corpus + tasks in official formats
+  tokenizers   Tokenizer.train                       WordPiece (for BERT) and byte-level BPE (for GPT)
+  shards       lmforge.data.shards.prepare_shards    memory-mapped token shards, one set per tokenizer
+  bert         `lmforge pretrain` (mlm+nsp)          a tiny BERT
+  gpt          `lmforge pretrain` (clm)              a tiny GPT
+  cola         lmforge.finetune.finetune             acceptability from the pre-trained BERT and from scratch
+  squad        lmforge.finetune.finetune             span QA from the pre-trained BERT
+  generation   lmforge.generation.generate           a continuation of a story opening by the GPT
+  fewshot      lmforge.fewshot.fewshot_evaluate      k = 0, 1, 4 on the sentiment task
+  report       results.json, results table, report.md with the PNGs of every stage
+
+A stage writes ``.quickstart/state.json`` when it is done, so an interrupted run started again with the
+same command continues after the last finished stage; the unfinished stage's folder is removed and
+that stage starts over (no half-written output is reused).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+STATE_DIR = ".quickstart"
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Sizes of one quickstart flavour (the default run, or --fast)."""
+
+    name: str
+    docs: int  # corpus stories
+    examples: int  # training examples per task (dev / test get half as many)
+    wordpiece_vocab: int
+    bpe_vocab: int
+    seq_len: int
+    batch_size: int
+    bert_steps: int
+    bert_lr: float
+    gpt_steps: int
+    gpt_lr: float
+    cola_epochs: float
+    cola_lr: float
+    squad_epochs: float
+    squad_lr: float
+    fewshot_limit: int  # sentiment dev examples scored per k
+    generate_tokens: int
+
+
+SETTINGS: dict[str, Settings] = {
+    "default": Settings("default", docs=8000, examples=500, wordpiece_vocab=1000, bpe_vocab=600, seq_len=128,
+                        batch_size=32, bert_steps=2500, bert_lr=1e-3, gpt_steps=1200, gpt_lr=1e-3,
+                        cola_epochs=6, cola_lr=2e-4, squad_epochs=4, squad_lr=3e-4, fewshot_limit=200,
+                        generate_tokens=40),
+    "fast": Settings("fast", docs=600, examples=120, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
+                     batch_size=16, bert_steps=60, bert_lr=1e-3, gpt_steps=40, gpt_lr=1e-3,
+                     cola_epochs=1, cola_lr=2e-4, squad_epochs=1, squad_lr=3e-4, fewshot_limit=20,
+                     generate_tokens=16),
+}
+
+# the paths quickstart writes under OUT (--overwrite removes exactly these, nothing else)
+OUTPUTS = ("data", "tokenizers", "shards", "models", "finetune", "generation", "fewshot", "logs",
+           "report.md", "results.json", "cola_mcc.png", STATE_DIR)
+
+Log = Callable[[str], None]
+PROMPT = "Ada is a small red fox. Ada lives in the forest."
+
+
+# ------------------------------------------------------------------ run state
+class Run:
+    """The output directory, the settings, and which stages are done (``.quickstart/state.json``)."""
+
+    def __init__(self, out: Path, settings: Settings, log: Log) -> None:
+        self.out, self.settings, self.log = out, settings, log
+        self.state_path = out / STATE_DIR / STATE_FILE
+        self.state: dict[str, Any] = {"version": STATE_VERSION, "settings": settings.name, "done": {}}
+        if self.state_path.is_file():
+            self.state = json.loads(self.state_path.read_text())
+
+    @property
+    def done(self) -> dict[str, Any]:
+        return self.state["done"]
+
+    def mark(self, stage: str, result: dict[str, Any]) -> None:
+        self.done[stage] = result
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1) + "\n")
+        tmp.replace(self.state_path)  # atomic: a kill never leaves half a state file
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+
+def _check_out(out: Path, settings: Settings, *, overwrite: bool) -> str:
+    """'fresh', 'resume' or 'overwrite'; refuses a non-empty directory that is not ours to continue."""
+    if out.exists() and not out.is_dir():
+        raise LmforgeError(f"--out {out} is a file; give a directory")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return "fresh"
+    if overwrite:
+        for name in OUTPUTS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        return "overwrite"
+    state_path = out / STATE_DIR / STATE_FILE
+    if not state_path.is_file():
+        raise LmforgeError(f"--out {out} is not empty ({', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}) "
+                           "and holds no quickstart run; pick an empty or new directory, or pass --overwrite")
+    try:
+        state = json.loads(state_path.read_text())
+    except json.JSONDecodeError:
+        raise LmforgeError(f"{state_path} is unreadable; pass --overwrite to start over") from None
+    if state.get("version") != STATE_VERSION or state.get("settings") != settings.name:
+        raise LmforgeError(f"{out} holds a quickstart run with other settings ({state.get('settings')}); "
+                           "pass --overwrite to start over, or use the same flags to continue it")
+    if "report" in state.get("done", {}):
+        raise LmforgeError(f"{out} already holds a finished quickstart run (see {out / 'report.md'}); "
+                           "pass --overwrite to run it again")
+    return "resume"
+
+
+@contextlib.contextmanager
+def _captured(log_file: Path):
+    """Send the stage's own prints (progress lines, per-epoch scores) to its log file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        yield f
+
+
+def _library(module: str, what: str) -> Any:
+    """Import a library module; a missing one is a loud error naming the stage that needs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("lmforge"):
+            raise LmforgeError(f"{what} needs {err.name}, which is not in this lmforge build yet; "
+                               "the quickstart cannot run this stage") from None
+        raise
+
+
+def _command(name: str, argv: list[str]) -> None:
+    """Run ``lmforge NAME ARGV...`` in-process through its own parser and run(), errors propagating."""
+    from lmforge import cli
+
+    module = _library(cli.COMMANDS[name][0], f"`lmforge {name}`")
+    args = cli.build_parser(name).parse_args([name, *argv])
+    code = module.run(args)
+    if code:
+        raise LmforgeError(f"`lmforge {name}` exited with status {code}")
+
+
+# ------------------------------------------------------------------ stages
+def stage_data(run: Run) -> dict[str, Any]:
+    from lmforge.data.toyland import generate
+
+    s = run.settings
+    files = generate(run.path("data"), docs=s.docs, examples=s.examples, seed=0)
+    corpus = files[0]
+    return {"corpus_docs": corpus.count, "corpus_mb": round(corpus.mb, 2), "files": len(files),
+            "total_mb": round(sum(f.mb for f in files), 2)}
+
+
+def stage_tokenizers(run: Run) -> dict[str, Any]:
+    tok_mod = _library("lmforge.tokenization.tokenizer", "training the tokenizers")
+    corpus = run.path("data", "corpus", "train.txt")
+    result = {}
+    for name, kind, vocab in (("wordpiece", "wordpiece", run.settings.wordpiece_vocab),
+                              ("bpe", "bpe", run.settings.bpe_vocab)):
+        tok = tok_mod.Tokenizer.train([str(corpus)], kind=kind, vocab_size=vocab, show_progress=False,
+                                      log=lambda m: print(m))
+        tok.save_pretrained(run.path("tokenizers", name))
+        result[f"{name}_vocab"] = len(tok)
+    return result
+
+
+def stage_shards(run: Run) -> dict[str, Any]:
+    shards = _library("lmforge.data.shards", "preparing the shards")
+    tok_mod = _library("lmforge.tokenization.tokenizer", "preparing the shards")
+    corpus = run.path("data", "corpus", "train.txt")
+    result = {}
+    for name in ("wordpiece", "bpe"):
+        tok = tok_mod.Tokenizer.from_pretrained(run.path("tokenizers", name))
+        r = shards.prepare_shards([corpus], tokenizer=tok, out=run.path("shards", name), val_fraction=0.02,
+                                  progress=False)
+        result[f"{name}_train_tokens"] = r.meta["splits"]["train"]["tokens"]
+    return result
+
+
+def _pretrain_summary(out: Path) -> dict[str, Any]:
+    from lmforge.train.logging import read_metrics
+
+    records = read_metrics(out / "metrics.jsonl")
+    train = [r for r in records if r.get("split") == "train"]
+    val = [r for r in records if r.get("split") == "val"]
+    if not train:
+        raise LmforgeError(f"{out / 'metrics.jsonl'} has no training records; see the stage log")
+    speeds = [r["tokens_per_s"] for r in train if r.get("tokens_per_s")]
+    return {"steps": train[-1]["step"], "first_loss": round(train[0]["loss"], 4), "final_loss": round(train[-1]["loss"], 4),
+            "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("split", "step")},
+            "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None}
+
+
+def stage_bert(run: Run) -> dict[str, Any]:
+    s = run.settings
+    out = run.path("models", "bert")
+    _command("pretrain", ["--model", "bert-tiny", "--objective", "mlm+nsp", "--data", str(run.path("shards", "wordpiece")),
+                          "--out", str(out), "--max-steps", str(s.bert_steps), "--batch-size", str(s.batch_size),
+                          "--seq-len", str(s.seq_len), "--lr", str(s.bert_lr), "--warmup", "0.06",
+                          "--save-every", str(max(s.bert_steps // 2, 1)), "--keep", "1",
+                          "--log-every", str(max(1, s.bert_steps // 50)), "--val-batches", "10",
+                          "--seed", "0", "--device", "cpu", "--no-progress"])
+    return _pretrain_summary(out)
+
+
+def stage_gpt(run: Run) -> dict[str, Any]:
+    s = run.settings
+    out = run.path("models", "gpt")
+    # a tiny GPT-2: the gpt2 preset's family and conventions at bert-tiny's size
+    config = run.path("models", "gpt-tiny.json")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"preset": "gpt2", "num_layers": 2, "hidden_size": 128, "num_heads": 2,
+                                  "intermediate_size": 512, "max_positions": 256}, indent=1) + "\n")
+    _command("pretrain", ["--model", str(config), "--objective", "clm", "--data", str(run.path("shards", "bpe")),
+                          "--out", str(out), "--max-steps", str(s.gpt_steps), "--batch-size", str(s.batch_size),
+                          "--seq-len", str(s.seq_len), "--lr", str(s.gpt_lr), "--warmup", "0.06",
+                          "--save-every", str(max(s.gpt_steps // 2, 1)), "--keep", "1",
+                          "--log-every", str(max(1, s.gpt_steps // 50)), "--val-batches", "10",
+                          "--seed", "0", "--device", "cpu", "--no-progress"])
+    return _pretrain_summary(out)
+
+
+def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: float, scratch: bool = False,
+              max_length: int | None = None) -> dict[str, Any]:
+    ft = _library("lmforge.finetune", "fine-tuning")
+    config = ft.FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
+                               out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
+                               batch_size=run.settings.batch_size, max_length=max_length, seed=0, device="cpu")
+    scores = ft.finetune(config, log=lambda m: print(m))
+    return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
+
+
+def stage_cola(run: Run) -> dict[str, Any]:
+    s = run.settings
+    # same architecture, same data, same schedule: only the starting weights differ
+    pre = _finetune(run, task="glue-cola", data="cola", out="cola-pretrained", epochs=s.cola_epochs, lr=s.cola_lr,
+                    max_length=64)
+    scratch = _finetune(run, task="glue-cola", data="cola", out="cola-scratch", epochs=s.cola_epochs, lr=s.cola_lr,
+                        scratch=True, max_length=64)
+    return {"pretrained": pre, "scratch": scratch, "mcc_gain": round(pre["mcc"] - scratch["mcc"], 4)}
+
+
+def stage_squad(run: Run) -> dict[str, Any]:
+    s = run.settings
+    return _finetune(run, task="squad", data="squad", out="squad", epochs=s.squad_epochs, lr=s.squad_lr,
+                     max_length=256)
+
+
+def _load_gpt(run: Run) -> tuple[Any, Any]:
+    models = _library("lmforge.models.model", "loading the pre-trained GPT")
+    tok_mod = _library("lmforge.tokenization.tokenizer", "loading the GPT tokenizer")
+    model = models.Model.from_pretrained(run.path("models", "gpt"))
+    model.eval()
+    return model, tok_mod.Tokenizer.from_pretrained(run.path("models", "gpt"))
+
+
+def stage_generation(run: Run) -> dict[str, Any]:
+    import torch
+
+    gen = _library("lmforge.generation", "generation")
+    model, tok = _load_gpt(run)
+    ids = torch.tensor([tok(PROMPT, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        new = gen.generate(model, ids, max_new_tokens=run.settings.generate_tokens, do_sample=False)
+    text = tok.decode(new[0].tolist(), skip_special_tokens=True)
+    out = run.path("generation")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sample.txt").write_text(f"{PROMPT}{text}\n")
+    return {"prompt": PROMPT, "continuation": text}
+
+
+def stage_fewshot(run: Run) -> dict[str, Any]:
+    fewshot = _library("lmforge.fewshot", "few-shot evaluation")
+    model, tok = _load_gpt(run)
+    result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
+                                      limit=run.settings.fewshot_limit)
+    fewshot.write_outputs(result, run.path("fewshot"))
+    return {"rows": result.rows, "notes": result.notes}
+
+
+STAGES: dict[str, tuple[str, Callable[[Run], dict[str, Any]], tuple[str, ...]]] = {
+    # name: (what the user reads, function, folders it writes: removed before a restart of the stage)
+    "data": ("toy data", stage_data, ("data",)),
+    "tokenizers": ("WordPiece + byte-level BPE tokenizers", stage_tokenizers, ("tokenizers",)),
+    "shards": ("token shards", stage_shards, ("shards",)),
+    "bert": ("pre-train tiny BERT (mlm+nsp)", stage_bert, ("models/bert",)),
+    "gpt": ("pre-train tiny GPT (clm)", stage_gpt, ("models/gpt", "models/gpt-tiny.json")),
+    "cola": ("fine-tune acceptability: pre-trained vs scratch", stage_cola,
+             ("finetune/cola-pretrained", "finetune/cola-scratch")),
+    "squad": ("fine-tune span QA", stage_squad, ("finetune/squad",)),
+    "generation": ("GPT continuation", stage_generation, ("generation",)),
+    "fewshot": ("GPT few-shot sentiment (k = 0, 1, 4)", stage_fewshot, ("fewshot",)),
+}
+
+
+# ------------------------------------------------------------------ report
+def _fewshot_accuracy(row: dict[str, Any]) -> float | None:
+    for key in ("accuracy", "accuracy_per_token", "accuracy_raw"):
+        if key in row:
+            return float(row[key])
+    return next((float(v) for k, v in row.items() if k.startswith("accuracy")), None)
+
+
+def results_table(done: dict[str, Any]) -> str:
+    """The summary table (plain text, also pasted into report.md)."""
+    lines = [f"{'what':42s} {'result'}", f"{'-' * 42} {'-' * 36}"]
+
+    def row(what: str, result: str) -> None:
+        lines.append(f"{what:42s} {result}")
+
+    if "bert" in done:
+        b = done["bert"]
+        row("tiny BERT mlm+nsp pre-training", f"{b['steps']} steps, loss {b['first_loss']} -> {b['final_loss']}, "
+            f"{b['tokens_per_s']} tokens/s")
+    if "gpt" in done:
+        g = done["gpt"]
+        row("tiny GPT clm pre-training", f"{g['steps']} steps, loss {g['first_loss']} -> {g['final_loss']}, "
+            f"{g['tokens_per_s']} tokens/s")
+    if "cola" in done:
+        c = done["cola"]
+        row("acceptability MCC, pre-trained BERT", f"{c['pretrained']['mcc']:.3f}")
+        row("acceptability MCC, same model from scratch", f"{c['scratch']['mcc']:.3f}")
+        row("gain from pre-training", f"{c['mcc_gain']:+.3f} MCC")
+    if "squad" in done:
+        q = done["squad"]
+        row("span QA (SQuAD v1.1 format) EM / F1", f"{q.get('exact', float('nan')):.1f} / {q.get('f1', float('nan')):.1f}")
+    if "fewshot" in done:
+        for r in done["fewshot"]["rows"]:
+            acc = _fewshot_accuracy(r)
+            row(f"GPT few-shot sentiment accuracy, k={r['k']}", "n/a" if acc is None else f"{acc:.3f} (n={r['n']})")
+    return "\n".join(lines)
+
+
+def _plot_cola(run: Run) -> Path | None:
+    c = run.done.get("cola")
+    if not c:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    values = [c["pretrained"]["mcc"], c["scratch"]["mcc"]]
+    ax.bar(["pre-trained", "scratch"], values, color=["tab:blue", "tab:gray"])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom")
+    ax.set_ylabel("dev MCC")
+    ax.set_title("toy acceptability (CoLA format)")
+    fig.tight_layout()
+    path = run.path("cola_mcc.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(run: Run, *, wall_s: float) -> dict[str, Any]:
+    done = run.done
+    table = results_table(done)
+    images = [("pre-training loss, BERT", "models/bert/loss.png"), ("pre-training loss, GPT", "models/gpt/loss.png"),
+              ("acceptability MCC, pre-trained vs scratch", "cola_mcc.png"),
+              ("confusion matrix, pre-trained", "finetune/cola-pretrained/confusion_matrix.png"),
+              ("confusion matrix, scratch", "finetune/cola-scratch/confusion_matrix.png"),
+              ("few-shot accuracy by k", "fewshot/fewshot.png")]
+    _plot_cola(run)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    import os
+
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {_threads()}"
+    md = [f"# lmforge quickstart report ({run.settings.name} run)", "",
+          f"{when}; {machine}; total time of this invocation {wall_s / 60:.1f} min.", "",
+          "Everything below was trained in this run on the built-in toy language (`lmforge toydata`).", "",
+          "```", table, "```", ""]
+    if "generation" in done:
+        md += ["## GPT continuation (greedy)", "", f"> **{done['generation']['prompt']}**{done['generation']['continuation']}", ""]
+    if "data" in done:
+        d = done["data"]
+        md += ["## Data", "", f"{d['corpus_docs']:,} stories ({d['corpus_mb']} MB) in `data/corpus/train.txt`; "
+               f"tasks in `data/` ({d['total_mb']} MB in all).", ""]
+    md += ["## Plots", ""]
+    md += [f"### {title}\n\n![{title}]({rel})\n" for title, rel in images if run.path(rel).is_file()]
+    md += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+    md += [f"| {name} | {done[name].get('_seconds', '')} |" for name in STAGES if name in done]
+    run.path("report.md").write_text("\n".join(md) + "\n")
+    results = {k: v for k, v in done.items()}
+    run.path("results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return {"table": table}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------ entry point
+def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """Run (or continue) the pipeline into ``out``; returns the per-stage results."""
+    settings = SETTINGS["fast" if fast else "default"]
+    out = Path(out)
+    mode = _check_out(out, settings, overwrite=overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LmforgeError(f"cannot create --out {out} ({err.strerror}); pick a writable directory") from None
+    run = Run(out, settings, log)
+    t0 = time.perf_counter()
+    if mode == "resume":
+        log(f"continuing the quickstart in {out}: done already: {', '.join(run.done) or 'nothing'}")
+    else:
+        log(f"lmforge quickstart ({settings.name}) into {out}")
+    for i, (name, (title, fn, folders)) in enumerate(STAGES.items(), 1):
+        if name in run.done:
+            log(f"[{i}/{len(STAGES)}] {title}: done before, skipped")
+            continue
+        for folder in folders:  # an interrupted attempt's leftovers: this stage starts over cleanly
+            p = run.path(folder)
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        log_file = run.path("logs", f"{name}.log")
+        t = time.perf_counter()
+        try:
+            with _captured(log_file):
+                result = fn(run)
+        except (LmforgeError, Exception) as err:
+            tail = log_file.read_text(errors="replace").splitlines()[-15:] if log_file.is_file() else []
+            if not isinstance(err, LmforgeError):
+                with open(log_file, "a") as f:
+                    traceback.print_exc(file=f)
+            for line in tail:
+                log(f"    | {line}")
+            raise LmforgeError(f"stage {name} ({title}) failed: {err}. Full log: {log_file}. Fix it and run the "
+                               "same command again: finished stages are kept") from (None if isinstance(err, LmforgeError) else err)
+        result["_seconds"] = round(time.perf_counter() - t, 1)
+        run.mark(name, result)
+        log(f"[{i}/{len(STAGES)}] {title}: {_one_line(name, result)} ({result['_seconds']} s)")
+    report = write_report(run, wall_s=time.perf_counter() - t0)
+    run.mark("report", {"_seconds": 0})
+    log("")
+    log(report["table"])
+    log("")
+    log(f"report: {run.path('report.md')}")
+    return run.done
+
+
+def _one_line(name: str, r: dict[str, Any]) -> str:
+    if name == "data":
+        return f"{r['corpus_docs']:,} stories, {r['files']} files, {r['total_mb']} MB"
+    if name == "tokenizers":
+        return f"vocab {r['wordpiece_vocab']} (WordPiece), {r['bpe_vocab']} (BPE)"
+    if name == "shards":
+        return f"{r['wordpiece_train_tokens']:,} / {r['bpe_train_tokens']:,} training tokens"
+    if name in ("bert", "gpt"):
+        return f"{r['steps']} steps, loss {r['first_loss']} -> {r['final_loss']}, {r['tokens_per_s']} tokens/s"
+    if name == "cola":
+        return f"MCC {r['pretrained']['mcc']:.3f} pre-trained vs {r['scratch']['mcc']:.3f} scratch ({r['mcc_gain']:+.3f})"
+    if name == "squad":
+        return f"EM {r.get('exact', float('nan')):.1f}, F1 {r.get('f1', float('nan')):.1f}"
+    if name == "generation":
+        return repr(r["continuation"][:60])
+    if name == "fewshot":
+        return ", ".join(f"k={row['k']}: {_fewshot_accuracy(row) or float('nan'):.3f}" for row in r["rows"])
+    return ""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `lmforge quickstart`")
