@@ -500,7 +500,7 @@ class StoryWriter:
         for e in ents[1:]:
             introduce(e, a)
         intro_end = len(sents)
-        for _ in range(rng.choice([1, 1, 2])):  # background: the agreement-rich generic sentences
+        for _ in range(rng.choice([2, 3])):  # background: the agreement-rich generic sentences
             sents.append(self.grammar.clause())
         food = a.food if (a.name, "food") not in unstated else rng.choice(FOODS)
         kind, ev, cons, _ = event_pair(rng, a.name, b.name, food)
