@@ -41,6 +41,13 @@ def gpt2_body(config: Any) -> list[Entry]:
 
 # ---- config translation -------------------------------------------------------------------------
 
+def token_id_from_hf(hf: dict[str, Any], key: str) -> int | None:
+    """A special-token id of the config, or None when it lies outside the vocabulary: GPT2Config's
+    defaults (50256) stay in the config.json of small random models, which transformers only warns about."""
+    value = hf.get(key)
+    return value if isinstance(value, int) and 0 <= value < hf["vocab_size"] else None
+
+
 def num_labels_from_hf(hf: dict[str, Any]) -> int:
     return len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
 
@@ -66,9 +73,9 @@ def gpt2_config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "norm_placement": "pre",
         "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5),
         "causal": True,
-        "pad_token_id": hf.get("pad_token_id"),
-        "bos_token_id": hf.get("bos_token_id"),
-        "eos_token_id": hf.get("eos_token_id"),
+        "pad_token_id": token_id_from_hf(hf, "pad_token_id"),
+        "bos_token_id": token_id_from_hf(hf, "bos_token_id"),
+        "eos_token_id": token_id_from_hf(hf, "eos_token_id"),
         "num_labels": num_labels_from_hf(hf),
         "tie_word_embeddings": hf.get("tie_word_embeddings", True),
         "hidden_dropout": hf.get("resid_pdrop", 0.1),
@@ -142,4 +149,5 @@ FAMILY = HFFamily(
     },
     # attn.bias / attn.masked_bias: the causal-mask buffers old GPT-2 checkpoints saved
     ignore=(r"(^|\.)position_ids$", r"^h\.\d+\.attn\.(bias|masked_bias)$"),
+    aliases={"lm_head.weight": "wte.weight"},  # a tied checkpoint that kept the head's name
 )

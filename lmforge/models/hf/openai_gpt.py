@@ -13,7 +13,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, head_linear, linear, no_entries
-from lmforge.models.hf.gpt2 import LM_TIED, gpt_layer, lm_entries, num_labels_from_hf
+from lmforge.models.hf.gpt2 import LM_TIED, gpt_layer, lm_entries, num_labels_from_hf, token_id_from_hf
 
 # HF openai-gpt ``afn`` <-> lmforge activation (modeling_openai.ACT_FNS)
 AFN_FROM_HF = {"gelu": "gelu_new", "relu": "relu"}
@@ -49,9 +49,9 @@ def openai_gpt_config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "norm_placement": "post",
         "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5),
         "causal": True,
-        "pad_token_id": hf.get("pad_token_id"),
-        "bos_token_id": hf.get("bos_token_id"),
-        "eos_token_id": hf.get("eos_token_id"),
+        "pad_token_id": token_id_from_hf(hf, "pad_token_id"),
+        "bos_token_id": token_id_from_hf(hf, "bos_token_id"),
+        "eos_token_id": token_id_from_hf(hf, "eos_token_id"),
         "num_labels": num_labels_from_hf(hf),
         "tie_word_embeddings": hf.get("tie_word_embeddings", True),
         "hidden_dropout": hf.get("resid_pdrop", 0.1),
@@ -115,4 +115,6 @@ FAMILY = HFFamily(
         "extract": HeadSpec("OpenAIGPTDoubleHeadsModel", extract_entries, tied=LM_TIED),
     },
     ignore=(r"(^|\.)position_ids$", r"^h\.\d+\.attn\.bias$"),
+    # transformers 5 saves OpenAIGPTDoubleHeadsModel's tied matrix as lm_head.weight, not tokens_embed
+    aliases={"lm_head.weight": "tokens_embed.weight"},
 )
