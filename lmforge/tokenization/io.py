@@ -78,6 +78,8 @@ def load(cls: type["Tokenizer"], directory: Path, *, family: str | None) -> "Tok
     names = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt")
     if not any((directory / n).is_file() for n in names) and (directory / "tokenizer").is_dir():
         directory = directory / "tokenizer"  # a shard directory keeps its tokenizer in a subfolder
+    if not any((directory / n).is_file() for n in names):
+        raise TokenizerError(f"no tokenizer files in {directory}: expected {EXPECTED}")
     cfg = _read_json(directory / "tokenizer_config.json")
     smap = _read_json(directory / "special_tokens_map.json")
     lowercase: bool | None = cfg.get("do_lower_case", cfg.get("lowercase"))

@@ -175,24 +175,25 @@ class Tokenizer:
 
         ``additional_special_tokens`` replaces the previous list, as in HF.
         """
-        new: list[str] = []
+        names = [n + "_token" for n in SPECIAL_NAMES]
+        for key in special_tokens_dict:  # check every key before changing anything
+            if key not in names and key != "additional_special_tokens":
+                raise TokenizerError(f"unknown special token key {key!r}; use one of {', '.join(names)}, "
+                                     "additional_special_tokens." + suggest(key, names))
         for key, value in special_tokens_dict.items():
-            name = key.removesuffix("_token")
             if key == "additional_special_tokens":
-                values = [str(v) for v in value]
-                new += [v for v in values if self.backend.token_to_id(v) is None and v not in new]
-                self.additional_special_tokens = values
-            elif name in SPECIAL_NAMES and key.endswith("_token"):
-                if self.backend.token_to_id(str(value)) is None and str(value) not in new:
-                    new.append(str(value))
-                self._specials[name] = str(value)
+                self.additional_special_tokens = [str(v) for v in value]
             else:
-                raise TokenizerError(f"unknown special token key {key!r}; use one of "
-                                     f"{', '.join(n + '_token' for n in SPECIAL_NAMES)}, additional_special_tokens."
-                                     + suggest(key, [n + "_token" for n in SPECIAL_NAMES]))
-        added = self.backend.add_special_tokens([added_token(self._family, t) for t in new])
+                self._specials[key.removesuffix("_token")] = None if value is None else str(value)
+        before = len(self)
+        # every value is registered as special (matched whole, skipped by decode), new or not; new ones
+        # get ids in the order given, as in HF
+        given = [str(t) for k, v in special_tokens_dict.items() if v is not None
+                 for t in (v if k == "additional_special_tokens" else [v])]
+        order = list(dict.fromkeys(given + self.all_special_tokens))
+        self.backend.add_special_tokens([added_token(self._family, t) for t in order])
         self.backend.post_processor = post_processor(self.backend, self._family, self._specials)
-        return added
+        return len(self) - before
 
     def add_tokens(self, tokens: str | Sequence[str], special_tokens: bool = False) -> int:
         """Add ordinary (or special) tokens to the vocabulary; returns how many were new."""
@@ -201,8 +202,11 @@ class Tokenizer:
             return self.add_special_tokens({"additional_special_tokens": [*self.additional_special_tokens, *tokens]})
         from tokenizers import AddedToken
 
-        # normalized=True, as HF: "Hello" added to an uncased vocab also matches "hello"
-        return self.backend.add_tokens([AddedToken(t, normalized=True) for t in tokens])
+        # normalized=True, as HF: "Hello" added to an uncased vocab also matches "hello". The count is
+        # the growth of len(tok) (HF also counts tokens already in the vocabulary)
+        before = len(self)
+        self.backend.add_tokens([AddedToken(t, normalized=True) for t in tokens])
+        return len(self) - before
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return self.backend.num_special_tokens_to_add(pair)

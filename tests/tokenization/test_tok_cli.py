@@ -1,0 +1,48 @@
+"""`lmforge tokenizer train` and `lmforge tokenize` end to end (in-process, on tiny data)."""
+from __future__ import annotations
+
+import json
+
+from lmforge.cli import main
+
+
+def test_train_then_tokenize(tmp_path, corpus, capsys):
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--kind", "wordpiece", "--vocab-size", "600", "--out", str(out),
+                 "--min-frequency", "2", "--no-progress", str(corpus)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained a wordpiece tokenizer (bert conventions) with 600 tokens" in printed
+    assert {p.name for p in out.iterdir()} == {"tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                                               "special_tokens_map.json"}
+    assert main(["tokenize", "--tokenizer", str(out), "First Citizen", "--pair", "Speak.", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["tokens"][0] == "[CLS]" and got["tokens"].count("[SEP]") == 2
+    assert got["token_type_ids"][-1] == 1 and len(got["input_ids"]) == len(got["offsets"])
+    assert main(["tokenize", "--tokenizer", str(out), "First Citizen"]) == 0
+    table = capsys.readouterr().out
+    assert "[CLS]" in table and table.splitlines()[-1].startswith("ids: 2 ")
+
+
+def test_bpe_roberta_and_cased(tmp_path, corpus, capsys):
+    out = tmp_path / "rob"
+    assert main(["tokenizer", "train", "--kind", "bpe", "--family", "roberta", "--vocab-size", "400", "--out",
+                 str(out), "--no-progress", str(corpus)]) == 0
+    capsys.readouterr()
+    assert main(["tokenize", "--tokenizer", str(out), "a b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["<s>", "a", "Ġb", "</s>"]
+
+
+def test_real_gpt2_files(refdata, capsys):
+    assert main(["tokenize", "--tokenizer", str(refdata / "tokenizers/gpt2"), "I want to go home.", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_ids"] == [40, 765, 284, 467, 1363, 13]
+
+
+def test_user_errors_exit_2(tmp_path, corpus, capsys):
+    assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "100", "--out", str(tmp_path / "x"),
+                 "--no-progress", str(corpus)]) == 2
+    assert "vocab_size=100 is smaller than the 256-byte alphabet" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--kind", "unigram", "--vocab-size", "500", "--out", str(tmp_path / "x"),
+                 "--no-progress", str(tmp_path / "missing.txt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["tokenize", "--tokenizer", str(tmp_path), "hi"]) == 2
+    assert "no tokenizer files" in capsys.readouterr().err
