@@ -63,13 +63,13 @@ class Settings:
 
 
 SETTINGS: dict[str, Settings] = {
-    "default": Settings("default", docs=8000, examples=500, wordpiece_vocab=1000, bpe_vocab=600, seq_len=128,
-                        batch_size=32, bert_steps=2500, bert_lr=1e-3, gpt_steps=1200, gpt_lr=1e-3,
-                        cola_epochs=6, cola_lr=2e-4, squad_epochs=4, squad_lr=3e-4, fewshot_limit=200,
+    "default": Settings("default", docs=6000, examples=500, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
+                        batch_size=32, bert_steps=750, bert_lr=1e-3, gpt_steps=300, gpt_lr=1e-3,
+                        cola_epochs=10, cola_lr=2e-4, squad_epochs=4, squad_lr=3e-4, fewshot_limit=200,
                         generate_tokens=40),
-    "fast": Settings("fast", docs=600, examples=120, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
-                     batch_size=16, bert_steps=60, bert_lr=1e-3, gpt_steps=40, gpt_lr=1e-3,
-                     cola_epochs=1, cola_lr=2e-4, squad_epochs=1, squad_lr=3e-4, fewshot_limit=20,
+    "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
+                     batch_size=16, bert_steps=30, bert_lr=1e-3, gpt_steps=20, gpt_lr=1e-3,
+                     cola_epochs=1, cola_lr=2e-4, squad_epochs=1, squad_lr=3e-4, fewshot_limit=16,
                      generate_tokens=16),
 }
 
@@ -98,6 +98,9 @@ class Run:
 
     def mark(self, stage: str, result: dict[str, Any]) -> None:
         self.done[stage] = result
+        self.save()
+
+    def save(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=1) + "\n")
@@ -274,7 +277,7 @@ def stage_cola(run: Run) -> dict[str, Any]:
 def stage_squad(run: Run) -> dict[str, Any]:
     s = run.settings
     return _finetune(run, task="squad", data="squad", out="squad", epochs=s.squad_epochs, lr=s.squad_lr,
-                     max_length=256)
+                     max_length=192)
 
 
 def _load_gpt(run: Run) -> tuple[Any, Any]:
@@ -439,6 +442,7 @@ def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, 
     if mode == "resume":
         log(f"continuing the quickstart in {out}: done already: {', '.join(run.done) or 'nothing'}")
     else:
+        run.save()  # from now on the directory is a quickstart run that a second call can continue
         log(f"lmforge quickstart ({settings.name}) into {out}")
     for i, (name, (title, fn, folders)) in enumerate(STAGES.items(), 1):
         if name in run.done:

@@ -1,0 +1,148 @@
+"""`lmforge quickstart`: the --fast pipeline end to end (every stage ran, every output exists), and the
+out-directory rules (refuse non-empty, --overwrite, resume after an interruption) on stand-in stages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge import quickstart as qs
+from lmforge.cli import main as cli_main
+from lmforge.errors import LmforgeError
+
+
+@pytest.mark.slow
+def test_fast_run_produces_every_output(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert cli_main(["quickstart", "--out", str(out), "--fast"]) == 0
+    printed = capsys.readouterr().out
+    state = json.loads((out / ".quickstart/state.json").read_text())
+    assert set(state["done"]) == {*qs.STAGES, "report"}
+    for rel in ("data/corpus/train.txt", "tokenizers/wordpiece", "tokenizers/bpe", "shards/wordpiece/meta.json",
+                "models/bert/config.json", "models/bert/model.safetensors", "models/bert/loss.png",
+                "models/gpt/config.json", "models/gpt/loss.png", "finetune/cola-pretrained/metrics.json",
+                "finetune/cola-scratch/confusion_matrix.png", "finetune/squad/metrics.json",
+                "generation/sample.txt", "fewshot/fewshot.png", "fewshot/results.json", "cola_mcc.png",
+                "report.md", "results.json"):
+        assert (out / rel).exists(), rel
+    results = json.loads((out / "results.json").read_text())
+    cola = results["cola"]
+    assert -1 <= cola["pretrained"]["mcc"] <= 1 and -1 <= cola["scratch"]["mcc"] <= 1
+    assert cola["mcc_gain"] == pytest.approx(cola["pretrained"]["mcc"] - cola["scratch"]["mcc"], abs=1e-3)
+    assert [row["k"] for row in results["fewshot"]["rows"]] == [0, 1, 4]
+    assert results["bert"]["steps"] == qs.SETTINGS["fast"].bert_steps
+    report = (out / "report.md").read_text()
+    for image in ("models/bert/loss.png", "models/gpt/loss.png", "cola_mcc.png", "fewshot/fewshot.png",
+                  "finetune/cola-pretrained/confusion_matrix.png"):
+        assert f"]({image})" in report
+    assert "acceptability MCC, pre-trained BERT" in printed and "k=4" in printed
+    # a finished run is not silently redone
+    assert cli_main(["quickstart", "--out", str(out), "--fast"]) == 2
+    assert "already holds a finished quickstart" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ out-directory rules (stand-in stages)
+class _Interrupt(BaseException):
+    """Stands for Ctrl-C / a kill in the middle of a stage."""
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    calls: list[str] = []
+    fail = {"second": 1}  # the second stage is interrupted once
+
+    def first(run):
+        calls.append("first")
+        (run.path("data")).mkdir(parents=True, exist_ok=True)
+        return {"ok": 1}
+
+    def second(run):
+        calls.append("second")
+        run.path("models").mkdir(parents=True, exist_ok=True)
+        (run.path("models") / "half-written").write_text("x")
+        if fail["second"]:
+            fail["second"] -= 1
+            raise _Interrupt()
+        (run.path("models") / "done").write_text("x")
+        return {"ok": 2}
+
+    monkeypatch.setattr(qs, "STAGES", {"first": ("first", first, ("data",)), "second": ("second", second, ("models",))})
+    return calls
+
+
+def test_interrupted_run_resumes_after_the_last_finished_stage(tmp_path, stand_in):
+    out = tmp_path / "q"
+    with pytest.raises(_Interrupt):
+        qs.quickstart(out, fast=True, log=lambda m: None)
+    assert json.loads((out / ".quickstart/state.json").read_text())["done"].keys() == {"first"}
+    lines: list[str] = []
+    qs.quickstart(out, fast=True, log=lines.append)
+    assert stand_in == ["first", "second", "second"]  # the first stage was not redone
+    assert any("done before, skipped" in line for line in lines)
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["done", "half-written"]
+    assert (out / "report.md").is_file()
+
+
+def test_a_failing_stage_fails_loudly_and_is_not_marked_done(tmp_path, monkeypatch):
+    def broken(run):
+        print("something the stage printed")
+        raise LmforgeError("the model is missing")
+
+    monkeypatch.setattr(qs, "STAGES", {"broken": ("broken", broken, ())})
+    lines: list[str] = []
+    with pytest.raises(LmforgeError, match="stage broken .* failed: the model is missing"):
+        qs.quickstart(tmp_path / "q", log=lines.append)
+    assert any("something the stage printed" in line for line in lines)  # the log's tail is shown
+    assert json.loads((tmp_path / "q/.quickstart/state.json").read_text())["done"] == {}
+
+
+def test_a_run_interrupted_in_its_first_stage_can_be_continued(tmp_path, monkeypatch):
+    calls = []
+
+    def first(run):
+        calls.append(1)
+        run.path("data").mkdir(exist_ok=True)
+        if len(calls) == 1:
+            raise _Interrupt()
+        return {}
+
+    monkeypatch.setattr(qs, "STAGES", {"first": ("first", first, ("data",))})
+    with pytest.raises(_Interrupt):
+        qs.quickstart(tmp_path / "q", log=lambda m: None)
+    qs.quickstart(tmp_path / "q", log=lambda m: None)  # not refused as "non-empty": it is our own run
+    assert len(calls) == 2
+
+
+def test_missing_library_code_is_a_loud_error():
+    with pytest.raises(LmforgeError, match="not in this lmforge build"):
+        qs._library("lmforge.no_such_module", "a stage")
+
+
+def test_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys, stand_in):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert cli_main(["quickstart", "--out", str(out), "--fast"]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    (out / "data").mkdir()  # an old quickstart output
+    (out / "data" / "old").write_text("x")
+    with pytest.raises(_Interrupt):  # the stand-in second stage interrupts once
+        qs.quickstart(out, fast=True, overwrite=True, log=lambda m: None)
+    assert (out / "mine.txt").read_text() == "keep me"  # --overwrite removes only quickstart's own outputs
+    assert not (out / "data" / "old").exists()
+
+
+def test_other_settings_are_not_resumed(tmp_path, stand_in):
+    out = tmp_path / "q"
+    with pytest.raises(_Interrupt):
+        qs.quickstart(out, fast=True, log=lambda m: None)
+    with pytest.raises(LmforgeError, match="other settings"):
+        qs.quickstart(out, fast=False, log=lambda m: None)
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(LmforgeError, match="is a file"):
+        qs.quickstart(f, fast=True, log=lambda m: None)
