@@ -151,6 +151,7 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     target_head = head if head is not None else source_head
     fields = family.config_from_hf(hf_config)
     fields["head"] = target_head
+    fields.update(family.head_fields(target_head))
     fields.update(overrides)
     config = _make_config(fields)
     from lmforge.models.model import Model

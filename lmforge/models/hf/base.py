@@ -36,6 +36,9 @@ class Entry:
     optional: bool = False
     # Key in the HF base model (with prefix) rather than in the head: set False for head tensors.
     in_body: bool = True
+    # More HF names holding the same tensor (an untied BERT MLM head keeps ``cls.predictions.bias``
+    # beside the ``decoder.bias`` it uses): written on export, accepted and not read on load.
+    copies: tuple[str, ...] = ()
 
 
 def rename(lm: str, hf: str, *, optional: bool = False, transpose: bool = False) -> Entry:
@@ -92,6 +95,12 @@ class HFFamily:
     heads: Mapping[str | None, HeadSpec]  # lmforge head (None = bare model) -> HF class
     # Regexes of HF keys that hold nothing lmforge needs (buffers saved by old versions, ...).
     ignore: tuple[str, ...] = field(default=(r"(^|\.)position_ids$",))
+    # HF key -> the (prefix-stripped) key it stands for when that one is missing: transformers saves one
+    # tensor of a tied pair and may keep either name (OpenAIGPTDoubleHeadsModel keeps lm_head.weight).
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    # Extra ModelConfig fields one head needs in this family (RoBERTa's choice head reads the pooler
+    # while its seq-cls head has its own dense + tanh): (head) -> fields.
+    head_fields: Callable[[str | None], dict[str, Any]] = field(default=lambda head: {})
 
     def head_for_architecture(self, arch: str) -> str | None:
         """The lmforge head of an HF class name; raises KeyError when the family has no such head."""
@@ -175,6 +184,9 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
     Raises CheckpointError naming the missing, unexpected and wrongly shaped tensors.
     """
     state, head_keys = normalize_hf_keys(hf_state, family.prefix)
+    for src, dst in family.aliases.items():
+        if dst not in state and src in state:
+            state[dst] = state.pop(src)
     head_changed = head != source_head
     out: StateDict = {}
     used: set[str] = set()
@@ -192,6 +204,7 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
             continue
         parts = [state[h] for h in e.hf]
         used.update(e.hf)
+        used.update(c for c in e.copies if c in state)
         try:
             tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         except RuntimeError:
@@ -246,4 +259,6 @@ def lmforge_to_hf(family: HFFamily, state: StateDict, config: Any, head: str | N
         parts = tensor.chunk(len(e.hf), dim=0) if len(e.hf) > 1 else (tensor,)
         for name, part in zip(e.hf, parts, strict=True):
             out[(prefix + name) if e.in_body else name] = part.detach().contiguous().clone()
+        for name in e.copies:
+            out[(prefix + name) if e.in_body else name] = tensor.detach().contiguous().clone()
     return out

@@ -97,7 +97,7 @@ def check_exportable(config: Any, *, shared_layers: bool = False, position_offse
         problems.append(f"position_kind={config.position_kind!r} (HF {config.family} has a learned table)")
     if config.attention_kind != "dense":
         problems.append(f"attention_kind={config.attention_kind!r}")
-    if not config.embedding_norm:
+    if not config.has_embedding_norm:
         problems.append("embedding_norm=False")
     if config.num_stored_layers != config.num_layers and not shared_layers:
         problems.append(f"num_layer_groups={config.num_layer_groups} (HF {config.family} stores every layer)")
@@ -136,11 +136,15 @@ def mlm_entries(hf: str, *, dense: str = "transform.dense", norm: str = "transfo
                 bias: str = "bias", decoder: str = "decoder") -> Any:
     """MLM head (dense + act + LN + decoder tied to the word embeddings + bias) under HF ``hf``."""
     def entries(config: Any) -> list[Entry]:
-        out = [*head_linear("head.mlm.dense", f"{hf}{dense}"), *head_linear("head.mlm.norm", f"{hf}{norm}"),
-               Entry("head.mlm.bias", (f"{hf}{bias}",), in_body=False)]
-        if not config.tie_word_embeddings:
-            out += head_linear("head.mlm.decoder", f"{hf}{decoder}", bias=False)
-        return out
+        out = [*head_linear("head.mlm.dense", f"{hf}{dense}"), *head_linear("head.mlm.norm", f"{hf}{norm}")]
+        if config.tie_word_embeddings:
+            return [*out, Entry("head.mlm.bias", (f"{hf}{bias}",), in_body=False)]
+        # untied: HF's decoder keeps its own bias (the one its forward adds); a separate ``bias``
+        # parameter may sit beside it (BERT, RoBERTa, ALBERT) holding a copy
+        decoder_bias = f"{hf}{decoder}.bias"
+        copies = () if f"{hf}{bias}" == decoder_bias else (f"{hf}{bias}",)
+        return [*out, *head_linear("head.mlm.decoder", f"{hf}{decoder}", bias=False),
+                Entry("head.mlm.bias", (decoder_bias,), in_body=False, copies=copies)]
     return entries
 
 

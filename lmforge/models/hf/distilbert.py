@@ -34,7 +34,7 @@ def distilbert_body(config: Any) -> list[Entry]:
 
 MLM = mlm_entries("", dense="vocab_transform", norm="vocab_layer_norm", bias="vocab_projector.bias",
                   decoder="vocab_projector")
-CLS = both(single("head.dense", "pre_classifier"), single("head.classifier", "classifier"))
+CLS = both(single("head.summary.dense", "pre_classifier"), single("head.classifier", "classifier"))
 
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:

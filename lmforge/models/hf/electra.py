@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
 from lmforge.errors import ConfigError
-from lmforge.models.hf.bert import bert_body, bert_config_from_hf, bert_config_to_hf, both, check_exportable, single
+from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
+from lmforge.models.hf.bert import (bert_body, bert_config_from_hf, bert_config_to_hf, both, check_exportable,
+                                    mlm_entries, single)
 
 
 def electra_body(config: Any) -> list[Entry]:
@@ -20,18 +21,15 @@ def electra_body(config: Any) -> list[Entry]:
 
 
 def electra_mlm(config: Any) -> list[Entry]:
-    entries = [*single("head.mlm.dense", "generator_predictions.dense")(config),
-               *single("head.mlm.norm", "generator_predictions.LayerNorm")(config),
-               Entry("head.mlm.bias", ("generator_lm_head.bias",), in_body=False)]
-    if not config.tie_word_embeddings:
-        entries.append(Entry("head.mlm.decoder.weight", ("generator_lm_head.weight",), in_body=False))
-    return entries
+    """The generator-style MLM head; ``generator_lm_head`` is the decoder, tied or not, bias included."""
+    return mlm_entries("generator_", dense="predictions.dense", norm="predictions.LayerNorm",
+                       bias="lm_head.bias", decoder="lm_head")(config)
 
 
 RTD = both(single("head.dense", "discriminator_predictions.dense"),
            single("head.classifier", "discriminator_predictions.dense_prediction"))
-CLS = both(single("head.dense", "classifier.dense"), single("head.classifier", "classifier.out_proj"))
-CHOICE = both(single("head.dense", "sequence_summary.summary"), single("head.classifier", "classifier"))
+CLS = both(single("head.summary.dense", "classifier.dense"), single("head.classifier", "classifier.out_proj"))
+CHOICE = both(single("head.summary.dense", "sequence_summary.summary"), single("head.classifier", "classifier"))
 
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from lmforge.models.hf.bert import (bert_body, bert_config_from_hf, bert_config_
 
 ROBERTA_MLM = mlm_entries("lm_head.", dense="dense", norm="layer_norm", bias="bias")
 ROBERTA_MLM_TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias")
-ROBERTA_CLS = both(single("head.dense", "classifier.dense"), single("head.classifier", "classifier.out_proj"))
+ROBERTA_CLS = both(single("head.summary.dense", "classifier.dense"), single("head.classifier", "classifier.out_proj"))
 
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
@@ -25,11 +25,17 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def head_fields(head: str | None) -> dict[str, Any]:
+    """RobertaForMultipleChoice reads the pooler (the seq-cls head has its own dense + tanh)."""
+    return {"classifier_token": "pooler"} if head == "choice" else {}
+
+
 def config_to_hf(config: Any) -> dict[str, Any]:
-    check_exportable(config, position_offset=config.pad_token_id + 1)
-    if config.classifier_activation != "tanh" or config.mlm_activation != "gelu":
-        raise ConfigError("cannot export to HF roberta: its heads need classifier_activation='tanh' and "
-                          "mlm_activation='gelu'.")
+    check_exportable(config, position_offset=(config.pad_token_id or 0) + 1)
+    wanted = {"choice": "pooler", "seq-cls": "first"}.get(config.head, config.seq_cls_token)
+    if config.classifier_activation != "tanh" or config.mlm_activation != "gelu" or config.seq_cls_token != wanted:
+        raise ConfigError("cannot export to HF roberta: its heads need classifier_activation='tanh', "
+                          "mlm_activation='gelu', and the choice head on the pooler (classifier_token='pooler').")
     return bert_config_to_hf(config)
 
 
@@ -39,6 +45,7 @@ FAMILY = HFFamily(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     body=bert_body,
+    head_fields=head_fields,
     heads={
         None: HeadSpec("RobertaModel", no_entries, pooler=True),
         "mlm": HeadSpec("RobertaForMaskedLM", ROBERTA_MLM, tied=ROBERTA_MLM_TIED),
