@@ -6,9 +6,9 @@ Stages (each one calls the library code of its area; none is re-implemented here
   tokenizers   Tokenizer.train                       WordPiece (for BERT) and byte-level BPE (for GPT)
   shards       lmforge.data.shards.prepare_shards    memory-mapped token shards, one set per tokenizer
   bert         `lmforge pretrain` (mlm+nsp)          a tiny BERT
-  gpt          `lmforge pretrain` (clm)              a tiny GPT
   cola         lmforge.finetune.finetune             acceptability from the pre-trained BERT and from scratch
   squad        lmforge.finetune.finetune             span QA from the pre-trained BERT
+  gpt          `lmforge pretrain` (clm)              a tiny GPT
   generation   lmforge.generation.generate           a continuation of a story opening by the GPT
   fewshot      lmforge.fewshot.fewshot_evaluate      k = 0, 1, 4 on the sentiment task
   report       results.json, results table, report.md with the PNGs of every stage
@@ -64,8 +64,8 @@ class Settings:
 
 SETTINGS: dict[str, Settings] = {
     "default": Settings("default", docs=6000, examples=500, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
-                        batch_size=32, bert_steps=750, bert_lr=1e-3, gpt_steps=300, gpt_lr=1e-3,
-                        cola_epochs=10, cola_lr=2e-4, squad_epochs=4, squad_lr=3e-4, fewshot_limit=200,
+                        batch_size=32, bert_steps=300, bert_lr=1e-3, gpt_steps=150, gpt_lr=1e-3,
+                        cola_epochs=10, cola_lr=2e-4, squad_epochs=3, squad_lr=3e-4, fewshot_limit=200,
                         generate_tokens=40),
     "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
                      batch_size=16, bert_steps=30, bert_lr=1e-3, gpt_steps=20, gpt_lr=1e-3,
@@ -318,10 +318,10 @@ STAGES: dict[str, tuple[str, Callable[[Run], dict[str, Any]], tuple[str, ...]]] 
     "tokenizers": ("WordPiece + byte-level BPE tokenizers", stage_tokenizers, ("tokenizers",)),
     "shards": ("token shards", stage_shards, ("shards",)),
     "bert": ("pre-train tiny BERT (mlm+nsp)", stage_bert, ("models/bert",)),
-    "gpt": ("pre-train tiny GPT (clm)", stage_gpt, ("models/gpt", "models/gpt-tiny.json")),
     "cola": ("fine-tune acceptability: pre-trained vs scratch", stage_cola,
              ("finetune/cola-pretrained", "finetune/cola-scratch")),
     "squad": ("fine-tune span QA", stage_squad, ("finetune/squad",)),
+    "gpt": ("pre-train tiny GPT (clm)", stage_gpt, ("models/gpt", "models/gpt-tiny.json")),
     "generation": ("GPT continuation", stage_generation, ("generation",)),
     "fewshot": ("GPT few-shot sentiment (k = 0, 1, 4)", stage_fewshot, ("fewshot",)),
 }
