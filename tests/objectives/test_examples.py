@@ -81,7 +81,7 @@ def test_nsp_examples_format_and_balance(bert_tok, bert_train) -> None:
     ex = obj.examples(bert_train)
     assert obj.head == "pretraining" and obj.masking.mode == "static" and len(ex) == 10 * len(ex.chunks)
     labels = []
-    for i in range(0, len(ex), 7):
+    for i in range(0, len(ex), 9):
         e = ex.example(i, seed=1, epoch=0)
         ids, types = e["input_ids"], e["token_type_ids"]
         n_a = int((types == 0).sum())
@@ -115,7 +115,7 @@ def test_sop_negative_is_exactly_the_swapped_pair(bert_tok, bert_train) -> None:
     obj = MaskedLMSentenceOrder(tokenizer=bert_tok, seq_len=512)
     ex = obj.examples(bert_train)
     labels, checked = [], 0
-    for i in range(0, len(ex), 5):
+    for i in range(0, len(ex), 9):
         e = ex.example(i, seed=3, epoch=0)
         first, second = pair_parts(e)
         d, s0, s1, _ = ex.chunks[i % len(ex.chunks)].tolist()
