@@ -67,7 +67,8 @@ def pad_id(family: str) -> int:
     return 1 if family == "roberta" else 0
 
 
-def make_batch(family: str, head: str | None, *, type_vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_batch(family: str, head: str | None, *, type_vocab_size: int, seed: int = 0,
+               left_padding: bool = False) -> dict[str, torch.Tensor]:
     """input_ids / attention_mask (rows 1 and 2 padded) / token_type_ids; (B, C, L) for choice."""
     g = torch.Generator().manual_seed(seed)
     shape = (B, C, L) if head == "choice" else (B, L)
@@ -75,6 +76,8 @@ def make_batch(family: str, head: str | None, *, type_vocab_size: int, seed: int
     mask = torch.ones(shape, dtype=torch.long)
     mask[1, ..., 6:] = 0
     mask[2, ..., 3:] = 0
+    if left_padding:
+        mask = mask.flip(-1)
     ids = ids.masked_fill(mask == 0, pad_id(family))
     batch = {"input_ids": ids, "attention_mask": mask}
     if family != "distilbert":

@@ -105,3 +105,70 @@ def test_unknown_activation_is_a_config_error(tmp_path: Path) -> None:
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(LmforgeError, match="hidden_act='swish'"):
         load_hf(d)
+
+
+def test_legacy_names_tied_copies_and_buffers_load(tmp_path: Path) -> None:
+    """Older checkpoints: LayerNorm gamma/beta, the tied decoder stored again, position_ids buffers."""
+    pytest.importorskip("lmforge.models.model")
+    from safetensors.torch import load_file, save_file
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64)
+    hf = transformers.BertForPreTraining(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in state.items()}
+    legacy["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"].clone()
+    legacy["cls.predictions.decoder.bias"] = state["cls.predictions.bias"].clone()
+    legacy["bert.embeddings.position_ids"] = torch.arange(64)[None]
+    save_file(legacy, tmp_path / "model.safetensors")
+    ours = load_hf(tmp_path).eval()
+    ids = torch.randint(1, 99, (2, 7))
+    with torch.no_grad():
+        ref, out = hf(ids), ours(ids)
+    assert (out.logits - ref.prediction_logits).abs().max() < 1e-5
+    assert (out.pair_logits - ref.seq_relationship_logits).abs().max() < 1e-5
+
+
+def test_sharded_safetensors_index(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    from safetensors.torch import load_file, save_file
+    d = tiny_bert_dir(tmp_path)
+    state = load_file(d / "model.safetensors")
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, d / shard)
+    (d / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert load_hf(d).config.head == "seq-cls"
+    (d / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="names the shard model-00002-of-00002.safetensors, which is missing"):
+        load_hf(d)
+
+
+def test_hf_class_without_lmforge_head_loads_the_body_with_a_warning(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64)
+    hf = transformers.BertForNextSentencePrediction(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="BertForNextSentencePrediction has no lmforge head"):
+        ours = load_hf(tmp_path).eval()
+    assert ours.config.head is None
+    ids = torch.randint(1, 99, (2, 7))
+    with torch.no_grad():
+        assert (ours(ids).pooler_output - hf.bert(ids).pooler_output).abs().max() < 1e-5
+    classifier = load_hf(tmp_path, head="seq-cls")  # an explicit head drops the unknown head's tensors
+    assert classifier.config.head == "seq-cls"
+
+
+def test_unknown_head_for_the_family(tmp_path: Path) -> None:
+    pytest.importorskip("lmforge.models.model")
+    d = tiny_bert_dir(tmp_path)
+    with pytest.raises(LmforgeError, match="HF bert has no counterpart of the lmforge head 'clm'"):
+        load_hf(d, head="clm")

@@ -174,3 +174,12 @@ def test_base_model_loads_a_headed_checkpoint(tmp_path: Path) -> None:
     batch = make_batch("roberta", None, type_vocab_size=1)
     with torch.no_grad():
         assert_close(ours(**batch).logits, hf(**batch).logits, "roberta mlm")
+
+
+def test_roberta_left_padding_positions(tmp_path: Path) -> None:
+    """RoBERTa numbers positions by counting real tokens (pads sit at pad_token_id): left padding too."""
+    hf = build_hf("roberta", "token-cls", tmp_path)
+    ours = Model.from_pretrained(tmp_path).eval()
+    batch = make_batch("roberta", "token-cls", type_vocab_size=1, left_padding=True)
+    assert batch["attention_mask"][1, 0] == 0
+    compare("roberta", "token-cls", ours, hf, batch)
