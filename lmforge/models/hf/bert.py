@@ -64,7 +64,7 @@ def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
         "family": family,
         "vocab_size": hf["vocab_size"],
         "hidden_size": hidden,
-        "embedding_size": hf.get("embedding_size", hidden),
+        "embedding_size": None if hf.get("embedding_size", hidden) == hidden else hf["embedding_size"],  # None = H
         "num_layers": hf["num_hidden_layers"],
         "num_heads": hf["num_attention_heads"],
         "intermediate_size": hf["intermediate_size"],

@@ -43,7 +43,7 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "family": "distilbert",
         "vocab_size": hf["vocab_size"],
         "hidden_size": hf["dim"],
-        "embedding_size": hf["dim"],
+        "embedding_size": None,  # = hidden size
         "num_layers": hf["n_layers"],
         "num_heads": hf["n_heads"],
         "intermediate_size": hf["hidden_dim"],
