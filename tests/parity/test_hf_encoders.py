@@ -183,3 +183,16 @@ def test_roberta_left_padding_positions(tmp_path: Path) -> None:
     batch = make_batch("roberta", "token-cls", type_vocab_size=1, left_padding=True)
     assert batch["attention_mask"][1, 0] == 0
     compare("roberta", "token-cls", ours, hf, batch)
+
+
+def test_new_number_of_labels_starts_a_fresh_classifier(tmp_path: Path) -> None:
+    """seq-cls (3 labels) -> token-cls / seq-cls with 5: body kept, classifier fresh (not an error)."""
+    hf = build_hf("bert", "seq-cls", tmp_path)
+    batch = make_batch("bert", None, type_vocab_size=2)
+    for head in ("token-cls", "seq-cls"):
+        ours = Model.from_pretrained(tmp_path, head=head, num_labels=5).eval()
+        assert ours.head.classifier.out_features == 5
+        with torch.no_grad():
+            assert_close(ours(**batch).last_hidden_state, hf.bert(**batch).last_hidden_state, f"{head} body")
+    same = Model.from_pretrained(tmp_path, head="token-cls").eval()  # same shape: HF reuses "classifier" too
+    assert torch.equal(same.head.classifier.weight, hf.classifier.weight)

@@ -150,6 +150,7 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
                           f"(supported: {supported}); loading the base model only.", stacklevel=2)
     target_head = head if head is not None else source_head
     fields = family.config_from_hf(hf_config)
+    saved_labels = fields["num_labels"]
     fields["head"] = target_head
     fields.update(family.head_fields(target_head))
     fields.update(overrides)
@@ -159,7 +160,8 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     named = model.state_dict(keep_vars=True)
     expected = {k: v.shape for k, v in named.items()}
     source_spec = family.heads[source_head] if known else None
-    converted = hf_to_lmforge(family, state, config, target_head, expected, source_head=source_head,
+    head_changed = target_head != source_head or config.num_labels != saved_labels
+    converted = hf_to_lmforge(family, state, config, target_head, expected, head_changed=head_changed,
                               source_spec=source_spec, drop_unprefixed=not known, where=str(path))
     _check_covered(model, converted, family, config, target_head)
     model.load_state_dict(converted, strict=False)

@@ -172,13 +172,14 @@ def _fmt(names: list[str], limit: int = 12) -> str:
 
 
 def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str | None,
-                  expected: Mapping[str, torch.Size], *, source_head: str | None,
+                  expected: Mapping[str, torch.Size], *, head_changed: bool,
                   source_spec: HeadSpec | None, drop_unprefixed: bool, where: str) -> StateDict:
     """Translate an HF state dict into lmforge names, checking every tensor.
 
-    ``expected`` maps lmforge keys to the shapes of the model being loaded into. ``source_head`` is
-    the head the checkpoint was saved with: when the caller asked for another head, the new head's
-    tensors may be missing (fresh init) and the checkpoint's own head tensors are dropped. When that
+    ``expected`` maps lmforge keys to the shapes of the model being loaded into. ``head_changed``:
+    the caller asked for another head than the checkpoint's (``source_spec``), or another number of
+    labels; then the new head's tensors may be missing or differently shaped (they keep their fresh
+    init, as HF's ``ignore_mismatched_sizes``) and the checkpoint's own head tensors are dropped. When that
     head is an HF class lmforge does not know (``drop_unprefixed``), every key outside the base-model
     prefix is taken to be its head and dropped.
     Raises CheckpointError naming the missing, unexpected and wrongly shaped tensors.
@@ -187,7 +188,6 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
     for src, dst in family.aliases.items():
         if dst not in state and src in state:
             state[dst] = state.pop(src)
-    head_changed = head != source_head
     out: StateDict = {}
     used: set[str] = set()
     missing: list[str] = []
@@ -213,6 +213,8 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
         if e.transpose:
             tensor = tensor.t()
         if tensor.shape != expected[e.lm]:
+            if head_changed and not e.in_body:
+                continue  # e.g. a 3-class classifier under a 5-class one: the new head starts fresh
             shapes.append(f"{'+'.join(e.hf)}: checkpoint {tuple(tensor.shape)}, model needs "
                           f"{tuple(expected[e.lm])}")
             continue
