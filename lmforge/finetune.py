@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.errors import CheckpointError, ConfigError
+from lmforge.errors import CheckpointError, ConfigError, suggest
 from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
 from lmforge.tasks.base import IGNORE_INDEX
 
@@ -113,28 +113,35 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
     GPT-1's added tokens and a resized embedding matrix.
     """
     from lmforge import Model, ModelConfig
+    from lmforge.presets import PRESETS
 
     path = Path(spec)
     if path.is_dir():
-        config = ModelConfig.load(path / "config.json") if (path / "config.json").is_file() and not _is_hf(path) \
-            else None
-        saved = Model.from_pretrained(path) if config is None else None
-        config = config if config is not None else saved.config  # type: ignore[union-attr]
+        hf = _is_hf(path)
+        config = None if hf else ModelConfig.load(path)
+    elif spec in PRESETS:
+        config, hf, from_scratch = ModelConfig.from_preset(spec, vocab_size=len(tokenizer)), False, True
     else:
-        config = ModelConfig.from_preset(spec, vocab_size=len(tokenizer))
-        from_scratch = True
-        saved = None
+        raise CheckpointError(f"--model {spec!r} is neither a model directory nor a preset "
+                              f"(`lmforge presets` lists them).{suggest(spec, PRESETS)}")
+    if hf:  # converted on load; the converter keeps the body and starts a head the checkpoint lacks
+        probe = Model.from_pretrained(path)
+        config = probe.config
+    assert config is not None
     want = task.head(config)
-    fits = config.head == want["head"] and config.num_labels == want["num_labels"]
+    fits = all(getattr(config, k) == v for k, v in want.items())
     if from_scratch:
-        model = Model(dataclasses.replace(config, **want))  # type: ignore[arg-type]
-        log(f"built {spec} with fresh weights and a '{want['head']}' head ({want['num_labels']} outputs)")
+        model = Model(config.replace(**want))
+        log(f"built {spec} with fresh weights and a '{want['head']}' head ({want['num_labels']} output(s))")
     elif fits:
-        model = saved if saved is not None else Model.from_pretrained(path)
+        model = probe if hf else Model.from_pretrained(path)
     else:
         model = Model.from_pretrained(path, **want)
-        log(f"{spec} has a '{config.head}' head ({config.num_labels} outputs); loaded its body and added a "
-            f"fresh '{want['head']}' head ({want['num_labels']} outputs) for {task.name}")
+        sized = config.head in ("seq-cls", "token-cls", "extract")  # heads whose width is num_labels
+        saved = f"a '{config.head}' head" + (f" ({config.num_labels} output(s))" if sized else "") \
+            if config.head else "no head"
+        log(f"{spec} has {saved}; loaded its body and added a fresh '{want['head']}' head "
+            f"({want['num_labels']} output(s)) for {task.name}")
     decoder = None
     if model.config.causal:
         decoder = add_decoder_tokens(tokenizer)

@@ -70,8 +70,10 @@ class ClassificationTask:
     # -- model side --
     def head(self, config: Any) -> dict[str, Any]:
         n = 1 if self.labels is None else len(self.labels)
-        causal = bool(getattr(config, "causal", False))
-        return {"head": "extract" if causal else "seq-cls", "num_labels": n}
+        if getattr(config, "causal", False):
+            # GPT-1: similarity pairs arrive as 2 sequences whose extract states are summed
+            return {"head": "extract", "num_labels": n, "extract_combine": "sum"}
+        return {"head": "seq-cls", "num_labels": n}
 
     def featurize(self, example: Example, tokenizer: Any, *, max_length: int,
                   decoder: DecoderTokens | None = None, training: bool = False) -> list[Feature]:

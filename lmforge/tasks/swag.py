@@ -55,7 +55,9 @@ class SwagTask:
         return require_examples(out, file, split)
 
     def head(self, config: Any) -> dict[str, Any]:
-        return {"head": "extract" if getattr(config, "causal", False) else "choice", "num_labels": 1}
+        if getattr(config, "causal", False):
+            return {"head": "extract", "num_labels": 1, "extract_combine": "choice"}  # one score per ending
+        return {"head": "choice", "num_labels": 1}
 
     def featurize(self, example: Example, tokenizer: Any, *, max_length: int,
                   decoder: DecoderTokens | None = None, training: bool = False) -> list[Feature]:

@@ -1,0 +1,170 @@
+"""End to end on tiny models: `lmforge finetune / evaluate / predict` write every output and learn.
+
+The models are tiny (hidden 32, 2 layers) and use a WordPiece vocabulary trained on the CoLA sample, so
+every run takes seconds on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge.cli import main
+
+pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
+pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 threads per tiny op only fight each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max_positions=128,
+            hidden_dropout=0.0, attention_dropout=0.0)
+
+
+def _sentences(refdata: Path) -> list[str]:
+    rows = (refdata / "glue" / "CoLA" / "train_sample.tsv").read_text().splitlines()
+    swag = (refdata / "swag" / "val_sample.csv").read_text().splitlines()
+    rte = [json.loads(line)["premise"] for line in (refdata / "glue" / "RTE" / "val.jsonl").read_text().splitlines()]
+    return [r.split("\t")[3] for r in rows] + swag + rte
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(refdata, tmp_path_factory) -> Path:
+    """A tiny BERT-style encoder with an MLM head (as pre-training leaves it) and its tokenizer."""
+    from lmforge import Model, ModelConfig, Tokenizer
+
+    tok = Tokenizer.train(iter(_sentences(refdata)), kind="wordpiece", vocab_size=800, show_progress=False)
+    d = tmp_path_factory.mktemp("tiny-bert")
+    Model(ModelConfig.from_preset("bert-tiny", head="mlm", vocab_size=len(tok), **TINY)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(refdata, tmp_path_factory) -> Path:
+    """A tiny GPT-style causal decoder with a CLM head and a byte-level BPE tokenizer."""
+    from lmforge import Model, ModelConfig, Tokenizer
+
+    tok = Tokenizer.train(iter(_sentences(refdata)), kind="bpe", vocab_size=600, show_progress=False)
+    d = tmp_path_factory.mktemp("tiny-gpt")
+    config = ModelConfig.from_preset("gpt2", head="clm", vocab_size=len(tok), pad_token_id=None, **TINY)
+    Model(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_cola_finetune_writes_every_output_and_learns_the_labels(refdata, tiny_encoder, tmp_path, capsys):
+    from lmforge import Model
+
+    cola = refdata / "glue" / "CoLA"
+    out = tmp_path / "cola"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "glue-cola", "--data", str(cola),
+                 "--out", str(out), "--epochs", "5", "--lr", "1e-2", "--head-lr", "1e-2", "--batch-size", "32",
+                 "--max-length", "48", "--eval-split", "train", "--seed", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    # the MLM checkpoint's body is loaded and a fresh classifier added, said in one line
+    assert "has a 'mlm' head" in captured.err and "fresh 'seq-cls' head" in captured.err
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "task.json", "metrics.json",
+                 "predictions.tsv", "confusion_matrix.png", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    scores = json.loads((out / "metrics.json").read_text())
+    assert set(scores) == {"mcc", "accuracy"}
+    # a model that has seen the labels scores well above chance (MCC 0) on them
+    assert scores["mcc"] > 0.3, scores
+    model = Model.from_pretrained(out)
+    assert model.config.head == "seq-cls" and model.config.num_labels == 2
+
+    # evaluate reproduces the saved metrics from the saved model; predict writes the GLUE layout
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(out), "--data", str(cola), "--split", "train", "--out", str(ev)]) == 0
+    again = json.loads((ev / "metrics.json").read_text())
+    assert again["mcc"] == pytest.approx(scores["mcc"], abs=1e-9)
+    assert main(["evaluate", "--model", str(out), "--data", str(cola), "--split", "dev"]) == 0
+    pr = tmp_path / "pred"
+    assert main(["predict", "--model", str(out), "--data", str(cola / "dev_sample.tsv"), "--out", str(pr)]) == 0
+    lines = (pr / "predictions.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 151 and {l.split("\t")[1] for l in lines[1:]} <= {"0", "1"}
+
+
+def test_seeds_report_mean_and_std(refdata, tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "glue-sst2", "--data",
+                 str(refdata / "glue" / "SST-2"), "--train-split", "dev", "--eval-split", "dev", "--out", str(out),
+                 "--epochs", "1", "--lr", "1e-3", "--max-length", "32", "--seeds", "1", "2"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "metrics.json").read_text())
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text())["accuracy"] for s in (1, 2)]
+    assert summary["seeds"] == [1, 2]
+    assert summary["accuracy"] == pytest.approx(sum(per_seed) / 2)
+    assert summary["accuracy_std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+
+
+def test_squad_v2_finetune_tunes_the_null_threshold(refdata, tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "squad"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "squad-v2", "--data", str(refdata / "squad"),
+                 "--train-split", "dev", "--eval-split", "dev", "--out", str(out), "--epochs", "1",
+                 "--max-length", "96", "--doc-stride", "32", "--batch-size", "16"])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads((out / "metrics.json").read_text())
+    for key in ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_f1", "best_f1_thresh"):
+        assert key in scores
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 14
+    assert json.loads((out / "task.json").read_text())["null_threshold"] == scores["best_f1_thresh"]
+
+
+def test_pos_and_swag_heads_run(refdata, tiny_encoder, tmp_path, capsys):
+    ud = tmp_path / "ud"
+    ud.mkdir()
+    # 60 sentences of the real dev file as a small train split
+    text = (refdata / "ud_english_ewt" / "en_ewt-ud-dev.conllu").read_text().split("\n\n")[:60]
+    (ud / "train.conllu").write_text("\n\n".join(text) + "\n\n")
+    out = tmp_path / "pos"
+    assert main(["finetune", "--model", str(tiny_encoder), "--task", "pos", "--data", str(ud), "--eval-split",
+                 "train", "--out", str(out), "--epochs", "2", "--lr", "3e-3", "--max-length", "64"]) == 0, \
+        capsys.readouterr().err
+    assert set(json.loads((out / "metrics.json").read_text())) == {"accuracy"}
+    out = tmp_path / "swag"
+    assert main(["finetune", "--model", str(tiny_encoder), "--task", "swag", "--data", str(refdata / "swag"),
+                 "--train-split", "val", "--out", str(out), "--epochs", "1", "--max-length", "48"]) == 0, \
+        capsys.readouterr().err
+    assert (out / "predictions.tsv").read_text().count("\n") == 12
+
+
+def test_gpt1_decoder_finetune_adds_tokens_and_lm_loss(refdata, tiny_decoder, tmp_path, capsys):
+    from lmforge import Model, Tokenizer
+
+    out = tmp_path / "rte"
+    code = main(["finetune", "--model", str(tiny_decoder), "--task", "glue-rte", "--data", str(refdata / "glue" / "RTE"),
+                 "--train-split", "val", "--eval-split", "val", "--out", str(out), "--epochs", "1", "--lr", "1e-3",
+                 "--max-length", "64", "--batch-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "fresh 'extract' head" in err
+    tok = Tokenizer.from_pretrained(out)
+    model = Model.from_pretrained(out)
+    assert all(t in tok.get_vocab() for t in ("<|start|>", "<|delim|>", "<|extract|>"))
+    assert model.config.vocab_size >= len(tok) and model.config.head == "extract"
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("lm_loss" in r for r in records if r.get("split") == "train")  # the auxiliary LM loss ran
+    # similarity (STS-B layout): both orders summed into one regression output
+    sts = tmp_path / "stsb-data"
+    sts.mkdir()
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    rows = [f"{i}\tg\tf\ty\t{i}\ts\ts\tA man plays {i}.\tA man is playing {i}.\t{i % 5}.0" for i in range(40)]
+    (sts / "train.tsv").write_text("\n".join([header, *rows]) + "\n")
+    (sts / "dev.tsv").write_text("\n".join([header, *rows[:10]]) + "\n")
+    out = tmp_path / "stsb"
+    assert main(["finetune", "--model", str(tiny_decoder), "--task", "glue-stsb", "--data", str(sts), "--out",
+                 str(out), "--epochs", "1", "--max-length", "32"]) == 0, capsys.readouterr().err
+    assert {"pearson", "spearman"} <= set(json.loads((out / "metrics.json").read_text()))
