@@ -373,10 +373,23 @@ def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_l
     return features
 
 
+def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_length: int,
+                 steps_per_epoch: int) -> Any:
+    """The trainer's TrainConfig for a fine-tuning run: evaluate every epoch, keep the best by the
+    task's metric and end with it, stop early after ``patience`` epochs without improvement."""
+    from lmforge.train import TrainConfig
+
+    return TrainConfig(
+        epochs=config.epochs, batch_size=batch_size, seq_len=max_length, lr=config.lr, head_lr=config.head_lr,
+        layer_lr_decay=config.layer_decay, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        seed=config.seed, eval_every_epoch=True, best_metric=task.main_metric, best_mode="max",
+        patience=config.patience, load_best_at_end=True, progress=False, log_every=max(1, steps_per_epoch // 4))
+
+
 def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
     from lmforge.objectives.base import BatchSource
-    from lmforge.train import TrainConfig, Trainer
+    from lmforge.train import Trainer
     from lmforge.train.loop import seed_everything
 
     seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
@@ -400,12 +413,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
     # every example every epoch: the last, smaller batch is kept (small GLUE sets have few batches)
     source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, drop_last=False)
-    train_config = TrainConfig(
-        epochs=config.epochs, batch_size=batch_size, seq_len=max_length, lr=config.lr, head_lr=config.head_lr,
-        layer_lr_decay=config.layer_decay, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
-        seed=config.seed, eval_every_epoch=True, best_metric=task.main_metric, best_mode="max",
-        patience=config.patience, load_best_at_end=True, progress=False,
-        log_every=max(1, len(source) // 4))
+    tc = train_config(config, task, batch_size=batch_size, max_length=max_length, steps_per_epoch=len(source))
 
     def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
         scores: dict[str, float] = {}
@@ -422,7 +430,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     log(f"fine-tuning on {len(train_examples)} {config.train_split} examples ({len(train_features)} features), "
         f"evaluating on {', '.join(f'{s} ({len(e)})' for s, e in eval_sets.items())} every epoch; keeping the "
         f"best by {task.main_metric}")
-    trainer = Trainer(model, objective, source, train_config, out_dir=out, evaluate=evaluate_all,
+    trainer = Trainer(model, objective, source, tc, out_dir=out, evaluate=evaluate_all,
                       tokenizer=tokenizer, save_extra=save_task)
     result = trainer.train()
     if result.stopped == "early_stopping":

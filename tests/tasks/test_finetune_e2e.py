@@ -168,3 +168,37 @@ def test_gpt1_decoder_finetune_adds_tokens_and_lm_loss(refdata, tiny_decoder, tm
     assert main(["finetune", "--model", str(tiny_decoder), "--task", "glue-stsb", "--data", str(sts), "--out",
                  str(out), "--epochs", "1", "--max-length", "32"]) == 0, capsys.readouterr().err
     assert {"pearson", "spearman"} <= set(json.loads((out / "metrics.json").read_text()))
+
+
+def test_mnli_matched_and_mismatched_from_scratch_with_truncation_warning(tiny_encoder, tmp_path, capsys):
+    data = tmp_path / "mnli"
+    data.mkdir()
+    header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+              "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
+    labels = ["contradiction", "entailment", "neutral"]
+    rows = [f"{i}\tp\tq\tg\t-\t-\t-\t-\tThe students lower their eyes nervously number {i} again and again.\t"
+            f"They look {i}.\t{labels[i % 3]}\t{labels[i % 3]}" for i in range(24)]
+    for name, part in (("train", rows), ("dev_matched", rows[:9]), ("dev_mismatched", rows[9:18])):
+        (data / f"{name}.tsv").write_text("\n".join([header, *part]) + "\n")
+    out = tmp_path / "out"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "glue-mnli", "--data", str(data), "--out", str(out),
+                 "--epochs", "1", "--max-length", "12", "--from-scratch"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "with fresh weights" in err
+    assert "24 of 24 train inputs were longer than --max-length 12 tokens and were truncated" in err
+    scores = json.loads((out / "metrics.json").read_text())
+    assert set(scores) == {"accuracy", "accuracy_mm"}
+    assert (out / "predictions.tsv").read_text().splitlines()[1].split("\t")[1] in labels
+
+
+def test_finetune_maps_optimisation_flags_onto_the_trainer(tmp_path):
+    from lmforge.finetune import FinetuneConfig, train_config
+    from lmforge.tasks import get_task
+
+    cfg = FinetuneConfig(model="m", task="glue-cola", data="d", out="o", lr=2e-5, head_lr=1e-3, layer_decay=0.8,
+                         warmup_ratio=0.06, weight_decay=0.1, epochs=3, patience=2, seed=7)
+    tc = train_config(cfg, get_task("glue-cola"), batch_size=16, max_length=128, steps_per_epoch=10)
+    assert (tc.lr, tc.head_lr, tc.layer_lr_decay, tc.warmup_ratio, tc.weight_decay) == (2e-5, 1e-3, 0.8, 0.06, 0.1)
+    assert (tc.epochs, tc.patience, tc.seed, tc.best_metric, tc.best_mode) == (3, 2, 7, "mcc", "max")
+    assert tc.eval_every_epoch and tc.load_best_at_end
