@@ -390,6 +390,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
     from lmforge.objectives.base import BatchSource
     from lmforge.train import Trainer
+    from lmforge.train.distributed import init_distributed
     from lmforge.train.loop import seed_everything
 
     seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
@@ -411,8 +412,11 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
                                        training=False, what=split, log=log) for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
-    # every example every epoch: the last, smaller batch is kept (small GLUE sets have few batches)
-    source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, drop_last=False)
+    dist = init_distributed(config.device)  # under torchrun each process trains on its slice of each batch
+    # one process: every example every epoch, the last smaller batch kept (small GLUE sets have few
+    # batches); several: equal shapes on every rank, so the last partial global batch is dropped
+    source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
+                         world_size=dist.world_size, drop_last=dist.world_size > 1)
     tc = train_config(config, task, batch_size=batch_size, max_length=max_length, steps_per_epoch=len(source))
 
     def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
@@ -431,7 +435,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
         f"evaluating on {', '.join(f'{s} ({len(e)})' for s, e in eval_sets.items())} every epoch; keeping the "
         f"best by {task.main_metric}")
     trainer = Trainer(model, objective, source, tc, out_dir=out, evaluate=evaluate_all,
-                      tokenizer=tokenizer, save_extra=save_task)
+                      tokenizer=tokenizer, save_extra=save_task, dist=dist)
     result = trainer.train()
     if result.stopped == "early_stopping":
         log(f"stopped early at step {result.step} of {result.total_steps}")
@@ -445,6 +449,8 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
         _, more = evaluate(model, task, eval_sets[split], eval_features[split], pad_id=pad_id,
                            batch_size=config.eval_batch_size)
         scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in more.items()})
+    if not dist.is_main:
+        return scores
     if task.kind == "span" and "best_f1_thresh" in scores:
         # v2: predict with the null-score threshold that was best on this dev set
         state["null_threshold"] = scores["best_f1_thresh"]
