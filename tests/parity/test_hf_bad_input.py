@@ -172,3 +172,21 @@ def test_unknown_head_for_the_family(tmp_path: Path) -> None:
     d = tiny_bert_dir(tmp_path)
     with pytest.raises(LmforgeError, match="HF bert has no counterpart of the lmforge head 'clm'"):
         load_hf(d, head="clm")
+
+
+def test_tensors_of_another_head_are_unused_with_a_warning(tmp_path: Path) -> None:
+    """As bert-base-uncased: config says BertForMaskedLM, the file also holds the NSP classifier."""
+    pytest.importorskip("lmforge.models.model")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64)
+    hf = transformers.BertForPreTraining(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    with pytest.warns(UserWarning, match="cls.seq_relationship.bias, cls.seq_relationship.weight"):
+        ours = load_hf(tmp_path).eval()
+    assert ours.config.head == "mlm"
+    ids = torch.randint(1, 99, (2, 7))
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(ids).prediction_logits).abs().max() < 1e-5

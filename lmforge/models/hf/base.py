@@ -12,6 +12,7 @@ The same list drives both directions, so loading and exporting cannot drift apar
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,8 +228,18 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
         dropped_head = {h for e in source_spec.entries(config) for h in e.hf}
     if drop_unprefixed:
         dropped_head |= head_keys
-    unexpected = sorted(k for k in state if k not in used and k not in derived and k not in dropped_head
-                        and not any(p.search(k) for p in ignorable))
+    # Tensors of another head of this family (bert-base-uncased says BertForMaskedLM yet stores the
+    # NSP classifier too): unused, as in HF, with a warning; anything else left over is an error.
+    other_heads = {h for name, other in family.heads.items() if name != head
+                   for e in other.entries(config) for h in (*e.hf, *e.copies)} | {
+                   h for other in family.heads.values() for h in other.tied}
+    leftover = [k for k in state if k not in used and k not in derived and k not in dropped_head
+                and not any(p.search(k) for p in ignorable)]
+    unused = sorted(k for k in leftover if k in other_heads)
+    if unused:
+        warnings.warn(f"{where}: tensors of another head not used by the {head or 'base'} model: "
+                      f"{_fmt(unused)}.", stacklevel=3)
+    unexpected = sorted(k for k in leftover if k not in other_heads)
     problems = []
     if missing:
         problems.append(f"missing tensors: {_fmt(sorted(set(missing)))}")
