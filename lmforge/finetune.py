@@ -453,7 +453,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
         return scores
     if task.kind == "span" and "best_f1_thresh" in scores:
         # v2: predict with the null-score threshold that was best on this dev set
-        state["null_threshold"] = scores["best_f1_thresh"]
+        state["null_threshold"] = task.tuned_threshold(scores, predictions)  # type: ignore[attr-defined]
         save_task(out)
         (out / "null_odds.json").write_text(json.dumps(
             {ex["id"]: p["null_odds"] for ex, p in zip(eval_sets[first], predictions)}, indent=1))

@@ -192,6 +192,15 @@ class SquadTask:
     def prediction_text(self, prediction: dict[str, Any]) -> str:
         return self.answer(prediction)
 
+    def tuned_threshold(self, scores: dict[str, float], predictions: Sequence[dict[str, Any]]) -> float:
+        """The null threshold to predict with: the official sweep's ``best_f1_thresh``, except when the
+        best is to answer nothing. The official script then reports 0.0 (its scores are probabilities,
+        >= 0); null_odds can be negative, so the threshold goes below every null_odds instead."""
+        start = 100.0 * scores.get("NoAns_total", 0) / scores["total"]
+        if scores["best_f1"] <= start + 1e-9:
+            return float(min(p["null_odds"] for p in predictions)) - 1.0
+        return float(scores["best_f1_thresh"])
+
     def metric(self, predictions: Sequence[dict[str, Any]], references: Sequence[Example]) -> dict[str, float]:
         refs = {ex["id"]: ex["answers"] for ex in references}
         preds = {ex["id"]: p["text"] for ex, p in zip(references, predictions)}

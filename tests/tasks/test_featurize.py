@@ -154,3 +154,12 @@ def test_truncation_is_counted_and_the_users_tokenizer_is_untouched(refdata, ber
     assert cut == sum(n > 64 for n in lengths) > 0
     assert all(len(f["input_ids"]) <= 64 for f in features)
     assert bert_tok.backend.truncation == before  # the engine copy carries the truncation setting
+
+
+def test_tuned_null_threshold():
+    task = get_task("squad-v2")
+    preds = [{"text": "a", "null_odds": -2.0}, {"text": "b", "null_odds": 1.0}]
+    # the sweep improved on answering nothing: its threshold is used as is
+    assert task.tuned_threshold({"best_f1": 75.0, "best_f1_thresh": -2.0, "NoAns_total": 1, "total": 2}, preds) == -2.0
+    # answering nothing was best (official thresh 0.0 would still answer the first): go below every score
+    assert task.tuned_threshold({"best_f1": 50.0, "best_f1_thresh": 0.0, "NoAns_total": 1, "total": 2}, preds) == -3.0
