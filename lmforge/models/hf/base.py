@@ -255,6 +255,13 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
     return out
 
 
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """An owned, contiguous CPU copy (safetensors refuses shared or GPU memory); meta stays meta."""
+    if tensor.is_meta:
+        return tensor.detach().clone()
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
 def lmforge_to_hf(family: HFFamily, state: StateDict, config: Any, head: str | None) -> StateDict:
     """The reverse: lmforge state dict -> HF names (with the base-model prefix inside head classes)."""
     spec = family.head_spec(head)
@@ -271,7 +278,7 @@ def lmforge_to_hf(family: HFFamily, state: StateDict, config: Any, head: str | N
             tensor = tensor.t()
         parts = tensor.chunk(len(e.hf), dim=0) if len(e.hf) > 1 else (tensor,)
         for name, part in zip(e.hf, parts, strict=True):
-            out[(prefix + name) if e.in_body else name] = part.detach().contiguous().clone()
+            out[(prefix + name) if e.in_body else name] = _cpu_copy(part)
         for name in e.copies:
-            out[(prefix + name) if e.in_body else name] = tensor.detach().contiguous().clone()
+            out[(prefix + name) if e.in_body else name] = _cpu_copy(tensor)
     return out
