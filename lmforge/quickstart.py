@@ -309,7 +309,12 @@ def stage_fewshot(run: Run) -> dict[str, Any]:
     result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
                                       limit=run.settings.fewshot_limit)
     fewshot.write_outputs(result, run.path("fewshot"))
-    return {"rows": result.rows, "notes": result.notes}
+    # the score of always answering the most frequent label, for scale
+    from lmforge.tasks import get_task
+
+    labels = [ex["label"] for ex in get_task("glue-sst2").read(run.path("data", "sst2"), "dev")[:run.settings.fewshot_limit]]
+    majority = max(labels.count(v) for v in set(labels)) / len(labels)
+    return {"rows": result.rows, "notes": result.notes, "majority": round(majority, 4)}
 
 
 STAGES: dict[str, tuple[str, Callable[[Run], dict[str, Any]], tuple[str, ...]]] = {
@@ -329,10 +334,9 @@ STAGES: dict[str, tuple[str, Callable[[Run], dict[str, Any]], tuple[str, ...]]] 
 
 # ------------------------------------------------------------------ report
 def _fewshot_accuracy(row: dict[str, Any]) -> float | None:
-    for key in ("accuracy", "accuracy_per_token", "accuracy_raw"):
-        if key in row:
-            return float(row[key])
-    return next((float(v) for k, v in row.items() if k.startswith("accuracy")), None)
+    """The raw log-likelihood accuracy (GPT-3's choice for short answers)."""
+    value = row.get("accuracy_raw", row.get("accuracy"))
+    return None if value is None else float(value)
 
 
 def results_table(done: dict[str, Any]) -> str:
@@ -361,7 +365,11 @@ def results_table(done: dict[str, Any]) -> str:
     if "fewshot" in done:
         for r in done["fewshot"]["rows"]:
             acc = _fewshot_accuracy(r)
-            row(f"GPT few-shot sentiment accuracy, k={r['k']}", "n/a" if acc is None else f"{acc:.3f} (n={r['n']})")
+            norm = r.get("accuracy_norm")
+            row(f"GPT few-shot sentiment accuracy, k={r['k']}", "n/a" if acc is None else
+                f"{acc:.3f}" + (f" (per-token {norm:.3f})" if norm is not None else "") + f", n={r['n']}")
+        if "majority" in done["fewshot"]:
+            row("  always the most frequent label", f"{done['fewshot']['majority']:.3f}")
     return "\n".join(lines)
 
 
@@ -400,7 +408,9 @@ def write_report(run: Run, *, wall_s: float) -> dict[str, Any]:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     import os
 
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {_threads()}"
+    # the load tells a reader whether other work shared the cores (timings are then slower than usual)
+    load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {_threads()}{load}"
     md = [f"# lmforge quickstart report ({run.settings.name} run)", "",
           f"{when}; {machine}; total time of this invocation {wall_s / 60:.1f} min.", "",
           "Everything below was trained in this run on the built-in toy language (`lmforge toydata`).", "",
