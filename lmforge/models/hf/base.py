@@ -42,16 +42,6 @@ class Entry:
     copies: tuple[str, ...] = ()
 
 
-def rename(lm: str, hf: str, *, optional: bool = False, transpose: bool = False) -> Entry:
-    """A body tensor that only changes its name."""
-    return Entry(lm, (hf,), transpose=transpose, optional=optional)
-
-
-def fused(lm: str, *hf: str) -> Entry:
-    """A body tensor made by concatenating HF tensors along dim 0 (q, k, v in that order)."""
-    return Entry(lm, tuple(hf))
-
-
 def linear(lm: str, hf: str, *, bias: bool = True, optional: bool = False, in_body: bool = True) -> list[Entry]:
     """``weight`` (+ ``bias``) of one Linear / LayerNorm module."""
     names = ("weight", "bias") if bias else ("weight",)
@@ -111,13 +101,13 @@ class HFFamily:
         raise KeyError(arch)
 
     def entries(self, config: Any, head: str | None) -> list[Entry]:
-        """Body and head tensors of one (config, head); the pooler is optional unless HF has it."""
+        """Body and head tensors of one (config, head), in the order HF lists them."""
         spec = self.head_spec(head)
         return [*self.body(config), *spec.entries(config)]
 
     def head_spec(self, head: str | None) -> HeadSpec:
         if head not in self.heads:
-            supported = ", ".join(str(h) for h in self.heads)
+            supported = ", ".join("None (base model)" if h is None else h for h in self.heads)
             raise ConfigError(f"HF {self.model_type} has no counterpart of the lmforge head {head!r}; "
                               f"supported heads for {self.model_type}: {supported}.")
         return self.heads[head]
