@@ -196,3 +196,12 @@ def test_new_number_of_labels_starts_a_fresh_classifier(tmp_path: Path) -> None:
             assert_close(ours(**batch).last_hidden_state, hf.bert(**batch).last_hidden_state, f"{head} body")
     same = Model.from_pretrained(tmp_path, head="token-cls").eval()  # same shape: HF reuses "classifier" too
     assert torch.equal(same.head.classifier.weight, hf.classifier.weight)
+
+
+def test_label_names_survive_the_round_trip(tmp_path: Path) -> None:
+    build_hf("electra", "seq-cls", tmp_path / "hf", id2label={0: "negative", 1: "neutral", 2: "positive"})
+    ours = Model.from_pretrained(tmp_path / "hf")
+    ours.export_hf(tmp_path / "out")
+    back = transformers.AutoConfig.from_pretrained(tmp_path / "out")
+    assert back.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert back.label2id["positive"] == 2

@@ -143,15 +143,16 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     family = get_family(hf_config["model_type"])
     state = read_hf_weights(path)  # fail on a bad file before building anything
     source_head, known = _source_head(family, hf_config)
-    if not known and hf_config.get("architectures"):
+    if not known and hf_config.get("architectures") and head is None:
         supported = ", ".join(s.hf_class for s in family.heads.values())
-        if head is None:
-            warnings.warn(f"{path}: HF class {hf_config['architectures'][0]} has no lmforge head "
-                          f"(supported: {supported}); loading the base model only.", stacklevel=2)
+        warnings.warn(f"{path}: HF class {hf_config['architectures'][0]} has no lmforge head "
+                      f"(supported: {supported}); loading the base model only.", stacklevel=2)
     target_head = head if head is not None else source_head
     fields = family.config_from_hf(hf_config)
     saved_labels = fields["num_labels"]
     fields["head"] = target_head
+    if _named_labels(hf_config):  # keep "positive" / "negative" for the way back to HF
+        fields["extra"] = {"id2label": {str(k): v for k, v in hf_config["id2label"].items()}}
     fields.update(family.head_fields(target_head))
     fields.update(overrides)
     config = _make_config(fields)
@@ -166,6 +167,14 @@ def load_hf(path: str | Path, *, head: str | None = None, **overrides: Any) -> M
     _check_covered(model, converted, family, config, target_head)
     model.load_state_dict(converted, strict=False)
     return model
+
+
+def _named_labels(hf_config: dict[str, Any]) -> bool:
+    """True when config.json names its labels (not transformers' default LABEL_0, LABEL_1 ...)."""
+    id2label = hf_config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return False
+    return any(str(v) != f"LABEL_{k}" for k, v in id2label.items())
 
 
 def _make_config(fields: dict[str, Any]) -> Any:
@@ -201,8 +210,12 @@ def export_hf(model: Model, path: str | Path) -> Path:
     hf_config = family.config_to_hf(config)
     hf_config.update(model_type=family.model_type, architectures=[spec.hf_class])
     if config.head in ("seq-cls", "token-cls"):
-        hf_config["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
-        hf_config["label2id"] = {f"LABEL_{i}": i for i in range(config.num_labels)}
+        names = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
+        saved = config.extra.get("id2label") if isinstance(config.extra, dict) else None
+        if isinstance(saved, dict) and sorted(saved) == sorted(names):
+            names = {k: str(v) for k, v in saved.items()}
+        hf_config["id2label"] = names
+        hf_config["label2id"] = {v: int(k) for k, v in names.items()}
     state = lmforge_to_hf(family, model.state_dict(), config, config.head)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
