@@ -207,3 +207,22 @@ def test_finetune_maps_optimisation_flags_onto_the_trainer(tmp_path):
     assert (tc.lr, tc.head_lr, tc.layer_lr_decay, tc.warmup_ratio, tc.weight_decay) == (2e-5, 1e-3, 0.8, 0.06, 0.1)
     assert (tc.epochs, tc.patience, tc.seed, tc.best_metric, tc.best_mode) == (3, 2, 7, "mcc", "max")
     assert tc.eval_every_epoch and tc.load_best_at_end
+
+
+def test_your_own_csv_data_round_trips_through_task_json(tiny_encoder, tmp_path, capsys):
+    data = tmp_path / "reviews"
+    data.mkdir()
+    good = ["great fun", "loved it", "a joy", "wonderful story", "really great"]
+    bad = ["awful", "boring mess", "hated it", "a bore", "really bad"]
+    rows = [f'"{t}, truly",pos' for t in good] + [f'"{t}, truly",neg' for t in bad]
+    (data / "train.csv").write_text("review,stars\n" + "\n".join(rows * 3) + "\n")
+    (data / "dev.jsonl").write_text("\n".join(json.dumps({"review": t, "stars": "pos"}) for t in good) + "\n")
+    out = tmp_path / "out"
+    assert main(["finetune", "--model", str(tiny_encoder), "--task", "text", "--data", str(data), "--out", str(out),
+                 "--text-column", "review", "--label-column", "stars", "--epochs", "1", "--max-length", "16"]) == 0, \
+        capsys.readouterr().err
+    state = json.loads((out / "task.json").read_text())
+    assert state["labels"] == ["neg", "pos"] and state["text_column"] == "review"
+    # evaluate needs neither --task nor the column flags: task.json has them
+    assert main(["evaluate", "--model", str(out), "--data", str(data), "--split", "dev"]) == 0
+    assert "accuracy" in capsys.readouterr().out
