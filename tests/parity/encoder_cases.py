@@ -102,7 +102,8 @@ def make_labels(head: str | None, batch: dict[str, torch.Tensor], *, seed: int =
     if head == "seq-cls":
         return {"labels": torch.tensor([0, 2, 1])}
     if head == "token-cls":
-        return {"labels": torch.randint(0, NUM_LABELS["token-cls"], ids.shape, generator=g).masked_fill(mask == 0, -100)}
+        tags = torch.randint(0, NUM_LABELS["token-cls"], ids.shape, generator=g)
+        return {"labels": tags.masked_fill(mask == 0, -100)}
     if head == "qa":
         return {"start_positions": torch.tensor([1, 4, 0]), "end_positions": torch.tensor([3, 5, 20])}
     if head == "choice":

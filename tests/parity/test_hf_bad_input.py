@@ -94,7 +94,8 @@ def test_config_that_does_not_match_the_weights(tmp_path: Path) -> None:
     config = json.loads((d / "config.json").read_text())
     config["vocab_size"] = 120
     (d / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"word_embeddings.weight: checkpoint \(99, 32\), model needs \(120, 32\)"):
+    shape = r"word_embeddings.weight: checkpoint \(99, 32\), model needs \(120, 32\)"
+    with pytest.raises(CheckpointError, match=shape):
         load_hf(d)
 
 
@@ -190,3 +191,9 @@ def test_tensors_of_another_head_are_unused_with_a_warning(tmp_path: Path) -> No
     ids = torch.randint(1, 99, (2, 7))
     with torch.no_grad():
         assert (ours(ids).logits - hf(ids).prediction_logits).abs().max() < 1e-5
+
+
+def test_config_json_that_is_not_json(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "bert", ')
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        load_hf(tmp_path)

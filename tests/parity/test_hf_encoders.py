@@ -68,7 +68,7 @@ def test_hf_to_lmforge(family: str, head: str | None, tmp_path: Path) -> None:
     ours = Model.from_pretrained(tmp_path).eval()  # head detected from config.json "architectures"
     assert ours.config.family == family
     assert (ours.config.head or None) == head
-    compare(family, head, ours, hf, make_batch(family, head, type_vocab_size=hf.config.to_dict().get("type_vocab_size", 0)))
+    compare(family, head, ours, hf, make_batch(family, head, type_vocab_size=ours.config.type_vocab_size))
 
 
 PRESETS = {"bert": "bert-tiny", "roberta": "roberta-base", "albert": "albert-base", "electra": "electra-small",

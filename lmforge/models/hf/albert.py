@@ -32,6 +32,7 @@ def albert_body(config: Any) -> list[Entry]:
 
 ALBERT_MLM = mlm_entries("predictions.", dense="dense", norm="LayerNorm", bias="bias")
 ALBERT_MLM_TIED = ("predictions.decoder.weight", "predictions.decoder.bias")
+ALBERT_PRETRAINING = both(ALBERT_MLM, single("head.pair", "sop_classifier.classifier"))  # MLM + sentence order
 
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +67,7 @@ FAMILY = HFFamily(
     heads={
         None: HeadSpec("AlbertModel", no_entries, pooler=True),
         "mlm": HeadSpec("AlbertForMaskedLM", ALBERT_MLM, tied=ALBERT_MLM_TIED),
-        "pretraining": HeadSpec("AlbertForPreTraining", both(ALBERT_MLM, single("head.pair", "sop_classifier.classifier")),
-                                pooler=True, tied=ALBERT_MLM_TIED),
+        "pretraining": HeadSpec("AlbertForPreTraining", ALBERT_PRETRAINING, pooler=True, tied=ALBERT_MLM_TIED),
         "seq-cls": HeadSpec("AlbertForSequenceClassification", single("head.classifier", "classifier"), pooler=True),
         "token-cls": HeadSpec("AlbertForTokenClassification", single("head.classifier", "classifier")),
         "qa": HeadSpec("AlbertForQuestionAnswering", single("head.qa", "qa_outputs")),

@@ -85,7 +85,7 @@ class HFFamily:
     body: Callable[[Any], list[Entry]]  # (ModelConfig) -> body tensors
     heads: Mapping[str | None, HeadSpec]  # lmforge head (None = bare model) -> HF class
     # Regexes of HF keys that hold nothing lmforge needs (buffers saved by old versions, ...).
-    ignore: tuple[str, ...] = field(default=(r"(^|\.)position_ids$",))
+    ignore: tuple[str, ...] = field(default=(r"(^|\.)position_ids$", r"(^|\.)token_type_ids$"))
     # HF key -> the (prefix-stripped) key it stands for when that one is missing: transformers saves one
     # tensor of a tied pair and may keep either name (OpenAIGPTDoubleHeadsModel keeps lm_head.weight).
     aliases: Mapping[str, str] = field(default_factory=dict)
