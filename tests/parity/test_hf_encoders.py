@@ -205,3 +205,20 @@ def test_label_names_survive_the_round_trip(tmp_path: Path) -> None:
     back = transformers.AutoConfig.from_pretrained(tmp_path / "out")
     assert back.id2label == {0: "negative", 1: "neutral", 2: "positive"}
     assert back.label2id["positive"] == 2
+
+
+@pytest.mark.parametrize("family", list(HF_HEADS))
+def test_hidden_states_and_attentions(family: str, tmp_path: Path) -> None:
+    """output_hidden_states / output_attentions (what distillation reads) layer by layer, as HF (eager)."""
+    hf = build_hf(family, None, tmp_path, attn_implementation="eager")
+    ours = Model.from_pretrained(tmp_path).eval()
+    batch = make_batch(family, None, type_vocab_size=ours.config.type_vocab_size)
+    with torch.no_grad():
+        ref = hf(**batch, output_hidden_states=True, output_attentions=True)
+        out = ours(**batch, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3  # embeddings + 2 layers
+    assert len(out.attentions) == len(ref.attentions) == 2
+    for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states, strict=True)):
+        assert_close(a, b, f"{family} hidden_states[{i}]")
+    for i, (a, b) in enumerate(zip(out.attentions, ref.attentions, strict=True)):
+        assert_close(a, b, f"{family} attentions[{i}]")
