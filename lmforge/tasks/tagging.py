@@ -29,9 +29,15 @@ UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART
         "PUNCT", "SCONJ", "SYM", "VERB", "X"]
 
 
-def read_conllu(file: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(file:line of the sentence, words, UPOS tags) per sentence."""
-    sentences, words, tags, start = [], [], [], 1
+Sentence = tuple[str, list[str], list[tuple[str, str]]]  # (file:line, words, (file:line, tag) per word)
+
+
+def read_conllu(file: Path) -> list[Sentence]:
+    """(file:line of the sentence, words, (file:line, UPOS tag) per word) per sentence."""
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[tuple[str, str]] = []
+    start = 1
     with open(file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -50,15 +56,18 @@ def read_conllu(file: Path) -> list[tuple[str, list[str], list[str]]]:
             if not words:
                 start = lineno
             words.append(cols[1])
-            tags.append((f"{file}:{lineno}", cols[3]))  # type: ignore[arg-type]
+            tags.append((f"{file}:{lineno}", cols[3]))
     if words:
         sentences.append((f"{file}:{start}", words, tags))
     return sentences  # tags still carry their line for the label check
 
 
-def read_conll(file: Path) -> list[tuple[str, list[str], list[str]]]:
-    """CoNLL-2003 columns: (file:line, words, (file:line, tag)) per sentence."""
-    sentences, words, tags, start = [], [], [], 1
+def read_conll(file: Path) -> list[Sentence]:
+    """CoNLL-2003 columns: (file:line, words, (file:line, tag) per word) per sentence."""
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[tuple[str, str]] = []
+    start = 1
     with open(file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
@@ -94,12 +103,9 @@ class TaggingTask:
     def read(self, path: str | Path, split: str) -> list[Example]:
         suffixes = (".conllu",) if self.conllu else (".txt", ".conll", ".tsv", ".iob")
         p = Path(path)
-        if p.is_dir() and self.conllu and not any(p.glob(f"*{split}*.conllu")):
-            file = find_split_file(p, split, suffixes)
-        elif p.is_dir() and self.conllu:
-            file = sorted(p.glob(f"*{split}*.conllu"))[0]  # UD names: en_ewt-ud-dev.conllu
-        else:
-            file = find_split_file(p, split, suffixes)
+        # Universal Dependencies names its files LANG_TREEBANK-ud-SPLIT.conllu (en_ewt-ud-dev.conllu)
+        ud = sorted(p.glob(f"*-ud-{split}.conllu")) if self.conllu and p.is_dir() else []
+        file = ud[0] if ud else find_split_file(p, split, suffixes)
         sentences = read_conllu(file) if self.conllu else read_conll(file)
         if self.labels is None:
             found = sorted({t for _, _, tags in sentences for _, t in tags})
