@@ -173,6 +173,13 @@ def test_gpt1_decoder_finetune_adds_tokens_and_lm_loss(refdata, tiny_decoder, tm
     assert main(["finetune", "--model", str(tiny_decoder), "--task", "glue-stsb", "--data", str(sts), "--out",
                  str(out), "--epochs", "1", "--max-length", "32"]) == 0, capsys.readouterr().err
     assert {"pearson", "spearman"} <= set(json.loads((out / "metrics.json").read_text()))
+    # multiple choice: one sequence per ending, one score each, softmax over the 4
+    out = tmp_path / "swag"
+    assert main(["finetune", "--model", str(tiny_decoder), "--task", "swag", "--data", str(refdata / "swag"),
+                 "--train-split", "val", "--out", str(out), "--epochs", "1", "--max-length", "48"]) == 0, \
+        capsys.readouterr().err
+    assert Model.from_pretrained(out).config.extract_combine == "choice"
+    assert set(json.loads((out / "metrics.json").read_text())) == {"accuracy"}
 
 
 def test_mnli_matched_and_mismatched_from_scratch_with_truncation_warning(tiny_encoder, tmp_path, capsys):
