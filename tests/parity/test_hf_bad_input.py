@@ -83,7 +83,7 @@ def test_wrong_shape_and_missing_and_unexpected_are_named(tmp_path: Path) -> Non
     with pytest.raises(CheckpointError) as err:
         load_hf(d)
     message = str(err.value)
-    assert "encoder.layer.1.attention.self.key.weight" in message and "(32, 31)" in message
+    assert "encoder.layer.1.attention.self.key.weight: checkpoint (32, 31), model needs (32, 32)" in message
     assert "missing tensors: encoder.layer.0.output.dense.bias" in message
     assert "unexpected tensors: encoder.layer.7.output.dense.bias" in message
 

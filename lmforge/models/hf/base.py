@@ -196,11 +196,15 @@ def hf_to_lmforge(family: HFFamily, hf_state: StateDict, config: Any, head: str 
         parts = [state[h] for h in e.hf]
         used.update(e.hf)
         used.update(c for c in e.copies if c in state)
-        try:
-            tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-        except RuntimeError:
-            shapes.append(f"{' + '.join(e.hf)} {[tuple(p.shape) for p in parts]} cannot be fused")
-            continue
+        if len(parts) > 1:  # fused: each part must be its 1/n share of the lmforge tensor
+            want = expected[e.lm]
+            part_shape = (want[0] // len(parts), *want[1:])
+            bad = [f"{h}: checkpoint {tuple(p.shape)}, model needs {part_shape}"
+                   for h, p in zip(e.hf, parts, strict=True) if tuple(p.shape) != part_shape]
+            if bad:
+                shapes.extend(bad)
+                continue
+        tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if e.transpose:
             tensor = tensor.t()
         if tensor.shape != expected[e.lm]:
