@@ -127,3 +127,27 @@ def test_conll2003_reader_iob1(tmp_path):
     sents = task.read(tmp_path, "train")
     assert len(sents) == 2 and sents[1]["words"] == ["Peter", "Blackburn"]
     assert task.labels == ["O", "I-MISC", "I-ORG", "I-PER"]
+
+
+@pytest.mark.parametrize("name,header,row,expect", [
+    ("glue-mrpc", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "1\t1\t2\tHe said.\tHe says.", ("He said.", "He says.", 1)),
+    ("glue-qqp", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "0\t1\t2\tWhy?\tHow?\t0", ("Why?", "How?", 0)),
+    ("glue-stsb", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+     "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000", ("A plane.", "An air plane.", 5.0)),
+    ("glue-qnli", "index\tquestion\tsentence\tlabel", "0\tWho?\tHe did.\tentailment", ("Who?", "He did.", 0)),
+    ("glue-wnli", "index\tsentence1\tsentence2\tlabel", "0\tI x.\tI y.\t1", ("I x.", "I y.", 1)),
+    ("glue-mnli", "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+     "sentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
+     "0\t1\t1e\tfiction\t-\t-\t-\t-\tA b.\tC d.\tneutral\tneutral\tneutral\tneutral\tneutral\tneutral", ("A b.", "C d.", 2)),
+])
+def test_glue_header_layouts(tmp_path, name, header, row, expect):
+    split = "dev_matched" if name == "glue-mnli" else "dev"
+    (tmp_path / f"{split}.tsv").write_text(f"{header}\n{row}\n", encoding="utf-8")
+    (ex,) = get_task(name).read(tmp_path, "dev")
+    assert (ex["text"], ex["text_pair"], ex["label"]) == expect
+
+
+def test_glue_test_split_without_labels(tmp_path):
+    (tmp_path / "test.tsv").write_text("index\tsentence\n0\tA test sentence.\n")
+    (ex,) = get_task("glue-cola").read(tmp_path, "test")
+    assert ex["text"] == "A test sentence." and ex["label"] is None and ex["id"] == "0"
