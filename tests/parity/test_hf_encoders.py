@@ -222,3 +222,14 @@ def test_hidden_states_and_attentions(family: str, tmp_path: Path) -> None:
         assert_close(a, b, f"{family} hidden_states[{i}]")
     for i, (a, b) in enumerate(zip(out.attentions, ref.attentions, strict=True)):
         assert_close(a, b, f"{family} attentions[{i}]")
+
+
+@pytest.mark.parametrize("family", ["roberta", "albert", "electra"])
+def test_converted_model_saves_as_lmforge_and_back(family: str, tmp_path: Path) -> None:
+    """HF dir -> lmforge -> save_pretrained (lmforge format) -> from_pretrained: same outputs as HF."""
+    head = "seq-cls"
+    hf = build_hf(family, head, tmp_path / "hf", id2label={0: "a", 1: "b", 2: "c"})
+    Model.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "lm")
+    again = Model.from_pretrained(tmp_path / "lm").eval()
+    assert again.config.family == family and again.config.extra["id2label"]["2"] == "c"
+    compare(family, head, again, hf, make_batch(family, head, type_vocab_size=again.config.type_vocab_size))
