@@ -261,7 +261,8 @@ def write_predictions(out: Path, task: Task, examples: Sequence[Example], predic
                                    indent=1, ensure_ascii=False))
         return path
     path = out / "predictions.tsv"
-    lines = ["index\tprediction"] + [f"{i}\t{task.prediction_text(p)}" for i, p in enumerate(predictions)]
+    # the index is the file's own (GLUE test.tsv "index" column, SuperGLUE "idx"), else the row number
+    lines = ["index\tprediction"] + [f"{ex['id']}\t{task.prediction_text(p)}" for ex, p in zip(examples, predictions)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
