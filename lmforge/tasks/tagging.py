@@ -125,7 +125,12 @@ class TaggingTask:
                   decoder: DecoderTokens | None = None, training: bool = False) -> list[Feature]:
         if decoder is not None:
             raise InputError("tagging reads both directions; use an encoder, not a causal decoder")
-        enc = tokenizer(example["words"], is_split_into_words=True, truncation=True, max_length=max_length,
+        words = example["words"]
+        if "ByteLevel" in repr(getattr(tokenizer.backend, "pre_tokenizer", None)):
+            # byte-level BPE (GPT-2, RoBERTa) marks a word start with a leading space ("Ġ"); words given
+            # one by one would lose it and look like word pieces (HF's add_prefix_space=True)
+            words = [" " + w for w in words]
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
                         return_token_type_ids=True)
         word_ids = enc.word_ids(0)
         labels, previous = [], None

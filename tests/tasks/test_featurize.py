@@ -163,3 +163,12 @@ def test_tuned_null_threshold():
     assert task.tuned_threshold({"best_f1": 75.0, "best_f1_thresh": -2.0, "NoAns_total": 1, "total": 2}, preds) == -2.0
     # answering nothing was best (official thresh 0.0 would still answer the first): go below every score
     assert task.tuned_threshold({"best_f1": 50.0, "best_f1_thresh": 0.0, "NoAns_total": 1, "total": 2}, preds) == -3.0
+
+
+def test_byte_level_tagging_keeps_word_start_markers(refdata, gpt2_tok):
+    task = get_task("pos")
+    ex = task.read(refdata / "ud_english_ewt", "dev")[1]
+    (f,) = task.featurize(ex, gpt2_tok, max_length=128)
+    running = gpt2_tok.backend.encode(" " + " ".join(ex["words"])).ids
+    assert f["input_ids"] == running  # the same ids as the running text with a leading space
+    assert sum(lab != IGNORE_INDEX for lab in f["labels"]) == len(ex["words"])
