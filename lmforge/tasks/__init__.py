@@ -9,7 +9,8 @@ import copy
 import dataclasses
 from typing import Any
 
-from lmforge.tasks.base import DecoderTokens, Example, Feature, Task, featurize_all
+from lmforge.errors import ConfigError
+from lmforge.tasks.base import DecoderTokens, Example, Feature, Task, check_task_name, featurize_all
 from lmforge.tasks.glue import GLUE_TASKS, ClassificationTask, GlueTask
 from lmforge.tasks.squad import SQUAD_TASKS, SquadTask
 from lmforge.tasks.swag import SwagTask
@@ -27,15 +28,11 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str, **options: Any) -> Task:
     """A private copy of ``TASKS[name]`` with ``options`` (dataclass fields) replaced."""
-    from lmforge.tasks.base import check_task_name
-
     check_task_name(name, list(TASKS))
     task = copy.deepcopy(TASKS[name])
     fields = {f.name for f in dataclasses.fields(task)}  # type: ignore[arg-type]
     unknown = sorted(set(options) - fields)
     if unknown:
-        from lmforge.errors import ConfigError
-
         raise ConfigError(f"task {name} has no option(s) {unknown}; it has {sorted(fields)}")
     return dataclasses.replace(task, **options) if options else task  # type: ignore[type-var]
 
