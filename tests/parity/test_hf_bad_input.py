@@ -197,3 +197,12 @@ def test_config_json_that_is_not_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "bert", ')
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
         load_hf(tmp_path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("position_embedding_type", "relative_key"), ("is_decoder", True)])
+def test_hf_switches_lmforge_does_not_build_are_refused(key: str, value: object, tmp_path: Path) -> None:
+    d = tiny_bert_dir(tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(LmforgeError, match=key):
+        load_hf(d)

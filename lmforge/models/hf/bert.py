@@ -56,8 +56,20 @@ def bert_body(config: Any, *, pooler: bool = True) -> list[Entry]:
 
 # ---- config translation -------------------------------------------------------------------------
 
+def check_importable(hf: dict[str, Any], *, family: str) -> None:
+    """Refuse HF switches that change the network in ways lmforge does not build, naming the key."""
+    problems = []
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        problems.append("is_decoder / add_cross_attention (only the bidirectional encoder)")
+    if problems:
+        raise ConfigError(f"HF {family} config with {'; '.join(problems)} is not supported.")
+
+
 def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
     """ModelConfig fields of an HF BERT-style config (bert, roberta, electra, albert share the keys)."""
+    check_importable(hf, family=family)
     hidden = hf["hidden_size"]
     num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
     return {
