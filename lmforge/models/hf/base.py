@@ -133,6 +133,18 @@ def activation_to_hf(name: str) -> str:
     return ACTIVATIONS_TO_HF[name]
 
 
+def token_id(value: Any) -> int | None:
+    """An HF special-token id as lmforge keeps it: HF allows a list (several EOS ids); take the first."""
+    if isinstance(value, list):
+        return int(value[0]) if value else None
+    return None if value is None else int(value)
+
+
+def num_labels_from_hf(hf: dict[str, Any]) -> int:
+    """HF writes id2label (its length is the label count) and sometimes num_labels."""
+    return len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
+
+
 # Old (TF-converted / pre-2019) checkpoints name LayerNorm parameters gamma / beta.
 _LEGACY = ((re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias"))
 

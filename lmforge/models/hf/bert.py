@@ -9,7 +9,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.models.hf.base import (Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf,
-                                    fused_linear, head_linear, linear, no_entries)
+                                    fused_linear, head_linear, linear, no_entries, num_labels_from_hf, token_id)
 
 # HF BertLayer module names -> the lmforge layer they fill
 BERT_LAYER = {
@@ -71,7 +71,6 @@ def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
     """ModelConfig fields of an HF BERT-style config (bert, roberta, electra, albert share the keys)."""
     check_importable(hf, family=family)
     hidden = hf["hidden_size"]
-    num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
     return {
         "family": family,
         "vocab_size": hf["vocab_size"],
@@ -87,10 +86,10 @@ def bert_config_from_hf(hf: dict[str, Any], *, family: str) -> dict[str, Any]:
         "norm_placement": "post",
         "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
         "causal": False,
-        "pad_token_id": hf.get("pad_token_id", 0),
-        "bos_token_id": hf.get("bos_token_id"),
-        "eos_token_id": hf.get("eos_token_id"),
-        "num_labels": num_labels,
+        "pad_token_id": token_id(hf.get("pad_token_id", 0)),
+        "bos_token_id": token_id(hf.get("bos_token_id")),
+        "eos_token_id": token_id(hf.get("eos_token_id")),
+        "num_labels": num_labels_from_hf(hf),
         "tie_word_embeddings": hf.get("tie_word_embeddings", True),
         "hidden_dropout": hf.get("hidden_dropout_prob", 0.1),
         "attention_dropout": hf.get("attention_probs_dropout_prob", 0.1),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf, no_entries
+from lmforge.models.hf.base import (Entry, HeadSpec, HFFamily, activation_from_hf, activation_to_hf, no_entries,
+                                    num_labels_from_hf, token_id)
 from lmforge.errors import ConfigError
 from lmforge.models.hf.bert import both, check_exportable, embedding_entries, layer_entries, mlm_entries, single
 
@@ -38,7 +39,6 @@ CLS = both(single("head.summary.dense", "pre_classifier"), single("head.classifi
 
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
-    num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
     return {
         "family": "distilbert",
         "vocab_size": hf["vocab_size"],
@@ -54,10 +54,10 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "norm_placement": "post",
         "layer_norm_eps": LAYER_NORM_EPS,
         "causal": False,
-        "pad_token_id": hf.get("pad_token_id", 0),
-        "bos_token_id": hf.get("bos_token_id"),
-        "eos_token_id": hf.get("eos_token_id"),
-        "num_labels": num_labels,
+        "pad_token_id": token_id(hf.get("pad_token_id", 0)),
+        "bos_token_id": token_id(hf.get("bos_token_id")),
+        "eos_token_id": token_id(hf.get("eos_token_id")),
+        "num_labels": num_labels_from_hf(hf),
         "tie_word_embeddings": hf.get("tie_word_embeddings", True),
         "hidden_dropout": hf.get("dropout", 0.1),
         "attention_dropout": hf.get("attention_dropout", 0.1),

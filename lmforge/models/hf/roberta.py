@@ -21,6 +21,9 @@ ROBERTA_CLS = both(single("head.summary.dense", "classifier.dense"), single("hea
 
 def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     fields = bert_config_from_hf(hf, family="roberta")
+    if fields["pad_token_id"] is None:
+        raise ConfigError("HF roberta config has pad_token_id=null; RoBERTa numbers positions from the pad id "
+                          "(1 in every released model): set it in config.json.")
     fields.update(position_offset=fields["pad_token_id"] + 1, mlm_activation="gelu", classifier_activation="tanh")
     return fields
 
