@@ -125,8 +125,8 @@ def _load_model(options: PretrainOptions, *, head: str, tokenizer: Any, log) -> 
     """The model to train: a preset, a ModelConfig file or an existing model directory."""
     from lmforge import PRESETS, Model, ModelConfig
 
-    specials = {k: getattr(tokenizer, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
-    specials = {f"{k}_token_id": v for k, v in specials.items() if v is not None}
+    # the special ids are the data's tokenizer's (None where it has none), whatever the preset says
+    specials = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
     vocab = len(tokenizer)
     name = str(options.model)
     path = Path(name)
@@ -219,10 +219,10 @@ def run(args: argparse.Namespace) -> int:
 
     seed_everything(config.seed)  # the model's initial weights depend on the seed only
     model = _load_model(options, head=objective.heads(None), tokenizer=tokenizer, log=log)
-    max_pos = getattr(model.config, "max_positions", None)
-    if max_pos is not None and config.seq_len > max_pos:
-        raise ConfigError(f"--seq-len {config.seq_len} is longer than the model's max_positions {max_pos}; lower "
-                          "--seq-len or raise max_positions in the model config")
+    longest = getattr(model.config, "max_length", None) or getattr(model.config, "max_positions", None)
+    if longest is not None and config.seq_len > longest:
+        raise ConfigError(f"--seq-len {config.seq_len} is longer than the model's {longest} positions (max_positions "
+                          f"{model.config.max_positions}); lower --seq-len or raise max_positions in the model config")
 
     source = BatchSource(objective, train_set, batch_size=config.batch_size, seed=config.seed, rank=info.rank,
                          world_size=info.world_size)

@@ -135,24 +135,6 @@ def test_batch_larger_than_data(tmp_path):
         list_source(toy.toy_examples(5), toy.collate, batch_size=8)
 
 
-def test_ddp_two_processes_match_one(tmp_path):
-    """torchrun, gloo, 2 processes x batch 8 == 1 process with the same global batch of 16."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--steps", "6", "--dropout", "0", "--global-batch", "16"]
-    r1 = _run_toy(one, *common)
-    assert r1.returncode == 0, r1.stderr
-    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                         str(TOY), str(two), *common], env=_env(), capture_output=True, text=True, timeout=180)
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    l1 = [r["loss"] for r in read_metrics(one)]
-    l2 = [r["loss"] for r in read_metrics(two)]
-    assert len(l1) == len(l2) == 6
-    assert torch.allclose(torch.tensor(l1), torch.tensor(l2), rtol=1e-5, atol=1e-6), (l1, l2)
-    w1, w2 = _weights(one), _weights(two)
-    for k in w1:
-        assert torch.allclose(w1[k], w2[k], atol=1e-5), k
-
-
 def test_compile_on_cpu(tmp_path):
     pytest.importorskip("torch._dynamo")
     seed_everything(0)
