@@ -208,7 +208,9 @@ def squad_evaluate(predictions: Mapping[str, str], references: Mapping[str, Sequ
     if not references:
         raise InputError("no SQuAD questions to score: the evaluated split is empty")
     preds = {qid: predictions.get(qid, "") for qid in references}
-    has_ans = {qid: bool(_golds(ans)[0]) for qid, ans in references.items()}
+    # as the official script: a question "has an answer" when its answer list is non-empty (even if
+    # every answer normalises to nothing)
+    has_ans = {qid: bool(ans) for qid, ans in references.items()}
     exact_raw = {qid: float(squad_exact(preds[qid], references[qid])) for qid in references}
     f1_raw = {qid: squad_f1(preds[qid], references[qid]) for qid in references}
     probs = {qid: 0.0 for qid in references} if na_probs is None else {qid: float(na_probs[qid]) for qid in references}

@@ -144,3 +144,13 @@ def test_entity_scores_equal_seqeval_when_installed(seed):
     assert out["f1"] == pytest.approx(seqeval.f1_score(refs, preds), abs=1e-9)
     assert out["precision"] == pytest.approx(seqeval.precision_score(refs, preds), abs=1e-9)
     assert out["recall"] == pytest.approx(seqeval.recall_score(refs, preds), abs=1e-9)
+
+
+def test_squad_has_answer_follows_the_answer_list_like_the_official_script():
+    # the gold '.' normalises to '' (so an empty prediction matches it), but the question still counts
+    # as answerable: thresholded to "no answer" it scores 0, as in evaluate-v2.0.py
+    refs, preds = {"a": ["."], "b": []}, {"a": "", "b": ""}
+    out = metrics.squad_evaluate(preds, refs, na_probs={"a": 0.9, "b": 0.9}, na_prob_thresh=0.5)
+    assert out["HasAns_total"] == 1 and out["NoAns_total"] == 1
+    assert out["HasAns_exact"] == 0.0 and out["NoAns_exact"] == 100.0
+    assert metrics.squad_evaluate(preds, refs)["exact"] == 100.0  # unthresholded, '' matches the '' gold
