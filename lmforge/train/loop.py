@@ -298,6 +298,7 @@ class Trainer:
                             f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")
                 break
 
+        state.update(step=step, window=window)
         self._save_final(state)
         return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
                            final_loss=(sum(window) / len(window)) if window else _last_train_loss(self.out_dir),
@@ -383,6 +384,9 @@ class Trainer:
                 ckpt.load_weights(self.extra[name], file)
         load_optimizer_state(self.model, optimizer, loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
+        for factor in getattr(scheduler, "lr_lambdas", []):  # a longer --max-steps stretches the schedule
+            if hasattr(factor, "total"):
+                factor.total, factor.warmup = self.total_steps, cfg.warmup_for(self.total_steps)
         if loaded["rng"] is not None:
             ckpt.set_rng_state(loaded["rng"])
         self._note(f"resumed from {path} at step {ts['step']} (epoch {ts['data_position']['epoch']}, "
@@ -428,7 +432,7 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             self._write_model(staging, model_state)
-            summary = self._trainer_state(state | {"step": state.get("step", 0)})
+            summary = self._trainer_state(state)
             (staging / ckpt.STATE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             ckpt._fsync_tree(staging)
             for item in staging.iterdir():
