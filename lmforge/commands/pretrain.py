@@ -110,7 +110,8 @@ def resolve(args: argparse.Namespace) -> tuple[PretrainOptions, Any, bool]:
     known = (*RUN_KEYS, *TrainConfig.field_names(), "warmup", "tokens", "resume")
     for key in layered:
         if key not in TrainConfig.field_names():
-            raise ConfigError(f"unknown option {key!r}." + suggest(key, known))
+            raise ConfigError(f"unknown option {key!r}." + suggest(key, known) + " Options are the long flags of "
+                              "`lmforge pretrain --help` written with _ (lr, max_steps, batch_size ...).")
     options = PretrainOptions(**run)
     if "max_steps" not in layered and "max_tokens" not in layered and "epochs" not in layered:
         layered["max_steps"] = 1000
