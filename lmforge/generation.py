@@ -155,7 +155,7 @@ def _forward(model: Any, field: str, ids: torch.Tensor, mask: torch.Tensor | Non
 def _last_only(model: Any) -> dict[str, Any]:
     """Ask for logits of the last position only when the model supports it (saves the V x H product
     over the whole prompt at prefill)."""
-    return {"logits_to_keep": 1} if getattr(model, "supports_logits_to_keep", False) else {}
+    return {"logits_to_keep": 1} if getattr(type(model), "supports_logits_to_keep", False) else {}
 
 
 def reorder_cache(past: Cache, index: torch.Tensor) -> Cache:
@@ -280,7 +280,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
             result = _decode(model, field, ids, mask, n_new=n_new, do_sample=do_sample,
                              temperature=temperature, top_k=top_k, top_p=top_p,
                              repetition_penalty=repetition_penalty, eos=eos, pad=pad, stopper=stopper,
-                             generator=generator, streamer=streamer, use_cache=use_cache, capped=capped)
+                             generator=generator, streamer=streamer, use_cache=use_cache, capped=capped,
+                             want_scores=return_scores)
     finally:
         model.train(was_training)
     return result if return_scores else result.tokens
@@ -296,7 +297,7 @@ def _as_list(ids: int | Sequence[int] | None) -> list[int]:
 def _decode(model: Any, field: str, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
             do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
             eos: list[int], pad: int, stopper: _StopStrings | None, generator: torch.Generator | None,
-            streamer: Streamer | None, use_cache: bool, capped: bool) -> GenerationOutput:
+            streamer: Streamer | None, use_cache: bool, capped: bool, want_scores: bool = True) -> GenerationOutput:
     B, L = ids.shape
     device = ids.device
     tokens = torch.full((B, n_new), pad, dtype=torch.long, device=device)
@@ -312,6 +313,7 @@ def _decode(model: Any, field: str, ids: torch.Tensor, mask: torch.Tensor | None
     positions = _positions(mask) if mask is not None else None
     logits, past = _forward(model, field, ids, mask, positions, None)
     made = 0
+    can_finish = eos_t is not None or stopper is not None  # else every row runs to the end: no per-step checks
     for t in range(n_new):
         step = process_logits(logits.float(), seq[:, :L + t], do_sample=do_sample, temperature=temperature,
                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
@@ -320,9 +322,11 @@ def _decode(model: Any, field: str, ids: torch.Tensor, mask: torch.Tensor | None
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
         else:
             nxt = step.argmax(dim=-1)
-        logp = step.log_softmax(dim=-1).gather(1, nxt[:, None]).squeeze(1)
-        nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
-        scores[:, t] = torch.where(finished, torch.zeros_like(logp), logp)
+        if can_finish:
+            nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+        if want_scores:
+            logp = step.log_softmax(dim=-1).gather(1, nxt[:, None]).squeeze(1)
+            scores[:, t] = torch.where(finished, torch.zeros_like(logp), logp)
         tokens[:, t] = nxt
         seq[:, L + t] = nxt
         made = t + 1
@@ -339,7 +343,7 @@ def _decode(model: Any, field: str, ids: torch.Tensor, mask: torch.Tensor | None
                 stopped[row] = "stop"
             newly |= hit
         finished |= newly
-        if bool(finished.all()) or t == n_new - 1:
+        if t == n_new - 1 or (can_finish and bool(finished.all())):
             break
         if use_cache:
             step_mask = full_mask[:, :L + t + 1] if full_mask is not None else None
