@@ -12,7 +12,6 @@ from lmforge.cli import main as cli_main
 from lmforge.errors import LmforgeError
 
 
-@pytest.mark.slow
 def test_fast_run_produces_every_output(tmp_path, capsys):
     out = tmp_path / "qs"
     assert cli_main(["quickstart", "--out", str(out), "--fast"]) == 0
