@@ -28,7 +28,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REFDATA = (REPO / ".." / "shared" / "refdata").resolve()
-SHAPE = dict(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024)
 SEQ, BATCH = 128, 32
 
 
@@ -61,9 +60,9 @@ def _lmforge(kind: str, shards: Path):
     tok = ds.load_tokenizer()
     objective = build_objective(kind, tokenizer=tok, seq_len=SEQ)
     if kind == "mlm":
-        config = ModelConfig.from_preset("bert-base", **SHAPE, vocab_size=30522, head="mlm")
+        config = ModelConfig.from_preset("bert-mini", vocab_size=30522, head="mlm")  # L4/H256/A4
     else:
-        config = ModelConfig.from_preset("gpt2", **SHAPE, vocab_size=50257, head="clm")
+        config = ModelConfig.from_preset("gpt-mini", vocab_size=50257, head="clm")  # GPT-2 body, L4/H256/A4
     torch.manual_seed(0)
     model = Model(config)
     model.train()
