@@ -130,14 +130,15 @@ def lm_field(model: Any) -> str:
     """The output field with next-token logits; InputError naming the model's head otherwise."""
     config = model.config
     head = getattr(config, "head", None)
+    if not getattr(config, "causal", True):
+        raise InputError(f"generate needs a causal decoder; this model is a bidirectional encoder "
+                         f"({getattr(config, 'family', '?')}, head {head!r}): use `lmforge fill-mask` / "
+                         "lmforge.fill_mask for masked language models.")
     if head not in LM_HEADS:
         raise InputError(
             f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
             f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='clm') (the body "
             "weights are kept; an untied LM head would be newly initialised).")
-    if not getattr(config, "causal", True):
-        raise InputError("generate needs a causal decoder (config.causal=True); this model is a "
-                         "bidirectional encoder: use fill-mask for masked language models.")
     return LM_HEADS[head]
 
 
@@ -192,9 +193,7 @@ def _prepare(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     length = input_ids.shape[1]
     if length >= limit:
         if not truncate_prompt:
-            raise InputError(f"the prompt has {length} tokens but the model's context is {limit} positions, "
-                             "leaving no room to generate; shorten it or pass truncate_prompt=True "
-                             "(CLI: --truncate-prompt) to keep its last tokens.")
+            check_prompt_length(length, limit)
         keep = max(1, limit - max(1, min(max_new_tokens, limit // 2)))
         input_ids = input_ids[:, -keep:]
         attention_mask = attention_mask[:, -keep:] if attention_mask is not None else None
@@ -210,6 +209,14 @@ def _prepare(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
                       GenerationWarning, stacklevel=3)
         max_new_tokens = limit - length
     return input_ids, attention_mask, max_new_tokens, capped
+
+
+def check_prompt_length(length: int, limit: int) -> None:
+    """InputError when a prompt of ``length`` tokens leaves no room in a ``limit``-position context."""
+    if length >= limit:
+        raise InputError(f"the prompt has {length} tokens but the model's context is {limit} positions, "
+                         "leaving no room to generate; shorten it or pass truncate_prompt=True "
+                         "(CLI: --truncate-prompt) to keep its last tokens.")
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

@@ -81,8 +81,14 @@ def decoding_options(args: argparse.Namespace, *, defaults: dict[str, Any] | Non
 def complete(model: Any, tokenizer: Any, prompts: list[str], options: dict[str, Any], *,
              stop: list[str], stream: bool, json_out: bool, echo_prompt: bool = True) -> list[dict[str, Any]]:
     """Generate for every prompt; stream to stdout or print JSON lines. Returns the records."""
-    from lmforge.generation import TextStreamer, encode_prompts, generate
+    from lmforge.generation import (TextStreamer, check_prompt_length, check_sampling_args, encode_prompts, generate,
+                                    lm_field)
     from lmforge.prompts import cut_at_stop
+
+    # fail before anything is printed (the prompt is echoed when streaming)
+    lm_field(model)
+    check_sampling_args(**{k: options[k] for k in ("do_sample", "temperature", "top_k", "top_p", "num_beams",
+                                                    "repetition_penalty", "max_new_tokens")})
 
     eos = model.config.eos_token_id if model.config.eos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
@@ -91,6 +97,8 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], options: dict[str, 
     batches = [[p] for p in prompts] if stream and not json_out else [prompts]
     for batch in batches:
         ids, mask = encode_prompts(tokenizer, batch, pad_id=pad)
+        if not options["truncate_prompt"]:
+            check_prompt_length(ids.shape[1], int(model.config.max_positions))
         streamer = None
         if stream and not json_out and options["num_beams"] == 1:
             if echo_prompt:

@@ -79,8 +79,9 @@ def test_generate_sampling_seed(gpt_dir: Path, capsys: pytest.CaptureFixture[str
 
 def test_generate_bad_input(gpt_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     long_prompt = " ".join(["word"] * 80)  # > 64 positions
-    code, _, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", long_prompt, "--max-new-tokens", "3")
+    code, out, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", long_prompt, "--max-new-tokens", "3")
     assert code == 2 and "context is 64 positions" in err and "--truncate-prompt" in err
+    assert out == ""  # checked before the streamed prompt is echoed
     code, out, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", long_prompt, "--max-new-tokens",
                          "3", "--truncate-prompt", "--json")
     assert code == 0 and len(json.loads(out)["tokens"]) == 3 and "left-truncated" in err
@@ -89,8 +90,8 @@ def test_generate_bad_input(gpt_dir: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 0 and len(json.loads(out)["tokens"]) == 63 and "stops after 63 new tokens" in err
     for flags, needle in ((("--temperature", "0"), "temperature"), (("--top-p", "1.5"), "top_p"),
                           (("--top-k", "-2"), "top_k")):
-        code, _, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", "Hi", *flags)
-        assert code == 2 and needle in err
+        code, out, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", "Hi", *flags)
+        assert code == 2 and needle in err and out == ""
 
 
 def test_prompt_templates(gpt_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
