@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int | None = 50) -> None:
+def add_decoding_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int | None = 50,
+                           model_required: bool = True) -> None:
     """The decoding flags `generate` and `prompt` share."""
-    parser.add_argument("--model", required=True, help="checkpoint directory (lmforge or HF gpt2 / openai-gpt)")
+    parser.add_argument("--model", required=model_required,
+                        help="checkpoint directory (lmforge or HF gpt2 / openai-gpt)")
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                         help="tokens to generate per prompt" + (f" (default {max_new_tokens})" if max_new_tokens else
                                                                 " (default: the template's)"))

@@ -13,7 +13,7 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lmforge.commands.generate import add_decoding_arguments
 
-    parser.add_argument("--template", required=True,
+    parser.add_argument("--template",
                         help="tldr | qa | reading | translation, a template string with {fields} "
                              "(e.g. \"Review: {text}\\nSentiment:\"), or a .json template file")
     source = parser.add_mutually_exclusive_group(required=False)
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--field", action="append", metavar="NAME=VALUE", help="one input given inline (repeatable)")
     parser.add_argument("--lines", action="store_true", help="with a text --input: each non-empty line is an input")
     parser.add_argument("--list", action="store_true", help="list the built-in templates and exit")
-    add_decoding_arguments(parser, max_new_tokens=None)
+    add_decoding_arguments(parser, max_new_tokens=None, model_required=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         for name, t in TEMPLATES.items():
             print(f"{name:12s} {t.description}: {json.dumps(t.text)}")
         return 0
+    if not args.template or not args.model:
+        raise InputError("give --model DIR and --template NAME (see --list for the built-in templates).")
     template = get_template(args.template)
     if args.input:
         inputs = read_inputs(args.input, template, lines=args.lines)
