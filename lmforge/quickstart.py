@@ -64,7 +64,7 @@ class Settings:
 
 SETTINGS: dict[str, Settings] = {
     "default": Settings("default", docs=6000, examples=500, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
-                        batch_size=32, bert_steps=300, bert_lr=1e-3, gpt_steps=150, gpt_lr=1e-3,
+                        batch_size=32, bert_steps=1500, bert_lr=1e-3, gpt_steps=600, gpt_lr=1e-3,
                         cola_epochs=10, cola_lr=2e-4, squad_epochs=3, squad_lr=3e-4, fewshot_limit=200,
                         generate_tokens=40),
     "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
