@@ -165,3 +165,22 @@ def test_fill_mask(bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         fill_mask(model, tok, "no mask here", k=3)
     code, _, err = run(capsys, "fill-mask", "--model", str(bert_dir), "nothing to fill")
     assert code == 2 and "[MASK]" in err
+
+
+@pytest.mark.parametrize(("task", "sub", "keys"), [
+    ("swag", "swag", ("accuracy_raw", "accuracy_norm")),
+    ("squad-v2", "squad", ("exact", "f1")),
+])
+def test_fewshot_swag_and_squad(gpt_dir: Path, refdata: Path, task: str, sub: str, keys: tuple[str, ...]) -> None:
+    from lmforge import metrics
+    from lmforge.fewshot import fewshot_evaluate
+
+    model, tok = Model.from_pretrained(gpt_dir).eval(), Tokenizer.from_pretrained(gpt_dir)
+    result = fewshot_evaluate(model, tok, task, refdata / sub, shots=[0, 1], limit=3, max_new_tokens=4)
+    assert [r["k"] for r in result.rows] == [0, 1] and all(k in result.rows[0] for k in keys)
+    if task == "swag":  # four candidates, one gold ending each
+        assert all(len(p["loglik"]) == 4 for p in result.predictions)
+    else:  # EM / F1 are the official evaluator's over the per-example answers
+        k0 = [p for p in result.predictions if p["k"] == 0]
+        ref = metrics.squad_evaluate({p["id"]: p["prediction"] for p in k0}, {p["id"]: p["answers"] for p in k0})
+        assert result.rows[0]["f1"] == pytest.approx(ref["f1"])
