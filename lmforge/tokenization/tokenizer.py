@@ -316,35 +316,23 @@ class Tokenizer:
             return_token_type_ids = "token_type_ids" in self._family.model_input_names
         if return_attention_mask is None:
             return_attention_mask = True
-        data: dict[str, list[Any]] = {"input_ids": []}
+        # windows (overflowing encodings) follow their sample, as in HF
+        flat: list[Encoding] = [e for enc in encodings for e in (enc, *enc.overflowing)] \
+            if return_overflowing_tokens else encodings
+        # one comprehension per field: the engine builds each list, Python only collects them
+        data: dict[str, list[Any]] = {"input_ids": [e.ids for e in flat]}
         if return_token_type_ids:
-            data["token_type_ids"] = []
+            data["token_type_ids"] = [e.type_ids for e in flat]
         if return_attention_mask:
-            data["attention_mask"] = []
+            data["attention_mask"] = [e.attention_mask for e in flat]
         if return_special_tokens_mask:
-            data["special_tokens_mask"] = []
+            data["special_tokens_mask"] = [e.special_tokens_mask for e in flat]
         if return_offsets_mapping:
-            data["offset_mapping"] = []
+            data["offset_mapping"] = [e.offsets for e in flat]
         if return_length:
-            data["length"] = []
-        flat: list[Encoding] = []
-        sample_map: list[int] = []
-        for i, enc in enumerate(encodings):
-            group = [enc, *enc.overflowing] if return_overflowing_tokens else [enc]
-            for e in group:
-                flat.append(e)
-                sample_map.append(i)
-                data["input_ids"].append(e.ids)
-                if return_token_type_ids:
-                    data["token_type_ids"].append(e.type_ids)
-                if return_attention_mask:
-                    data["attention_mask"].append(e.attention_mask)
-                if return_special_tokens_mask:
-                    data["special_tokens_mask"].append(e.special_tokens_mask)
-                if return_offsets_mapping:
-                    data["offset_mapping"].append(e.offsets)
-                if return_length:
-                    data["length"].append(len(e.ids))
+            data["length"] = [len(ids) for ids in data["input_ids"]]
+        sample_map = [i for i, enc in enumerate(encodings) for _ in range(1 + len(enc.overflowing))] \
+            if return_overflowing_tokens else []
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = sample_map
         elif not batched and return_tensors is None:  # HF drops the batch axis of a single input
