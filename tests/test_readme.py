@@ -1,0 +1,40 @@
+"""The README's front door holds: its Python example runs as printed, and CI runs its test command."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from conftest import REPO
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_example_runs_as_printed(refdata, tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    blocks = python_blocks(text)
+    assert blocks, "README.md has no ```python block"
+    code = blocks[0].replace("../shared/refdata", str(refdata))
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    # what the comments in the example claim
+    assert scope["enc"]["input_ids"].tolist() == [[101, 1045, 2215, 2000, 2175, 2188, 1012, 102, 2033, 2205, 1012, 102]]
+    assert scope["enc"]["token_type_ids"].tolist() == [[0] * 8 + [1] * 4]
+    assert tuple(scope["out"][1].shape) == (1, 2)
+    assert scope["model"].head.classifier.out_features == 2
+    assert len(scope["gtok"]) == 50262
+    assert scope["gpt"].num_parameters() == 124_439_808 + 5 * 768
+    assert torch.isfinite(scope["loss"])
+    assert scope["new_tokens"].shape == (1, 20)
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "hf-ckpt" / "config.json").is_file()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in readme and "make test" in ci
+    assert "make quickstart" in readme
