@@ -205,14 +205,27 @@ class QuestionAnsweringHead(nn.Module):
 
 
 # --------------------------------------------------------------------------- sequence heads
+def summary_token(config: ModelConfig) -> str:
+    """Which hidden state the seq-cls / choice head reads (``SequenceSummary``).
+
+    Multiple choice reads the pooler whenever the body has one and ``classifier_token`` is not set:
+    every HF ``*ForMultipleChoice`` of a family with a pooler classifies the pooled output (BERT,
+    ALBERT, BigBird and RoBERTa, whose seq-cls head has its own dense + tanh on <s> instead).
+    """
+    if config.head == "choice" and config.classifier_token is None and config.has_pooler:
+        return "pooler"
+    return config.seq_cls_token
+
+
 class SequenceSummary(nn.Module):
-    """The one vector a sequence classifier reads (``config.seq_cls_token``):
-    "pooler" = the body's pooled output (BERT, ALBERT); "first" = dense + activation over the first token
-    (RoBERTa tanh, ELECTRA gelu, DistilBERT relu); "last" = the last real token (GPT-2)."""
+    """The one vector a sequence classifier reads (``summary_token(config)``):
+    "pooler" = the body's pooled output (BERT, ALBERT; every choice head on a body with a pooler);
+    "first" = dense + activation over the first token (RoBERTa tanh, ELECTRA gelu, DistilBERT relu);
+    "last" = the last real token (GPT-2)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.token = config.seq_cls_token
+        self.token = summary_token(config)
         self.pad_token_id = config.pad_token_id
         if self.token == "first":
             self.dense = nn.Linear(config.hidden_size, config.hidden_size)

@@ -81,9 +81,9 @@ def tiny_lmforge(family: str, head: str | None) -> Any:
     overrides: dict[str, Any] = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4,
                                      intermediate_size=37, max_positions=64)
     if family == "roberta":
+        # no classifier_token override: a RoBERTa choice model from the preset reads the pooler as
+        # HF RobertaForMultipleChoice does (the seq-cls head reads <s> through dense + tanh)
         overrides.update(max_positions=66, type_vocab_size=1)
-        if head == "choice":  # HF RobertaForMultipleChoice reads the pooler, not the dense + tanh of seq-cls
-            overrides["classifier_token"] = "pooler"
     if family in ("albert", "electra"):
         overrides["embedding_size"] = 16
     if head in NUM_LABELS:

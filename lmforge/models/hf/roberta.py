@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.models.hf.base import HeadSpec, HFFamily, no_entries
 from lmforge.errors import ConfigError
+from lmforge.models.heads import summary_token
+from lmforge.models.hf.base import HeadSpec, HFFamily, no_entries
 from lmforge.models.hf.bert import (bert_body, bert_config_from_hf, bert_config_to_hf, both, check_exportable,
                                     mlm_entries, single)
 
@@ -29,14 +30,16 @@ def config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def head_fields(head: str | None) -> dict[str, Any]:
-    """RobertaForMultipleChoice reads the pooler (the seq-cls head has its own dense + tanh)."""
+    """RobertaForMultipleChoice reads the pooler (the seq-cls head has its own dense + tanh); the choice
+    head does so on its own (``heads.summary_token``), this records it in a converted config.json too."""
     return {"classifier_token": "pooler"} if head == "choice" else {}
 
 
 def config_to_hf(config: Any) -> dict[str, Any]:
     check_exportable(config, position_offset=(config.pad_token_id or 0) + 1)
-    wanted = {"choice": "pooler", "seq-cls": "first"}.get(config.head, config.seq_cls_token)
-    if config.classifier_activation != "tanh" or config.mlm_activation != "gelu" or config.seq_cls_token != wanted:
+    reads = summary_token(config)
+    wanted = {"choice": "pooler", "seq-cls": "first"}.get(config.head, reads)
+    if config.classifier_activation != "tanh" or config.mlm_activation != "gelu" or reads != wanted:
         raise ConfigError("cannot export to HF roberta: its heads need classifier_activation='tanh', "
                           "mlm_activation='gelu', and the choice head on the pooler (classifier_token='pooler').")
     return bert_config_to_hf(config)
