@@ -239,3 +239,74 @@ def test_your_own_csv_data_round_trips_through_task_json(tiny_encoder, tmp_path,
     # evaluate needs neither --task nor the column flags: task.json has them
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--split", "dev"]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- NER (CoNLL-2003 columns)
+PEOPLE = [("John", "Smith"), ("Mary", "Jones"), ("Peter", "Blackburn"), ("Anna", "Berg")]
+PLACES = ["Paris", "Berlin", "London", "Rome"]
+ORGS = ["Reuters", "Siemens"]
+
+
+def _conll_sentences(scheme: str, n: int, offset: int) -> list[list[tuple[str, str]]]:
+    """Sentences of (word, tag): a two-word person, a place, sometimes a company and two adjacent
+    places (IOB1 marks the second with B- only because it touches another LOC)."""
+    def tag(kind: str, first: bool, after_same: bool) -> str:
+        if scheme == "iob2":
+            return ("B-" if first else "I-") + kind
+        return ("B-" if first and after_same else "I-") + kind  # IOB1: B- only between same-type neighbours
+
+    out = []
+    for k in range(offset, offset + n):
+        first, last = PEOPLE[k % len(PEOPLE)]
+        place, other = PLACES[k % len(PLACES)], PLACES[(k + 1) % len(PLACES)]
+        s = [(first, tag("PER", True, False)), (last, tag("PER", False, False)), ("visited", "O"),
+             (place, tag("LOC", True, False))]
+        if k % 3 == 0:
+            s += [(other, tag("LOC", True, True))]  # a second place right after the first
+        if k % 2 == 0:
+            s += [("with", "O"), (ORGS[k % len(ORGS)], tag("ORG", True, False))]
+        out.append(s + [(".", "O")])
+    return out
+
+
+def _write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> None:
+    # the CoNLL-2003 layout: word, POS, chunk, NER tag; -DOCSTART- and blank lines between sentences
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for s in sentences:
+        lines += [f"{w} NNP I-NP {t}" for w, t in s] + [""]
+    path.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("scheme", ["iob1", "iob2"])
+def test_ner_conll2003_finetune_scores_equal_seqeval(scheme, tiny_encoder, tmp_path, capsys):
+    seqeval = pytest.importorskip("seqeval.metrics")
+    data = tmp_path / "conll"
+    data.mkdir()
+    dev = _conll_sentences(scheme, 12, offset=100)
+    _write_conll(data / "train.txt", _conll_sentences(scheme, 48, offset=0))
+    _write_conll(data / "dev.txt", dev)
+    out = tmp_path / "ner"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "ner", "--data", str(data), "--out", str(out),
+                 "--epochs", "3", "--lr", "5e-3", "--batch-size", "16", "--max-length", "32", "--seed", "0"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "fresh 'token-cls' head" in err
+    scores = json.loads((out / "metrics.json").read_text())
+    assert set(scores) == {"f1", "precision", "recall", "accuracy"}
+    # predictions.tsv: one line of word tags per sentence; entity scores equal seqeval's on them
+    lines = (out / "predictions.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 1 + len(dev)
+    predicted = [line.split("\t")[1].split(" ") for line in lines[1:]]
+    gold = [[t for _, t in s] for s in dev]
+    assert [len(p) for p in predicted] == [len(g) for g in gold]
+    assert scores["f1"] == pytest.approx(seqeval.f1_score(gold, predicted), abs=1e-9)
+    assert scores["precision"] == pytest.approx(seqeval.precision_score(gold, predicted), abs=1e-9)
+    assert scores["recall"] == pytest.approx(seqeval.recall_score(gold, predicted), abs=1e-9)
+    assert scores["accuracy"] == pytest.approx(seqeval.accuracy_score(gold, predicted), abs=1e-9)
+    # 3 epochs leave some mistakes (so the comparison means something) yet score far above chance
+    assert scores["f1"] > 0.5, scores
+    state = json.loads((out / "task.json").read_text())
+    assert set(state["labels"]) == {t for s in dev for _, t in s}  # the tag set came from the data
+    # evaluate rebuilds the task (tag set included) from task.json and reproduces the scores
+    assert main(["evaluate", "--model", str(out), "--data", str(data), "--split", "dev"]) == 0
+    assert f"f1 {scores['f1']:.4f}" in capsys.readouterr().out
