@@ -1,7 +1,7 @@
 """End to end on tiny models: `lmforge finetune / evaluate / predict` write every output and learn.
 
-The models are tiny (hidden 32, 2 layers) and use a WordPiece vocabulary trained on the CoLA sample, so
-every run takes seconds on 2 CPU cores.
+The models are tiny (hidden 32, 2 layers; fixtures ``tiny_encoder`` / ``tiny_decoder`` in conftest.py) and
+use vocabularies trained on the samples, so every run takes seconds on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -14,58 +14,6 @@ from lmforge.cli import main
 
 pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
 pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per tiny op only fight each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max_positions=128,
-            hidden_dropout=0.0, attention_dropout=0.0)
-
-
-def _sentences(refdata: Path) -> list[str]:
-    rows = (refdata / "glue" / "CoLA" / "train_sample.tsv").read_text().splitlines()
-    swag = (refdata / "swag" / "val_sample.csv").read_text().splitlines()
-    rte = [json.loads(line)["premise"] for line in (refdata / "glue" / "RTE" / "val.jsonl").read_text().splitlines()]
-    return [r.split("\t")[3] for r in rows] + swag + rte
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(refdata, tmp_path_factory) -> Path:
-    """A tiny BERT-style encoder with an MLM head (as pre-training leaves it) and its tokenizer."""
-    import torch
-
-    from lmforge import Model, ModelConfig, Tokenizer
-
-    torch.manual_seed(0)  # the "pre-trained" body is a fixed random init, whatever ran before
-    tok = Tokenizer.train(iter(_sentences(refdata)), kind="wordpiece", vocab_size=800, show_progress=False)
-    d = tmp_path_factory.mktemp("tiny-bert")
-    Model(ModelConfig.from_preset("bert-tiny", head="mlm", vocab_size=len(tok), **TINY)).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def tiny_decoder(refdata, tmp_path_factory) -> Path:
-    """A tiny GPT-style causal decoder with a CLM head and a byte-level BPE tokenizer."""
-    import torch
-
-    from lmforge import Model, ModelConfig, Tokenizer
-
-    torch.manual_seed(0)
-    tok = Tokenizer.train(iter(_sentences(refdata)), kind="bpe", vocab_size=600, show_progress=False)
-    d = tmp_path_factory.mktemp("tiny-gpt")
-    config = ModelConfig.from_preset("gpt2", head="clm", vocab_size=len(tok), pad_token_id=None, **TINY)
-    Model(config).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def test_cola_finetune_writes_every_output_and_learns_the_labels(refdata, tiny_encoder, tmp_path, capsys):
