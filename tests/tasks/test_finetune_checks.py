@@ -19,7 +19,7 @@ pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge 
 SST_HEADER = "sentence\tlabel"
 
 
-def _finetune(model: Path, data: Path, out: Path, *extra: str, task: str = "glue-sst2") -> int:
+def _finetune(model: str | Path, data: Path, out: Path, *extra: str, task: str = "glue-sst2") -> int:
     return main(["finetune", "--model", str(model), "--task", task, "--data", str(data), "--out", str(out), *extra])
 
 
@@ -214,3 +214,15 @@ def test_the_best_epoch_is_kept_and_early_stopping_ends_the_run(tiny_encoder, re
     assert "stopped early" in err
     val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in val if r.get("split") == "val"]) == 2
+
+
+def test_a_bare_preset_trains_from_scratch_with_the_given_tokenizer(tiny_encoder, refdata, tmp_path, capsys):
+    from lmforge import Model, Tokenizer
+
+    out = tmp_path / "o"
+    assert _finetune("bert-tiny", refdata / "glue" / "SST-2", out, "--tokenizer", str(tiny_encoder),
+                     "--train-split", "dev", "--epochs", "0.25", "--max-length", "16") == 0
+    assert "built bert-tiny with fresh weights and a 'seq-cls' head (2 output(s))" in capsys.readouterr().err
+    model = Model.from_pretrained(out)
+    assert model.config.vocab_size == len(Tokenizer.from_pretrained(out)) == len(Tokenizer.from_pretrained(tiny_encoder))
+    assert model.config.hidden_size == 128 and model.config.head == "seq-cls"  # the preset's own size

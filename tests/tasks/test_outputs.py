@@ -55,3 +55,48 @@ def test_cli_unknown_task_and_preset_without_tokenizer(refdata, tmp_path, capsys
                  "--out", str(tmp_path / "o")])
     assert code == 2
     assert "pass --tokenizer DIR" in capsys.readouterr().err
+
+
+# the metrics.json keys the issue names, per task (the first one picks the best epoch)
+GLUE_KEYS = {"glue-cola": ["mcc", "accuracy"], "glue-sst2": ["accuracy"], "glue-mrpc": ["f1", "accuracy"],
+             "glue-qqp": ["f1", "accuracy"], "glue-stsb": ["pearson", "spearman"], "glue-mnli": ["accuracy"],
+             "glue-qnli": ["accuracy"], "glue-rte": ["accuracy"], "glue-wnli": ["accuracy"]}
+
+
+@pytest.mark.parametrize("name", list(GLUE_KEYS))
+def test_glue_metric_keys_and_values_equal_the_references(name):
+    sk = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    task = get_task(name)
+    rng = np.random.default_rng(len(name))
+    n = 60
+    if task.labels is None:  # STS-B: scores 0..5, predictions are noisy scores
+        gold = np.round(rng.random(n) * 5, 1)
+        preds = list(gold + rng.normal(0, 1.5, n))
+    else:
+        gold = rng.integers(0, len(task.labels), n)
+        preds = [int(g) if rng.random() < 0.7 else int(rng.integers(0, len(task.labels))) for g in gold]
+    examples = [{"id": str(i), "label": float(g) if task.labels is None else int(g)} for i, g in enumerate(gold)]
+    scores = task.metric(preds, examples)
+    assert list(scores) == GLUE_KEYS[name] and task.main_metric == GLUE_KEYS[name][0]
+    reference = {"mcc": lambda: sk.matthews_corrcoef(gold, preds), "accuracy": lambda: sk.accuracy_score(gold, preds),
+                 "f1": lambda: sk.f1_score(gold, preds), "pearson": lambda: stats.pearsonr(preds, gold)[0],
+                 "spearman": lambda: stats.spearmanr(preds, gold)[0]}
+    for key, value in scores.items():
+        assert value == pytest.approx(reference[key](), abs=1e-9), key
+
+
+def test_squad_swag_tagging_text_metric_keys():
+    squad_ex = [{"id": "a", "answers": ["France"]}, {"id": "b", "answers": []}]
+    preds = [{"text": "France", "null_odds": -1.0}, {"text": "Rollo", "null_odds": 2.0}]
+    assert list(get_task("squad").metric(preds[:1], squad_ex[:1])) == ["exact", "f1", "total"]
+    v2 = get_task("squad-v2").metric(preds, squad_ex)
+    assert set(v2) == {"exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact",
+                       "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
+    assert v2["exact"] == 100.0  # 'b' is answered "" at threshold 0 (null_odds 2 > 0)
+    assert get_task("swag").metric([1, 2], [{"label": 1}, {"label": 0}]) == {"accuracy": 0.5}
+    assert get_task("pos").metric([[0, 1]], [{"tags": [0, 2]}]) == {"accuracy": 0.5}
+    ner = get_task("ner", labels=["O", "B-PER", "I-PER"])
+    assert list(ner.metric([[1, 2, 0]], [{"tags": [1, 2, 0]}])) == ["precision", "recall", "f1", "accuracy"]
+    text = get_task("text", labels=["neg", "pos"])
+    assert list(text.metric([0, 1], [{"label": 0}, {"label": 0}])) == ["accuracy", "f1_macro"]
