@@ -151,3 +151,19 @@ def test_glue_test_split_without_labels(tmp_path):
     (tmp_path / "test.tsv").write_text("index\tsentence\n0\tA test sentence.\n")
     (ex,) = get_task("glue-cola").read(tmp_path, "test")
     assert ex["text"] == "A test sentence." and ex["label"] is None and ex["id"] == "0"
+
+
+def test_text_task_pair_column_tsv_and_jsonl(tmp_path, bert_tok):
+    (tmp_path / "train.tsv").write_text("q\tdoc\ty\nIs it red?\tThe car is red.\tyes\nIs it big?\tIt is small.\tno\n")
+    (tmp_path / "dev.jsonl").write_text(json.dumps({"q": "Red?", "doc": "Blue.", "y": "no", "id": "d7"}) + "\n")
+    task = get_task("text", text_column="q", pair_column="doc", label_column="y")
+    train = task.read(tmp_path, "train")
+    assert [(ex["text"], ex["text_pair"], task.labels[ex["label"]]) for ex in train] == [
+        ("Is it red?", "The car is red.", "yes"), ("Is it big?", "It is small.", "no")]
+    (dev,) = task.read(tmp_path, "dev")
+    assert (dev["id"], dev["text_pair"], dev["label"]) == ("d7", "Blue.", task.labels.index("no"))
+    # the pair is encoded as the second segment ([CLS] q [SEP] doc [SEP], segment ids 0 then 1)
+    (f,) = task.featurize(train[0], bert_tok, max_length=32)
+    assert f["input_ids"] == bert_tok("Is it red?", "The car is red.")["input_ids"] and 1 in f["token_type_ids"]
+    with pytest.raises(DataError, match="lacks column"):
+        get_task("text", text_column="q", pair_column="body", label_column="y").read(tmp_path, "train")
