@@ -80,6 +80,17 @@ def test_squad_v2_finetune_tunes_the_null_threshold(refdata, tiny_encoder, tmp_p
         assert threshold == scores["best_f1_thresh"]
     else:  # best to answer nothing: the threshold sits below every null score
         assert threshold < min(odds.values())
+    # predict answers with the tuned threshold: "" exactly where the null score beats it
+    pred_dir = tmp_path / "pred"
+    assert main(["predict", "--model", str(out), "--data", str(refdata / "squad"), "--split", "dev",
+                 "--out", str(pred_dir)]) == 0, capsys.readouterr().err
+    answers = json.loads((pred_dir / "predictions.json").read_text())
+    assert set(answers) == set(preds)
+    for qid, text in answers.items():
+        if odds[qid] > threshold:
+            assert text == "", qid
+        elif odds[qid] <= 0:  # below both thresholds: the same span finetune wrote at threshold 0
+            assert text == preds[qid] != "", qid
 
 
 def test_pos_and_swag_heads_run(refdata, tiny_encoder, tmp_path, capsys):
