@@ -2,19 +2,24 @@
 
 1. Batch encoding of tiny-shakespeare lines (bert-base-uncased WordPiece, GPT-2 byte-level BPE), two
    settings: plain lists (ids + masks) and padded/truncated torch tensors. "raw" is the engine alone
-   (`encode_batch` + reading the same fields), the floor any wrapper pays.
+   (`encode_batch` + reading the same fields, + the same numpy -> torch conversion), the floor any
+   wrapper pays. The three sides run in turn, round after round, and medians are reported, because
+   the machine may be shared: set RAYON_NUM_THREADS / TOKENIZERS_PARALLELISM before running to pin the
+   engine's threads (the header prints both).
 2. Peak RSS and wall time when training a 30k WordPiece vocabulary on ~100 MB of text (tiny-shakespeare
    lines repeated and shuffled into a temporary file), each trainer in its own subprocess, measured
    with resource.getrusage: lmforge (streamed, deterministic: two passes) vs the raw engine reading
    the file itself (`BertWordPieceTokenizer.train`).
 
-    python benchmarks/tokenization.py [--mb 100] [--repeats 5] [--skip-train]
+    python benchmarks/tokenization.py [--mb 100] [--rounds 9] [--skip-train]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,17 +32,41 @@ REFDATA = REPO.parent / "shared" / "refdata"
 sys.path.insert(0, str(REPO))
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up (caches, thread pool)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def interleaved(sides: dict[str, Callable[[list[str]], Any]], batches: list[list[str]],
+                rounds: int) -> dict[str, dict[str, list[list[float]]]]:
+    """Wall and CPU seconds of every side on every batch, round after round: ``t[clock][side][round][batch]``.
+
+    The sides take turns batch by batch (A B C, then B C A, ...), so a burst of load from other jobs on a
+    shared machine lands on every side alike; results are dropped at once on every side. CPU time is
+    the process's (all engine threads), which other jobs' load barely changes. One untimed warm-up
+    round first (caches, thread pool).
+    """
+    names = list(sides)
+    t: dict[str, dict[str, list[list[float]]]] = {c: {k: [] for k in names} for c in ("wall", "cpu")}
+    for r in range(rounds + 1):
+        for name in names:
+            t["wall"][name].append([])
+            t["cpu"][name].append([])
+        for i, batch in enumerate(batches):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                w, c = time.perf_counter(), time.process_time()
+                sides[name](batch)
+                t["cpu"][name][-1].append(time.process_time() - c)
+                t["wall"][name][-1].append(time.perf_counter() - w)
+    for clock in t.values():  # drop the warm-up round
+        for name in names:
+            del clock[name][0]
+    return t
 
 
-def encode_table(repeats: int) -> list[dict[str, Any]]:
+def ratio(t: dict[str, list[list[float]]], base: str, other: str) -> float:
+    """Median over (round, batch) of base time / other time, each pair measured back to back."""
+    return statistics.median(a / b for ra, rb in zip(t[base], t[other]) for a, b in zip(ra, rb) if b > 0)
+
+
+def encode_table(rounds: int) -> list[dict[str, Any]]:
+    import numpy as np
     import torch
     import transformers
     from tokenizers import Tokenizer as Engine
@@ -46,7 +75,6 @@ def encode_table(repeats: int) -> list[dict[str, Any]]:
 
     lines = [t for t in (REFDATA / "text/tinyshakespeare.txt").read_text(encoding="utf-8").split("\n") if t]
     batches = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
-    n_tokens = 0
     rows = []
     d = REFDATA / "tokenizers"
     for name, ours, hf in [
@@ -63,35 +91,40 @@ def encode_table(repeats: int) -> list[dict[str, Any]]:
         padded.enable_padding(pad_id=ours.pad_token_id, pad_token=ours.pad_token, length=128)
         n_tokens = sum(len(e.ids) for b in batches for e in raw.encode_batch(b))
 
-        def raw_lists() -> None:
-            for b in batches:
-                encs = raw.encode_batch(b)
-                out = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs]}
-                if with_types:
-                    out["token_type_ids"] = [e.type_ids for e in encs]
+        def raw_lists(b: list[str]) -> dict[str, Any]:
+            encs = raw.encode_batch(b)
+            out = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs]}
+            if with_types:
+                out["token_type_ids"] = [e.type_ids for e in encs]
+            return out
 
-        def raw_tensors() -> None:
-            for b in batches:
-                encs = padded.encode_batch(b)
-                out = {"input_ids": torch.tensor([e.ids for e in encs]),
-                       "attention_mask": torch.tensor([e.attention_mask for e in encs])}
-                if with_types:
-                    out["token_type_ids"] = torch.tensor([e.type_ids for e in encs])
+        def as_pt(lists: list[list[int]]) -> Any:
+            # the fastest list -> tensor route we know (the one lmforge uses), so that the ratio measures
+            # the wrapper, not the conversion: torch.tensor(lists, dtype=torch.long) takes ~3x as long
+            return torch.from_numpy(np.asarray(lists, dtype=np.int64))
 
+        def raw_tensors(b: list[str]) -> dict[str, Any]:
+            encs = padded.encode_batch(b)
+            out = {"input_ids": as_pt([e.ids for e in encs]), "attention_mask": as_pt([e.attention_mask for e in encs])}
+            if with_types:
+                out["token_type_ids"] = as_pt([e.type_ids for e in encs])
+            return out
+
+        pt = dict(padding="max_length", truncation=True, max_length=128, return_tensors="pt")
         settings = {
-            "lists": (raw_lists, lambda: [ours(b) for b in batches], lambda: [hf(b) for b in batches]),
-            "pt, pad+trunc 128": (
-                raw_tensors,
-                lambda: [ours(b, padding="max_length", truncation=True, max_length=128, return_tensors="pt")
-                         for b in batches],
-                lambda: [hf(b, padding="max_length", truncation=True, max_length=128, return_tensors="pt")
-                         for b in batches]),
+            "lists": (raw_lists, lambda b: ours(b), lambda b: hf(b)),
+            "pt, pad+trunc 128": (raw_tensors, lambda b: ours(b, **pt), lambda b: hf(b, **pt)),
         }
         for setting, (fr, fo, fh) in settings.items():
-            t_raw, t_ours, t_hf = best_of(fr, repeats), best_of(fo, repeats), best_of(fh, repeats)
+            t = interleaved({"raw": fr, "lmforge": fo, "hf": fh}, batches, rounds)
+            seconds = {k: statistics.median(sum(r) for r in v) for k, v in t["wall"].items()}
+            per_round = [sum(a) / sum(b) for a, b in zip(t["wall"]["raw"], t["wall"]["lmforge"])]
             rows.append({"tokenizer": name, "setting": setting, "lines": len(lines), "tokens": n_tokens,
-                         "raw_s": t_raw, "lmforge_s": t_ours, "hf_s": t_hf,
-                         "lmforge_vs_raw": t_raw / t_ours, "hf_vs_raw": t_raw / t_hf})
+                         "raw_s": seconds["raw"], "lmforge_s": seconds["lmforge"], "hf_s": seconds["hf"],
+                         "lmforge_vs_raw": ratio(t["wall"], "raw", "lmforge"),
+                         "lmforge_vs_raw_rounds": (min(per_round), max(per_round)),
+                         "lmforge_vs_raw_cpu": ratio(t["cpu"], "raw", "lmforge"),
+                         "hf_vs_raw": ratio(t["wall"], "raw", "hf")})
     return rows
 
 
@@ -145,18 +178,26 @@ def train_table(megabytes: float) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=100.0, help="training corpus size in MB (default 100)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per encoder, best kept (default 5)")
+    ap.add_argument("--rounds", type=int, default=9,
+                    help="interleaved rounds (raw, lmforge, HF in turn); medians reported (default 9)")
     ap.add_argument("--skip-train", action="store_true", help="only the encoding table")
     args = ap.parse_args()
 
-    rows = encode_table(args.repeats)
-    print(f"Batch encoding, {rows[0]['lines']:,} tiny-shakespeare lines in batches of 1,000 (best of {args.repeats})")
-    print("| tokenizer | output | tokens | raw engine s | lmforge s | HF fast s | lmforge / raw | HF / raw |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    threads = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM"))
+    rows = encode_table(args.rounds)
+    print(f"Batch encoding, {rows[0]['lines']:,} tiny-shakespeare lines in batches of 1,000; {args.rounds} "
+          f"interleaved rounds (raw, lmforge, HF in turn batch by batch), medians; {os.cpu_count()} CPUs; {threads}")
+    print("| tokenizer | output | tokens | raw engine s | lmforge s | HF fast s | lmforge / raw | "
+          "(rounds: min-max) | lmforge / raw, CPU time | HF / raw |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        lo, hi = r["lmforge_vs_raw_rounds"]
         print(f"| {r['tokenizer']} | {r['setting']} | {r['tokens']:,} | {r['raw_s']:.3f} | {r['lmforge_s']:.3f} | "
-              f"{r['hf_s']:.3f} | {r['lmforge_vs_raw']:.2f}x | {r['hf_vs_raw']:.2f}x |")
-    print("(x = speed relative to the raw engine: 1.00x is as fast; target lmforge >= 0.90x)")
+              f"{r['hf_s']:.3f} | {r['lmforge_vs_raw']:.2f}x | {lo:.2f}-{hi:.2f} | {r['lmforge_vs_raw_cpu']:.2f}x | "
+              f"{r['hf_vs_raw']:.2f}x |")
+    print("(seconds: median over rounds of the wall time for all batches; x = speed relative to the raw engine,\n"
+          " the median over every batch of every round of the back-to-back time ratio, 1.00x is as fast;\n"
+          " rounds: the range of the whole-round wall ratios; target lmforge >= 0.90x)")
     if args.skip_train:
         return
     rows = train_table(args.mb)

@@ -90,6 +90,15 @@ def test_tensors(pair, lines):
     kw = dict(padding=True, truncation=True, max_length=48, return_tensors="pt")
     _same(ours(lines[:64], lines[64:128], **kw), hf(lines[:64], lines[64:128], **kw))
     _same(ours(lines[5], **kw), hf(lines[5], **kw))  # one text still gets a (1, L) tensor
+    # every field as a tensor (offsets are (B, L, 2); length and the window map are (B,)), torch and numpy
+    full = dict(padding="max_length", truncation="only_second", max_length=40, stride=8,
+                return_overflowing_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                return_length=True, return_token_type_ids=True)
+    questions, contexts = [t[:20] for t in lines[:32]], [" ".join(lines[i:i + 6]) for i in range(32)]
+    for kind in ("pt", "np"):
+        a, b = ours(questions, contexts, return_tensors=kind, **full), hf(questions, contexts, return_tensors=kind, **full)
+        _same(a, b)
+        assert a["offset_mapping"].shape[-1] == 2 and a["input_ids"].shape[0] > len(questions)
 
 
 def test_squad_windows_with_stride(pair, shakespeare):
