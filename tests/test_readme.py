@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
-from conftest import REPO
+# not `from conftest import REPO`: the module named conftest is whichever conftest.py pytest imported
+# last (tests/tasks/, tests/objectives/ ... have their own), so that import fails in a full run
+REPO = Path(__file__).resolve().parents[1]
 
 
 def python_blocks(text: str) -> list[str]:
