@@ -137,6 +137,10 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
         model = probe if hf else Model.from_pretrained(path)
     else:
         model = Model.from_pretrained(path, **want)
+        if config.head == want["head"] and config.num_labels == want["num_labels"]:
+            # same head and width, another use (a GPT-1 SWAG head, one score per ending, for STS-B, which
+            # sums both orders): from_pretrained kept its classifier, but it was trained for something else
+            model.head.classifier.apply(model._init_module)
         sized = config.head in ("seq-cls", "token-cls", "extract")  # heads whose width is num_labels
         saved = f"a '{config.head}' head" + (f" ({config.num_labels} output(s))" if sized else "") \
             if config.head else "no head"

@@ -226,3 +226,20 @@ def test_a_bare_preset_trains_from_scratch_with_the_given_tokenizer(tiny_encoder
     model = Model.from_pretrained(out)
     assert model.config.vocab_size == len(Tokenizer.from_pretrained(out)) == len(Tokenizer.from_pretrained(tiny_encoder))
     assert model.config.hidden_size == 128 and model.config.head == "seq-cls"  # the preset's own size
+
+
+def test_a_gpt1_head_trained_for_another_use_is_started_fresh(tiny_decoder, tmp_path):
+    from lmforge import Model, Tokenizer
+    from lmforge.finetune import load_model
+
+    swag = Model.from_pretrained(tiny_decoder, head="extract", num_labels=1, extract_combine="choice")
+    with torch.no_grad():
+        swag.head.classifier.weight.fill_(0.5)  # as if trained on SWAG: one score per ending
+    swag.save_pretrained(tmp_path)
+    lines: list[str] = []
+    model, decoder = load_model(str(tmp_path), get_task("glue-stsb"), Tokenizer.from_pretrained(tiny_decoder),
+                                log=lines.append)
+    assert decoder is not None and model.config.extract_combine == "sum" and model.config.num_labels == 1
+    assert len(lines) == 1 and "fresh 'extract' head (1 output(s)) for glue-stsb" in lines[0]
+    assert not torch.equal(model.head.classifier.weight, swag.head.classifier.weight)  # really fresh
+    assert torch.equal(model.body.layers[0].attn.qkv.weight, swag.body.layers[0].attn.qkv.weight)  # body kept
