@@ -167,3 +167,16 @@ def test_text_task_pair_column_tsv_and_jsonl(tmp_path, bert_tok):
     assert f["input_ids"] == bert_tok("Is it red?", "The car is red.")["input_ids"] and 1 in f["token_type_ids"]
     with pytest.raises(DataError, match="lacks column"):
         get_task("text", text_column="q", pair_column="body", label_column="y").read(tmp_path, "train")
+
+
+def test_tag_or_choice_outside_the_label_set_names_file_and_line(tmp_path):
+    (tmp_path / "train.txt").write_text("EU NNP I-NP I-ORG\nrejects VBZ I-VP O\n")
+    (tmp_path / "dev.txt").write_text("EU NNP I-NP I-ORG\n\nBonn NNP I-NP I-LOC\n")
+    task = get_task("ner")
+    task.read(tmp_path, "train")  # the tag set comes from the training split: O, I-ORG
+    with pytest.raises(DataError, match=r"dev.txt:3: label 'I-LOC' is not one of this task's labels"):
+        task.read(tmp_path, "dev")
+    header = ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label"
+    (tmp_path / "val.csv").write_text(f"{header}\n0,v,1,s,He runs.,He,gold,a,b,c,d,4\n")
+    with pytest.raises(DataError, match=r"val.csv:2: label '4' is not one of 0, 1, 2, 3"):
+        get_task("swag").read(tmp_path, "val")
