@@ -179,7 +179,8 @@ class SquadTask:
                         score = float(start[s] + end[t])
                         if score > best_score:
                             best_score, best_span = score, (offsets[s][0], offsets[t][1])
-            text = "" if best_span is None else example["context"][best_span[0]:best_span[1]]
+            # byte-level BPE offsets (GPT-2 style, no trim_offsets) start at the space before a word
+            text = "" if best_span is None else example["context"][best_span[0]:best_span[1]].strip()
             out.append({"text": text, "null_odds": null_score - best_score})
         return out
 

@@ -172,3 +172,20 @@ def test_byte_level_tagging_keeps_word_start_markers(refdata, gpt2_tok):
     running = gpt2_tok.backend.encode(" " + " ".join(ex["words"])).ids
     assert f["input_ids"] == running  # the same ids as the running text with a leading space
     assert sum(lab != IGNORE_INDEX for lab in f["labels"]) == len(ex["words"])
+
+
+def test_squad_with_a_byte_level_tokenizer_answers_without_the_leading_space(refdata, gpt2_tok):
+    # byte-level offsets include the space before a word (" William"): labels still cover the answer,
+    # and the decoded text is exactly the gold answer, as predictions.json should hold it
+    task = get_task("squad-v2", doc_stride=16, max_query_length=16)
+    examples = task.read(refdata / "squad", "dev")
+    features, _ = featurize_all(task, examples, gpt2_tok, max_length=64)
+    chosen = {f["example_index"]: i for i, f in enumerate(features) if f["start_positions"] != 0}
+    assert any(examples[f["example_index"]]["context"][f["offsets"][f["start_positions"]][0]] == " "
+               for f in features if f["start_positions"] != 0)  # the case this test is about occurs
+    logits = [_one_hot_logits(f, f["start_positions"], f["end_positions"]) if chosen.get(f["example_index"]) == i
+              else (np.full(len(f["input_ids"]), -10.0), np.full(len(f["input_ids"]), -10.0))
+              for i, f in enumerate(features)]
+    preds = task.postprocess(logits, features, examples)
+    for e in chosen:
+        assert preds[e]["text"] == examples[e]["answers"][0]
