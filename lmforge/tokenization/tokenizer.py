@@ -94,8 +94,12 @@ class Tokenizer:
         given = dict(self._family.specials if special_tokens is None else special_tokens)
         self._specials: dict[str, str | None] = {name: given.get(name) for name in SPECIAL_NAMES}
         self.additional_special_tokens: list[str] = list(additional_special_tokens)
-        # special tokens are matched on the raw text and never split (as HF registers them)
-        self.backend.add_special_tokens([added_token(self._family, t) for t in self.all_special_tokens])
+        # special tokens are matched on the raw text and never split (as HF registers them). One that a
+        # tokenizer.json already registers as special keeps its flags (e.g. whether RoBERTa's <mask> eats the
+        # space before it): the file is used as it is, as HF does
+        registered = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
+        self.backend.add_special_tokens([added_token(self._family, t) for t in self.all_special_tokens
+                                         if t not in registered])
 
     # ------------------------------------------------------------------ identity
     @property
