@@ -243,3 +243,21 @@ def test_a_gpt1_head_trained_for_another_use_is_started_fresh(tiny_decoder, tmp_
     assert len(lines) == 1 and "fresh 'extract' head (1 output(s)) for glue-stsb" in lines[0]
     assert not torch.equal(model.head.classifier.weight, swag.head.classifier.weight)  # really fresh
     assert torch.equal(model.body.layers[0].attn.qkv.weight, swag.body.layers[0].attn.qkv.weight)  # body kept
+
+
+def test_an_hf_checkpoint_directory_is_converted_and_gets_the_task_head(tiny_encoder, tmp_path):
+    from lmforge import Model, Tokenizer
+    from lmforge.finetune import load_model
+
+    pretrained = Model.from_pretrained(tiny_encoder)
+    pretrained.export_hf(tmp_path)  # BertForMaskedLM layout, config.json with model_type
+    assert "model_type" in json.loads((tmp_path / "config.json").read_text())
+    lines: list[str] = []
+    model, _ = load_model(str(tmp_path), get_task("glue-mnli"), Tokenizer.from_pretrained(tiny_encoder),
+                          log=lines.append)
+    assert model.config.head == "seq-cls" and model.config.num_labels == 3
+    assert len(lines) == 1 and "fresh 'seq-cls' head (3 output(s)) for glue-mnli" in lines[0]
+    mine = model.state_dict()
+    for name, tensor in pretrained.state_dict().items():
+        if name.startswith("body.") and not name.startswith("body.pooler"):  # BertForMaskedLM has no pooler
+            assert torch.equal(mine[name], tensor), name
