@@ -9,7 +9,7 @@ from torch.utils.checkpoint import checkpoint
 from lmforge.config import ModelConfig
 from lmforge.errors import InputError
 from lmforge.models.output import ModelOutput
-from lmforge.nn.attention import AttentionMask
+from lmforge.nn.attention import AttentionMask, KVCache, LayerSlot
 from lmforge.nn.attention.dense import KV
 from lmforge.nn.block import Block
 from lmforge.nn.embeddings import Embeddings
@@ -106,13 +106,20 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                past_key_values: tuple[KV, ...] | None = None, use_cache: bool = False,
+                past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+        """``past_key_values``: the tuple cache of the contract, or a preallocated ``KVCache``, which every
+        layer writes in place (whatever ``use_cache`` says) and which comes back as the output's cache."""
         c = self.config
         B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
         if past_key_values is not None and len(past_key_values) != c.num_layers:
             raise InputError(f"past_key_values has {len(past_key_values)} layers; the model has {c.num_layers}.")
-        past_length = past_key_values[0][0].size(2) if past_key_values else 0
+        static = isinstance(past_key_values, KVCache)
+        if static:
+            past_key_values.check_room(T)
+            past_length = past_key_values.length
+        else:
+            past_length = past_key_values[0][0].size(2) if past_key_values else 0
         if position_ids is None and input_ids.dim() == 2:
             position_ids = self.embeddings.position_ids(input_ids, past_length)
         self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
@@ -124,7 +131,7 @@ class Transformer(nn.Module):
         presents: list[KV] = []
         for i in range(c.num_layers):
             layer = self.layers[c.layer_index(i)]
-            past = past_key_values[i] if past_key_values else None
+            past = (LayerSlot(past_key_values, i) if static else past_key_values[i]) if past_key_values else None
             if self.gradient_checkpointing and self.training and not use_cache:
                 x, present, probs = checkpoint(layer, x, mask=mask, past=past, use_cache=False,
                                                output_attentions=output_attentions, use_reentrant=False)
@@ -137,12 +144,14 @@ class Transformer(nn.Module):
                 attentions.append(probs)
             if output_hidden_states:
                 hidden_states.append(x)
+        if static:
+            past_key_values.advance(T)
         if self.final_norm is not None:
             x = self.final_norm(x)
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
         pooled = self.pooler(x) if self.pooler is not None else None
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,
-                           past_key_values=tuple(presents) if use_cache else None,
+                           past_key_values=past_key_values if static else tuple(presents) if use_cache else None,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,
                            attentions=tuple(attentions) if output_attentions else None)

@@ -2,20 +2,23 @@
 
 Every kind has the same signature, so the block does not know which one it runs:
 
-    forward(x (B, T, H), *, mask: AttentionMask, past: (k, v) | None, use_cache: bool,
+    forward(x (B, T, H), *, mask: AttentionMask, past: (k, v) | LayerSlot | None, use_cache: bool,
             output_attentions: bool) -> (out (B, T, H), present (k, v) | None, probs (B, nh, T, S) | None)
 
 and the same parameter names (``qkv`` fused (3H, H), ``out`` (H, H)), so checkpoints do not depend on the
-kind. "bigbird", "lsh" and GPT-3's alternating "banded" register here when they land.
+kind. ``past`` is a ``LayerSlot`` of a preallocated ``KVCache`` when the body runs with one: the layer writes
+its new keys / values into it in place and returns no ``present``. "bigbird", "lsh" and GPT-3's alternating
+"banded" register here when they land.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from lmforge.nn.attention.cache import KVCache, LayerSlot
 from lmforge.nn.attention.dense import AttentionMask, DenseAttention
 
 ATTENTION_KINDS: dict[str, type[nn.Module]] = {
     "dense": DenseAttention,
 }
 
-__all__ = ["ATTENTION_KINDS", "AttentionMask", "DenseAttention"]
+__all__ = ["ATTENTION_KINDS", "AttentionMask", "DenseAttention", "KVCache", "LayerSlot"]

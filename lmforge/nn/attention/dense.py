@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.nn.attention.cache import LayerSlot
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -38,7 +39,8 @@ class DenseAttention(nn.Module):
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 
-    def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | None = None, use_cache: bool = False,
+    def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | LayerSlot | None = None,
+                use_cache: bool = False,
                 output_attentions: bool = False) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
         B, T, H = x.shape
         nh, hs = self.num_heads, self.head_size
@@ -46,10 +48,14 @@ class DenseAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)
         v = v.view(B, T, nh, hs).transpose(1, 2)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # (B, nh, S, hs), S = T_past + T
-            v = torch.cat([past[1], v], dim=2)
-        present = (k, v) if use_cache else None
+        if isinstance(past, LayerSlot):  # preallocated cache: write the new columns in place, read a view
+            k, v = past.update(k, v)  # (B, nh, S, hs), S = T_past + T
+            present = None  # the cache object itself is the state
+        else:
+            if past is not None:
+                k = torch.cat([past[0], k], dim=2)  # (B, nh, S, hs), S = T_past + T
+                v = torch.cat([past[1], v], dim=2)
+            present = (k, v) if use_cache else None
         probs = None
         if output_attentions:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)

@@ -1,0 +1,83 @@
+"""A preallocated ("static") KV cache: per layer one K and one V buffer (B, nh, capacity, hs), written in place.
+
+The tuple cache of the model contract (per layer ``(k, v)`` of shape (B, nh, T_past, hs)) grows by
+``torch.cat`` every step, which copies the whole cache of every layer once per token (~94 MB per step for
+GPT-2 small at batch 8 after 128 tokens). ``KVCache`` is passed as ``past_key_values`` instead: each layer
+writes its new keys / values into the next free columns and attends over a view of the filled part, so a
+decode step copies only the new token's K / V. Generation uses it; the tuple form stays for callers that
+build caches themselves.
+
+Reading ``cache[i]`` gives layer i's filled ``(k, v)`` views, so code written for the tuple form (shape
+checks, ``len(cache)``) keeps working.
+"""
+from __future__ import annotations
+
+import torch
+
+from lmforge.errors import InputError
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class KVCache:
+    """K / V buffers for ``num_layers`` applied layers (ALBERT-style sharing still has one slot per
+    applied layer). ``length`` columns are filled; the body advances it once per forward, after every
+    layer has written its ``T`` new columns at ``[length, length + T)``."""
+
+    def __init__(self, *, num_layers: int, batch: int, num_heads: int, head_size: int, capacity: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        shape = (batch, num_heads, capacity, head_size)
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, *, batch: int, capacity: int) -> KVCache:
+        """A cache shaped for ``model`` (a lmforge Model or Transformer body), on its device and dtype."""
+        c = model.config
+        weight = next(model.parameters())
+        return cls(num_layers=c.num_layers, batch=batch, num_heads=c.num_heads, head_size=c.head_size,
+                   capacity=capacity, dtype=weight.dtype, device=weight.device)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, layer: int) -> KV:
+        return self.keys[layer][:, :, :self.length], self.values[layer][:, :, :self.length]
+
+    def check_room(self, new: int) -> None:
+        """InputError when ``new`` more tokens would not fit (before any layer writes)."""
+        if self.length + new > self.capacity:
+            raise InputError(f"the KV cache holds {self.capacity} positions and {self.length} are used; "
+                             f"{new} more do not fit: build it with a larger capacity.")
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """Write layer ``layer``'s new (B, nh, T, hs) keys / values after the filled part; return the views
+        (B, nh, length + T, hs) that attention reads (strided views: nothing is copied)."""
+        end = self.length + k.size(2)
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, new: int) -> None:
+        self.length += new
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams)."""
+        for buffers in (self.keys, self.values):
+            for i, t in enumerate(buffers):
+                buffers[i] = t.index_select(0, index)
+
+
+class LayerSlot:
+    """What one layer receives as ``past`` when the body runs with a ``KVCache``: the cache and its index."""
+
+    __slots__ = ("cache", "layer")
+
+    def __init__(self, cache: KVCache, layer: int) -> None:
+        self.cache = cache
+        self.layer = layer
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> KV:
+        return self.cache.update(self.layer, k, v)
