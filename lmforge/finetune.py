@@ -151,9 +151,10 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
         decoder = add_decoder_tokens(tokenizer)
         if len(tokenizer) > model.config.vocab_size:
             model.resize_token_embeddings(len(tokenizer))
-    elif len(tokenizer) > model.config.vocab_size:
-        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
-                              f"{model.config.vocab_size}; pass the tokenizer the model was trained with")
+    else:  # the message suggests resize_token_embeddings (issue 3)
+        from lmforge.tokenization import check_model_vocab
+
+        check_model_vocab(model.config.vocab_size, tokenizer)
     return model, decoder
 
 

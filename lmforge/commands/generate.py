@@ -59,6 +59,9 @@ def load_model_and_tokenizer(path: str) -> tuple[Any, Any]:
     except Exception as err:  # the tokenizer module raises TokenizerError; name the directory either way
         raise CheckpointError(f"{directory} has no usable tokenizer ({err}); save the tokenizer next to the "
                               "model (tokenizer.save_pretrained(DIR)).") from err
+    from lmforge.tokenization import check_model_vocab
+
+    check_model_vocab(model.config.vocab_size, tokenizer)  # ids past the embeddings: say resize, not crash later
     return model.eval(), tokenizer
 
 

@@ -46,3 +46,44 @@ def test_user_errors_exit_2(tmp_path, corpus, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["tokenize", "--tokenizer", str(tmp_path), "hi"]) == 2
     assert "no tokenizer files" in capsys.readouterr().err
+
+
+def test_cli_progress_is_on_unless_no_progress(monkeypatch, tmp_path, corpus, capsys):
+    from lmforge.tokenization import train as train_mod
+
+    seen: list = []
+    real = train_mod.trainers.BpeTrainer
+    monkeypatch.setattr(train_mod.trainers, "BpeTrainer", lambda **kw: seen.append(kw["show_progress"]) or real(**kw))
+    for flags, want in (([], True), (["--no-progress"], False)):
+        assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "300", "--out", str(tmp_path / "t"),
+                     *flags, str(corpus)]) == 0
+        assert seen.pop() is want
+    capsys.readouterr()
+
+
+def test_unigram_from_jsonl_gz_with_text_field(tmp_path, corpus, capsys):
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"body": t}) + "\n" for t in corpus.read_text(encoding="utf-8").splitlines() if t)
+    out = tmp_path / "uni"
+    assert main(["tokenizer", "train", "--kind", "unigram", "--vocab-size", "500", "--text-field", "body",
+                 "--out", str(out), "--no-progress", str(path)]) == 0
+    assert "trained a unigram tokenizer (albert conventions) with 500 tokens" in capsys.readouterr().out
+    assert main(["tokenize", "--tokenizer", str(out), "the king", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["tokens"][0] == "[CLS]" and got["tokens"][-1] == "[SEP]" and got["tokens"][1].startswith("▁")
+    assert main(["tokenizer", "train", "--kind", "unigram", "--vocab-size", "500", "--out", str(out),
+                 "--no-progress", str(path)]) == 2  # the default field "text" is not there
+    assert "no string field 'text'; pass --text-field NAME" in capsys.readouterr().err
+
+
+def test_tokenize_family_and_no_special_tokens(refdata, capsys):
+    gpt2 = str(refdata / "tokenizers/gpt2")
+    assert main(["tokenize", "--tokenizer", gpt2, "--family", "roberta", "Hi there", "--pair", "Yo", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["tokens"] == ["<s>", "Hi", "Ġthere", "</s>", "</s>", "Yo", "</s>"]
+    assert main(["tokenize", "--tokenizer", str(refdata / "tokenizers/bert-base-uncased"), "Hi there",
+                 "--no-special-tokens", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_ids"] == [7632, 2045]

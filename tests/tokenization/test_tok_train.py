@@ -137,3 +137,55 @@ def test_jsonl_without_the_field(tmp_path):
     path.write_text('{"text": "ok"}\n{"body": "no text"}\n', encoding="utf-8")
     with pytest.raises(DataError, match="d.jsonl:2: no string field 'text'"):
         _train(path)
+
+
+# ------------------------------------------------------------------ streaming and progress
+
+def test_an_iterator_is_streamed_batch_by_batch():
+    from lmforge.tokenization.train import BATCH, Corpus
+
+    pulled = [0]
+
+    def texts():
+        for i in range(10 * BATCH):
+            pulled[0] += 1
+            yield f"line {i}"
+
+    batches = Corpus(texts()).batches()
+    assert len(next(batches)) == BATCH and pulled[0] == BATCH  # nothing read ahead of the trainer
+    next(batches)
+    assert pulled[0] == 2 * BATCH
+
+
+def test_jsonl_gz_is_read(tmp_path, corpus):
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "c.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t}) + "\n" for t in lines)
+    assert _train(path, "bpe", vocab_size=400).get_vocab() == _train(corpus, "bpe", vocab_size=400).get_vocab()
+
+
+class _TrainerSpy:
+    """Stands in for `tokenizers.trainers`, recording the show_progress each engine trainer gets."""
+
+    def __init__(self, real):
+        self.real, self.show_progress = real, []
+
+    def __getattr__(self, name):
+        cls = getattr(self.real, name)
+
+        def build(**kw):
+            self.show_progress.append(kw.get("show_progress"))
+            return cls(**kw)
+        return build
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+@pytest.mark.parametrize("show", [True, False])
+def test_show_progress_reaches_the_engine_trainer(monkeypatch, corpus, kind, show):
+    from lmforge.tokenization import train as train_mod
+
+    spy = _TrainerSpy(train_mod.trainers)
+    monkeypatch.setattr(train_mod, "trainers", spy)
+    Tokenizer.train(corpus, kind=kind, vocab_size=400 if kind == "bpe" else 300, show_progress=show)
+    assert spy.show_progress and set(spy.show_progress) == {show}
