@@ -77,8 +77,8 @@ class ModelConfig:
 
     # ---- special tokens ----
     pad_token_id: int | None = 0  # padding id (RoBERTa 1; GPT None); RoBERTa positions and GPT seq-cls read it
-    bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    bos_token_id: int | None = None  # start-of-text id (GPT-2 <|endoftext|> 50256, RoBERTa <s> 0); exported to HF configs
+    eos_token_id: int | None = None  # end-of-text id (GPT-2 50256, RoBERTa </s> 2); `lmforge generate` stops on it; exported to HF
 
     # ---- head ----
     head: str | None = None  # key of lmforge.models.heads.HEADS; None = bare base model
@@ -166,6 +166,17 @@ class ModelConfig:
         for name in ("embedding_size", "intermediate_size", "num_layer_groups"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if not isinstance(self.family, str) or not self.family:
+            raise ConfigError(f"ModelConfig.family must be a non-empty string, got {self.family!r}.")
+        # a JSON "false" string or a 0/1 would silently mean something else: switches are real booleans
+        for name in ("causal", "scaled_residual_init", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ModelConfig.{name} must be true or false, got {getattr(self, name)!r}.")
+        for name in ("embedding_norm", "embedding_project", "pooler"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ModelConfig.{name} must be true, false or null, got {getattr(self, name)!r}.")
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"ModelConfig.extra must be an object / dict, got {type(self.extra).__name__}.")
         for name in ("type_vocab_size", "position_offset"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -201,7 +212,8 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a positive number.")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or not 0 <= value < self.vocab_size):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not 0 <= value < self.vocab_size):
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
                                   f"{self.vocab_size}) or null.")
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:

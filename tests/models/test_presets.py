@@ -103,3 +103,60 @@ def test_cli_presets_and_params_json():
     assert p["unfactorized_embeddings"] > 5 * p["embeddings"]  # ALBERT's lesson
     bad = _cli("params", "bert-bsae")
     assert bad.returncode == 2 and "Did you mean: bert-base" in bad.stderr + bad.stdout
+
+
+# ------------------------------------------------------------------ the presets issue 2 names, with their sizes
+# (layers, hidden, heads, max_positions); compact BERTs from Turc et al. 2019, GPT-3 from table 2.1 with the
+# two documented deviations (xl: 16 heads of 128; 13b: width 5120)
+ISSUE_PRESETS = {
+    "bert-tiny": (2, 128, 2, 512), "bert-mini": (4, 256, 4, 512), "bert-small": (4, 512, 8, 512),
+    "bert-medium": (8, 512, 8, 512), "bert-base": (12, 768, 12, 512), "bert-large": (24, 1024, 16, 512),
+    "roberta-base": (12, 768, 12, 514), "roberta-large": (24, 1024, 16, 514),
+    "albert-base": (12, 768, 12, 512), "albert-large": (24, 1024, 16, 512), "albert-xlarge": (24, 2048, 16, 512),
+    "albert-xxlarge": (12, 4096, 64, 512),
+    "electra-small": (12, 256, 4, 512), "electra-base": (12, 768, 12, 512), "electra-large": (24, 1024, 16, 512),
+    "distilbert": (6, 768, 12, 512), "gpt1": (12, 768, 12, 512),
+    "gpt2": (12, 768, 12, 1024), "gpt2-medium": (24, 1024, 16, 1024), "gpt2-large": (36, 1280, 20, 1024),
+    "gpt2-xl": (48, 1600, 25, 1024),
+    "gpt3-small": (12, 768, 12, 2048), "gpt3-medium": (24, 1024, 16, 2048), "gpt3-large": (24, 1536, 16, 2048),
+    "gpt3-xl": (24, 2048, 16, 2048), "gpt3-2.7b": (32, 2560, 32, 2048), "gpt3-6.7b": (32, 4096, 32, 2048),
+    "gpt3-13b": (40, 5120, 40, 2048), "gpt3-175b": (96, 12288, 96, 2048),
+    "bigbird-roberta-base": (12, 768, 12, 4096),
+    "gpt-tiny": (2, 128, 2, 1024), "gpt-mini": (4, 256, 4, 1024), "gpt-small": (4, 512, 8, 1024),
+}
+
+
+def test_every_preset_the_issue_names_with_its_sizes():
+    assert set(ISSUE_PRESETS) <= set(PRESETS), sorted(set(ISSUE_PRESETS) - set(PRESETS))
+    for name, (layers, hidden, heads, positions) in ISSUE_PRESETS.items():
+        c = ModelConfig.from_preset(name)
+        assert (c.num_layers, c.hidden_size, c.num_heads, c.max_positions) == (layers, hidden, heads, positions), name
+    # family switches: GPT-2 body (pre-LN, causal, tied, scaled init) for GPT-2/3 and the compact decoders
+    for name in [n for n in ISSUE_PRESETS if n.startswith(("gpt2", "gpt3", "gpt-"))]:
+        c = ModelConfig.from_preset(name)
+        assert c.norm_placement == "pre" and c.causal and c.tie_word_embeddings and c.scaled_residual_init, name
+        assert c.activation == "gelu_new" and c.type_vocab_size == 0
+    gpt1 = ModelConfig.from_preset("gpt1")
+    assert gpt1.norm_placement == "post" and gpt1.causal and gpt1.family == "openai-gpt"
+    albert = ModelConfig.from_preset("albert-base")
+    assert albert.embed_size == 128 and albert.num_stored_layers == 1 and albert.has_embedding_project
+    assert ModelConfig.from_preset("electra-small").embed_size == 128
+
+
+def test_cli_presets_table_and_params_text():
+    out = _cli("presets")
+    assert out.returncode == 0, out.stderr
+    header, *lines = out.stdout.splitlines()
+    assert header.split() == ["name", "family", "layers", "hidden", "heads", "embedding_size", "params"]
+    albert = next(line.split() for line in lines if line.startswith("albert-base "))
+    assert albert == ["albert-base", "albert", "12", "768", "12", "128", "11,683,584"]
+    assert len(lines) == len(PRESETS)
+    out = _cli("params", "albert-base")
+    assert out.returncode == 0, out.stderr
+    assert "11,683,584 parameters" in out.stdout and "without factorization" in out.stdout
+    for key in ("embeddings", "layers", "heads"):
+        assert f"  {key} " in out.stdout
+    p = json.loads(_cli("params", "gpt3-175b", "--json").stdout)  # meta device: instant, no memory
+    assert {"name", "total", "embeddings", "layers", "heads"} <= set(p)
+    assert all(isinstance(p[k], int) for k in ("total", "embeddings", "layers", "heads"))
+    assert p["total"] == PRESETS["gpt3-175b"].params

@@ -1,0 +1,72 @@
+"""Issue 2's Model API details: resize_token_embeddings keeps the tie (and survives save/load),
+num_parameters counts a tied matrix once, HF tuple semantics for every head with labels."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge import Model
+from lmforge.presets import PRESETS
+
+V, B, L = 60, 2, 6
+
+
+def _ids(*shape: int, high: int = V) -> torch.Tensor:
+    return torch.randint(3, high, shape, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("preset,head", [("bert-tiny", "mlm"), ("gpt-tiny", "clm"), ("albert-base", "mlm")])
+def test_resize_keeps_the_tie_and_survives_save_load(tmp_path, preset, head):
+    small = dict(num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64) if preset == "albert-base" else {}
+    model = Model.from_preset(preset, head=head, vocab_size=V, **small).eval()
+    e = model.config.embed_size
+    before = model.num_parameters()
+    model.resize_token_embeddings(V + 5)
+    # tied: only the new embedding rows (+ the MLM bias) are new parameters, no second (V + 5, E) matrix
+    assert model.num_parameters() == before + 5 * e + (5 if head == "mlm" else 0)
+    model(_ids(B, L, high=V + 5))  # the new ids are usable
+    ids = _ids(B, L)  # old ids only: the hidden states do not change below, only the output layer
+    logits = model(ids).logits
+    with torch.no_grad():  # the output layer reads the (new) embedding matrix: moving a new row moves its logit
+        model.body.embeddings.word.weight[V + 4] += 1.0
+    moved = model(ids).logits
+    assert not torch.allclose(moved[..., V + 4], logits[..., V + 4])
+    torch.testing.assert_close(moved[..., :V + 4], logits[..., :V + 4], atol=0, rtol=0)
+    model.save_pretrained(tmp_path)
+    back = Model.from_pretrained(tmp_path).eval()
+    assert back.config.vocab_size == V + 5 and back.num_parameters() == model.num_parameters()
+    torch.testing.assert_close(back(ids).logits, moved)
+
+
+def test_num_parameters_base_and_with_a_tied_head():
+    model = Model.from_preset("bert-tiny", head="mlm")
+    base = model.num_parameters(exclude_head=True)
+    assert base == PRESETS["bert-tiny"].params == 4_385_920
+    h, v = 128, 30522
+    # MLM head: dense H x H + bias, LayerNorm, the decoder bias; the decoder matrix is the tied embedding
+    assert model.num_parameters() == base + (h * h + h) + 2 * h + v
+    untied = Model.from_preset("gpt-tiny", head="clm", tie_word_embeddings=False)
+    assert untied.num_parameters() == PRESETS["gpt-tiny"].params + 50257 * 128
+
+
+def test_hf_tuple_order_with_labels_for_every_head():
+    ids = _ids(B, L)
+    cases = {
+        ("bert-tiny", "seq-cls"): dict(labels=torch.tensor([0, 1])),
+        ("bert-tiny", "token-cls"): dict(labels=torch.zeros(B, L, dtype=torch.long)),
+        ("bert-tiny", "mlm"): dict(labels=ids),
+        ("bert-tiny", "rtd"): dict(labels=torch.zeros(B, L, dtype=torch.long)),
+        ("gpt-tiny", "clm"): dict(labels=ids),
+        ("gpt-tiny", "seq-cls"): dict(labels=torch.tensor([1, 0])),
+    }
+    for (preset, head), kw in cases.items():
+        model = Model.from_preset(preset, head=head, vocab_size=V).eval()
+        out = model(ids, **kw)
+        assert out[0] is out.loss and out.loss.ndim == 0, head
+        assert out[1] is out.logits, head
+        plain = model(ids)
+        assert plain[0] is plain.logits and "loss" not in plain, head
+    seq = Model.from_preset("bert-tiny", head="seq-cls", vocab_size=V).eval()
+    out = seq(ids, labels=torch.tensor([0, 1]))
+    torch.testing.assert_close(out[0], F.cross_entropy(out[1], torch.tensor([0, 1])))
