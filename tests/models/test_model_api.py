@@ -70,3 +70,33 @@ def test_hf_tuple_order_with_labels_for_every_head():
     seq = Model.from_preset("bert-tiny", head="seq-cls", vocab_size=V).eval()
     out = seq(ids, labels=torch.tensor([0, 1]))
     torch.testing.assert_close(out[0], F.cross_entropy(out[1], torch.tensor([0, 1])))
+
+
+def test_padding_never_reaches_the_loss_so_the_pad_row_gets_no_lookup_gradient():
+    """Why lmforge's embeddings need no padding_idx: HF's nn.Embedding(padding_idx=pad) zeroes that row at
+    init and masks its lookup gradient; with the attention mask, pad positions reach no loss anyway, so
+    the pad row's gradient is exactly zero (only the init of one row differs from HF)."""
+    for preset, pad in (("bert-tiny", 0), ("roberta-base", 1)):
+        model = Model.from_preset(preset, head="seq-cls", vocab_size=V, num_layers=2, hidden_size=32, num_heads=2,
+                                  intermediate_size=64, pad_token_id=pad, hidden_dropout=0.0, attention_dropout=0.0)
+        ids = _ids(B, L)
+        ids[1, 4:] = pad
+        mask = (ids != pad).long()
+        model(ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+        grad = model.body.embeddings.word.weight.grad
+        assert float(grad[pad].abs().max()) == 0.0 and float(grad[ids[0, 0]].abs().max()) > 0, preset
+
+
+def test_more_bad_input_says_the_limit():
+    from lmforge.errors import InputError
+
+    roberta = Model.from_preset("roberta-base", vocab_size=V, num_layers=1, hidden_size=32, num_heads=2,
+                                intermediate_size=64)
+    with pytest.raises(InputError, match=r"513 tokens but .* at most 512 \(max_positions=514\)"):
+        roberta(_ids(1, 513))
+    gpt = Model.from_preset("gpt-tiny", head="clm", vocab_size=V, max_positions=8).eval()
+    past = gpt(_ids(1, 6), use_cache=True).past_key_values
+    with pytest.raises(InputError, match=r"9 tokens \(with the cache\) .* at most 8"):
+        gpt(_ids(1, 3), past_key_values=past)
+    with pytest.raises(InputError, match="token id -1 is outside the vocabulary"):
+        gpt(torch.tensor([[1, -1]]))
