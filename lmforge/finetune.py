@@ -367,9 +367,16 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_length: int,
-               decoder: DecoderTokens | None, training: bool, what: str, log: Log) -> list[Feature]:
+               decoder: DecoderTokens | None, training: bool, what: str, log: Log,
+               segments: bool = True) -> list[Feature]:
+    """Features of ``examples`` (warning about truncation); ``segments=False`` drops the segment ids for a
+    body with fewer than 2 segment embeddings (RoBERTa has 1): a tokenizer whose pair template numbers
+    the second text 1 (a byte-level BPE one trained by lmforge) would index past that table."""
     features, cut = featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
                                   training=training)
+    if not segments:
+        for f in features:
+            f.pop("token_type_ids", None)
     if cut:
         log(f"warning: {cut} of {len(examples)} {what} inputs were longer than --max-length {max_length} "
             "tokens and were truncated")
@@ -412,10 +419,12 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     eval_sets = {split: task.read(config.data, split) for split in splits}
     model, decoder = load_model(config.model, task, tokenizer, from_scratch=config.from_scratch, log=log)
     pad_id = _pad_id(tokenizer)
+    segments = model.config.type_vocab_size > 1
     train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,
-                                training=True, what=config.train_split, log=log)
+                                training=True, what=config.train_split, log=log, segments=segments)
     eval_features = {split: _featurize(task, exs, tokenizer, max_length=max_length, decoder=decoder,
-                                       training=False, what=split, log=log) for split, exs in eval_sets.items()}
+                                       training=False, what=split, log=log, segments=segments)
+                     for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
     dist = init_distributed(config.device)  # under torchrun each process trains on its slice of each batch
@@ -514,7 +523,7 @@ def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | No
     split = split or the_task.eval_splits[0]
     examples = the_task.read(data, split)
     features = _featurize(the_task, examples, tok, max_length=length, decoder=decoder, training=False,
-                          what=split, log=log)
+                          what=split, log=log, segments=model.config.type_vocab_size > 1)
     predictions, scores = evaluate(model, the_task, examples, features, pad_id=_pad_id(tok), batch_size=batch_size)
     if out:
         write_outputs(Path(out), the_task, examples, predictions, scores)
@@ -531,7 +540,7 @@ def predict_dir(model_dir: str, *, task: str | None, data: str, split: str = "te
         task_options=task_options or {}, log=log)
     examples = the_task.read(data, split)
     features = _featurize(the_task, examples, tok, max_length=length, decoder=decoder, training=False,
-                          what=split, log=log)
+                          what=split, log=log, segments=model.config.type_vocab_size > 1)
     predictions = predict(model, the_task, examples, features, pad_id=_pad_id(tok), batch_size=batch_size)
     return write_predictions(Path(out), the_task, examples, predictions), len(predictions)
 

@@ -261,3 +261,23 @@ def test_an_hf_checkpoint_directory_is_converted_and_gets_the_task_head(tiny_enc
     for name, tensor in pretrained.state_dict().items():
         if name.startswith("body.") and not name.startswith("body.pooler"):  # BertForMaskedLM has no pooler
             assert torch.equal(mine[name], tensor), name
+
+
+def test_roberta_body_with_a_pair_template_that_numbers_segments(tiny_decoder, refdata, tmp_path, capsys):
+    """A RoBERTa-style body has one segment embedding; a byte-level BPE tokenizer trained by lmforge gives
+    the second text segment id 1. Fine-tuning on a pair task must not index past the table."""
+    from lmforge import Model, ModelConfig, Tokenizer
+
+    tok = Tokenizer.from_pretrained(tiny_decoder)
+    assert 1 in tok("a premise", "a hypothesis", return_token_type_ids=True)["token_type_ids"]
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset("roberta-base", head="mlm", vocab_size=len(tok), hidden_size=32, num_heads=2,
+                                     intermediate_size=64, num_layers=2, max_positions=66)
+    assert config.type_vocab_size == 1
+    Model(config).save_pretrained(tmp_path / "roberta")
+    tok.save_pretrained(tmp_path / "roberta")
+    out = tmp_path / "rte"
+    assert _finetune(tmp_path / "roberta", refdata / "glue" / "RTE", out, "--train-split", "val", "--eval-split",
+                     "val", "--epochs", "0.2", "--max-length", "32", task="glue-rte") == 0, capsys.readouterr().err
+    assert main(["evaluate", "--model", str(out), "--data", str(refdata / "glue" / "RTE"), "--split", "val"]) == 0
+    assert "accuracy" in capsys.readouterr().out
