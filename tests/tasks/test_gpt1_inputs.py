@@ -112,3 +112,12 @@ def test_finetune_loss_is_task_loss_plus_half_the_lm_loss_over_both_orders(gpt2_
     torch.testing.assert_close(loss, task_loss + 0.5 * lm, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logged["lm_loss"], lm, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logged["task_loss"], task_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_classification_transform_is_start_text_extract(gpt2_tok, decoder_tokens):
+    t = decoder_tokens
+    for name in ("glue-cola", "glue-sst2", "text"):
+        task = get_task(name, labels=["0", "1"]) if name == "text" else get_task(name)
+        (f,) = task.featurize({**PAIR, "text_pair": None, "label": 1}, gpt2_tok, max_length=64, decoder=t)
+        text = gpt2_tok.backend.encode(PAIR["text"], add_special_tokens=False).ids
+        assert f["input_ids"] == [t.start, *text, t.extract] and f["extract_positions"] == len(text) + 1, name
