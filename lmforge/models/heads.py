@@ -95,7 +95,9 @@ class MaskedLMHead(nn.Module):
         if labels is None:
             return self.mlm(hidden, ctx.word_embedding), None  # (B, L, V)
         keep = labels.ne(losses.IGNORE_INDEX)  # (B, L)
-        logits = self.mlm(hidden[keep], ctx.word_embedding)  # (num_masked, V): gathered before the decoder
+        if hidden.dim() == 3:  # else (N, H) already: the body computed the labelled rows only (output_rows)
+            hidden = hidden[keep]  # (num_masked, H)
+        logits = self.mlm(hidden, ctx.word_embedding)  # (num_masked, V): gathered before the decoder
         return logits, losses.masked_lm_loss(logits, labels[keep])
 
     def forward(self, body: ModelOutput, ctx: HeadContext, labels: Tensor | None = None) -> ModelOutput:
@@ -346,6 +348,7 @@ HEAD_INPUTS: dict[str, tuple[str, ...]] = {
     "extract": ("extract_positions",),
 }
 CHOICE_HEADS = ("choice", "extract")  # accept (B, C, L) inputs
+ROW_HEADS = ("mlm", "pretraining")  # a training loss reads the labelled rows only (and the pooler)
 
 
 def build_head(config: ModelConfig) -> nn.Module | None:

@@ -16,9 +16,10 @@ from torch import nn
 
 from lmforge.config import CONFIG_NAME, ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, InputError
-from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, HeadContext, LMPrediction, build_head
+from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, ROW_HEADS, HeadContext, LMPrediction, build_head
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
+from lmforge.objectives.losses import IGNORE_INDEX
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -196,9 +197,16 @@ class Model(nn.Module):
             flat = lambda t: None if t is None else t.reshape(-1, t.size(-1))  # (B, C, L) -> (B * C, L)  # noqa: E731
             input_ids, attention_mask = flat(input_ids), flat(attention_mask)
             token_type_ids, position_ids = flat(token_type_ids), flat(position_ids)
+        # an MLM training step needs the final hidden states at the masked positions only: the last layer
+        # computes just those (lmforge/models/transformer.py, output_rows); last_hidden_state is then (N, H)
+        rows = None
+        if (head_name in ROW_HEADS and labels is not None and self.training and not self.config.causal
+                and past_key_values is None and not (use_cache or output_hidden_states or output_attentions)):
+            rows = labels.ne(IGNORE_INDEX)  # (B, L)
         body = self.body(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                          position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
-                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+                         output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                         output_rows=rows)
         if self.head is None:
             return body
         if return_logits is None:

@@ -103,13 +103,32 @@ class Transformer(nn.Module):
         keep = keep | ~keep.any(dim=-1, keepdim=True)
         return AttentionMask(keep, False, key_padding=keys)
 
+    @staticmethod
+    def row_index(rows: torch.Tensor, *, first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """For ``output_rows`` (B, T) bool: (query_index (B, M), the positions the last layer computes, in
+        order, padded with repeats; pick (B, M) bool, which of those are output rows). ``first`` adds position
+        0 to every sequence (the pooler reads it), which then is column 0 of ``query_index``."""
+        wanted = rows.clone()
+        if first:
+            wanted[:, 0] = True
+        counts = wanted.sum(1)  # (B,)
+        width = max(int(counts.max()), 1)
+        # a stable descending sort of 0/1 puts the wanted positions first, in increasing order
+        index = torch.sort(wanted.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]
+        valid = torch.arange(width, device=rows.device)[None, :] < counts[:, None]  # (B, M)
+        return index, valid & rows.gather(1, index)
+
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                output_rows: torch.Tensor | None = None) -> ModelOutput:
         """``past_key_values``: the tuple cache of the contract, or a preallocated ``KVCache``, which every
         layer writes in place (whatever ``use_cache`` says) and which comes back as the output's cache."""
+        # output_rows (B, T) bool: only those positions' final hidden states are wanted (the masked positions
+        # of an MLM training step). The last layer computes them alone (every position still serves as a key
+        # and value) and last_hidden_state is (N, H) = h[output_rows]; the pooler still reads position 0.
         c = self.config
         B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
         if past_key_values is not None and len(past_key_values) != c.num_layers:
@@ -125,19 +144,27 @@ class Transformer(nn.Module):
         self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
         x = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)  # (B, T, H)
         mask = self.attention_mask(attention_mask, B, T, past_length, x.device)
+        query_index = pick = None
+        if output_rows is not None:
+            if c.causal or past_key_values is not None or use_cache or output_hidden_states or output_attentions:
+                raise InputError("output_rows is for encoder training steps: no KV cache, hidden states or "
+                                 "attention maps with it.")
+            query_index, pick = self.row_index(output_rows.bool(), first=self.pooler is not None)
 
         hidden_states: list[torch.Tensor] = [x] if output_hidden_states else []
         attentions: list[torch.Tensor] = []
         presents: list[KV] = []
         for i in range(c.num_layers):
             layer = self.layers[c.layer_index(i)]
+            rows = query_index if i == c.num_layers - 1 else None  # (B, M): x becomes (B, M, H)
             past = (LayerSlot(past_key_values, i) if static else past_key_values[i]) if past_key_values else None
             if self.gradient_checkpointing and self.training and not use_cache:
                 x, present, probs = checkpoint(layer, x, mask=mask, past=past, use_cache=False,
-                                               output_attentions=output_attentions, use_reentrant=False)
+                                               output_attentions=output_attentions, query_index=rows,
+                                               use_reentrant=False)
             else:
                 x, present, probs = layer(x, mask=mask, past=past, use_cache=use_cache,
-                                          output_attentions=output_attentions)
+                                          output_attentions=output_attentions, query_index=rows)
             if use_cache:
                 presents.append(present)
             if output_attentions:
@@ -151,6 +178,8 @@ class Transformer(nn.Module):
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
         pooled = self.pooler(x) if self.pooler is not None else None
+        if pick is not None:
+            x = x[pick]  # (N, H)
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,
                            past_key_values=past_key_values if static else tuple(presents) if use_cache else None,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,

@@ -9,6 +9,8 @@ from lmforge.config import ModelConfig
 from lmforge.nn.activations import Activation
 from lmforge.nn.attention import ATTENTION_KINDS, AttentionMask
 from lmforge.nn.attention.dense import KV
+from lmforge.nn.attention.training import gather_rows
+from lmforge.nn.dropout import Dropout
 
 
 class MLP(nn.Module):
@@ -30,18 +32,25 @@ class Block(nn.Module):
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)  # dropout(a, residual=x) = x + dropout(a), one kernel
 
     def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | None = None, use_cache: bool = False,
-                output_attentions: bool = False) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+                output_attentions: bool = False, query_index: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+        """``query_index`` (B, M): compute only the outputs at those positions -> (B, M, H) (every
+        position still serves as a key / value); no cache or attention maps then."""
         if self.pre_norm:
             a, present, probs = self.attn(self.attn_norm(x), mask=mask, past=past, use_cache=use_cache,
-                                          output_attentions=output_attentions)
-            x = x + self.dropout(a)
-            x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+                                          output_attentions=output_attentions, query_index=query_index)
+            if query_index is not None:
+                x = gather_rows(x, query_index)  # (B, M, H)
+            x = self.dropout(a, residual=x)
+            x = self.dropout(self.mlp(self.mlp_norm(x)), residual=x)
         else:
             a, present, probs = self.attn(x, mask=mask, past=past, use_cache=use_cache,
-                                          output_attentions=output_attentions)
-            x = self.attn_norm(x + self.dropout(a))
-            x = self.mlp_norm(x + self.dropout(self.mlp(x)))
+                                          output_attentions=output_attentions, query_index=query_index)
+            if query_index is not None:
+                x = gather_rows(x, query_index)  # (B, M, H)
+            x = self.attn_norm(self.dropout(a, residual=x))
+            x = self.mlp_norm(self.dropout(self.mlp(x), residual=x))
         return x, present, probs

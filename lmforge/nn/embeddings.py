@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.nn.dropout import Dropout
 
 
 def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
@@ -60,7 +61,7 @@ class Embeddings(nn.Module):
         self.segment = nn.Embedding(config.type_vocab_size, e) if config.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(e, eps=config.layer_norm_eps) if config.has_embedding_norm else None
         p = config.embedding_dropout if config.embedding_dropout is not None else config.hidden_dropout
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.project = nn.Linear(e, config.hidden_size) if config.has_embedding_project else None
 
     def position_ids(self, input_ids: torch.Tensor, past_length: int) -> torch.Tensor:

@@ -1,0 +1,86 @@
+"""Dense attention's training path: CPU dropout attention in fewer kernels, and queries for selected rows only.
+
+``DenseAttention.forward`` sends two cases here (no KV cache and no attention maps in either):
+
+* training with attention dropout on CPU. SDPA cannot use its fused CPU kernel when dropout is on and
+  falls back to its math path: three ``.contiguous()`` copies of q / k / v, q and k each scaled, a
+  "safe" softmax (softmax + isneginf + all + where), ``bernoulli_`` + ``div_`` + ``mul`` for the
+  dropout. Here: one copy lays q / k / v out head-major, 1/sqrt(hs) is folded into the q rows of the
+  projection weight (3H x H numbers instead of B x T x H), a plain softmax (the body never builds a
+  fully masked row), and the cheaper mask of ``lmforge.nn.dropout``. Same function, same dropout
+  distribution.
+* ``query_index`` (B, M): only the outputs at those positions are wanted (the last layer of an MLM
+  model in training, where only the ~15% masked positions reach the loss). Keys and values are
+  projected for every position, queries only for those M; the result is (B, M, H).
+"""
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.errors import InputError
+from lmforge.nn.dropout import keep_mask
+
+
+class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
+    num_heads: int
+    head_size: int
+    dropout_p: float
+    training: bool
+    qkv: nn.Linear
+    out: nn.Linear
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, T, H), index (B, M) -> (B, M, H): the rows at ``index`` of each sequence."""
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.size(-1)))
+
+
+def uses_training_path(attn: _Dense, x: torch.Tensor) -> bool:
+    """True where SDPA would take its math path for dropout (CPU, training, p > 0)."""
+    return attn.training and attn.dropout_p > 0 and x.device.type == "cpu"
+
+
+def training_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tensor | None, is_causal: bool,
+                       query_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Self-attention output (B, T, H), or (B, M, H) at ``query_index``; ``dense_mask`` True = attend."""
+    B, T, H = x.shape
+    nh, hs = attn.num_heads, attn.head_size
+    explicit = uses_training_path(attn, x)
+    w, b = attn.qkv.weight, attn.qkv.bias
+    if explicit:  # fold 1/sqrt(hs) into the q rows of the (3H, H) weight: scales 3H x H numbers, not B x T x H
+        qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
+        qscale[:H] = 1.0 / math.sqrt(hs)
+        w, b = w * qscale, None if b is None else b * qscale[:, 0]
+    if query_index is None:
+        q_rows = T
+        qkv = F.linear(x, w, b).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous()  # (3, B, nh, T, hs)
+        q, k, v = qkv.unbind(0)
+    else:
+        if is_causal:
+            raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
+        q_rows = query_index.size(1)
+        kv = F.linear(x, w[H:], None if b is None else b[H:])  # (B, T, 2H)
+        k, v = kv.view(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
+        q = F.linear(gather_rows(x, query_index), w[:H], None if b is None else b[:H])  # (B, M, H)
+        q = q.view(B, q_rows, nh, hs).transpose(1, 2).contiguous()  # (B, nh, M, hs)
+    if not explicit:  # e.g. on GPU: SDPA's fused kernels handle dropout themselves
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
+                                           dropout_p=attn.dropout_p if attn.training else 0.0)
+        return attn.out(y.transpose(1, 2).reshape(B, q_rows, H))
+    p = attn.dropout_p
+    q3, k3, v3 = q.reshape(B * nh, q_rows, hs), k.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)
+    scores = torch.bmm(q3, k3.transpose(1, 2)).view(B, nh, q_rows, T)  # (B, nh, M, T), already scaled
+    if is_causal:
+        dense_mask = torch.ones(q_rows, T, dtype=torch.bool, device=x.device).tril()
+    if dense_mask is not None:
+        scores = scores.masked_fill_(~dense_mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    probs = probs * keep_mask(probs, p).mul_(1.0 / (1.0 - p))  # attention dropout
+    y = torch.bmm(probs.view(B * nh, q_rows, T), v3)  # (B * nh, M, hs)
+    y = y.view(B, nh, q_rows, hs).transpose(1, 2).reshape(B, q_rows, H)  # (B, M, H)
+    return attn.out(y)

@@ -1,0 +1,109 @@
+"""The MLM training step's fast paths compute the same function as the plain ones.
+
+* ``lmforge.nn.dropout.Dropout``: keep rate 1 - p, kept values scaled by 1 / (1 - p), the fused residual,
+  gradients through the mask; identity in eval mode.
+* CPU training attention (``nn/attention/training.py``): with the dropout mask forced to keep everything it
+  equals the eval-mode (SDPA) model, bidirectional with padding and causal.
+* ``output_rows`` (last layer at the masked rows only): loss, logits and every gradient equal a full
+  forward of the same model, for the MLM and the MLM + NSP heads.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lmforge.nn.attention.training as attention_training
+from lmforge import Model, ModelConfig
+from lmforge.errors import InputError
+from lmforge.nn.dropout import Dropout
+
+
+def test_dropout_rate_scale_residual_and_gradient() -> None:
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    x = torch.randn(1000, 1000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002  # 1M draws: sd 0.0003
+    torch.testing.assert_close(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+
+    r = torch.randn(1000, 1000)
+    torch.manual_seed(1)
+    fused = drop(x, residual=r)
+    torch.manual_seed(1)
+    plain = r + drop(x)
+    torch.testing.assert_close(fused, plain)
+
+    drop.eval()
+    assert torch.equal(drop(x), x) and torch.equal(drop(x, residual=r), r + x)
+
+
+def _keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the attention dropout multiplies by keep_mask * 1/(1-p): a mask of (1-p) makes it exactly 1
+    monkeypatch.setattr(attention_training, "keep_mask", lambda like, p: torch.full_like(like, 1.0 - p))
+
+
+@pytest.mark.parametrize("preset,head", [("bert-mini", "mlm"), ("gpt-mini", "clm")])
+def test_training_attention_equals_sdpa(monkeypatch: pytest.MonkeyPatch, preset: str, head: str) -> None:
+    _keep_everything(monkeypatch)
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset(preset, vocab_size=500, head=head, hidden_dropout=0.0, attention_dropout=0.2,
+                                     num_layers=2)
+    model = Model(config)
+    ids = torch.randint(5, 500, (3, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0  # padding: the dense-mask branch
+    for attention_mask in (None, mask):
+        model.train()
+        got = model(ids, attention_mask=attention_mask, return_logits=True).logits
+        model.eval()
+        want = model(ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["mlm", "pretraining"])
+def test_output_rows_equal_full_forward_and_gradients(monkeypatch: pytest.MonkeyPatch, head: str) -> None:
+    _keep_everything(monkeypatch)
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset("bert-mini", vocab_size=500, head=head, hidden_dropout=0.0,
+                                     attention_dropout=0.1, num_layers=2)
+    model = Model(config)
+    ids = torch.randint(5, 500, (4, 32))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    labels[2, 10:15] = 7
+    labels[3, 31] = 9  # the last position
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 28:] = 0
+    extra = {"next_sentence_label": torch.tensor([0, 1, 0, 1])} if head == "pretraining" else {}
+
+    def run(train: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        model.train(train)
+        model.zero_grad(set_to_none=True)
+        out = model(ids, attention_mask=attention_mask, labels=labels, **extra)
+        out.loss.backward()
+        return out.loss.detach(), out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                        if p.grad is not None}
+
+    loss, logits, grads = run(True)  # output_rows: the last layer at the 9 labelled rows only
+    ref_loss, ref_logits, ref_grads = run(False)  # full forward (eval mode: no row selection)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_output_rows_body_shape_and_bad_use() -> None:
+    torch.manual_seed(0)
+    body = Model(ModelConfig.from_preset("bert-mini", vocab_size=100, head="mlm", num_layers=2)).body.eval()
+    ids = torch.randint(5, 100, (2, 10))
+    rows = torch.zeros_like(ids, dtype=torch.bool)
+    rows[0, [2, 5]] = True
+    rows[1, 9] = True
+    out = body(ids, output_rows=rows)
+    torch.testing.assert_close(out.last_hidden_state, body(ids).last_hidden_state[rows], atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="output_rows"):
+        body(ids, output_rows=rows, output_hidden_states=True)
