@@ -127,6 +127,10 @@ def token_cls_entries(config: Any) -> list[Entry]:
     return head_linear("head.classifier", "classifier")
 
 
+def qa_entries(config: Any) -> list[Entry]:
+    return head_linear("head.qa", "qa_outputs")
+
+
 def extract_entries(config: Any) -> list[Entry]:
     """DoubleHeads: the LM head + SequenceSummary's Linear(H, 1) at the extract token."""
     return [*lm_entries(config), *head_linear("head.classifier", "multiple_choice_head.summary")]
@@ -145,6 +149,7 @@ FAMILY = HFFamily(
         "clm": HeadSpec("GPT2LMHeadModel", lm_entries, tied=LM_TIED),
         "seq-cls": HeadSpec("GPT2ForSequenceClassification", seq_cls_entries),
         "token-cls": HeadSpec("GPT2ForTokenClassification", token_cls_entries),
+        "qa": HeadSpec("GPT2ForQuestionAnswering", qa_entries),
         "extract": HeadSpec("GPT2DoubleHeadsModel", extract_entries, tied=LM_TIED),
     },
     # attn.bias / attn.masked_bias: the causal-mask buffers old GPT-2 checkpoints saved
