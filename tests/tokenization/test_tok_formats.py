@@ -93,3 +93,17 @@ def test_vocab_txt_reads_do_lower_case_from_tokenizer_config(tmp_path, refdata, 
     hf = transformers.BertTokenizerFast.from_pretrained(refdata / "tokenizers" / vocab, do_lower_case=do_lower_case)
     _same(tok(lines, **KW), hf(lines, **KW))
     assert (tok.tokenize("Hello")[0] == "hello") is do_lower_case
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_trained_unigram_matches_hf_albert_built_from_its_pieces(lines, lowercase):
+    """HF's AlbertTokenizer builds ALBERT's own pipeline (quote replacement, NFKD + accent stripping +
+    lowercase when uncased, ▁ Metaspace) around a list of (piece, score): same ids as lmforge's."""
+    tok = Tokenizer.train(iter(lines), kind="unigram", vocab_size=1500, lowercase=lowercase, show_progress=False)
+    pieces = [(p, s) for p, s in json.loads(tok.backend.to_str())["model"]["vocab"]]
+    hf = transformers.AlbertTokenizer(vocab=pieces, do_lower_case=lowercase, keep_accents=not lowercase)
+    assert hf.get_vocab() == tok.get_vocab()
+    sample = lines[:1200] + ["``quoted'' text", "Ünïcödé ÀÉÎ", "a   b\tc"]
+    other = sample[::-1]
+    _same(tok(sample, other, **KW), hf(sample, other, **KW))
+    assert tok.tokenize("The KING") == hf.tokenize("The KING")
