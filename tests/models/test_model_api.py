@@ -100,3 +100,26 @@ def test_more_bad_input_says_the_limit():
         gpt(_ids(1, 3), past_key_values=past)
     with pytest.raises(InputError, match="token id -1 is outside the vocabulary"):
         gpt(torch.tensor([[1, -1]]))
+
+
+def _std(t: torch.Tensor) -> float:
+    return float(t.detach().std())
+
+
+def test_init_normal_std_and_gpt2_scaled_residual_projections():
+    """HF's init: normal(0, initializer_range) for Linear / Embedding, zero biases, LayerNorm (1, 0); GPT-2's
+    residual projections (attn c_proj, mlp c_proj) get initializer_range / sqrt(2 * n_layers)."""
+    torch.manual_seed(0)
+    gpt = Model.from_preset("gpt-mini")  # 4 layers, H 256
+    bert = Model.from_preset("bert-mini")
+    scaled = 0.02 / (2 * 4) ** 0.5
+    for layer in gpt.body.layers:
+        for w in (layer.attn.out.weight, layer.mlp.fc2.weight):
+            assert abs(_std(w) / scaled - 1) < 0.05
+        assert abs(_std(layer.mlp.fc1.weight) / 0.02 - 1) < 0.05
+    for layer in bert.body.layers:  # no scaling outside GPT-2 / GPT-3
+        assert abs(_std(layer.attn.out.weight) / 0.02 - 1) < 0.05
+        assert float(layer.attn.out.bias.detach().abs().max()) == 0.0
+    assert abs(_std(bert.body.embeddings.word.weight) / 0.02 - 1) < 0.05
+    norms = [m for m in bert.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(bool((m.weight == 1).all()) and bool((m.bias == 0).all()) for m in norms)
