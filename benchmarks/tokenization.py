@@ -11,7 +11,7 @@
    with resource.getrusage: lmforge (streamed, deterministic: two passes) vs the raw engine reading
    the file itself (`BertWordPieceTokenizer.train`).
 
-    python benchmarks/tokenization.py [--mb 100] [--rounds 9] [--skip-train]
+    python benchmarks/tokenization.py [--mb 100] [--rounds 5] [--skip-train]
 """
 from __future__ import annotations
 
@@ -178,8 +178,8 @@ def train_table(megabytes: float) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=100.0, help="training corpus size in MB (default 100)")
-    ap.add_argument("--rounds", type=int, default=9,
-                    help="interleaved rounds (raw, lmforge, HF in turn); medians reported (default 9)")
+    ap.add_argument("--rounds", "--repeats", type=int, default=5,  # --repeats: the old name (run_all.py)
+                    help="interleaved rounds (raw, lmforge, HF in turn); medians reported (default 5)")
     ap.add_argument("--skip-train", action="store_true", help="only the encoding table")
     args = ap.parse_args()
 
