@@ -143,20 +143,22 @@ def test_every_preset_the_issue_names_with_its_sizes():
     assert ModelConfig.from_preset("electra-small").embed_size == 128
 
 
-def test_cli_presets_table_and_params_text():
-    out = _cli("presets")
-    assert out.returncode == 0, out.stderr
-    header, *lines = out.stdout.splitlines()
+def test_cli_presets_table_and_params_text(capsys):
+    from lmforge.cli import main  # in-process: the subprocess route is covered above
+
+    assert main(["presets"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
     assert header.split() == ["name", "family", "layers", "hidden", "heads", "embedding_size", "params"]
     albert = next(line.split() for line in lines if line.startswith("albert-base "))
     assert albert == ["albert-base", "albert", "12", "768", "12", "128", "11,683,584"]
     assert len(lines) == len(PRESETS)
-    out = _cli("params", "albert-base")
-    assert out.returncode == 0, out.stderr
-    assert "11,683,584 parameters" in out.stdout and "without factorization" in out.stdout
+    assert main(["params", "albert-base"]) == 0
+    out = capsys.readouterr().out
+    assert "11,683,584 parameters" in out and "without factorization" in out
     for key in ("embeddings", "layers", "heads"):
-        assert f"  {key} " in out.stdout
-    p = json.loads(_cli("params", "gpt3-175b", "--json").stdout)  # meta device: instant, no memory
+        assert f"  {key} " in out
+    assert main(["params", "gpt3-175b", "--json"]) == 0  # meta device: instant, no memory
+    p = json.loads(capsys.readouterr().out)
     assert {"name", "total", "embeddings", "layers", "heads"} <= set(p)
     assert all(isinstance(p[k], int) for k in ("total", "embeddings", "layers", "heads"))
     assert p["total"] == PRESETS["gpt3-175b"].params
