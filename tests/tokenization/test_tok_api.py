@@ -47,6 +47,8 @@ def test_impossible_truncation_and_bad_arguments(bert):
         bert(["a", "b", "c"], ["x", "y"])
     with pytest.raises(InputError, match="needs max_length"):
         bert("a", padding="max_length")
+    with pytest.raises(InputError, match="return_tensors='tf'; use 'pt', 'np' or None"):
+        bert(["a", "b"], return_tensors="tf")
 
 
 def test_gpt2_padding_needs_a_pad_token(refdata):
