@@ -1,18 +1,22 @@
 """Pre-training throughput: lmforge vs HF transformers, same architecture, same batch, same machine, same run.
 
-    python benchmarks/pretraining.py [--steps 8] [--warmup 2] [--threads 2] [--only mlm|clm]
+    python benchmarks/pretraining.py [--steps 12] [--warmup 2] [--threads 2] [--only mlm|clm]
 
 Two workloads (the issue's): a bert-mini shaped MLM (L4 / H256 / A4, vocab 30,522, seq 128, batch 32)
 and a GPT-2 of the same shape doing CLM (vocab 50,257). Both sides run one full training step per
-batch (forward, backward, clip to 1.0, fused AdamW, zero_grad) on tiny-shakespeare batches:
+batch (make the batch, forward, backward, clip to 1.0, fused AdamW, zero_grad) on tiny-shakespeare,
+fp32, dropout 0.1 as in the published configs, the same seed (0) for weights and data order:
 
 * lmforge: the `mlm` / `clm` objective's own batches (``BatchSource``), ``objective.loss(model, batch)``
-  -- exactly what ``Trainer`` does per step; MLM gathers the masked positions before the decoder.
+  -- exactly what ``Trainer`` does per step.
 * HF: ``BertForMaskedLM`` / ``GPT2LMHeadModel`` with ``attn_implementation="sdpa"``, batches from HF's
   ``DataCollatorForLanguageModeling`` (mlm_probability 0.15 / mlm=False), ``model(**batch).loss``.
 
-Each (library, workload) runs in its own subprocess so its peak resident memory (ru_maxrss) is its own.
-Tokens/s counts batch x seq_len per step for both. Prints a markdown table of ratios.
+Each (library, workload) lives in its own subprocess (so its peak resident memory, ru_maxrss, is its own)
+with ``torch.set_num_threads(--threads)``. After ``--warmup`` untimed steps each, the two processes of a
+workload take turns one step at a time (HF, lmforge, lmforge, HF, ...: the order flips every round), so
+a change in the load of a shared machine hits both sides; the table gives the median step of each side.
+Tokens/s counts batch x seq_len per step for both.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,58 +134,88 @@ def _hf(kind: str, shards: Path):
     return step, model
 
 
-def _one(lib: str, kind: str, shards: Path, steps: int, warmup: int, threads: int) -> dict:
+def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int) -> None:
+    """Serve timed steps over stdin/stdout: "step" -> the step's seconds; "done" -> params and peak RSS."""
     import torch
 
     torch.set_num_threads(threads)
     step, model = (_lmforge if lib == "lmforge" else _hf)(kind, shards)
     for i in range(warmup):
         step(i)
-    times = []
-    for i in range(warmup, warmup + steps):
+    i = warmup
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "done":
+            break
         t = time.perf_counter()
         step(i)
-        times.append(time.perf_counter() - t)
-    times.sort()
-    median = times[len(times) // 2]
-    return {"lib": lib, "kind": kind, "tokens_per_s": BATCH * SEQ / median, "step_s": median,
-            "params": sum(p.numel() for p in model.parameters()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        print(json.dumps({"step_s": time.perf_counter() - t}), flush=True)
+        i += 1
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict]:
+    """Both libraries' processes for one workload, stepped in turns; per library: median step, RSS, params."""
+    procs = {lib: subprocess.Popen([sys.executable, __file__, "--child", lib, kind, str(shards), "--warmup",
+                                    str(args.warmup), "--threads", str(args.threads)], env=env, text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for lib in ("hf", "lmforge")}
+
+    def reply(lib: str) -> str:
+        line = procs[lib].stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {lib} {kind} benchmark process died (exit {procs[lib].wait()})")
+        return line
+
+    for lib in procs:
+        assert reply(lib).strip() == "ready"
+    times: dict[str, list[float]] = {lib: [] for lib in procs}
+    for r in range(args.steps):
+        for lib in (("hf", "lmforge") if r % 2 == 0 else ("lmforge", "hf")):
+            procs[lib].stdin.write("step\n")
+            procs[lib].stdin.flush()
+            times[lib].append(json.loads(reply(lib))["step_s"])
+    results = {}
+    for lib, proc in procs.items():
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        info = json.loads(reply(lib))
+        proc.wait()
+        median = statistics.median(times[lib])
+        results[lib] = {**info, "step_s": median, "tokens_per_s": BATCH * SEQ / median, "times": times[lib]}
+        print(f"  {lib:8s} {kind}: steps {' '.join(f'{t:.2f}' for t in times[lib])} s -> median {median:.2f} s, "
+              f"{BATCH * SEQ / median:,.0f} tokens/s, peak RSS {info['peak_rss_mb']:,.0f} MB", file=sys.stderr)
+    return results
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per library, taken in turns")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every process")
     ap.add_argument("--only", choices=["mlm", "clm"], default=None)
     ap.add_argument("--child", nargs=3, metavar=("LIB", "KIND", "SHARDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         lib, kind, shards = args.child
-        print(json.dumps(_one(lib, kind, Path(shards), args.steps, args.warmup, args.threads)))
+        _child(lib, kind, Path(shards), args.warmup, args.threads)
         return 0
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads),
+           "TOKENIZERS_PARALLELISM": "false"}
     kinds = [args.only] if args.only else ["mlm", "clm"]
     results: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             shards = _shards(kind, Path(tmp))
-            for lib in ("hf", "lmforge"):
-                out = subprocess.run([sys.executable, __file__, "--child", lib, kind, str(shards), "--steps",
-                                      str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)],
-                                     env=env, capture_output=True, text=True)
-                if out.returncode:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    return 1
-                results[(lib, kind)] = json.loads(out.stdout.strip().splitlines()[-1])
-                r = results[(lib, kind)]
-                print(f"  {lib:8s} {kind}: {r['tokens_per_s']:,.0f} tokens/s, step {r['step_s']:.2f} s, "
-                      f"peak RSS {r['peak_rss_mb']:,.0f} MB", file=sys.stderr)
+            for lib, r in _interleaved(kind, shards, args, env).items():
+                results[(lib, kind)] = r
     import torch
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, 2-core CPU, torch {torch.__version__}, {args.threads} threads, "
-          f"median of {args.steps} steps after {args.warmup} warm-up; batch {BATCH} x {SEQ} tokens\n")
+    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU (load average at the end "
+          f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, {args.threads} threads per process; "
+          f"HF and lmforge stepped in turns, median of {args.steps} steps each after {args.warmup} warm-up; "
+          f"batch {BATCH} x {SEQ} tokens, fp32, dropout 0.1\n")
     print("| workload | params | HF tokens/s | lmforge tokens/s | speed-up | HF peak RSS | lmforge peak RSS |")
     print("|---|---|---|---|---|---|---|")
     names = {"mlm": "bert-mini MLM (L4/H256/A4, V 30,522)", "clm": "GPT-2 L4/H256/A4 CLM (V 50,257)"}
