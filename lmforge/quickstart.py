@@ -52,10 +52,12 @@ class Settings:
     batch_size: int
     bert_steps: int
     bert_lr: float
+    bert_dropout: float  # hidden and attention dropout of the tiny BERT (kept when it is fine-tuned)
     gpt_steps: int
     gpt_lr: float
     cola_epochs: float
     cola_lr: float
+    cola_batch_size: int
     squad_epochs: float
     squad_lr: float
     fewshot_limit: int  # sentiment dev examples scored per k
@@ -63,14 +65,16 @@ class Settings:
 
 
 SETTINGS: dict[str, Settings] = {
-    "default": Settings("default", docs=6000, examples=500, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
-                        batch_size=32, bert_steps=1500, bert_lr=1e-3, gpt_steps=600, gpt_lr=1e-3,
-                        cola_epochs=10, cola_lr=2e-4, squad_epochs=3, squad_lr=3e-4, fewshot_limit=200,
-                        generate_tokens=40),
+    # default: sized so that the whole run takes ~6 minutes on 2 idle CPU cores (docs/quickstart.md has
+    # the measurements); most of it is BERT pre-training, which is what the acceptability gain needs
+    "default": Settings("default", docs=6000, examples=1000, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
+                        batch_size=32, bert_steps=3000, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=600, gpt_lr=1e-3,
+                        cola_epochs=10, cola_lr=3e-4, cola_batch_size=16, squad_epochs=3, squad_lr=3e-4,
+                        fewshot_limit=200, generate_tokens=40),
     "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
-                     batch_size=16, bert_steps=30, bert_lr=1e-3, gpt_steps=20, gpt_lr=1e-3,
-                     cola_epochs=1, cola_lr=2e-4, squad_epochs=1, squad_lr=3e-4, fewshot_limit=16,
-                     generate_tokens=16),
+                     batch_size=16, bert_steps=30, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=20, gpt_lr=1e-3,
+                     cola_epochs=1, cola_lr=3e-4, cola_batch_size=16, squad_epochs=1, squad_lr=3e-4,
+                     fewshot_limit=16, generate_tokens=16),
 }
 
 # the paths quickstart writes under OUT (--overwrite removes exactly these, nothing else)
@@ -219,16 +223,28 @@ def _pretrain_summary(out: Path) -> dict[str, Any]:
     val = [r for r in records if r.get("split") == "val"]
     if not train:
         raise LmforgeError(f"{out / 'metrics.jsonl'} has no training records; see the stage log")
-    speeds = [r["tokens_per_s"] for r in train if r.get("tokens_per_s")]
+    # each record's rate covers the steps since the previous record; every step has the same number of
+    # tokens, so the run's rate is the step-weighted harmonic mean (an arithmetic mean of the rates
+    # overstates it badly when a few windows were slow, e.g. on a shared machine)
+    steps_and_rates = [(r["step"] - prev["step"], r["tokens_per_s"])
+                       for prev, r in zip([{"step": 0}, *train], train) if r.get("tokens_per_s")]
+    steps = sum(n for n, _ in steps_and_rates)
+    seconds_per_token = sum(n / rate for n, rate in steps_and_rates)
     return {"steps": train[-1]["step"], "first_loss": round(train[0]["loss"], 4), "final_loss": round(train[-1]["loss"], 4),
             "val": {k: v for k, v in (val[-1] if val else {}).items() if k not in ("split", "step")},
-            "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None}
+            "tokens_per_s": round(steps / seconds_per_token, 1) if steps_and_rates else None}
 
 
 def stage_bert(run: Run) -> dict[str, Any]:
     s = run.settings
     out = run.path("models", "bert")
-    _command("pretrain", ["--model", "bert-tiny", "--objective", "mlm+nsp", "--data", str(run.path("shards", "wordpiece")),
+    # bert-tiny (2 layers, H=128) without dropout: a few minutes of pre-training is far from
+    # over-fitting 6,000 stories, and on a CPU dropout costs ~15% of every step and slows learning
+    config = run.path("models", "bert-tiny.json")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"preset": "bert-tiny", "hidden_dropout": s.bert_dropout,
+                                  "attention_dropout": s.bert_dropout}, indent=1) + "\n")
+    _command("pretrain", ["--model", str(config), "--objective", "mlm+nsp", "--data", str(run.path("shards", "wordpiece")),
                           "--out", str(out), "--max-steps", str(s.bert_steps), "--batch-size", str(s.batch_size),
                           "--seq-len", str(s.seq_len), "--lr", str(s.bert_lr), "--warmup", "0.06",
                           "--save-every", str(max(s.bert_steps // 2, 1)), "--keep", "1",
@@ -255,23 +271,56 @@ def stage_gpt(run: Run) -> dict[str, Any]:
 
 
 def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: float, scratch: bool = False,
-              max_length: int | None = None) -> dict[str, Any]:
+              max_length: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
     ft = _library("lmforge.finetune", "fine-tuning")
     config = ft.FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
                                out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
-                               batch_size=run.settings.batch_size, max_length=max_length, seed=0, device="cpu")
+                               batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=0,
+                               device="cpu")
     scores = ft.finetune(config, log=lambda m: print(m))
     return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
 
 
+def accuracy_by_source(cola_file: Path, predictions_file: Path) -> dict[str, dict[str, float]]:
+    """Dev accuracy per CoLA source column (toyland names the corruption there: tl_ok, tl_agr ...).
+
+    ``predictions_file`` is fine-tuning's predictions.tsv (header ``index<TAB>prediction``; the index is
+    the row number of ``cola_file``, the prediction a label name).
+    """
+    rows = [line.split("\t") for line in cola_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    predicted = {}
+    for line in predictions_file.read_text(encoding="utf-8").splitlines()[1:]:
+        index, label = line.split("\t")
+        predicted[int(index)] = label
+    if len(predicted) != len(rows):
+        raise LmforgeError(f"{predictions_file} has {len(predicted)} predictions for the {len(rows)} rows of {cola_file}")
+    by: dict[str, list[bool]] = {}
+    for i, fields in enumerate(rows):
+        by.setdefault(fields[0], []).append(predicted[i] == fields[1])
+    return {source: {"n": len(hits), "accuracy": round(sum(hits) / len(hits), 4)} for source, hits in sorted(by.items())}
+
+
 def stage_cola(run: Run) -> dict[str, Any]:
+    """Fine-tune on acceptability from the pre-trained BERT and from scratch; score both on dev (which
+    picks the best epoch) and on the held-out test split, overall and per corruption type."""
+    ft = _library("lmforge.finetune", "scoring the acceptability models")
     s = run.settings
+    data = run.path("data", "cola")
+    result: dict[str, Any] = {}
     # same architecture, same data, same schedule: only the starting weights differ
-    pre = _finetune(run, task="glue-cola", data="cola", out="cola-pretrained", epochs=s.cola_epochs, lr=s.cola_lr,
-                    max_length=64)
-    scratch = _finetune(run, task="glue-cola", data="cola", out="cola-scratch", epochs=s.cola_epochs, lr=s.cola_lr,
-                        scratch=True, max_length=64)
-    return {"pretrained": pre, "scratch": scratch, "mcc_gain": round(pre["mcc"] - scratch["mcc"], 4)}
+    for name, scratch in (("pretrained", False), ("scratch", True)):
+        out = run.path("finetune", f"cola-{name}")
+        scores = _finetune(run, task="glue-cola", data="cola", out=f"cola-{name}", epochs=s.cola_epochs,
+                           lr=s.cola_lr, scratch=scratch, max_length=64, batch_size=s.cola_batch_size)
+        scores["by_source"] = accuracy_by_source(data / "dev.tsv", out / "predictions.tsv")
+        test = ft.evaluate_dir(str(out), task=None, data=str(data), split="test", out=str(out / "test"),
+                               device="cpu", log=lambda m: print(m))
+        scores["test"] = {k: round(float(v), 4) for k, v in test.items()}
+        scores["test"]["by_source"] = accuracy_by_source(data / "test.tsv", out / "test" / "predictions.tsv")
+        result[name] = scores
+    result["mcc_gain"] = round(result["pretrained"]["test"]["mcc"] - result["scratch"]["test"]["mcc"], 4)
+    result["dev_mcc_gain"] = round(result["pretrained"]["mcc"] - result["scratch"]["mcc"], 4)
+    return result
 
 
 def stage_squad(run: Run) -> dict[str, Any]:
@@ -303,11 +352,27 @@ def stage_generation(run: Run) -> dict[str, Any]:
     return {"prompt": PROMPT, "continuation": text}
 
 
+SENTIMENT_PROMPT = "{sentence} That is"
+SENTIMENT_WORDS = ("bad.", "good.")  # label 0, label 1
+
+
+def sentiment_format(fewshot: Any) -> Any:
+    """The toy language's own sentiment prompt: "<sentence> That is" + " good." / " bad.".
+
+    GPT-3's "Review: ... Sentiment: positive / negative" uses words the toy corpus never contains, so a
+    GPT trained on it cannot prefer either label; the corpus's stories do comment on a trait just
+    stated ("Kira is not lazy. That is good."), the same words in the same place.
+    """
+    return fewshot.FewshotFormat("choice", lambda ex: SENTIMENT_PROMPT.format(sentence=ex["text"]),
+                                 lambda ex: f" {SENTIMENT_WORDS[int(ex['label'])]}",
+                                 lambda ex: [f" {w}" for w in SENTIMENT_WORDS])
+
+
 def stage_fewshot(run: Run) -> dict[str, Any]:
     fewshot = _library("lmforge.fewshot", "few-shot evaluation")
     model, tok = _load_gpt(run)
     result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
-                                      limit=run.settings.fewshot_limit)
+                                      limit=run.settings.fewshot_limit, prompt_format=sentiment_format(fewshot))
     fewshot.write_outputs(result, run.path("fewshot"))
     # the score of always answering the most frequent label, for scale
     from lmforge.tasks import get_task
@@ -322,7 +387,7 @@ STAGES: dict[str, tuple[str, Callable[[Run], dict[str, Any]], tuple[str, ...]]] 
     "data": ("toy data", stage_data, ("data",)),
     "tokenizers": ("WordPiece + byte-level BPE tokenizers", stage_tokenizers, ("tokenizers",)),
     "shards": ("token shards", stage_shards, ("shards",)),
-    "bert": ("pre-train tiny BERT (mlm+nsp)", stage_bert, ("models/bert",)),
+    "bert": ("pre-train tiny BERT (mlm+nsp)", stage_bert, ("models/bert", "models/bert-tiny.json")),
     "cola": ("fine-tune acceptability: pre-trained vs scratch", stage_cola,
              ("finetune/cola-pretrained", "finetune/cola-scratch")),
     "squad": ("fine-tune span QA", stage_squad, ("finetune/squad",)),
@@ -337,6 +402,11 @@ def _fewshot_accuracy(row: dict[str, Any]) -> float | None:
     """The raw log-likelihood accuracy (GPT-3's choice for short answers)."""
     value = row.get("accuracy_raw", row.get("accuracy"))
     return None if value is None else float(value)
+
+
+# toyland's CoLA source column, in the order the report lists them
+_SOURCE_NAMES = {"tl_ok": "grammatical", "tl_agr": "verb agreement", "tl_det": "determiner",
+                 "tl_ord": "swapped words", "tl_mis": "missing word"}
 
 
 def results_table(done: dict[str, Any]) -> str:
@@ -356,9 +426,18 @@ def results_table(done: dict[str, Any]) -> str:
             f"{g['tokens_per_s']} tokens/s")
     if "cola" in done:
         c = done["cola"]
-        row("acceptability MCC, pre-trained BERT", f"{c['pretrained']['mcc']:.3f}")
-        row("acceptability MCC, same model from scratch", f"{c['scratch']['mcc']:.3f}")
-        row("gain from pre-training", f"{c['mcc_gain']:+.3f} MCC")
+        pre, scratch = c["pretrained"], c["scratch"]
+        # test: held out (dev picked each run's best epoch, so its scores lean optimistic)
+        row("acceptability test MCC, pre-trained BERT", f"{pre['test']['mcc']:.3f} (dev {pre['mcc']:.3f})")
+        row("acceptability test MCC, BERT from scratch", f"{scratch['test']['mcc']:.3f} (dev {scratch['mcc']:.3f})")
+        row("gain from pre-training", f"{c['mcc_gain']:+.3f} test MCC ({c['dev_mcc_gain']:+.3f} dev)")
+        # toyland's CoLA source column names the corruption: where each model is right
+        by_source = pre["test"]["by_source"]
+        for source in sorted(by_source, key=lambda k: list(_SOURCE_NAMES).index(k) if k in _SOURCE_NAMES else 99):
+            p = by_source[source]
+            other = scratch["test"]["by_source"].get(source, {}).get("accuracy", float("nan"))
+            row(f"  test accuracy, {_SOURCE_NAMES.get(source, source)}",
+                f"{p['accuracy']:.3f} pre-trained, {other:.3f} scratch (n={p['n']})")
     if "squad" in done:
         q = done["squad"]
         row("span QA (SQuAD v1.1 format) EM / F1", f"{q.get('exact', float('nan')):.1f} / {q.get('f1', float('nan')):.1f}")
@@ -383,11 +462,11 @@ def _plot_cola(run: Run) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 3))
-    values = [c["pretrained"]["mcc"], c["scratch"]["mcc"]]
+    values = [c["pretrained"]["test"]["mcc"], c["scratch"]["test"]["mcc"]]
     ax.bar(["pre-trained", "scratch"], values, color=["tab:blue", "tab:gray"])
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:.3f}", ha="center", va="bottom")
-    ax.set_ylabel("dev MCC")
+    ax.set_ylabel("test MCC")
     ax.set_title("toy acceptability (CoLA format)")
     fig.tight_layout()
     path = run.path("cola_mcc.png")
@@ -500,7 +579,8 @@ def _one_line(name: str, r: dict[str, Any]) -> str:
     if name in ("bert", "gpt"):
         return f"{r['steps']} steps, loss {r['first_loss']} -> {r['final_loss']}, {r['tokens_per_s']} tokens/s"
     if name == "cola":
-        return f"MCC {r['pretrained']['mcc']:.3f} pre-trained vs {r['scratch']['mcc']:.3f} scratch ({r['mcc_gain']:+.3f})"
+        return (f"test MCC {r['pretrained']['test']['mcc']:.3f} pre-trained vs {r['scratch']['test']['mcc']:.3f} "
+                f"scratch ({r['mcc_gain']:+.3f})")
     if name == "squad":
         return f"EM {r.get('exact', float('nan')):.1f}, F1 {r.get('f1', float('nan')):.1f}"
     if name == "generation":

@@ -28,17 +28,51 @@ def test_fast_run_produces_every_output(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     cola = results["cola"]
     assert -1 <= cola["pretrained"]["mcc"] <= 1 and -1 <= cola["scratch"]["mcc"] <= 1
-    assert cola["mcc_gain"] == pytest.approx(cola["pretrained"]["mcc"] - cola["scratch"]["mcc"], abs=1e-3)
+    # the headline gain is on the held-out test split (dev picked the epochs)
+    assert cola["mcc_gain"] == pytest.approx(cola["pretrained"]["test"]["mcc"] - cola["scratch"]["test"]["mcc"], abs=1e-3)
+    assert cola["dev_mcc_gain"] == pytest.approx(cola["pretrained"]["mcc"] - cola["scratch"]["mcc"], abs=1e-3)
+    for name in ("pretrained", "scratch"):
+        test_rows = (out / "data/cola/test.tsv").read_text().splitlines()
+        by_source = cola[name]["test"]["by_source"]
+        assert sum(v["n"] for v in by_source.values()) == len(test_rows)
+        assert set(by_source) == {row.split("\t")[0] for row in test_rows}
+        assert (out / f"finetune/cola-{name}/test/predictions.tsv").is_file()
+    # the sentiment prompt is the toy language's own ("... That is good.")
+    assert "That is" in (out / "fewshot/prompts.txt").read_text()
     assert [row["k"] for row in results["fewshot"]["rows"]] == [0, 1, 4]
     assert results["bert"]["steps"] == qs.SETTINGS["fast"].bert_steps
     report = (out / "report.md").read_text()
     for image in ("models/bert/loss.png", "models/gpt/loss.png", "cola_mcc.png", "fewshot/fewshot.png",
                   "finetune/cola-pretrained/confusion_matrix.png"):
         assert f"]({image})" in report
-    assert "acceptability MCC, pre-trained BERT" in printed and "k=4" in printed
+    assert "acceptability test MCC, pre-trained BERT" in printed and "k=4" in printed
     # a finished run is not silently redone
     assert cli_main(["quickstart", "--out", str(out), "--fast"]) == 2
     assert "already holds a finished quickstart" in capsys.readouterr().err
+
+
+def test_accuracy_by_source_counts_each_corruption(tmp_path):
+    cola = tmp_path / "test.tsv"
+    cola.write_text("tl_ok\t1\t\tA fox sleeps.\ntl_agr\t0\t*\tA fox sleep.\ntl_agr\t0\t*\tThe foxes sleeps.\n"
+                    "tl_ok\t1\t\tThe foxes sleep.\n")
+    predictions = tmp_path / "predictions.tsv"
+    predictions.write_text("index\tprediction\n0\t1\n1\t1\n2\t0\n3\t0\n")
+    assert qs.accuracy_by_source(cola, predictions) == {"tl_agr": {"n": 2, "accuracy": 0.5},
+                                                       "tl_ok": {"n": 2, "accuracy": 0.5}}
+    predictions.write_text("index\tprediction\n0\t1\n")
+    with pytest.raises(LmforgeError, match="1 predictions for the 4 rows"):
+        qs.accuracy_by_source(cola, predictions)
+
+
+def test_pretraining_speed_is_tokens_over_time_not_a_mean_of_rates(tmp_path):
+    # 2 windows of 10 steps: 1,000 tokens/s and 100 tokens/s. With T tokens a step the run took
+    # 10T/1000 + 10T/100 seconds for 20T tokens: 20 / 0.11 = 181.8 tokens/s (the mean of rates says 550)
+    records = [{"split": "train", "step": 10, "loss": 5.0, "tokens_per_s": 1000.0},
+               {"split": "train", "step": 20, "loss": 4.0, "tokens_per_s": 100.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = qs._pretrain_summary(tmp_path)
+    assert summary["tokens_per_s"] == pytest.approx(181.8, abs=0.1)
+    assert (summary["steps"], summary["first_loss"], summary["final_loss"]) == (20, 5.0, 4.0)
 
 
 # ------------------------------------------------------------------ out-directory rules (stand-in stages)
