@@ -195,7 +195,7 @@ def test_agreement_holds_in_positives_and_breaks_in_agreement_negatives(toy):
         assert agrees == (source == "tl_ok"), sentence
         checked[source] += 1
         attracted += "that" in sentence.split() or any(w in toyland.PREPOSITIONS for w in sentence.split())
-    assert checked["tl_ok"] > 20 and checked["tl_agr"] > 10
+    assert checked["tl_ok"] > 20 and checked["tl_agr"] > 3
     assert attracted > len(rows) / 3  # most subjects carry a modifier between head and verb
 
 
