@@ -155,19 +155,14 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 def fewshot_evaluate(model: Any, tokenizer: Any, task: str, data: str | Path, *,
                      shots: Sequence[int] = (0, 1, 4, 8), seed: int = 0, split: str | None = None,
                      limit: int | None = None, max_new_tokens: int = 32, n_prompts: int = 3,
-                     progress: Callable[[str], None] | None = None,
-                     prompt_format: FewshotFormat | None = None) -> FewshotResult:
-    """k-shot evaluation of ``model`` on ``task`` (a key of FORMATS) for every k in ``shots``.
-
-    ``prompt_format`` replaces the task's FORMATS entry (other wording or verbalizers, e.g. words a
-    small model's training text contains); the task still reads the data.
-    """
-    if task not in FORMATS and prompt_format is None:
+                     progress: Callable[[str], None] | None = None) -> FewshotResult:
+    """k-shot evaluation of ``model`` on ``task`` (a key of FORMATS) for every k in ``shots``."""
+    if task not in FORMATS:
         raise InputError(f"few-shot evaluation has no prompt format for task {task!r}; supported: "
                          f"{', '.join(FORMATS)}.{suggest(task, FORMATS)}")
     if not shots or any(k < 0 for k in shots):
         raise InputError(f"--shots must be a list of numbers >= 0, got {list(shots)}.")
-    fmt = prompt_format or FORMATS[task]
+    fmt = FORMATS[task]
     split = split or fmt.split
     notes: list[str] = []
     examples = _read(task, data, split)

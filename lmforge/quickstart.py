@@ -68,7 +68,7 @@ SETTINGS: dict[str, Settings] = {
     # default: sized so that the whole run takes ~6 minutes on 2 idle CPU cores (docs/quickstart.md has
     # the measurements); most of it is BERT pre-training, which is what the acceptability gain needs
     "default": Settings("default", docs=6000, examples=1000, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
-                        batch_size=32, bert_steps=3000, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=600, gpt_lr=1e-3,
+                        batch_size=32, bert_steps=5000, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=600, gpt_lr=1e-3,
                         cola_epochs=10, cola_lr=3e-4, cola_batch_size=16, squad_epochs=3, squad_lr=3e-4,
                         fewshot_limit=200, generate_tokens=40),
     "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
@@ -352,27 +352,11 @@ def stage_generation(run: Run) -> dict[str, Any]:
     return {"prompt": PROMPT, "continuation": text}
 
 
-SENTIMENT_PROMPT = "{sentence} That is"
-SENTIMENT_WORDS = ("bad.", "good.")  # label 0, label 1
-
-
-def sentiment_format(fewshot: Any) -> Any:
-    """The toy language's own sentiment prompt: "<sentence> That is" + " good." / " bad.".
-
-    GPT-3's "Review: ... Sentiment: positive / negative" uses words the toy corpus never contains, so a
-    GPT trained on it cannot prefer either label; the corpus's stories do comment on a trait just
-    stated ("Kira is not lazy. That is good."), the same words in the same place.
-    """
-    return fewshot.FewshotFormat("choice", lambda ex: SENTIMENT_PROMPT.format(sentence=ex["text"]),
-                                 lambda ex: f" {SENTIMENT_WORDS[int(ex['label'])]}",
-                                 lambda ex: [f" {w}" for w in SENTIMENT_WORDS])
-
-
 def stage_fewshot(run: Run) -> dict[str, Any]:
     fewshot = _library("lmforge.fewshot", "few-shot evaluation")
     model, tok = _load_gpt(run)
     result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
-                                      limit=run.settings.fewshot_limit, prompt_format=sentiment_format(fewshot))
+                                      limit=run.settings.fewshot_limit)
     fewshot.write_outputs(result, run.path("fewshot"))
     # the score of always answering the most frequent label, for scale
     from lmforge.tasks import get_task

@@ -12,11 +12,10 @@ The language
     whose noun usually has the *other* number (an "attractor": "the fox near the owls sleeps", "the
     owls that the fox sees sing"), determiner-noun agreement, fixed word order.
   - Stories: each document is a few entities (a name, a species, a colour, a home, a food, a trait, a
-    friend) told in a fixed script: introduction, home, food, trait (often followed by the narrator's
-    verdict, "That is good." / "That is bad."), the friend, background clauses, an event, its
-    consequence, how the day went, a closing line. The next sentence is predictable from the
-    story (NSP / SOP are learnable) and the stated facts can be asked about; some facts are left
-    unstated on purpose (the unanswerable SQuAD v2 questions ask about those).
+    friend) told in a fixed script: introduction, home, food, trait, the friend, background clauses,
+    an event, its consequence, how the day went, a closing line. The next sentence is predictable
+    from the story (NSP / SOP are learnable) and the stated facts can be asked about; some facts are
+    left unstated on purpose (the unanswerable SQuAD v2 questions ask about those).
 
 The tasks, each written in its official format (the readers in ``lmforge.tasks`` read them):
   cola/{train,dev,test}.tsv     CoLA: source, label, original label ('*' or ''), sentence; no header
@@ -417,7 +416,6 @@ class StoryWriter:
 
     STATE_P = 0.75  # chance each optional fact (home, food, colour) is stated
     BACKGROUND = (2, 3)  # how many generic clauses a story's background holds (drawn uniformly)
-    COMMENT_P = 0.5  # chance a trait sentence is followed by "That is good." / "That is bad."
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -498,14 +496,6 @@ class StoryWriter:
                     s.add("very", "ADV")
                 s.add(e.trait, "ADJ")
                 say(s, (e.name, "trait", e.trait))
-            if rng.random() < self.COMMENT_P:
-                # the narrator's verdict on the trait just stated ("Kira is not lazy. That is good."):
-                # valence words and negation meet in running text, as opinions do in real text
-                s = Sentence()
-                s.add("That", "PRON", "that")
-                s.main_verb = _verb(s, "be", SING)
-                s.add("good" if VALENCE[e.trait] else "bad", "ADJ")
-                say(s)
 
         introduce(a, None)
         for e in ents[1:]:

@@ -232,19 +232,6 @@ def test_story_agreement_with_names_and_conjunctions(toy):
     assert len(verbs) > DOCS and all(VERB_NUMBER[v] == SING for v in verbs)
 
 
-def test_verdict_follows_the_trait_sentence_it_judges(toy):
-    """"That is good." / "That is bad." comes right after a trait sentence and agrees with what that
-    sentence says, negation included ("Kira is not lazy. That is good.")."""
-    text = (toy / "corpus/train.txt").read_text()
-    pairs = re.findall(r"[A-Z][a-z]+ is (not )?(?:very )?(\w+)\. That is (good|bad)\.", text)
-    assert len(pairs) > DOCS // 2
-    assert len(pairs) == text.count("That is ")  # never after anything else
-    for negated, adjective, verdict in pairs:
-        assert toyland.VALENCE[adjective] != bool(negated) if verdict == "good" else \
-            toyland.VALENCE[adjective] == bool(negated), (negated, adjective, verdict)
-    assert any(negated for negated, _, _ in pairs) and {v for _, _, v in pairs} == {"good", "bad"}
-
-
 def test_corruptions_change_the_sentence_and_keep_length_rules():
     rng = random.Random(0)
     g = toyland.Grammar(rng)
