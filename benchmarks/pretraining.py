@@ -82,7 +82,7 @@ def _lmforge(kind: str, shards: Path):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step, model
 
@@ -129,7 +129,7 @@ def _hf(kind: str, shards: Path):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step, model
 
@@ -147,9 +147,9 @@ def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int) -> None
     for line in sys.stdin:
         if line.strip() == "done":
             break
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step(i)
-        print(json.dumps({"step_s": time.perf_counter() - t}), flush=True)
+        print(json.dumps({"step_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}), flush=True)
         i += 1
     print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
@@ -171,11 +171,14 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
     for lib in procs:
         assert reply(lib).strip() == "ready"
     times: dict[str, list[float]] = {lib: [] for lib in procs}
+    cpu: dict[str, list[float]] = {lib: [] for lib in procs}
     for r in range(args.steps):
         for lib in (("hf", "lmforge") if r % 2 == 0 else ("lmforge", "hf")):
             procs[lib].stdin.write("step\n")
             procs[lib].stdin.flush()
-            times[lib].append(json.loads(reply(lib))["step_s"])
+            rec = json.loads(reply(lib))
+            times[lib].append(rec["step_s"])
+            cpu[lib].append(rec["cpu_s"])
     results = {}
     for lib, proc in procs.items():
         proc.stdin.write("done\n")
@@ -183,7 +186,8 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
         info = json.loads(reply(lib))
         proc.wait()
         median = statistics.median(times[lib])
-        results[lib] = {**info, "step_s": median, "tokens_per_s": BATCH * SEQ / median, "times": times[lib]}
+        results[lib] = {**info, "step_s": median, "tokens_per_s": BATCH * SEQ / median, "times": times[lib],
+                        "cpu_s": statistics.median(cpu[lib])}
         print(f"  {lib:8s} {kind}: steps {' '.join(f'{t:.2f}' for t in times[lib])} s -> median {median:.2f} s, "
               f"{BATCH * SEQ / median:,.0f} tokens/s, peak RSS {info['peak_rss_mb']:,.0f} MB", file=sys.stderr)
     return results
@@ -224,6 +228,11 @@ def main() -> int:
         print(f"| {names[kind]} | {lm['params'] / 1e6:.1f}M | {hf['tokens_per_s']:,.0f} | {lm['tokens_per_s']:,.0f} | "
               f"**{lm['tokens_per_s'] / hf['tokens_per_s']:.2f}x** | {hf['peak_rss_mb']:,.0f} MB | "
               f"{lm['peak_rss_mb']:,.0f} MB |")
+    # process CPU seconds per step: what each side computes, less sensitive to other jobs' load (with
+    # several threads it also counts the time a thread spins waiting for the other)
+    print("\nCPU time per step (median, all threads of the process): " + "; ".join(
+        f"{kind} HF {results[('hf', kind)]['cpu_s']:.2f} s, lmforge {results[('lmforge', kind)]['cpu_s']:.2f} s "
+        f"({results[('hf', kind)]['cpu_s'] / results[('lmforge', kind)]['cpu_s']:.2f}x)" for kind in kinds))
     return 0
 
 
