@@ -100,11 +100,15 @@ class Model(nn.Module):
     def load_checked(self, state: dict[str, torch.Tensor], *, where: str, head_changed: bool = False) -> None:
         """Load a state dict, raising CheckpointError naming missing / unexpected / wrongly shaped tensors.
 
-        With ``head_changed`` the checkpoint's head tensors are dropped and the new head keeps its init.
+        With ``head_changed`` (another head or another number of labels than the checkpoint's), head
+        tensors whose name and shape the new head shares are kept, as HF's from_pretrained does (an
+        'mlm' model loaded from a 'pretraining' checkpoint keeps the trained MLM head); the rest of the
+        checkpoint's head is dropped and the new head's other tensors keep their fresh init.
         """
         own = self.state_dict()
         if head_changed:
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            state = {k: v for k, v in state.items()
+                     if not k.startswith("head.") or (k in own and own[k].shape == v.shape)}
         missing = sorted(k for k in own if k not in state and not (head_changed and k.startswith("head.")))
         unexpected = sorted(k for k in state if k not in own)
         shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"

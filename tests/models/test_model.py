@@ -218,6 +218,26 @@ def test_save_load_roundtrip(tmp_path):
     torch.testing.assert_close(cls.body.embeddings.word.weight, model.body.embeddings.word.weight)
 
 
+def test_new_head_keeps_shared_head_tensors(tmp_path):
+    """As HF: an MLM model loaded from a pre-training checkpoint keeps the trained MLM head."""
+    pre = Model.from_preset("bert-tiny", head="pretraining", vocab_size=V).eval()
+    with torch.no_grad():
+        for p in pre.head.parameters():
+            p.normal_()  # far from any fresh init
+    pre.save_pretrained(tmp_path)
+    mlm = Model.from_pretrained(tmp_path, head="mlm").eval()
+    for name, tensor in mlm.head.state_dict().items():
+        torch.testing.assert_close(tensor, pre.head.state_dict()[name])
+    ids = _ids(B, L)
+    torch.testing.assert_close(mlm(ids).logits, pre(ids).logits)
+    # another label count: the summary (pooler) is kept only where shapes agree; the classifier is fresh
+    Model.from_pretrained(tmp_path, head="seq-cls", num_labels=3).save_pretrained(tmp_path / "c3")
+    c3 = Model.from_pretrained(tmp_path / "c3")
+    c5 = Model.from_pretrained(tmp_path / "c3", num_labels=5)
+    assert c5.head.classifier.weight.shape == (5, 128)
+    assert not torch.equal(c5.head.classifier.weight[:3], c3.head.classifier.weight)
+
+
 def test_resize_keeps_rows_and_tying():
     model = Model.from_preset("bert-tiny", head="mlm", vocab_size=V)
     old = model.body.embeddings.word.weight.detach().clone()
