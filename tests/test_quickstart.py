@@ -3,7 +3,6 @@ out-directory rules (refuse non-empty, --overwrite, resume after an interruption
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,6 @@ HF transformers' `AutoTokenizer` loads. Training lives in `train.py`.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tokenizers import Encoding, Tokenizer as Engine
 
 from lmforge.errors import InputError, TokenizerError, suggest
 from lmforge.tokenization.families import (
-    DEFAULT_FAMILY, FAMILIES, HF_CLASS_TO_FAMILY, SPECIAL_NAMES, Family, added_token, post_processor, set_pipeline)
+    FAMILIES, SPECIAL_NAMES, Family, added_token, post_processor)
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")

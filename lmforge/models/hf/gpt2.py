@@ -72,6 +72,13 @@ def gpt2_config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "type_vocab_size": 0,
         "norm_placement": "pre",
         "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+        **gpt_common_from_hf(hf),
+    }
+
+
+def gpt_common_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """The ModelConfig fields GPT-2 and GPT-1 configs spell alike (ids, labels, tying, dropouts)."""
+    return {
         "causal": True,
         "pad_token_id": token_id_from_hf(hf, "pad_token_id"),
         "bos_token_id": token_id_from_hf(hf, "bos_token_id"),
@@ -85,14 +92,13 @@ def gpt2_config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gpt2_config_to_hf(config: Any) -> dict[str, Any]:
+def gpt_common_to_hf(config: Any) -> dict[str, Any]:
+    """The HF config keys GPT2Config and OpenAIGPTConfig share, from a ModelConfig."""
     return {
         "vocab_size": config.vocab_size,
         "n_embd": config.hidden_size,
         "n_layer": config.num_layers,
         "n_head": config.num_heads,
-        "n_inner": config.intermediate_size,
-        "activation_function": activation_to_hf(config.activation),
         "n_positions": config.max_positions,
         "layer_norm_epsilon": config.layer_norm_eps,
         "pad_token_id": config.pad_token_id,
@@ -103,12 +109,20 @@ def gpt2_config_to_hf(config: Any) -> dict[str, Any]:
         "embd_pdrop": getattr(config, "embedding_dropout", config.hidden_dropout),
         "attn_pdrop": config.attention_dropout,
         "summary_first_dropout": config.classifier_dropout if config.classifier_dropout is not None else 0.1,
-        # GPT2DoubleHeadsModel's SequenceSummary: the hidden state at mc_token_ids -> Linear(H, 1)
+        # the DoubleHeads models' SequenceSummary: the hidden state at mc_token_ids -> Linear(H, 1)
         "summary_type": "cls_index",
         "summary_use_proj": True,
         "summary_activation": None,
         "summary_proj_to_labels": True,
         "initializer_range": 0.02,
+    }
+
+
+def gpt2_config_to_hf(config: Any) -> dict[str, Any]:
+    return {
+        **gpt_common_to_hf(config),
+        "n_inner": config.intermediate_size,
+        "activation_function": activation_to_hf(config.activation),
     }
 
 

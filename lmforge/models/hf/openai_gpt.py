@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.errors import ConfigError
-from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, head_linear, linear, no_entries
-from lmforge.models.hf.gpt2 import LM_TIED, gpt_layer, lm_entries, num_labels_from_hf, token_id_from_hf
+from lmforge.models.hf.base import Entry, HeadSpec, HFFamily, linear, no_entries
+from lmforge.models.hf.gpt2 import (LM_TIED, extract_entries, gpt_common_from_hf, gpt_common_to_hf,
+                                    gpt_layer, lm_entries, seq_cls_entries)
 
 # HF openai-gpt ``afn`` <-> lmforge activation (modeling_openai.ACT_FNS)
 AFN_FROM_HF = {"gelu": "gelu_new", "relu": "relu"}
@@ -48,16 +49,7 @@ def openai_gpt_config_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
         "type_vocab_size": 0,
         "norm_placement": "post",
         "layer_norm_eps": hf.get("layer_norm_epsilon", 1e-5),
-        "causal": True,
-        "pad_token_id": token_id_from_hf(hf, "pad_token_id"),
-        "bos_token_id": token_id_from_hf(hf, "bos_token_id"),
-        "eos_token_id": token_id_from_hf(hf, "eos_token_id"),
-        "num_labels": num_labels_from_hf(hf),
-        "tie_word_embeddings": hf.get("tie_word_embeddings", True),
-        "hidden_dropout": hf.get("resid_pdrop", 0.1),
-        "embedding_dropout": hf.get("embd_pdrop", 0.1),
-        "attention_dropout": hf.get("attn_pdrop", 0.1),
-        "classifier_dropout": hf.get("summary_first_dropout", 0.1),
+        **gpt_common_from_hf(hf),
     }
 
 
@@ -69,37 +61,7 @@ def openai_gpt_config_to_hf(config: Any) -> dict[str, Any]:
         raise ConfigError(f"HF openai-gpt fixes the MLP size at 4 * hidden_size = {4 * config.hidden_size}; "
                           f"this model has intermediate_size={config.intermediate_size}, so it cannot be "
                           "exported as openai-gpt.")
-    return {
-        "vocab_size": config.vocab_size,
-        "n_embd": config.hidden_size,
-        "n_layer": config.num_layers,
-        "n_head": config.num_heads,
-        "afn": AFN_TO_HF[config.activation],
-        "n_positions": config.max_positions,
-        "layer_norm_epsilon": config.layer_norm_eps,
-        "pad_token_id": config.pad_token_id,
-        "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "resid_pdrop": config.hidden_dropout,
-        "embd_pdrop": getattr(config, "embedding_dropout", config.hidden_dropout),
-        "attn_pdrop": config.attention_dropout,
-        "summary_first_dropout": config.classifier_dropout if config.classifier_dropout is not None else 0.1,
-        "summary_type": "cls_index",
-        "summary_use_proj": True,
-        "summary_activation": None,
-        "summary_proj_to_labels": True,
-        "initializer_range": 0.02,
-    }
-
-
-def seq_cls_entries(config: Any) -> list[Entry]:
-    return head_linear("head.classifier", "score", bias=False)
-
-
-def extract_entries(config: Any) -> list[Entry]:
-    """OpenAIGPTDoubleHeadsModel = GPT-1's fine-tuning model: LM head + Linear(H, 1) at the extract token."""
-    return [*lm_entries(config), *head_linear("head.classifier", "multiple_choice_head.summary")]
+    return {**gpt_common_to_hf(config), "afn": AFN_TO_HF[config.activation]}
 
 
 FAMILY = HFFamily(
@@ -112,6 +74,7 @@ FAMILY = HFFamily(
         None: HeadSpec("OpenAIGPTModel", no_entries),
         "clm": HeadSpec("OpenAIGPTLMHeadModel", lm_entries, tied=LM_TIED),
         "seq-cls": HeadSpec("OpenAIGPTForSequenceClassification", seq_cls_entries),
+        # OpenAIGPTDoubleHeadsModel = GPT-1's fine-tuning model: LM head + Linear(H, 1) at the extract token
         "extract": HeadSpec("OpenAIGPTDoubleHeadsModel", extract_entries, tied=LM_TIED),
     },
     ignore=(r"(^|\.)position_ids$", r"^h\.\d+\.attn\.bias$"),
