@@ -58,8 +58,10 @@ class Settings:
     cola_epochs: float
     cola_lr: float
     cola_batch_size: int
+    cola_seeds: tuple[int, ...]  # fine-tuning seeds per model: the table shows their mean (and std)
     squad_epochs: float
     squad_lr: float
+    squad_batch_size: int
     fewshot_limit: int  # sentiment dev examples scored per k
     generate_tokens: int
 
@@ -69,11 +71,11 @@ SETTINGS: dict[str, Settings] = {
     # the measurements); most of it is BERT pre-training, which is what the acceptability gain needs
     "default": Settings("default", docs=6000, examples=1000, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
                         batch_size=32, bert_steps=5000, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=600, gpt_lr=1e-3,
-                        cola_epochs=10, cola_lr=3e-4, cola_batch_size=16, squad_epochs=3, squad_lr=3e-4,
+                        cola_epochs=10, cola_lr=3e-4, cola_batch_size=16, cola_seeds=(0, 1, 2), squad_epochs=4, squad_lr=1e-3, squad_batch_size=16,
                         fewshot_limit=200, generate_tokens=40),
     "fast": Settings("fast", docs=400, examples=80, wordpiece_vocab=600, bpe_vocab=400, seq_len=64,
                      batch_size=16, bert_steps=30, bert_lr=1e-3, bert_dropout=0.0, gpt_steps=20, gpt_lr=1e-3,
-                     cola_epochs=1, cola_lr=3e-4, cola_batch_size=16, squad_epochs=1, squad_lr=3e-4,
+                     cola_epochs=1, cola_lr=3e-4, cola_batch_size=16, cola_seeds=(0, 1), squad_epochs=1, squad_lr=3e-4, squad_batch_size=16,
                      fewshot_limit=16, generate_tokens=16),
 }
 
@@ -271,11 +273,11 @@ def stage_gpt(run: Run) -> dict[str, Any]:
 
 
 def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: float, scratch: bool = False,
-              max_length: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+              max_length: int | None = None, batch_size: int | None = None, seed: int = 0) -> dict[str, Any]:
     ft = _library("lmforge.finetune", "fine-tuning")
     config = ft.FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
                                out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
-                               batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=0,
+                               batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=seed,
                                device="cpu")
     scores = ft.finetune(config, log=lambda m: print(m))
     return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
@@ -300,24 +302,48 @@ def accuracy_by_source(cola_file: Path, predictions_file: Path) -> dict[str, dic
     return {source: {"n": len(hits), "accuracy": round(sum(hits) / len(hits), 4)} for source, hits in sorted(by.items())}
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return round(mean, 4), round(std, 4)
+
+
+def _mean_by_source(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {source: {"n": runs[0][source]["n"],
+                     "accuracy": round(sum(r[source]["accuracy"] for r in runs) / len(runs), 4)}
+            for source in runs[0]}
+
+
 def stage_cola(run: Run) -> dict[str, Any]:
-    """Fine-tune on acceptability from the pre-trained BERT and from scratch; score both on dev (which
-    picks the best epoch) and on the held-out test split, overall and per corruption type."""
+    """Fine-tune on acceptability from the pre-trained BERT and from scratch, once per seed in
+    ``cola_seeds``; score every run on dev (which picks its best epoch) and on the held-out test split,
+    overall and per corruption type. The table reports the means over seeds: one run's MCC on 500
+    sentences moves by a few hundredths with the seed, as on real CoLA."""
     ft = _library("lmforge.finetune", "scoring the acceptability models")
     s = run.settings
     data = run.path("data", "cola")
     result: dict[str, Any] = {}
-    # same architecture, same data, same schedule: only the starting weights differ
+    # same architecture, same data, same schedule, same seeds: only the starting weights differ
     for name, scratch in (("pretrained", False), ("scratch", True)):
-        out = run.path("finetune", f"cola-{name}")
-        scores = _finetune(run, task="glue-cola", data="cola", out=f"cola-{name}", epochs=s.cola_epochs,
-                           lr=s.cola_lr, scratch=scratch, max_length=64, batch_size=s.cola_batch_size)
-        scores["by_source"] = accuracy_by_source(data / "dev.tsv", out / "predictions.tsv")
-        test = ft.evaluate_dir(str(out), task=None, data=str(data), split="test", out=str(out / "test"),
-                               device="cpu", log=lambda m: print(m))
-        scores["test"] = {k: round(float(v), 4) for k, v in test.items()}
-        scores["test"]["by_source"] = accuracy_by_source(data / "test.tsv", out / "test" / "predictions.tsv")
-        result[name] = scores
+        runs = []
+        for seed in s.cola_seeds:
+            rel = f"cola-{name}/seed-{seed}"
+            out = run.path("finetune", rel)
+            scores = _finetune(run, task="glue-cola", data="cola", out=rel, epochs=s.cola_epochs, lr=s.cola_lr,
+                               scratch=scratch, max_length=64, batch_size=s.cola_batch_size, seed=seed)
+            scores["by_source"] = accuracy_by_source(data / "dev.tsv", out / "predictions.tsv")
+            test = ft.evaluate_dir(str(out), task=None, data=str(data), split="test", out=str(out / "test"),
+                                   device="cpu", log=lambda m: print(m))
+            scores["test"] = {k: round(float(v), 4) for k, v in test.items()}
+            scores["test"]["by_source"] = accuracy_by_source(data / "test.tsv", out / "test" / "predictions.tsv")
+            scores["seed"] = seed
+            runs.append(scores)
+        dev_mean, dev_std = _mean_std([r["mcc"] for r in runs])
+        test_mean, test_std = _mean_std([r["test"]["mcc"] for r in runs])
+        result[name] = {"mcc": dev_mean, "mcc_std": dev_std, "by_source": _mean_by_source([r["by_source"] for r in runs]),
+                        "test": {"mcc": test_mean, "mcc_std": test_std,
+                                 "by_source": _mean_by_source([r["test"]["by_source"] for r in runs])},
+                        "seeds": runs}
     result["mcc_gain"] = round(result["pretrained"]["test"]["mcc"] - result["scratch"]["test"]["mcc"], 4)
     result["dev_mcc_gain"] = round(result["pretrained"]["mcc"] - result["scratch"]["mcc"], 4)
     return result
@@ -326,7 +352,7 @@ def stage_cola(run: Run) -> dict[str, Any]:
 def stage_squad(run: Run) -> dict[str, Any]:
     s = run.settings
     return _finetune(run, task="squad", data="squad", out="squad", epochs=s.squad_epochs, lr=s.squad_lr,
-                     max_length=192)
+                     max_length=192, batch_size=s.squad_batch_size)
 
 
 def _load_gpt(run: Run) -> tuple[Any, Any]:
@@ -412,8 +438,11 @@ def results_table(done: dict[str, Any]) -> str:
         c = done["cola"]
         pre, scratch = c["pretrained"], c["scratch"]
         # test: held out (dev picked each run's best epoch, so its scores lean optimistic)
-        row("acceptability test MCC, pre-trained BERT", f"{pre['test']['mcc']:.3f} (dev {pre['mcc']:.3f})")
-        row("acceptability test MCC, BERT from scratch", f"{scratch['test']['mcc']:.3f} (dev {scratch['mcc']:.3f})")
+        n = len(pre.get("seeds", [None]))
+        seeds = f", mean of {n} seeds" if n > 1 else ""
+        for label, r in (("pre-trained BERT", pre), ("BERT from scratch", scratch)):
+            spread = f" +- {r['test']['mcc_std']:.3f}" if n > 1 else ""
+            row(f"acceptability test MCC, {label}", f"{r['test']['mcc']:.3f}{spread} (dev {r['mcc']:.3f}{seeds})")
         row("gain from pre-training", f"{c['mcc_gain']:+.3f} test MCC ({c['dev_mcc_gain']:+.3f} dev)")
         # toyland's CoLA source column names the corruption: where each model is right
         by_source = pre["test"]["by_source"]
@@ -462,10 +491,11 @@ def _plot_cola(run: Run) -> Path | None:
 def write_report(run: Run, *, wall_s: float) -> dict[str, Any]:
     done = run.done
     table = results_table(done)
+    first = run.settings.cola_seeds[0]
     images = [("pre-training loss, BERT", "models/bert/loss.png"), ("pre-training loss, GPT", "models/gpt/loss.png"),
               ("acceptability MCC, pre-trained vs scratch", "cola_mcc.png"),
-              ("confusion matrix, pre-trained", "finetune/cola-pretrained/confusion_matrix.png"),
-              ("confusion matrix, scratch", "finetune/cola-scratch/confusion_matrix.png"),
+              ("confusion matrix, pre-trained (first seed)", f"finetune/cola-pretrained/seed-{first}/confusion_matrix.png"),
+              ("confusion matrix, scratch (first seed)", f"finetune/cola-scratch/seed-{first}/confusion_matrix.png"),
               ("few-shot accuracy by k", "fewshot/fewshot.png")]
     _plot_cola(run)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

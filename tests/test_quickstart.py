@@ -3,6 +3,7 @@ out-directory rules (refuse non-empty, --overwrite, resume after an interruption
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -19,8 +20,8 @@ def test_fast_run_produces_every_output(tmp_path, capsys):
     assert set(state["done"]) == {*qs.STAGES, "report"}
     for rel in ("data/corpus/train.txt", "tokenizers/wordpiece", "tokenizers/bpe", "shards/wordpiece/meta.json",
                 "models/bert/config.json", "models/bert/model.safetensors", "models/bert/loss.png",
-                "models/gpt/config.json", "models/gpt/loss.png", "finetune/cola-pretrained/metrics.json",
-                "finetune/cola-scratch/confusion_matrix.png", "finetune/squad/metrics.json",
+                "models/gpt/config.json", "models/gpt/loss.png", "finetune/cola-pretrained/seed-0/metrics.json",
+                "finetune/cola-scratch/seed-0/confusion_matrix.png", "finetune/squad/metrics.json",
                 "generation/sample.txt", "fewshot/fewshot.png", "fewshot/results.json", "cola_mcc.png",
                 "report.md", "results.json"):
         assert (out / rel).exists(), rel
@@ -35,12 +36,19 @@ def test_fast_run_produces_every_output(tmp_path, capsys):
         by_source = cola[name]["test"]["by_source"]
         assert sum(v["n"] for v in by_source.values()) == len(test_rows)
         assert set(by_source) == {row.split("\t")[0] for row in test_rows}
-        assert (out / f"finetune/cola-{name}/test/predictions.tsv").is_file()
+        # every fine-tuning seed ran and was scored; the table's numbers are their means
+        runs = cola[name]["seeds"]
+        assert [r["seed"] for r in runs] == list(qs.SETTINGS["fast"].cola_seeds)
+        for r in runs:
+            assert (out / f"finetune/cola-{name}/seed-{r['seed']}/test/predictions.tsv").is_file()
+        assert cola[name]["test"]["mcc"] == pytest.approx(statistics.mean(r["test"]["mcc"] for r in runs), abs=1e-4)
+        assert cola[name]["test"]["mcc_std"] == pytest.approx(statistics.stdev(r["test"]["mcc"] for r in runs), abs=1e-4)
+        assert cola[name]["mcc"] == pytest.approx(statistics.mean(r["mcc"] for r in runs), abs=1e-4)
     assert [row["k"] for row in results["fewshot"]["rows"]] == [0, 1, 4]
     assert results["bert"]["steps"] == qs.SETTINGS["fast"].bert_steps
     report = (out / "report.md").read_text()
     for image in ("models/bert/loss.png", "models/gpt/loss.png", "cola_mcc.png", "fewshot/fewshot.png",
-                  "finetune/cola-pretrained/confusion_matrix.png"):
+                  "finetune/cola-pretrained/seed-0/confusion_matrix.png"):
         assert f"]({image})" in report
     assert "acceptability test MCC, pre-trained BERT" in printed and "k=4" in printed
     # a finished run is not silently redone
