@@ -87,8 +87,10 @@ class ModelConfig:
     # seq-cls / choice on the first token: None = classifier on the pooler output (BERT, ALBERT);
     # set = dense(H, H) + this activation + out projection (RoBERTa "tanh", ELECTRA "gelu", DistilBERT "relu")
     classifier_activation: str | None = None
-    # which hidden state the seq-cls head reads; None = derived: "last" for causal (GPT2ForSequenceClassification:
-    # the last non-pad token, no bias), "first" when classifier_activation is set, else "pooler"
+    # which hidden state the seq-cls / choice head reads; None = derived: "last" for causal
+    # (GPT2ForSequenceClassification: the last non-pad token, no bias), "first" when classifier_activation
+    # is set, else "pooler"; a choice head on a body with a pooler reads the pooler (as every HF
+    # *ForMultipleChoice does; see models/heads.py summary_token)
     classifier_token: str | None = None
     # GPT-1 extract head given (B, C, L): "choice" = one score per sequence (B, C) (SWAG), "sum" = sum the C
     # extract states then classify (B, num_labels) (GPT-1 similarity: both orders); "auto" = "choice" when
