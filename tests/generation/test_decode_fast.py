@@ -38,10 +38,12 @@ def test_static_cache_equals_tuple_cache_and_full_forward(model: Model) -> None:
                       use_cache=True)
             past = b.past_key_values
             assert a.past_key_values is cache and cache.length == hi
-            torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=0)
+            # same arithmetic in another memory layout: rounding only (logits reach ~7.5 here; 1e-5 absolute
+            # failed once in a full run, when the thread count changed the GEMM blocking)
+            torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-5)
             chunks.append(a.logits)
     real = mask.bool()
-    torch.testing.assert_close(torch.cat(chunks, 1)[real], full[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(chunks, 1)[real], full[real], atol=1e-4, rtol=1e-5)
     assert len(cache) == model.config.num_layers
     torch.testing.assert_close(cache[1][0], past[1][0], atol=1e-6, rtol=0)  # tuple-style read of layer 1's keys
 
