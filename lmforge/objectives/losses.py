@@ -108,39 +108,64 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 # The plain path materializes (N, V) logits, their log-softmax and their gradient: for GPT-2's 50,257
 # ids and 4,096 tokens that is 0.8 GB each, and the step becomes memory-bound. Here the tokens go
 # through in chunks: each chunk's logits are made, reduced to its loss, turned in place into the
-# gradient (softmax - one-hot) and multiplied straight back into d hidden and d weight, then freed.
-# The gradients are computed in the forward pass (the backward only scales them), so peak memory is
-# one chunk of logits. Same value and gradients as ``F.cross_entropy(hidden @ weight.T + bias)``.
+# gradient (softmax - one-hot) and multiplied straight back into d hidden and d weight. The gradients
+# are computed in the forward pass (the backward only scales them), so peak memory is one chunk of
+# logits. Same value and gradients as ``F.cross_entropy(hidden @ weight.T + bias)``.
+#
+# Where a CPU step's time went (docs/pretraining.md, section 6) and why the loop looks like this:
+# * One (chunk, V) buffer serves every chunk, written by ``mm(out=)``. A fresh 200 MB tensor per chunk
+#   is a fresh mmap on CPU (glibc returns blocks that large to the OS on free): its first touch page-
+#   faults, which cost ~0.1 s per chunk, a third of the logits matmul itself.
+# * ``log_softmax`` in place (one row-wise kernel: the row stays in cache) gives the loss at the target
+#   as F.cross_entropy does, and one in-place ``exp_`` turns it into the softmax. ``logsumexp`` made
+#   four passes and two more 200 MB temporaries, and the softmax was exponentiated a second time.
+# * The mean's 1 / count (0 on ignored rows) scales the (chunk, H) rows on both sides of the
+#   gradient matmuls instead of the (chunk, V) gradient: one pass over the buffer less.
+
+def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out = a @ b`` written straight into ``out`` when the dtypes agree and autocast is off.
+
+    Otherwise (bf16 weights, autocast) the product is made in ``b``'s / autocast's dtype and copied in,
+    which is what the unfused path computes.
+    """
+    if a.dtype == b.dtype == out.dtype and not torch.is_autocast_enabled(out.device.type):
+        return torch.mm(a, b, out=out)
+    return out.copy_(a.to(b.dtype) @ b)
+
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk: int):  # hidden (N, H), weight (V, H), labels (N,)
+        n = hidden.shape[0]
         acc = torch.promote_types(weight.dtype, torch.float32)  # logits / sums at >= fp32 (bf16 weights too)
-        count = (labels != IGNORE_INDEX).sum().clamp(min=1).to(acc)
-        g_hidden = torch.empty_like(hidden)
+        valid = labels != IGNORE_INDEX
+        scale = valid.to(acc) / valid.sum().clamp(min=1).to(acc)  # (N,) each row's weight in the mean
+        target = labels.clamp(min=0)
+        g_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
         g_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         g_bias = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if bias is not None else None
-        total = torch.zeros((), dtype=acc, device=hidden.device)
-        rows = torch.arange(min(chunk, hidden.shape[0]), device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk):
-            h, y = hidden[start:start + chunk], labels[start:start + chunk]
-            logits = (h @ weight.t()).to(acc)  # (c, V)
+        nll = torch.empty(n, dtype=acc, device=hidden.device)  # -log p(target) per row
+        buffer = torch.empty((min(chunk, n), weight.shape[0]), dtype=acc, device=hidden.device)  # (c, V)
+        rows = torch.arange(buffer.shape[0], device=hidden.device)
+        for start in range(0, n, chunk):
+            h, y = hidden[start:start + chunk], target[start:start + chunk]  # (c, H), (c,)
+            c = h.shape[0]
+            row_scale = scale[start:start + c, None]  # (c, 1)
+            logits = _mm_into(buffer[:c], h, weight.t())  # (c, V)
             if bias is not None:
-                logits += bias.to(acc)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            keep = (y != IGNORE_INDEX).to(acc)
-            target = y.clamp(min=0)
-            total += ((lse - logits.gather(1, target[:, None]).squeeze(1)) * keep).sum()
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            grad[rows[:len(y)], target] -= 1.0
-            grad.mul_((keep / count)[:, None])  # mean over valid tokens; ignored rows get 0
-            g_hidden[start:start + chunk] = grad.to(weight.dtype) @ weight
-            g_weight.addmm_(grad.t(), h.to(acc))
+                logits += bias
+            torch.log_softmax(logits, dim=-1, out=logits)  # in place, row by row
+            nll[start:start + c] = logits.gather(1, y[:, None]).squeeze(1).neg()
+            grad = logits.exp_()  # softmax
+            grad[rows[:c], y] -= 1.0  # d loss_row / d logits, before the row's weight
+            _mm_into(g_hidden[start:start + c], grad, weight).mul_(row_scale.to(hidden.dtype))
+            scaled_h = h.to(acc) * row_scale  # (c, H)
+            g_weight.addmm_(grad.t(), scaled_h)  # (V, c) @ (c, H)
             if g_bias is not None:
-                g_bias += grad.sum(0)
+                g_bias.addmv_(grad.t(), row_scale.squeeze(1))
         ctx.save_for_backward(g_hidden, g_weight.to(weight.dtype),
                               g_bias.to(bias.dtype) if g_bias is not None else None)
-        return total / count
+        return (torch.where(valid, nll, 0) * scale).sum()  # ignored rows: 0 even if their row overflowed
 
     @staticmethod
     def backward(ctx, grad_out):
