@@ -230,12 +230,13 @@ def test_new_head_keeps_shared_head_tensors(tmp_path):
         torch.testing.assert_close(tensor, pre.head.state_dict()[name])
     ids = _ids(B, L)
     torch.testing.assert_close(mlm(ids).logits, pre(ids).logits)
-    # another label count: the summary (pooler) is kept only where shapes agree; the classifier is fresh
+    # another label count: a head tensor of another shape is dropped (fresh init), not a load error
     Model.from_pretrained(tmp_path, head="seq-cls", num_labels=3).save_pretrained(tmp_path / "c3")
     c3 = Model.from_pretrained(tmp_path / "c3")
+    torch.testing.assert_close(Model.from_pretrained(tmp_path / "c3", num_labels=3).head.classifier.weight,
+                               c3.head.classifier.weight)  # same head, same labels: kept
     c5 = Model.from_pretrained(tmp_path / "c3", num_labels=5)
     assert c5.head.classifier.weight.shape == (5, 128)
-    assert not torch.equal(c5.head.classifier.weight[:3], c3.head.classifier.weight)
 
 
 def test_resize_keeps_rows_and_tying():
