@@ -28,6 +28,7 @@ from torch import nn
 from lmforge.errors import InputError
 from lmforge.models.transformer import Transformer
 from lmforge.nn.attention import KVCache
+from lmforge.static_decode import MODES, StaticDecoder
 
 # lmforge heads that produce next-token logits, and the ModelOutput field holding them
 LM_HEADS: dict[str, str] = {"clm": "logits", "extract": "lm_logits"}
@@ -163,6 +164,15 @@ def new_cache(model: Any, *, batch: int, capacity: int) -> Cache:
 PACK_MIN_WEIGHTS = 2**18
 
 
+def lm_weight(model: Any) -> torch.Tensor | None:
+    """The (V, H) matrix of a lmforge model's LM head (the tied embedding or the untied decoder; both heads,
+    clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models."""
+    body, head = getattr(model, "body", None), getattr(model, "head", None)
+    if isinstance(body, Transformer) and hasattr(head, "decoder"):
+        return body.embeddings.word.weight if head.decoder is None else head.decoder.weight
+    return None
+
+
 class _Forward:
     """One model call of generation: next-token logits (B, V) at the last position, and the cache.
 
@@ -183,15 +193,12 @@ class _Forward:
     def __init__(self, model: Any, field: str, *, rows: int, pack: bool) -> None:
         self.model = model
         self.field = field
-        self.lm_weight: torch.Tensor | None = None
         self.lm_packed: torch.Tensor | None = None
         self.rows = rows
         self.patched: list[tuple[nn.Linear, Any]] = []
-        body, head = getattr(model, "body", None), getattr(model, "head", None)
-        if isinstance(body, Transformer) and hasattr(head, "decoder"):
-            self.lm_weight = body.embeddings.word.weight if head.decoder is None else head.decoder.weight
-            if pack:
-                self._pack(body)
+        self.lm_weight = lm_weight(model)
+        if self.lm_weight is not None and pack:
+            self._pack(model.body)
 
     def _pack(self, body: nn.Module) -> None:
         rows = self.rows
@@ -207,6 +214,9 @@ class _Forward:
                 module.forward = forward  # an instance attribute: nn.Module.__call__ runs it
         if self.lm_weight.numel() >= PACK_MIN_WEIGHTS:
             self.lm_packed = torch.ops.mkl._mkl_reorder_linear_weight(self.lm_weight, rows)
+
+    def new_cache(self, *, batch: int, capacity: int) -> Cache:
+        return new_cache(self.model, batch=batch, capacity=capacity)
 
     def close(self) -> None:
         """Give the layers their own forward back (and drop the packed copies)."""
@@ -339,7 +349,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
              eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
              stop: Sequence[str] | None = None, tokenizer: Any = None, seed: int | None = None,
              return_scores: bool = False, streamer: Streamer | None = None, use_cache: bool = True,
-             truncate_prompt: bool = False, pack_weights: bool | None = None) -> torch.Tensor | GenerationOutput:
+             truncate_prompt: bool = False, pack_weights: bool | None = None,
+             compile: bool | str = False) -> torch.Tensor | GenerationOutput:
     """Continue each prompt row of ``input_ids`` (B, L) by up to ``max_new_tokens`` tokens.
 
     Returns the new tokens (B, N) — N is the longest row's count; shorter rows are filled with
@@ -350,7 +361,10 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     sequence every step (slow; a reference for tests). ``truncate_prompt`` keeps the last tokens of a
     prompt that does not fit the context instead of raising. ``pack_weights`` runs the linear layers through
     MKL's packed GEMM during decoding (None: when it helps, i.e. a CPU float32 model decoding several rows;
-    it holds a packed copy of the weights for the call).
+    it holds a packed copy of the weights for the call). ``compile`` runs the decode steps as one fixed-shape
+    step (``lmforge.static_decode``): True = torch.compile'd, and on CUDA captured as a CUDA graph and
+    replayed per token (the first call of a shape pays the compile); "graph" = the eager step as a CUDA graph
+    (GPU only, nothing to compile). Same tokens as the eager path up to float rounding.
     """
     field = lm_field(model)
     check_sampling_args(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -364,11 +378,15 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     model.eval()
     rows = ids.shape[0] * num_beams
     if pack_weights is None:  # MKL's packed GEMM wins for a few rows; one row is a memory-bound GEMV anyway
-        pack_weights = use_cache and rows > 1 and can_pack(model)
+        pack_weights = use_cache and rows > 1 and can_pack(model) and not compile
     elif pack_weights and not can_pack(model):
         raise InputError("pack_weights=True needs a float32 model on CPU and a torch built with MKL; "
                          "leave pack_weights=None to decide automatically.")
-    forward = _Forward(model, field, rows=rows, pack=pack_weights)
+    mode = _compile_mode(compile, use_cache=use_cache, pack_weights=pack_weights)
+    if mode is not None:
+        forward: _Forward | StaticDecoder = StaticDecoder(model, lm_weight(model), mode=mode)
+    else:
+        forward = _Forward(model, field, rows=rows, pack=pack_weights)
     try:
         if num_beams > 1:
             if stopper is not None or streamer is not None:
@@ -391,6 +409,21 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     return result if return_scores else result.tokens
 
 
+def _compile_mode(compile: bool | str, *, use_cache: bool, pack_weights: bool) -> str | None:
+    """None (eager decoding) or one of static_decode.MODES; InputError for settings that do not combine."""
+    if compile is False or compile is None:
+        return None
+    mode = "compile" if compile is True else compile
+    if mode not in MODES:
+        raise InputError(f"compile must be False, True or 'graph', got {compile!r}.")
+    if not use_cache:
+        raise InputError("compile= needs the KV cache (use_cache=True): the compiled step writes into it.")
+    if pack_weights:
+        raise InputError("pack_weights=True and compile= do not combine (Inductor picks its own GEMM "
+                         "kernels); leave pack_weights unset.")
+    return mode
+
+
 def _as_list(ids: int | Sequence[int] | None) -> list[int]:
     if ids is None:
         return []
@@ -398,7 +431,7 @@ def _as_list(ids: int | Sequence[int] | None) -> list[int]:
 
 
 # --------------------------------------------------------------------------- greedy / sampling
-def _decode(model: Any, forward: _Forward, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
+def _decode(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
             do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
             eos: list[int], pad: int, stopper: _StopStrings | None, generator: torch.Generator | None,
             streamer: Streamer | None, use_cache: bool, capped: bool, want_scores: bool = True) -> GenerationOutput:
@@ -415,7 +448,7 @@ def _decode(model: Any, forward: _Forward, ids: torch.Tensor, mask: torch.Tensor
     eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     positions = _positions(mask) if mask is not None else None
-    cache = new_cache(model, batch=B, capacity=L + n_new) if use_cache else None
+    cache = forward.new_cache(batch=B, capacity=L + n_new) if use_cache else None
     logits, past = forward(ids, mask, positions, cache)
     made = 0
     can_finish = eos_t is not None or stopper is not None  # else every row runs to the end: no per-step checks
@@ -464,7 +497,7 @@ def _decode(model: Any, forward: _Forward, ids: torch.Tensor, mask: torch.Tensor
 
 
 # --------------------------------------------------------------------------- beam search
-def _beam_search(model: Any, forward: _Forward, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
+def _beam_search(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
                  num_beams: int, eos: list[int], pad: int, repetition_penalty: float,
                  capped: bool) -> GenerationOutput:
     """HF transformers' beam search (length_penalty=1, early_stopping=False), batched and vectorised.
@@ -497,7 +530,7 @@ def _beam_search(model: Any, forward: _Forward, ids: torch.Tensor, mask: torch.T
     flat_ids = ids.repeat_interleave(K, dim=0)  # (B*K, L)
     flat_mask = mask.repeat_interleave(K, dim=0) if mask is not None else None
     positions = _positions(flat_mask) if flat_mask is not None else None
-    cache = new_cache(model, batch=B * K, capacity=max_len)
+    cache = forward.new_cache(batch=B * K, capacity=max_len)
     logits, past = forward(flat_ids, flat_mask, positions, cache)
     offsets = torch.arange(B, device=device)[:, None] * K
     cur = L
@@ -627,6 +660,19 @@ class TextStreamer:
         self.done = True
 
 
-__all__ = ["GenerationMixin", "GenerationOutput", "GenerationWarning", "LM_HEADS", "Streamer", "TextStreamer",
-           "apply_repetition_penalty", "check_sampling_args", "encode_prompts", "generate", "process_logits",
-           "reorder_cache", "top_k_filter", "top_p_filter"]
+__all__ = [
+    "LM_HEADS",
+    "GenerationMixin",
+    "GenerationOutput",
+    "GenerationWarning",
+    "Streamer",
+    "TextStreamer",
+    "apply_repetition_penalty",
+    "check_sampling_args",
+    "encode_prompts",
+    "generate",
+    "process_logits",
+    "reorder_cache",
+    "top_k_filter",
+    "top_p_filter",
+]

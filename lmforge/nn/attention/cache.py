@@ -64,10 +64,11 @@ class KVCache:
         self.length += new
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams)."""
+        """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams). In place: the
+        buffers keep their storage, which a captured CUDA graph of the decode step points at."""
         for buffers in (self.keys, self.values):
-            for i, t in enumerate(buffers):
-                buffers[i] = t.index_select(0, index)
+            for t in buffers:
+                t.copy_(t.index_select(0, index))
 
 
 class LayerSlot:
@@ -81,3 +82,21 @@ class LayerSlot:
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> KV:
         return self.cache.update(self.layer, k, v)
+
+
+class StaticSlot(LayerSlot):
+    """``past`` of one layer in the fixed-shape decode step (``lmforge.static_decode``): the new token's
+    K / V go to column ``index`` (a (1,) tensor, so the step's code is the same at every position) and
+    attention reads the whole buffer (B, nh, capacity, hs); the key mask hides the columns not filled yet."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, cache: KVCache, layer: int, index: torch.Tensor) -> None:
+        super().__init__(cache, layer)
+        self.index = index
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> KV:
+        keys, values = self.cache.keys[self.layer], self.cache.values[self.layer]
+        keys.index_copy_(2, self.index, k)  # (B, nh, 1, hs) into column index
+        values.index_copy_(2, self.index, v)
+        return keys, values
