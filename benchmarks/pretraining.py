@@ -1,6 +1,8 @@
 """Pre-training throughput: lmforge vs HF transformers, same architecture, same batch, same machine, same run.
 
     python benchmarks/pretraining.py [--steps 12] [--warmup 2] [--threads 2] [--only mlm|clm]
+                                     [--device cpu|cuda] [--size mini|base] [--precision fp32|bf16]
+                                     [--batch 32] [--refdata DIR]
 
 Two workloads (the issue's): a bert-mini shaped MLM (L4 / H256 / A4, vocab 30,522, seq 128, batch 32)
 and a GPT-2 of the same shape doing CLM (vocab 50,257). Both sides run one full training step per
@@ -17,6 +19,14 @@ with ``torch.set_num_threads(--threads)``. After ``--warmup`` untimed steps each
 workload take turns one step at a time (HF, lmforge, lmforge, HF, ...: the order flips every round), so
 a change in the load of a shared machine hits both sides; the table gives the median step of each side.
 Tokens/s counts batch x seq_len per step for both.
+
+GPU rows (``--device cuda``): the same steps on the GPU, ``--size base`` for the bert-base / GPT-2 small
+shapes (L12/H768/A12), ``--precision bf16`` for bf16 autocast around forward + loss on both sides (what
+lmforge's Trainer does on CUDA by default; HF Trainer's ``bf16=True``), with each step timed after a
+device synchronisation. The batch is still built on the host inside the step, for both. MFU = model FLOPs
+per second / the GPU's dense peak for the precision (H100 SXM: 989 TFLOP/s bf16, 67 fp32 without tensor
+cores; an unknown GPU gets no MFU), with model FLOPs per token = 6 x (non-embedding parameters + the
+V x H output product) + 12 x layers x H x seq (attention scores and mixing; Kaplan et al. 2020 / PaLM's count).
 """
 from __future__ import annotations
 
@@ -32,8 +42,35 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFDATA = (REPO / ".." / "shared" / "refdata").resolve()
-SEQ, BATCH = 128, 32
+REFDATA = (REPO / ".." / "shared" / "refdata").resolve()  # --refdata replaces it
+SEQ = 128
+BATCH = 32  # --batch replaces it
+SIZES = {"mini": {"layers": 4, "hidden": 256, "heads": 4}, "base": {"layers": 12, "hidden": 768, "heads": 12}}
+PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0}}
+
+
+class Setup:
+    """What every process of a run shares (parsed once from the command line)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.device = args.device
+        self.size = args.size
+        self.bf16 = args.precision == "bf16"
+
+    def autocast(self):
+        import contextlib
+
+        import torch
+
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
 
 
 def _shards(kind: str, root: Path) -> Path:
@@ -51,7 +88,7 @@ def _shards(kind: str, root: Path) -> Path:
     return out
 
 
-def _lmforge(kind: str, shards: Path):
+def _lmforge(kind: str, shards: Path, setup: Setup):
     """(step function, model) for lmforge."""
     import torch
 
@@ -59,25 +96,27 @@ def _lmforge(kind: str, shards: Path):
     from lmforge.data.shards import ShardDataset
     from lmforge.objectives import BatchSource, build_objective
     from lmforge.train.config import TrainConfig
+    from lmforge.train.loop import to_device
     from lmforge.train.optim import build_optimizer, param_groups
 
     ds = ShardDataset(shards, "train")
     tok = ds.load_tokenizer()
     objective = build_objective(kind, tokenizer=tok, seq_len=SEQ)
-    if kind == "mlm":
-        config = ModelConfig.from_preset("bert-mini", vocab_size=30522, head="mlm")  # L4/H256/A4
-    else:
-        config = ModelConfig.from_preset("gpt-mini", vocab_size=50257, head="clm")  # GPT-2 body, L4/H256/A4
+    preset = {("mlm", "mini"): "bert-mini", ("clm", "mini"): "gpt-mini",  # L4/H256/A4
+              ("mlm", "base"): "bert-base", ("clm", "base"): "gpt2"}[(kind, setup.size)]  # L12/H768/A12
+    config = ModelConfig.from_preset(preset, vocab_size=30522 if kind == "mlm" else 50257,
+                                     head="mlm" if kind == "mlm" else "clm")
     torch.manual_seed(0)
-    model = Model(config)
+    model = Model(config).to(setup.device)
     model.train()
     cfg = TrainConfig(lr=1e-4)
     opt = build_optimizer(param_groups(model.named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), cfg)
     source = BatchSource(objective, ds, batch_size=BATCH, seed=0)
 
     def step(i: int) -> float:
-        batch = source.batch(0, i)
-        loss, _ = objective.loss(model, batch)
+        batch = to_device(source.batch(0, i), torch.device(setup.device))
+        with setup.autocast():
+            loss, _ = objective.loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -87,20 +126,29 @@ def _lmforge(kind: str, shards: Path):
     return step, model
 
 
-def _hf(kind: str, shards: Path):
+def _hf(kind: str, shards: Path, setup: Setup):
     import numpy as np
     import torch
-    from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling,
-                              GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        DataCollatorForLanguageModeling,
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPT2TokenizerFast,
+    )
 
     from lmforge.data.shards import ShardDataset
 
     ds = ShardDataset(shards, "train")
     torch.manual_seed(0)
+    shape = SIZES[setup.size]
     if kind == "mlm":
         tok = BertTokenizerFast(str(REFDATA / "tokenizers/bert-base-uncased/vocab.txt"), do_lower_case=True)
-        config = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                            intermediate_size=1024, attn_implementation="sdpa")
+        config = BertConfig(vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                            num_attention_heads=shape["heads"], intermediate_size=4 * shape["hidden"],
+                            attn_implementation="sdpa")
         model = BertForMaskedLM(config)
         collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15, return_tensors="pt")
         body = SEQ - 2  # [CLS] ... [SEP]
@@ -108,12 +156,12 @@ def _hf(kind: str, shards: Path):
         d = REFDATA / "tokenizers/gpt2"
         tok = GPT2TokenizerFast(str(d / "vocab.json"), str(d / "merges.txt"))
         tok.pad_token = tok.eos_token
-        config = GPT2Config(vocab_size=50257, n_embd=256, n_layer=4, n_head=4, n_inner=1024, n_positions=1024,
-                            attn_implementation="sdpa")
+        config = GPT2Config(vocab_size=50257, n_embd=shape["hidden"], n_layer=shape["layers"], n_head=shape["heads"],
+                            n_inner=4 * shape["hidden"], n_positions=1024, attn_implementation="sdpa")
         model = GPT2LMHeadModel(config)
         collator = DataCollatorForLanguageModeling(tok, mlm=False, return_tensors="pt")
         body = SEQ
-    model.train()
+    model.to(setup.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)  # HF Trainer's default
     tokens = ds.tokens(0, ds.num_tokens).astype(np.int64)
 
@@ -123,8 +171,9 @@ def _hf(kind: str, shards: Path):
             start = ((i * BATCH + j) * body) % (len(tokens) - body)
             ids = tokens[start:start + body].tolist()
             rows.append({"input_ids": [tok.cls_token_id, *ids, tok.sep_token_id] if kind == "mlm" else ids})
-        batch = collator(rows)
-        loss = model(**batch).loss
+        batch = {k: v.to(setup.device, non_blocking=True) for k, v in collator(rows).items()}
+        with setup.autocast():
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -134,12 +183,12 @@ def _hf(kind: str, shards: Path):
     return step, model
 
 
-def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int) -> None:
+def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int, setup: Setup) -> None:
     """Serve timed steps over stdin/stdout: "step" -> the step's seconds; "done" -> params and peak RSS."""
     import torch
 
     torch.set_num_threads(threads)
-    step, model = (_lmforge if lib == "lmforge" else _hf)(kind, shards)
+    step, model = (_lmforge if lib == "lmforge" else _hf)(kind, shards, setup)
     for i in range(warmup):
         step(i)
     i = warmup
@@ -147,18 +196,24 @@ def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int) -> None
     for line in sys.stdin:
         if line.strip() == "done":
             break
+        setup.sync()
         t, c = time.perf_counter(), time.process_time()
         step(i)
+        setup.sync()
         print(json.dumps({"step_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}), flush=True)
         i += 1
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if setup.device == "cuda" else 0.0
+    dense = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "dense_params": dense, "gpu_peak_mb": gpu_mb,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
 def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict]:
     """Both libraries' processes for one workload, stepped in turns; per library: median step, RSS, params."""
     procs = {lib: subprocess.Popen([sys.executable, __file__, "--child", lib, kind, str(shards), "--warmup",
-                                    str(args.warmup), "--threads", str(args.threads)], env=env, text=True,
+                                    str(args.warmup), "--threads", str(args.threads), "--device", args.device,
+                                    "--size", args.size, "--precision", args.precision, "--batch",
+                                    str(args.batch), "--refdata", str(REFDATA)], env=env, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
              for lib in ("hf", "lmforge")}
 
@@ -193,17 +248,33 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
     return results
 
 
+def model_flops_per_token(dense_params: int, kind: str, size: str) -> float:
+    """Training FLOPs per token: 6 x (parameters outside the embedding tables + the V x H output product)
+    + attention's 12 x L x H x seq (forward + backward of QK^T and PV)."""
+    shape = SIZES[size]
+    vocab = 30522 if kind == "mlm" else 50257
+    return 6 * (dense_params + vocab * shape["hidden"]) + 12 * shape["layers"] * shape["hidden"] * SEQ
+
+
 def main() -> int:
+    global BATCH, REFDATA
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12, help="timed steps per library, taken in turns")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every process")
     ap.add_argument("--only", choices=["mlm", "clm"], default=None)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--size", choices=list(SIZES), default="mini", help="mini: L4/H256/A4; base: L12/H768/A12")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast on both sides")
+    ap.add_argument("--batch", type=int, default=BATCH, help="sequences of 128 tokens per step")
+    ap.add_argument("--refdata", type=Path, default=REFDATA, help="the shared reference data folder")
     ap.add_argument("--child", nargs=3, metavar=("LIB", "KIND", "SHARDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    BATCH, REFDATA = args.batch, args.refdata.resolve()
+    setup = Setup(args)
     if args.child:
         lib, kind, shards = args.child
-        _child(lib, kind, Path(shards), args.warmup, args.threads)
+        _child(lib, kind, Path(shards), args.warmup, args.threads, setup)
         return 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false"}
@@ -216,23 +287,36 @@ def main() -> int:
                 results[(lib, kind)] = r
     import torch
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU (load average at the end "
-          f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, {args.threads} threads per process; "
+    cuda = args.device == "cuda"
+    where = (torch.cuda.get_device_name() if cuda else
+             f"{os.cpu_count()}-core CPU (load average at the end {os.getloadavg()[0]:.1f})")
+    peak = next((v for k, v in PEAK_TFLOPS.items() if cuda and k in where), {}).get(args.precision)
+    print(f"\n{time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}, {args.threads} threads per process; "
           f"HF and lmforge stepped in turns, median of {args.steps} steps each after {args.warmup} warm-up; "
-          f"batch {BATCH} x {SEQ} tokens, fp32, dropout 0.1\n")
-    print("| workload | params | HF tokens/s | lmforge tokens/s | speed-up | HF peak RSS | lmforge peak RSS |")
-    print("|---|---|---|---|---|---|---|")
-    names = {"mlm": "bert-mini MLM (L4/H256/A4, V 30,522)", "clm": "GPT-2 L4/H256/A4 CLM (V 50,257)"}
+          f"batch {BATCH} x {SEQ} tokens, {args.precision}{' autocast' if setup.bf16 else ''}, dropout 0.1\n")
+    memory = "GPU peak memory" if cuda else "peak RSS"
+    mfu_head = " HF MFU | lmforge MFU |" if peak else ""
+    print(f"| workload | params | HF tokens/s | lmforge tokens/s | speed-up |{mfu_head} HF {memory} | lmforge {memory} |")
+    print("|---|---|---|---|---|" + "---|" * (4 if peak else 2))
+    shape = SIZES[args.size]
+    shape_name = f"L{shape['layers']}/H{shape['hidden']}/A{shape['heads']}"
+    names = {"mlm": f"{'bert-base' if args.size == 'base' else 'bert-mini'} MLM ({shape_name}, V 30,522)",
+             "clm": f"GPT-2 {shape_name} CLM (V 50,257)"}
     for kind in kinds:
         hf, lm = results[("hf", kind)], results[("lmforge", kind)]
+        mem = "gpu_peak_mb" if cuda else "peak_rss_mb"
+        mfu = ""
+        if peak:
+            per_token = model_flops_per_token(lm["dense_params"], kind, args.size)
+            mfu = "".join(f" {r['tokens_per_s'] * per_token / (peak * 1e12):.1%} |" for r in (hf, lm))
         print(f"| {names[kind]} | {lm['params'] / 1e6:.1f}M | {hf['tokens_per_s']:,.0f} | {lm['tokens_per_s']:,.0f} | "
-              f"**{lm['tokens_per_s'] / hf['tokens_per_s']:.2f}x** | {hf['peak_rss_mb']:,.0f} MB | "
-              f"{lm['peak_rss_mb']:,.0f} MB |")
+              f"**{lm['tokens_per_s'] / hf['tokens_per_s']:.2f}x** |{mfu} {hf[mem]:,.0f} MB | {lm[mem]:,.0f} MB |")
     # process CPU seconds per step: what each side computes, less sensitive to other jobs' load (with
     # several threads it also counts the time a thread spins waiting for the other)
-    print("\nCPU time per step (median, all threads of the process): " + "; ".join(
-        f"{kind} HF {results[('hf', kind)]['cpu_s']:.2f} s, lmforge {results[('lmforge', kind)]['cpu_s']:.2f} s "
-        f"({results[('hf', kind)]['cpu_s'] / results[('lmforge', kind)]['cpu_s']:.2f}x)" for kind in kinds))
+    if not cuda:
+        print("\nCPU time per step (median, all threads of the process): " + "; ".join(
+            f"{kind} HF {results[('hf', kind)]['cpu_s']:.2f} s, lmforge {results[('lmforge', kind)]['cpu_s']:.2f} s "
+            f"({results[('hf', kind)]['cpu_s'] / results[('lmforge', kind)]['cpu_s']:.2f}x)" for kind in kinds))
     return 0
 
 
