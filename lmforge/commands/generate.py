@@ -36,6 +36,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: i
                         help="keep the last tokens of a prompt longer than the context instead of failing")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object per prompt: {"prompt", "completion", "tokens", "stopped"}')
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--compile", nargs="?", const="compile", default=None, choices=["compile", "graph"],
+                        metavar="MODE", help="decode with a static KV cache and a fixed-shape step: torch.compile'd "
+                        "and, on GPU, replayed as a CUDA graph (plain --compile), or 'graph' (the eager step as a "
+                        "CUDA graph, GPU only); same tokens as without it")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_decoding_arguments(parser)
 
 
-def load_model_and_tokenizer(path: str) -> tuple[Any, Any]:
-    """Model + tokenizer of a checkpoint directory, with clear errors for what is missing."""
+def pick_device(name: str | None) -> Any:
+    """--device as a torch.device (default: cuda when available), with a clear error for a bad one."""
+    import torch
+
+    from lmforge.errors import InputError
+
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise InputError(f"--device {name!r} is not a device ({err}); use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asks for a GPU but this machine has no CUDA device; use --device cpu.")
+    return device
+
+
+def load_model_and_tokenizer(path: str, device: Any = None) -> tuple[Any, Any]:
+    """Model (on ``device`` when given) + tokenizer of a checkpoint directory, with clear errors for what is
+    missing."""
     from lmforge.errors import CheckpointError
     from lmforge.models.model import Model
     from lmforge.tokenization.tokenizer import Tokenizer
@@ -62,6 +83,8 @@ def load_model_and_tokenizer(path: str) -> tuple[Any, Any]:
     from lmforge.tokenization import check_model_vocab
 
     check_model_vocab(model.config.vocab_size, tokenizer)  # ids past the embeddings: say resize, not crash later
+    if device is not None:
+        model = model.to(device)
     return model.eval(), tokenizer
 
 
@@ -80,6 +103,7 @@ def decoding_options(args: argparse.Namespace, *, defaults: dict[str, Any] | Non
         "repetition_penalty": args.repetition_penalty,
         "seed": args.seed,
         "truncate_prompt": args.truncate_prompt,
+        "compile": args.compile or False,
     }
 
 
@@ -145,6 +169,6 @@ def _write(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
     options = decoding_options(args)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     complete(model, tokenizer, prompts, options, stop=args.stop or [], stream=True, json_out=args.json)
     return 0

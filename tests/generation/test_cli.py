@@ -94,6 +94,34 @@ def test_generate_bad_input(gpt_dir: Path, capsys: pytest.CaptureFixture[str]) -
         assert code == 2 and needle in err and out == ""
 
 
+def test_generate_compile_and_device(gpt_dir: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile decodes through the static cache (the same tokens); --compile graph / --device need a GPU."""
+    import lmforge.static_decode as static_decode
+
+    calls = []
+
+    def step(*args: object) -> torch.Tensor:  # the uncompiled fixed-shape step (tests/generation/
+        calls.append(1)                       # test_static_decode.py compiles it for real)
+        return static_decode.decode_step(*args)
+
+    monkeypatch.setattr(static_decode, "compiled_step", lambda: step)
+    args = ("generate", "--model", str(gpt_dir), "--prompt", "Hello there", "--prompt", "Hi", "--max-new-tokens", "6",
+            "--json", "--device", "cpu")
+    code, plain, _ = run(capsys, *args)
+    assert code == 0 and not calls
+    code, compiled, _ = run(capsys, *args, "--compile")
+    assert code == 0 and compiled == plain and len(calls) == 5  # one step per token after the prefill's
+    code, out, err = run(capsys, *args, "--compile", "graph")
+    if not torch.cuda.is_available():
+        assert code == 2 and "CUDA" in err and out == ""
+    code, out, err = run(capsys, *args[:-2], "--device", "tpu:9")
+    assert code == 2 and "--device" in err and out == ""
+    if not torch.cuda.is_available():
+        code, out, err = run(capsys, *args[:-2], "--device", "cuda")
+        assert code == 2 and "no CUDA device" in err and out == ""
+
+
 def test_prompt_templates(gpt_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inputs = tmp_path / "q.jsonl"
     inputs.write_text('{"question": "Who wrote Hamlet?"}\n{"question": "Where is Paris?"}\n')
