@@ -21,8 +21,8 @@ streamer on both sides; on CUDA the streamer synchronises, as HF's own streamer 
 to the host), comparable with the floor.
 
 The floor: a decode step must read every weight it multiplies by (all linear layers and the V x H LM
-matrix, fp32) plus the KV cache once; at the measured read bandwidth (CPU: the median time of summing a
-1 GiB tensor, bigger than any cache; CUDA: a 1 GiB device-to-device copy, bytes read + written) that takes
+matrix, fp32) plus the KV cache once; at the measured read bandwidth (the best of 7: CPU, summing a
+1 GiB tensor, bigger than any cache; CUDA, a 1 GiB device-to-device copy, bytes read + written) that takes
 ``floor ms/step``. Batch 1 is memory-bound, so no fp32 implementation can decode faster than the floor.
 """
 from __future__ import annotations
@@ -64,8 +64,8 @@ class StepClock:
 
 
 def read_bandwidth(device: str, gib: float = 1.0, repeats: int = 7) -> float:
-    """Bytes/s of streaming reads: CPU, the median of ``repeats`` sums of a ``gib`` GiB float32 tensor;
-    CUDA, a device-to-device copy of that size counting bytes read + written."""
+    """Bytes/s of streaming reads, the best of ``repeats`` (a floor is a best case): CPU, summing a ``gib``
+    GiB float32 tensor; CUDA, a device-to-device copy of that size counting bytes read + written."""
     x = torch.ones(int(gib * 2**30) // 4, device=device)
     if device == "cuda":
         y = torch.empty_like(x)
@@ -77,14 +77,14 @@ def read_bandwidth(device: str, gib: float = 1.0, repeats: int = 7) -> float:
             stop.record()
             stop.synchronize()
             times.append(start.elapsed_time(stop) / 1e3)
-        return 2 * x.numel() * 4 / statistics.median(times[1:])
+        return 2 * x.numel() * 4 / min(times[1:])
     x.sum()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         x.sum()
         times.append(time.perf_counter() - start)
-    return x.numel() * 4 / statistics.median(times)
+    return x.numel() * 4 / min(times)
 
 
 def bytes_per_step(hf: Any, batch: int, context: int) -> int:

@@ -1,11 +1,12 @@
 """Run every side-by-side benchmark (lmforge vs HF transformers) in turn and print their tables.
 
-    python benchmarks/run_all.py [--only tokenization pretraining generation] [--quick]
+    python benchmarks/run_all.py [--only tokenization pretraining generation] [--quick] [--device cuda]
 
 Each benchmark is its own script (see its docstring for what it measures and its flags); this runner
 starts each in a subprocess so one's memory and threads do not leak into the next, prints the machine
 and date first (the README's tables carry both), and stops with the first failing script's exit code.
-`--quick` passes each script the smallest settings that still produce its whole table.
+`--quick` passes each script the smallest settings that still produce its whole table; `--device cuda`
+runs the pre-training and decoding benchmarks on the GPU (tokenization is CPU work either way).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "pretraining": ("pretraining.py", ["--steps", "3", "--warmup", "1"]),
     "generation": ("generation.py", ["--new", "32"]),
 }
+
+ON_DEVICE = ("pretraining", "generation")  # the scripts that take --device cpu|cuda
 
 
 def machine() -> str:
@@ -47,12 +50,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     ap.add_argument("--quick", action="store_true", help="smallest settings that still print every table")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where pre-training and decoding run (default cpu)")
     args = ap.parse_args()
     print(f"# lmforge benchmarks, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}\n", flush=True)
     for name in args.only:
         script, quick = BENCHMARKS[name]
         cmd = [sys.executable, str(HERE / script), *(quick if args.quick else [])]
+        if name in ON_DEVICE:
+            cmd += ["--device", args.device]
         print(f"## {name}: {' '.join(cmd[1:])}", flush=True)
         rc = subprocess.call(cmd)
         if rc != 0:
