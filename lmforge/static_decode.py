@@ -22,6 +22,7 @@ prefill runs eagerly through the body into the same buffers.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -68,6 +69,17 @@ def decode_step(body: Transformer, lm_weight: torch.Tensor, token: torch.Tensor,
 
 
 _compiled_step: Any = None  # torch.compile(decode_step), made on first use (one compile cache per process)
+# Each new (batch, capacity, model shape, dtype, device) compiles the step once more; past torch's
+# recompile limit (torch._dynamo.config.recompile_limit, 8 by default) a fullgraph compile raises
+# instead of falling back. generate() then decodes with the uncompiled step (still a CUDA graph on GPU).
+
+
+def _recompile_limit_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a fullgraph compile past the limit (evaluated only when something was raised:
+    importing torch._dynamo at module import would slow every CLI start)."""
+    exc = torch._dynamo.exc
+    return tuple(e for e in (getattr(exc, "FailOnRecompileLimitHit", None), getattr(exc, "FailOnCacheLimitHit", None))
+                 if e is not None)
 
 
 def compiled_step() -> Any:
@@ -136,9 +148,22 @@ class StaticDecoder:
         return logits, cache
 
     def _step(self) -> torch.Tensor:
-        step = compiled_step() if self.mode == "compile" else decode_step
-        return step(self.body, self.lm_weight, self.token, self.position, self.cache.keys_mask, self.index,
-                    self.slots)
+        args = (self.body, self.lm_weight, self.token, self.position, self.cache.keys_mask, self.index, self.slots)
+        if self.mode == "compile":
+            try:
+                return compiled_step()(*args)
+            except _recompile_limit_errors() as err:  # raised while compiling: nothing has run yet
+                from lmforge.generation import GenerationWarning
+
+                limit = torch._dynamo.config.recompile_limit
+                warnings.warn(f"torch.compile has compiled the decode step for {limit} shape(s) already "
+                              f"(torch._dynamo.config.recompile_limit; each new batch size / length bucket / "
+                              f"model shape compiles once): this call decodes with the uncompiled fixed-shape "
+                              f"step{', still as a CUDA graph' if self.lm_weight.is_cuda else ''}. Raise the "
+                              f"limit, or keep batch sizes steady, to keep the compiled speed ({type(err).__name__})",
+                              GenerationWarning, stacklevel=2)
+                self.mode = "graph"  # for the rest of this call: the eager step (a CUDA graph on GPU)
+        return decode_step(*args)
 
     def _run(self) -> torch.Tensor:
         if self.lm_weight.device.type != "cuda":
