@@ -87,17 +87,16 @@ def test_torch_compile_on_cpu(model: Model) -> None:
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler (cc / gcc) for Inductor's kernels")
-def test_past_the_recompile_limit_decodes_uncompiled(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_past_the_recompile_limit_decodes_uncompiled(model: Model) -> None:
     """A fullgraph compile raises once torch's recompile limit is reached; generate warns and decodes with
     the uncompiled step instead of failing (every new batch size compiles the step once more)."""
     import torch._dynamo
 
     ids, mask = prompts()
     generate(model, ids, attention_mask=mask, max_new_tokens=20, compile=True)  # at least one compiled shape
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     two = ids[:2], mask[:2]  # a new batch size: would need one more compile
     eager = generate(model, two[0], attention_mask=two[1], max_new_tokens=20)
-    with pytest.warns(UserWarning, match="recompile_limit"):
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="recompile_limit"):
         out = generate(model, two[0], attention_mask=two[1], max_new_tokens=20, compile=True)
     assert torch.equal(out, eager)
 
