@@ -431,8 +431,8 @@ def _as_list(ids: int | Sequence[int] | None) -> list[int]:
 
 
 # --------------------------------------------------------------------------- greedy / sampling
-def _decode(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
-            do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
+def _decode(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *,
+            n_new: int, do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float,
             eos: list[int], pad: int, stopper: _StopStrings | None, generator: torch.Generator | None,
             streamer: Streamer | None, use_cache: bool, capped: bool, want_scores: bool = True) -> GenerationOutput:
     B, L = ids.shape
@@ -497,8 +497,8 @@ def _decode(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, ma
 
 
 # --------------------------------------------------------------------------- beam search
-def _beam_search(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,
-                 num_beams: int, eos: list[int], pad: int, repetition_penalty: float,
+def _beam_search(model: Any, forward: _Forward | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *,
+                 n_new: int, num_beams: int, eos: list[int], pad: int, repetition_penalty: float,
                  capped: bool) -> GenerationOutput:
     """HF transformers' beam search (length_penalty=1, early_stopping=False), batched and vectorised.
 
@@ -660,19 +660,6 @@ class TextStreamer:
         self.done = True
 
 
-__all__ = [
-    "LM_HEADS",
-    "GenerationMixin",
-    "GenerationOutput",
-    "GenerationWarning",
-    "Streamer",
-    "TextStreamer",
-    "apply_repetition_penalty",
-    "check_sampling_args",
-    "encode_prompts",
-    "generate",
-    "process_logits",
-    "reorder_cache",
-    "top_k_filter",
-    "top_p_filter",
-]
+__all__ = ["LM_HEADS", "GenerationMixin", "GenerationOutput", "GenerationWarning", "Streamer", "TextStreamer",
+           "apply_repetition_penalty", "check_sampling_args", "encode_prompts", "generate", "lm_weight",
+           "process_logits", "reorder_cache", "top_k_filter", "top_p_filter"]

@@ -50,8 +50,9 @@ class StaticKVCache(KVCache):
         self.keys_mask = torch.zeros((batch, self.capacity), dtype=torch.bool, device=self.keys[0].device)
 
     def reorder(self, index: torch.Tensor) -> None:
-        super().reorder(index)
-        self.keys_mask.copy_(self.keys_mask.index_select(0, index))
+        """In place: the buffers keep their storage, which the captured CUDA graph of the step points at."""
+        for t in (*self.keys, *self.values, self.keys_mask):
+            t.copy_(t.index_select(0, index))
 
 
 def decode_step(body: Transformer, lm_weight: torch.Tensor, token: torch.Tensor, position: torch.Tensor,

@@ -64,11 +64,11 @@ class KVCache:
         self.length += new
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams). In place: the
-        buffers keep their storage, which a captured CUDA graph of the decode step points at."""
+        """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams). New buffers
+        (one copy); ``static_decode.StaticKVCache`` reorders in place instead, for its CUDA graph."""
         for buffers in (self.keys, self.values):
-            for t in buffers:
-                t.copy_(t.index_select(0, index))
+            for i, t in enumerate(buffers):
+                buffers[i] = t.index_select(0, index)
 
 
 class LayerSlot:
