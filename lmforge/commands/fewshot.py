@@ -19,13 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length for generative tasks")
     parser.add_argument("--out", default=None, help="output directory (default fewshot-TASK)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import load_model_and_tokenizer
+    from lmforge.commands.generate import load_model_and_tokenizer, pick_device
     from lmforge.fewshot import fewshot_evaluate, write_outputs
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     result = fewshot_evaluate(model, tokenizer, args.task, args.data, shots=args.shots, seed=args.seed,
                               split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))

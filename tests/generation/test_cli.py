@@ -143,7 +143,8 @@ def test_prompt_templates(gpt_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
 def test_fewshot_sst2(gpt_dir: Path, refdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "fs"
     code, out, _ = run(capsys, "fewshot", "--model", str(gpt_dir), "--task", "glue-sst2", "--data",
-                       str(refdata / "glue" / "SST-2"), "--shots", "0", "1", "4", "--limit", "6", "--out", str(out_dir))
+                       str(refdata / "glue" / "SST-2"), "--shots", "0", "1", "4", "--limit", "6", "--out", str(out_dir),
+                       "--device", "cpu")
     assert code == 0
     results = json.loads((out_dir / "results.json").read_text())
     assert [r["k"] for r in results["rows"]] == [0, 1, 4]
@@ -157,6 +158,9 @@ def test_fewshot_sst2(gpt_dir: Path, refdata: Path, tmp_path: Path, capsys: pyte
     assert results["rows"][1]["accuracy_raw"] == sum(p["pred_raw"] == p["gold"] for p in k1) / 6
     prompts = (out_dir / "prompts.txt").read_text()
     assert "===== k=4 prompt 1 =====" in prompts and prompts.count("\nSentiment:") >= 5
+    code, out, err = run(capsys, "fewshot", "--model", str(gpt_dir), "--task", "glue-sst2", "--data",
+                         str(refdata / "glue" / "SST-2"), "--device", "gpu0")
+    assert code == 2 and "--device 'gpu0'" in err and out == ""
 
 
 def test_fewshot_drops_shots_to_fit(gpt_dir: Path, refdata: Path) -> None:
