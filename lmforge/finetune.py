@@ -34,6 +34,7 @@ import torch
 from lmforge.errors import CheckpointError, ConfigError, suggest
 from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
 from lmforge.tasks.base import IGNORE_INDEX
+from lmforge.train.distributed import resolve_device
 
 Log = Callable[[str], None]
 
@@ -357,10 +358,6 @@ def _split_suffix(i: int, split: str) -> str:
     return "_mm" if split.endswith("mismatched") else f"_{split}"
 
 
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def _pad_id(tokenizer: Any) -> int:
     pad = getattr(tokenizer, "pad_token_id", None)
     return 0 if pad is None else int(pad)  # GPT-2 has no pad token: padded positions are masked anyway
@@ -507,7 +504,7 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
         raise CheckpointError(f"task {the_task.name} learns its labels from the training data; evaluate a "
                               "model fine-tuned by lmforge (its task.json holds them)")
     model, decoder = load_model(model_dir, the_task, tok, log=log)
-    model.to(_device(device))
+    model.to(resolve_device(device))
     length = max_length or (state or {}).get("max_length") or default_max_length(the_task)
     return the_task, tok, model, decoder, int(length)
 

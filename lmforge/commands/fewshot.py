@@ -23,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import load_model_and_tokenizer, pick_device
+    from lmforge.commands.generate import load_model_and_tokenizer
+    from lmforge.train.distributed import resolve_device
     from lmforge.fewshot import fewshot_evaluate, write_outputs
 
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, resolve_device(args.device))
     result = fewshot_evaluate(model, tokenizer, args.task, args.data, shots=args.shots, seed=args.seed,
                               split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))

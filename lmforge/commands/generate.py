@@ -49,21 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_decoding_arguments(parser)
 
 
-def pick_device(name: str | None) -> Any:
-    """--device as a torch.device (default: cuda when available), with a clear error for a bad one."""
-    import torch
-
-    from lmforge.errors import InputError
-
-    try:
-        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as err:
-        raise InputError(f"--device {name!r} is not a device ({err}); use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name} asks for a GPU but this machine has no CUDA device; use --device cpu.")
-    return device
-
-
 def load_model_and_tokenizer(path: str, device: Any = None) -> tuple[Any, Any]:
     """Model (on ``device`` when given) + tokenizer of a checkpoint directory, with clear errors for what is
     missing."""
@@ -168,7 +153,9 @@ def _write(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
+    from lmforge.train.distributed import resolve_device
+
     options = decoding_options(args)
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, resolve_device(args.device))
     complete(model, tokenizer, prompts, options, stop=args.stop or [], stream=True, json_out=args.json)
     return 0

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import complete, decoding_options, load_model_and_tokenizer, pick_device
+    from lmforge.commands.generate import complete, decoding_options, load_model_and_tokenizer
+    from lmforge.train.distributed import resolve_device
     from lmforge.errors import InputError
     from lmforge.prompts import TEMPLATES, get_template, read_inputs
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 "top_k": template.top_k, "temperature": template.temperature}
     options = decoding_options(args, defaults=defaults)
     stop = list(args.stop) if args.stop else list(template.stop)
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, resolve_device(args.device))
     if not args.json:
         print(f"# template {args.template!r}, {len(prompts)} input(s)", file=sys.stderr)
     complete(model, tokenizer, prompts, options, stop=stop, stream=True, json_out=args.json)

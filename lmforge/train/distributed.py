@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,25 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """A --device / device= value as a torch.device (None: cuda when available), with one clear error for
+    a name torch does not know or a GPU this machine does not have."""
+    try:
+        device = torch.device(name if name is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise InputError(f"device {str(name)!r} is not a device ({err}); pass --device cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(name)!r} asks for a GPU but this machine has no CUDA device; "
+                         "pass --device cpu.")
+    return device
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun process group when there is one; pick the device (CUDA when available)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)

@@ -90,6 +90,12 @@ def test_preset_takes_the_tokenizer_vocab_and_bad_input(shards, tmp_path, capsys
     # batch larger than the data: the validation split has ~2k tokens, so use a huge batch on train
     assert main(_args(shards, "clm", tmp_path / "r", "--max-steps", "2", "--batch-size", "100000")) == 2
     assert "fewer than one global batch" in capsys.readouterr().err
+    # a device torch does not know (before anything is loaded); a GPU on a machine without one
+    assert main(_args(shards, "clm", tmp_path / "d", "--max-steps", "2", "--device", "gpu0")) == 2
+    assert "device 'gpu0' is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(_args(shards, "clm", tmp_path / "d", "--max-steps", "2", "--device", "cuda")) == 2
+        assert "no CUDA device" in capsys.readouterr().err
     # not a shard dir; a shard dir whose tokenizer copy was swapped (hash mismatch)
     (tmp_path / "empty").mkdir()
     assert main(["pretrain", "--model", str(shards["gpt_model"]), "--objective", "clm", "--data",
