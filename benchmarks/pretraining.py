@@ -129,15 +129,8 @@ def _lmforge(kind: str, shards: Path, setup: Setup):
 def _hf(kind: str, shards: Path, setup: Setup):
     import numpy as np
     import torch
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        BertTokenizerFast,
-        DataCollatorForLanguageModeling,
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPT2TokenizerFast,
-    )
+    from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling,
+                              GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast)
 
     from lmforge.data.shards import ShardDataset
 
