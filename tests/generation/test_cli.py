@@ -112,9 +112,8 @@ def test_generate_compile_and_device(gpt_dir: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and not calls
     code, compiled, _ = run(capsys, *args, "--compile")
     assert code == 0 and compiled == plain and len(calls) == 5  # one step per token after the prefill's
-    code, out, err = run(capsys, *args, "--compile", "graph")
-    if not torch.cuda.is_available():
-        assert code == 2 and "CUDA" in err and out == ""
+    code, out, err = run(capsys, *args, "--compile", "graph")  # args say --device cpu
+    assert code == 2 and "CUDA" in err and out == ""
     code, out, err = run(capsys, *args[:-2], "--device", "tpu:9")
     assert code == 2 and "--device" in err and out == ""
     if not torch.cuda.is_available():
