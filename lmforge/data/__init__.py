@@ -1,1 +1,1 @@
-"""Data: corpus readers (readers.py), tokenized memory-mapped shards (shards.py), the toy language (toyland.py)."""
+"""Data: corpus readers (readers.py), tokenized memory-mapped shards (shards.py), the toy language (toyland/)."""
