@@ -260,31 +260,41 @@ class Tokenizer:
         """Encode one text, a pair, or a batch of either; the same keys and values as HF's fast tokenizers."""
         if return_tensors not in (None, "pt", "np"):
             raise InputError(f"return_tensors={return_tensors!r}; use 'pt', 'np' or None")
-        batched = _is_batch(text, is_split_into_words)
-        if text_pair is not None and batched != _is_batch(text_pair, is_split_into_words):
-            raise InputError("text and text_pair must both be single inputs or both be lists of the same length")
-        texts = list(text) if batched else [text]
-        if not batched and not text_pair:
-            # HF encodes a single text with an empty pair as a single text ([CLS] A [SEP], no second
-            # [SEP]) while a batch keeps the empty segment; both are mirrored for identical ids
-            text_pair = None
-        if text_pair is not None:
-            pairs = list(text_pair) if batched else [text_pair]
-            if len(pairs) != len(texts):
-                raise InputError(f"{len(texts)} texts but {len(pairs)} text_pair entries; give one pair per text")
-            inputs: list[Any] = list(zip(texts, pairs))
-        else:
-            inputs = texts
+        inputs, batched, has_pair = _pair_inputs(text, text_pair, is_split_into_words)
         trunc, pad, max_length = self._strategies(padding, truncation, max_length)
+        self._check_truncation(trunc, max_length, stride, add_special_tokens=add_special_tokens, pair=has_pair)
+        encodings = self._encode_batch(inputs, trunc=trunc, pad=pad, max_length=max_length, stride=stride,
+                                       pad_to_multiple_of=pad_to_multiple_of,
+                                       add_special_tokens=add_special_tokens, pretokenized=is_split_into_words)
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self._family.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = True
+        data, flat = _collect(encodings, overflowing=return_overflowing_tokens, token_type_ids=return_token_type_ids,
+                              attention_mask=return_attention_mask, special_tokens_mask=return_special_tokens_mask,
+                              offsets_mapping=return_offsets_mapping, length=return_length)
+        if not return_overflowing_tokens and not batched and return_tensors is None:
+            data = {k: v[0] for k, v in data.items()}  # HF drops the batch axis of a single input
+        if return_tensors is not None:
+            data = {k: _as_tensor(k, v, return_tensors) for k, v in data.items()}
+        return BatchEncoding(data, flat)
+
+    def _check_truncation(self, trunc: str, max_length: int | None, stride: int, *,
+                          add_special_tokens: bool, pair: bool) -> None:
+        """Refuse settings the engine would silently ignore."""
         if trunc != "do_not_truncate" and add_special_tokens and max_length is not None:
-            needed = self.backend.num_special_tokens_to_add(text_pair is not None)
+            needed = self.backend.num_special_tokens_to_add(pair)
             if max_length <= needed:  # the engine would silently return the untruncated sequence
                 raise TokenizerError(
-                    f"max_length={max_length} leaves no room for text: {'a pair' if text_pair is not None else 'one text'} "
+                    f"max_length={max_length} leaves no room for text: {'a pair' if pair else 'one text'} "
                     f"takes {needed} special tokens; use max_length > {needed}")
         if stride and trunc == "do_not_truncate":
             raise InputError("stride needs truncation (truncation=True or 'only_second' with max_length)")
 
+    def _encode_batch(self, inputs: list[Any], *, trunc: str, pad: str, max_length: int | None, stride: int,
+                      pad_to_multiple_of: int | None, add_special_tokens: bool,
+                      pretokenized: bool) -> list[Encoding]:
+        """Encode with this call's truncation / padding; the engine's own settings are restored after."""
         previous = (self.backend.truncation, self.backend.padding)
         try:
             if trunc != "do_not_truncate":
@@ -305,8 +315,8 @@ class Tokenizer:
             else:
                 self.backend.no_padding()
             try:
-                encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                                      is_pretokenized=is_split_into_words)
+                return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                 is_pretokenized=pretokenized)
             except Exception as err:  # the engine raises plain Exception for impossible truncation
                 if "runcation" in str(err):
                     raise TokenizerError(
@@ -317,35 +327,6 @@ class Tokenizer:
                 raise
         finally:
             _restore(self.backend, *previous)
-
-        if return_token_type_ids is None:
-            return_token_type_ids = "token_type_ids" in self._family.model_input_names
-        if return_attention_mask is None:
-            return_attention_mask = True
-        # windows (overflowing encodings) follow their sample, as in HF
-        flat: list[Encoding] = [e for enc in encodings for e in (enc, *enc.overflowing)] \
-            if return_overflowing_tokens else encodings
-        # one comprehension per field: the engine builds each list, Python only collects them
-        data: dict[str, list[Any]] = {"input_ids": [e.ids for e in flat]}
-        if return_token_type_ids:
-            data["token_type_ids"] = [e.type_ids for e in flat]
-        if return_attention_mask:
-            data["attention_mask"] = [e.attention_mask for e in flat]
-        if return_special_tokens_mask:
-            data["special_tokens_mask"] = [e.special_tokens_mask for e in flat]
-        if return_offsets_mapping:
-            data["offset_mapping"] = [e.offsets for e in flat]
-        if return_length:
-            data["length"] = [len(ids) for ids in data["input_ids"]]
-        sample_map = [i for i, enc in enumerate(encodings) for _ in range(1 + len(enc.overflowing))] \
-            if return_overflowing_tokens else []
-        if return_overflowing_tokens:
-            data["overflow_to_sample_mapping"] = sample_map
-        elif not batched and return_tensors is None:  # HF drops the batch axis of a single input
-            data = {k: v[0] for k, v in data.items()}
-        if return_tensors is not None:
-            data = {k: _as_tensor(k, v, return_tensors) for k, v in data.items()}
-        return BatchEncoding(data, flat)
 
     def encode(self, text: Any, text_pair: Any = None, *, add_special_tokens: bool = True,
                truncation: bool | str | None = None, max_length: int | None = None) -> list[int]:
@@ -415,6 +396,48 @@ class Tokenizer:
                      min_frequency=min_frequency, text_field=text_field, show_progress=show_progress, log=log)
 
 
+def _pair_inputs(text: Any, text_pair: Any, split_into_words: bool) -> tuple[list[Any], bool, bool]:
+    """(engine inputs, whether the call is batched, whether it has pairs) for ``__call__``'s arguments."""
+    batched = _is_batch(text, split_into_words)
+    if text_pair is not None and batched != _is_batch(text_pair, split_into_words):
+        raise InputError("text and text_pair must both be single inputs or both be lists of the same length")
+    texts = list(text) if batched else [text]
+    if not batched and not text_pair:
+        # HF encodes a single text with an empty pair as a single text ([CLS] A [SEP], no second
+        # [SEP]) while a batch keeps the empty segment; both are mirrored for identical ids
+        text_pair = None
+    if text_pair is None:
+        return texts, batched, False
+    pairs = list(text_pair) if batched else [text_pair]
+    if len(pairs) != len(texts):
+        raise InputError(f"{len(texts)} texts but {len(pairs)} text_pair entries; give one pair per text")
+    return list(zip(texts, pairs)), batched, True
+
+
+def _collect(encodings: list[Encoding], *, overflowing: bool, token_type_ids: bool, attention_mask: bool,
+             special_tokens_mask: bool, offsets_mapping: bool, length: bool) -> tuple[dict[str, list[Any]],
+                                                                                       list[Encoding]]:
+    """The asked-for fields as lists (one row per encoding) and the encodings they came from."""
+    # windows (overflowing encodings) follow their sample, as in HF
+    flat: list[Encoding] = [e for enc in encodings for e in (enc, *enc.overflowing)] if overflowing else encodings
+    # one comprehension per field: the engine builds each list, Python only collects them
+    data: dict[str, list[Any]] = {"input_ids": [e.ids for e in flat]}
+    if token_type_ids:
+        data["token_type_ids"] = [e.type_ids for e in flat]
+    if attention_mask:
+        data["attention_mask"] = [e.attention_mask for e in flat]
+    if special_tokens_mask:
+        data["special_tokens_mask"] = [e.special_tokens_mask for e in flat]
+    if offsets_mapping:
+        data["offset_mapping"] = [e.offsets for e in flat]
+    if length:
+        data["length"] = [len(ids) for ids in data["input_ids"]]
+    if overflowing:
+        data["overflow_to_sample_mapping"] = [i for i, enc in enumerate(encodings)
+                                              for _ in range(1 + len(enc.overflowing))]
+    return data, flat
+
+
 def _is_batch(value: Any, split_into_words: bool) -> bool:
     if isinstance(value, str):
         return False
@@ -442,8 +465,8 @@ def _as_tensor(key: str, value: list[Any], kind: str) -> Any:
     if value and isinstance(value[0], list) and len({len(v) for v in value}) > 1:
         raise InputError(f"cannot make one tensor of {key}: the sequences have different lengths; "
                          "pass padding=True (and truncation=True) with return_tensors")
-    # numpy reads nested int lists ~3x faster than torch.tensor(dtype=long) does (measured: 1000 x 128 ids,
-    # 6 ms vs 20 ms); torch.from_numpy then shares that fresh int64 buffer without a copy
+    # numpy reads nested int lists ~3x faster than torch.tensor does (docs/tokenization.md, "Benchmark");
+    # torch.from_numpy then shares that fresh int64 buffer without a copy
     array = np.asarray(value, dtype=np.int64)  # (B, L), (B, L, 2) for offsets, (B,) for length / mapping
     if kind == "np":
         return array
