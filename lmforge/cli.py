@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "toydata": ("lmforge.commands.toydata", "Write the toy-language corpus and its downstream tasks in official formats."),
     "presets": ("lmforge.commands.presets", "List the model presets with their sizes and parameter counts."),
     "params": ("lmforge.commands.params", "Break a preset's parameter count down into embeddings / layers / heads."),
-    "tokenizer": ("lmforge.commands.tokenizer", "Train a WordPiece / byte-level BPE / Unigram tokenizer."),
+    "tokenizer": ("lmforge.commands.train_tokenizer", "Train a WordPiece / byte-level BPE / Unigram tokenizer."),
     "tokenize": ("lmforge.commands.tokenize", "Print the tokens and ids a tokenizer gives for a text (or a pair)."),
     "prepare": ("lmforge.commands.prepare", "Tokenize a corpus into memory-mapped shards for pre-training."),
     "pretrain": ("lmforge.commands.pretrain", "Pre-train a model with clm / mlm / mlm+nsp / mlm+sop."),

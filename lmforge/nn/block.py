@@ -9,7 +9,7 @@ from lmforge.config import ModelConfig
 from lmforge.nn.activations import Activation
 from lmforge.nn.attention import ATTENTION_KINDS, AttentionMask
 from lmforge.nn.attention.dense import KV
-from lmforge.nn.attention.training import gather_rows
+from lmforge.nn.attention.cpu_fastpath import gather_rows
 from lmforge.nn.dropout import Dropout
 
 

@@ -15,7 +15,7 @@ from lmforge.tasks.glue import GLUE_TASKS, ClassificationTask, GlueTask
 from lmforge.tasks.squad import SQUAD_TASKS, SquadTask
 from lmforge.tasks.swag import SwagTask
 from lmforge.tasks.tagging import TAGGING_TASKS, TaggingTask
-from lmforge.tasks.text import TextTask, text_task
+from lmforge.tasks.custom import TextTask, text_task
 
 TASKS: dict[str, Task] = {
     **GLUE_TASKS,

@@ -11,7 +11,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.nn.attention.cache import LayerSlot
-from lmforge.nn.attention.training import training_attention, uses_training_path
+from lmforge.nn.attention.cpu_fastpath import fastpath_attention, uses_cpu_fastpath
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -45,8 +45,8 @@ class DenseAttention(nn.Module):
                 output_attentions: bool = False, query_index: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
         if past is None and not use_cache and not output_attentions and (
-                query_index is not None or uses_training_path(self, x)):  # see attention/training.py
-            return training_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,
+                query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
+            return fastpath_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,
                                       query_index=query_index), None, None
         B, T, H = x.shape
         nh, hs = self.num_heads, self.head_size

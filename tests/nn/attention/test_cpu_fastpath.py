@@ -1,9 +1,7 @@
-"""The MLM training step's fast paths compute the same function as the plain ones.
+"""The CPU training fast path and the selected-rows path compute the same function as the plain (SDPA) ones.
 
-* ``lmforge.nn.dropout.Dropout``: keep rate 1 - p, kept values scaled by 1 / (1 - p), the fused residual,
-  gradients through the mask; identity in eval mode.
-* CPU training attention (``nn/attention/training.py``): with the dropout mask forced to keep everything it
-  equals the eval-mode (SDPA) model, bidirectional with padding and causal.
+* CPU training attention (``nn/attention/cpu_fastpath.py``): with the dropout mask forced to keep everything
+  it equals the eval-mode (SDPA) model, bidirectional with padding and causal.
 * ``output_rows`` (last layer at the masked rows only): loss, logits and every gradient equal a full
   forward of the same model, for the MLM and the MLM + NSP heads.
 """
@@ -12,41 +10,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lmforge.nn.attention.training as attention_training
+import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
 from lmforge import Model, ModelConfig
 from lmforge.errors import InputError
-from lmforge.nn.dropout import Dropout
-
-
-def test_dropout_rate_scale_residual_and_gradient() -> None:
-    torch.manual_seed(0)
-    drop = Dropout(0.1).train()
-    x = torch.randn(1000, 1000, requires_grad=True)
-    y = drop(x)
-    kept = y != 0
-    assert abs(kept.float().mean().item() - 0.9) < 0.002  # 1M draws: sd 0.0003
-    torch.testing.assert_close(y[kept], x[kept] / 0.9)
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.9)
-
-    r = torch.randn(1000, 1000)
-    torch.manual_seed(1)
-    fused = drop(x, residual=r)
-    torch.manual_seed(1)
-    plain = r + drop(x)
-    torch.testing.assert_close(fused, plain)
-
-    drop.eval()
-    assert torch.equal(drop(x), x) and torch.equal(drop(x, residual=r), r + x)
 
 
 def _keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     # the attention dropout multiplies by keep_mask * 1/(1-p): a mask of (1-p) makes it exactly 1
-    monkeypatch.setattr(attention_training, "keep_mask", lambda like, p: torch.full_like(like, 1.0 - p))
+    monkeypatch.setattr(cpu_fastpath, "keep_mask", lambda like, p: torch.full_like(like, 1.0 - p))
 
 
 @pytest.mark.parametrize("preset,head", [("bert-mini", "mlm"), ("gpt-mini", "clm")])
-def test_training_attention_equals_sdpa(monkeypatch: pytest.MonkeyPatch, preset: str, head: str) -> None:
+def test_cpu_fastpath_attention_equals_sdpa(monkeypatch: pytest.MonkeyPatch, preset: str, head: str) -> None:
     _keep_everything(monkeypatch)
     torch.manual_seed(0)
     config = ModelConfig.from_preset(preset, vocab_size=500, head=head, hidden_dropout=0.0, attention_dropout=0.2,

@@ -1,17 +1,19 @@
-"""Dense attention's training path: CPU dropout attention in fewer kernels, and queries for selected rows only.
+"""The CPU training fast path of dense attention, and attention for selected query rows only.
 
-``DenseAttention.forward`` sends two cases here (no KV cache and no attention maps in either):
+Why it exists: pre-training on CPU is a first-class use (``lmforge quickstart``), and there SDPA cannot
+use its fused kernel once attention dropout is on. It falls back to its math path: three ``.contiguous()``
+copies of q / k / v, q and k each scaled, a "safe" softmax (softmax + isneginf + all + where),
+``bernoulli_`` + ``div_`` + ``mul`` for the dropout. ``DenseAttention.forward`` sends two cases here (no KV
+cache and no attention maps in either):
 
-* training with attention dropout on CPU. SDPA cannot use its fused CPU kernel when dropout is on and
-  falls back to its math path: three ``.contiguous()`` copies of q / k / v, q and k each scaled, a
-  "safe" softmax (softmax + isneginf + all + where), ``bernoulli_`` + ``div_`` + ``mul`` for the
-  dropout. Here: one copy lays q / k / v out head-major, 1/sqrt(hs) is folded into the q rows of the
-  projection weight (3H x H numbers instead of B x T x H), a plain softmax (the body never builds a
-  fully masked row), and the cheaper mask of ``lmforge.nn.dropout``. Same function, same dropout
-  distribution.
+* training with attention dropout on CPU (``uses_cpu_fastpath``). One copy lays q / k / v out head-major,
+  1/sqrt(hs) is folded into the q rows of the projection weight (3H x H numbers instead of B x T x H), a
+  plain softmax (the body never builds a fully masked row), and the cheaper mask of ``lmforge.nn.dropout``.
+  Same function, same dropout distribution; the measurements are in docs/pretraining.md.
 * ``query_index`` (B, M): only the outputs at those positions are wanted (the last layer of an MLM
   model in training, where only the ~15% masked positions reach the loss). Keys and values are
-  projected for every position, queries only for those M; the result is (B, M, H).
+  projected for every position, queries only for those M; the result is (B, M, H). Off the CPU this
+  case still ends in SDPA.
 """
 from __future__ import annotations
 
@@ -40,17 +42,17 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None].expand(-1, -1, x.size(-1)))
 
 
-def uses_training_path(attn: _Dense, x: torch.Tensor) -> bool:
+def uses_cpu_fastpath(attn: _Dense, x: torch.Tensor) -> bool:
     """True where SDPA would take its math path for dropout (CPU, training, p > 0)."""
     return attn.training and attn.dropout_p > 0 and x.device.type == "cpu"
 
 
-def training_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tensor | None, is_causal: bool,
+def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tensor | None, is_causal: bool,
                        query_index: torch.Tensor | None = None) -> torch.Tensor:
     """Self-attention output (B, T, H), or (B, M, H) at ``query_index``; ``dense_mask`` True = attend."""
     B, T, H = x.shape
     nh, hs = attn.num_heads, attn.head_size
-    explicit = uses_training_path(attn, x)
+    explicit = uses_cpu_fastpath(attn, x)
     w, b = attn.qkv.weight, attn.qkv.bias
     if explicit:  # fold 1/sqrt(hs) into the q rows of the (3H, H) weight: scales 3H x H numbers, not B x T x H
         qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
