@@ -4,8 +4,8 @@ Each element is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``, e
 Two things differ, neither in what is trained:
 
 * the keep mask comes from float32 uniforms (``rand >= p``, as torch's CUDA dropout kernel draws it)
-  instead of ``bernoulli_``, whose CPU kernel draws a float64 uniform per element: 1.5x cheaper, and
-  the generator is the serial part of a dropout on CPU. The comparison runs in place, so the mask is
+  instead of ``bernoulli_``, whose CPU kernel draws a float64 uniform per element: cheaper (measured in
+  docs/pretraining.md, "What changed"), and the generator is the serial part of a dropout on CPU. The comparison runs in place, so the mask is
   a float 0 / 1 tensor (float x float multiplies vectorize; float x bool ones do not);
 * the residual add that follows a dropout is fused into one ``addcmul`` (residual + a * keep * scale):
   one kernel instead of three (scale the mask, multiply, add). Fewer kernels matter most on a shared

@@ -7,8 +7,7 @@ Every kind has the same signature, so the block does not know which one it runs:
 
 and the same parameter names (``qkv`` fused (3H, H), ``out`` (H, H)), so checkpoints do not depend on the
 kind. ``past`` is a ``LayerSlot`` of a preallocated ``KVCache`` when the body runs with one: the layer writes
-its new keys / values into it in place and returns no ``present``. "bigbird", "lsh" and GPT-3's alternating
-"banded" register here when they land.
+its new keys / values into it in place and returns no ``present``.
 """
 from __future__ import annotations
 
