@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lmforge.data.toyland.lexicon import (
     ADVERBIALS, ANIMALS, AUX_FORMS, COLOURS, DET_UPOS, DETS, NAMES, NOUN_LEMMA, NOUN_NUMBER, NOUNS, PEOPLE,
@@ -184,56 +184,77 @@ CORRUPTION_SOURCE = {"agreement": "tl_agr", "determiner": "tl_det", "order": "tl
 
 def corrupt(s: Sentence, kind: str, rng: random.Random) -> list[str] | None:
     """The words of ``s`` made ungrammatical by ``kind``, or None when that kind does not apply."""
+    if kind not in _CORRUPTERS:
+        raise ValueError(kind)
+    return _CORRUPTERS[kind](s, rng)
+
+
+def _break_agreement(s: Sentence, rng: random.Random) -> list[str] | None:
+    """The main verb in the other number."""
+    if s.main_verb is None or s.verb_alternative is None:
+        return None
     words = s.words
-    if kind == "agreement":
-        if s.main_verb is None or s.verb_alternative is None:
-            return None
-        w = list(words)
-        alt = s.verb_alternative
-        w[s.main_verb] = alt[:1].upper() + alt[1:] if words[s.main_verb][:1].isupper() else alt
-        return w
-    if kind == "determiner":
-        if not s.dets:
-            return None
-        i = rng.choice(s.dets)
-        det = words[i].lower()
-        noun = next(words[j] for j in range(i + 1, len(words)) if words[j] in NOUN_NUMBER)
-        if det in ("a", "an") and rng.random() < 0.5:
-            wrong = "an" if det == "a" else "a"  # the article of the wrong sound
-        else:  # a determiner of the other number ("these fox", "a foxes")
-            wrong = rng.choice([d for d in DETS[other_number(NOUN_NUMBER[noun])] if d != "the"])
-            if wrong == "a":
-                wrong = a_or_an(words[i + 1])
-        w = list(words)
-        w[i] = wrong[:1].upper() + wrong[1:] if words[i][:1].isupper() else wrong
-        return w
-    content = [i for i in range(len(words) - 1)]  # never the final period
-    if kind == "order":
-        i = rng.choice(content[:-1]) if len(content) > 1 else None
-        # an adverb or a relative pronoun may move and stay grammatical ("sleeps quietly" / "quietly
-        # sleeps", "the fox that sees" / "the fox sees that ..."): never swap those
-        if i is None or words[i].lower() == words[i + 1].lower() or \
-                {s.tokens[i].upos, s.tokens[i + 1].upos} & {"ADV", "PRON", "PUNCT"}:
-            return None
-        w = list(words)
-        w[i], w[i + 1] = w[i + 1], w[i]
-        w = [x.lower() if x not in NAMES and x != "I" else x for x in w]
-        w[0] = w[0][:1].upper() + w[0][1:]
-        return w
-    if kind == "missing":
-        # drop a word whose absence breaks the sentence: the verb, a determiner, a preposition
-        # (a determiner only before a singular noun: "foxes sleep" without "the" is still grammatical)
-        candidates = [i for i, t in enumerate(s.tokens) if t.upos in ("VERB", "AUX", "ADP")]
-        candidates += [i for i in s.dets if _noun_after(words, i) == SING]
-        if s.main_verb is not None:
-            candidates += [s.main_verb] * 2
-        if not candidates:
-            return None
-        i = rng.choice(candidates)
-        w = words[:i] + words[i + 1:]
-        w[0] = w[0][:1].upper() + w[0][1:]
-        return w
-    raise ValueError(kind)
+    w = list(words)
+    alt = s.verb_alternative
+    w[s.main_verb] = alt[:1].upper() + alt[1:] if words[s.main_verb][:1].isupper() else alt
+    return w
+
+
+def _break_determiner(s: Sentence, rng: random.Random) -> list[str] | None:
+    """A determiner of the wrong sound ("an fox") or of the other number ("these fox", "a foxes")."""
+    if not s.dets:
+        return None
+    words = s.words
+    i = rng.choice(s.dets)
+    det = words[i].lower()
+    noun = next(words[j] for j in range(i + 1, len(words)) if words[j] in NOUN_NUMBER)
+    if det in ("a", "an") and rng.random() < 0.5:
+        wrong = "an" if det == "a" else "a"
+    else:
+        wrong = rng.choice([d for d in DETS[other_number(NOUN_NUMBER[noun])] if d != "the"])
+        if wrong == "a":
+            wrong = a_or_an(words[i + 1])
+    w = list(words)
+    w[i] = wrong[:1].upper() + wrong[1:] if words[i][:1].isupper() else wrong
+    return w
+
+
+def _swap_neighbours(s: Sentence, rng: random.Random) -> list[str] | None:
+    """Two neighbouring words swapped (never the final period)."""
+    words = s.words
+    content = list(range(len(words) - 1))
+    i = rng.choice(content[:-1]) if len(content) > 1 else None
+    # an adverb or a relative pronoun may move and stay grammatical ("sleeps quietly" / "quietly
+    # sleeps", "the fox that sees" / "the fox sees that ..."): never swap those
+    if i is None or words[i].lower() == words[i + 1].lower() or \
+            {s.tokens[i].upos, s.tokens[i + 1].upos} & {"ADV", "PRON", "PUNCT"}:
+        return None
+    w = list(words)
+    w[i], w[i + 1] = w[i + 1], w[i]
+    w = [x.lower() if x not in NAMES and x != "I" else x for x in w]
+    w[0] = w[0][:1].upper() + w[0][1:]
+    return w
+
+
+def _drop_word(s: Sentence, rng: random.Random) -> list[str] | None:
+    """A word whose absence breaks the sentence dropped: the verb, a determiner, a preposition."""
+    words = s.words
+    # a determiner only before a singular noun: "foxes sleep" without "the" is still grammatical
+    candidates = [i for i, t in enumerate(s.tokens) if t.upos in ("VERB", "AUX", "ADP")]
+    candidates += [i for i in s.dets if _noun_after(words, i) == SING]
+    if s.main_verb is not None:
+        candidates += [s.main_verb] * 2
+    if not candidates:
+        return None
+    i = rng.choice(candidates)
+    w = words[:i] + words[i + 1:]
+    w[0] = w[0][:1].upper() + w[0][1:]
+    return w
+
+
+_CORRUPTERS: dict[str, Callable[[Sentence, random.Random], list[str] | None]] = {
+    "agreement": _break_agreement, "determiner": _break_determiner, "order": _swap_neighbours, "missing": _drop_word,
+}
 
 
 def _noun_after(words: Sequence[str], i: int) -> str | None:

@@ -83,67 +83,82 @@ def sst2_sentence(rng: random.Random) -> tuple[Sentence, int]:
     s = Sentence()
     r = rng.random()
     negated = rng.random() < 0.45
-    if r < 0.4:  # "the fox near the owls is (not) kind"
-        number = rng.choice([SING, PLUR])
-        if rng.random() < 0.4:
-            name = rng.choice(NAMES)
-            s.add(name, "PROPN")
-            number = SING
-        else:
-            # a distracting adjective of either valence in the subject
-            g.np(s, number, adj_p=0.5, adjectives=COLOURS + SIZES + TRAITS_POS + TRAITS_NEG)
-            if rng.random() < 0.3:
-                s.add(rng.choice(PREPOSITIONS), "ADP")
-                g.np(s, rng.choice([SING, PLUR]), adj_p=0.3, adjectives=TRAITS_POS + TRAITS_NEG)
-        add_verb(s, "be", number)
-        if negated:
-            s.add("not", "PART")
-        if rng.random() < 0.3:
-            s.add(rng.choice(["very", "really", "quite"]), "ADV")
-        adj = rng.choice(TRAITS_POS + TRAITS_NEG)
-        s.add(adj, "ADJ")
-        label = VALENCE[adj]
-    elif r < 0.75:  # "Ada does not like the soup"
-        s.add(rng.choice(NAMES), "PROPN")
-        verb = rng.choice(["like", "love", "enjoy", "hate", "dislike"])
-        if negated:
-            if rng.random() < 0.3:
-                s.add("never", "ADV")
-                add_verb(s, verb, SING)
-            else:
-                add_verb(s, "do", SING)
-                s.add("not", "PART")
-                s.add(verb, "VERB", verb, "VerbForm=Inf")
-        else:
-            add_verb(s, verb, SING)
-        if rng.random() < 0.5:
-            adj = rng.choice(QUALITY_POS + QUALITY_NEG) if rng.random() < 0.4 else None
-            s.add("the", "DET")
-            if adj:
-                s.add(adj, "ADJ")
-            s.add(rng.choice(FOODS), "NOUN")
-        else:
-            s.add(rng.choice(FOODS), "NOUN")
-        label = int(verb in ("like", "love", "enjoy"))
-    else:  # "the bread is not fresh" / "it is not a good day"
-        if rng.random() < 0.5:
-            s.extend(["the", rng.choice(FOODS)], ["DET", "NOUN"])
-            add_verb(s, "be", PLUR if s.tokens[-1].form.endswith("s") else SING)
-            if negated:
-                s.add("not", "PART")
-            adj = rng.choice(QUALITY_POS + QUALITY_NEG)
-            s.add(adj, "ADJ")
-        else:
-            s.add("it", "PRON")
-            add_verb(s, "be", SING)
-            if negated:
-                s.add("not", "PART")
-            adj = rng.choice(QUALITY_POS + QUALITY_NEG)
-            s.extend([a_or_an(adj), adj, rng.choice(["day", "song", "story", "game"])], ["DET", "ADJ", "NOUN"])
-        label = VALENCE[adj]
+    if r < 0.4:
+        label = _sst2_trait(rng, g, s, negated)
+    elif r < 0.75:
+        label = _sst2_liking(rng, s, negated)
+    else:
+        label = _sst2_quality(rng, s, negated)
     if negated:
         label = 1 - label
     return s.end(), label
+
+
+def _sst2_trait(rng: random.Random, g: Grammar, s: Sentence, negated: bool) -> int:
+    """ "the fox near the owls is (not) kind": the valence of the trait, before negation."""
+    number = rng.choice([SING, PLUR])
+    if rng.random() < 0.4:
+        name = rng.choice(NAMES)
+        s.add(name, "PROPN")
+        number = SING
+    else:
+        # a distracting adjective of either valence in the subject
+        g.np(s, number, adj_p=0.5, adjectives=COLOURS + SIZES + TRAITS_POS + TRAITS_NEG)
+        if rng.random() < 0.3:
+            s.add(rng.choice(PREPOSITIONS), "ADP")
+            g.np(s, rng.choice([SING, PLUR]), adj_p=0.3, adjectives=TRAITS_POS + TRAITS_NEG)
+    add_verb(s, "be", number)
+    if negated:
+        s.add("not", "PART")
+    if rng.random() < 0.3:
+        s.add(rng.choice(["very", "really", "quite"]), "ADV")
+    adj = rng.choice(TRAITS_POS + TRAITS_NEG)
+    s.add(adj, "ADJ")
+    return VALENCE[adj]
+
+
+def _sst2_liking(rng: random.Random, s: Sentence, negated: bool) -> int:
+    """ "Ada does not like the soup": whether the verb likes, before negation."""
+    s.add(rng.choice(NAMES), "PROPN")
+    verb = rng.choice(["like", "love", "enjoy", "hate", "dislike"])
+    if negated:
+        if rng.random() < 0.3:
+            s.add("never", "ADV")
+            add_verb(s, verb, SING)
+        else:
+            add_verb(s, "do", SING)
+            s.add("not", "PART")
+            s.add(verb, "VERB", verb, "VerbForm=Inf")
+    else:
+        add_verb(s, verb, SING)
+    if rng.random() < 0.5:
+        adj = rng.choice(QUALITY_POS + QUALITY_NEG) if rng.random() < 0.4 else None
+        s.add("the", "DET")
+        if adj:
+            s.add(adj, "ADJ")
+        s.add(rng.choice(FOODS), "NOUN")
+    else:
+        s.add(rng.choice(FOODS), "NOUN")
+    return int(verb in ("like", "love", "enjoy"))
+
+
+def _sst2_quality(rng: random.Random, s: Sentence, negated: bool) -> int:
+    """ "the bread is not fresh" / "it is not a good day": the quality's valence, before negation."""
+    if rng.random() < 0.5:
+        s.extend(["the", rng.choice(FOODS)], ["DET", "NOUN"])
+        add_verb(s, "be", PLUR if s.tokens[-1].form.endswith("s") else SING)
+        if negated:
+            s.add("not", "PART")
+        adj = rng.choice(QUALITY_POS + QUALITY_NEG)
+        s.add(adj, "ADJ")
+    else:
+        s.add("it", "PRON")
+        add_verb(s, "be", SING)
+        if negated:
+            s.add("not", "PART")
+        adj = rng.choice(QUALITY_POS + QUALITY_NEG)
+        s.extend([a_or_an(adj), adj, rng.choice(["day", "song", "story", "game"])], ["DET", "ADJ", "NOUN"])
+    return VALENCE[adj]
 
 
 def rte_pair(rng: random.Random) -> tuple[str, str, str]:
