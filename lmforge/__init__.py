@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Trainer": "lmforge.train.loop",
     "TASKS": "lmforge.tasks",
     "generate": "lmforge.generation",
-    "fill_mask": "lmforge.fillmask",
-    "fewshot_evaluate": "lmforge.fewshot",
+    "fill_mask": "lmforge.prompting.fill_mask",
+    "fewshot_evaluate": "lmforge.prompting.fewshot",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -383,7 +383,7 @@ def stage_generation(run: Run) -> dict[str, Any]:
 
 
 def stage_fewshot(run: Run) -> dict[str, Any]:
-    fewshot = _library("lmforge.fewshot", "few-shot evaluation")
+    fewshot = _library("lmforge.prompting.fewshot", "few-shot evaluation")
     model, tok = _load_gpt(run)
     result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
                                       limit=run.settings.fewshot_limit)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmforge.commands.generate import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
-    from lmforge.fewshot import fewshot_evaluate, write_outputs
+    from lmforge.prompting.fewshot import fewshot_evaluate, write_outputs
 
     model, tokenizer = load_model_and_tokenizer(args.model, resolve_device(args.device))
     result = fewshot_evaluate(model, tokenizer, args.task, args.data, shots=args.shots, seed=args.seed,

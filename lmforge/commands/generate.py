@@ -97,7 +97,7 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], options: dict[str, 
     """Generate for every prompt; stream to stdout or print JSON lines. Returns the records."""
     from lmforge.generation import (TextStreamer, check_prompt_length, check_sampling_args, encode_prompts, generate,
                                     lm_field)
-    from lmforge.prompts import cut_at_stop
+    from lmforge.prompting.templates import cut_at_stop
 
     # fail before anything is printed (the prompt is echoed when streaming)
     lm_field(model)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from lmforge.commands.generate import complete, decoding_options, load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
     from lmforge.errors import InputError
-    from lmforge.prompts import TEMPLATES, get_template, read_inputs
+    from lmforge.prompting.templates import TEMPLATES, get_template, read_inputs
 
     if args.list:
         for name, t in TEMPLATES.items():

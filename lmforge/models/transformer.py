@@ -2,6 +2,9 @@
 final norm of pre-LN stacks and the pooler; bidirectional encoder or causal decoder with a KV cache."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -13,6 +16,15 @@ from lmforge.nn.attention import AttentionMask, KVCache, LayerSlot
 from lmforge.nn.attention.dense import KV
 from lmforge.nn.block import Block
 from lmforge.nn.embeddings import Embeddings
+
+
+class LayerOutputs(NamedTuple):
+    """What ``Transformer.run_layers`` returns (a NamedTuple: torch.compile traces it)."""
+
+    hidden: torch.Tensor  # (B, T, H) the last layer's output (no final norm)
+    presents: list[KV]  # per layer (k, v) when use_cache with a tuple cache
+    attentions: list[torch.Tensor]  # per layer (B, nh, T, S) when output_attentions
+    hidden_states: list[torch.Tensor]  # the input, then each layer's output, when output_hidden_states
 
 
 class Pooler(nn.Module):
@@ -119,6 +131,36 @@ class Transformer(nn.Module):
         return index, valid & rows.gather(1, index)
 
     # ------------------------------------------------------------------ forward
+    def run_layers(self, x: torch.Tensor, mask: AttentionMask, pasts: Sequence[Any] | None = None, *,
+                   use_cache: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
+                   last_rows: torch.Tensor | None = None) -> LayerOutputs:
+        """The N blocks over ``x`` (B, T, H): layer i runs stored layer ``config.layer_index(i)`` with
+        ``pasts[i]`` (a tuple ``(k, v)``, or a cache slot written in place). ``last_rows`` (B, M): the last
+        layer computes only those query positions (x becomes (B, M, H)). ``forward`` and the fixed-shape
+        decode step (``lmforge.generation.static``) both run their layers here."""
+        c = self.config
+        hidden_states: list[torch.Tensor] = [x] if output_hidden_states else []
+        attentions: list[torch.Tensor] = []
+        presents: list[KV] = []
+        for i in range(c.num_layers):
+            layer = self.layers[c.layer_index(i)]
+            rows = last_rows if i == c.num_layers - 1 else None
+            past = pasts[i] if pasts is not None else None
+            if self.gradient_checkpointing and self.training and not use_cache:
+                x, present, probs = checkpoint(layer, x, mask=mask, past=past, use_cache=False,
+                                               output_attentions=output_attentions, query_index=rows,
+                                               use_reentrant=False)
+            else:
+                x, present, probs = layer(x, mask=mask, past=past, use_cache=use_cache,
+                                          output_attentions=output_attentions, query_index=rows)
+            if use_cache:
+                presents.append(present)
+            if output_attentions:
+                attentions.append(probs)
+            if output_hidden_states:
+                hidden_states.append(x)
+        return LayerOutputs(x, presents, attentions, hidden_states)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
@@ -151,26 +193,13 @@ class Transformer(nn.Module):
                                  "attention maps with it.")
             query_index, pick = self.row_index(output_rows.bool(), first=self.pooler is not None)
 
-        hidden_states: list[torch.Tensor] = [x] if output_hidden_states else []
-        attentions: list[torch.Tensor] = []
-        presents: list[KV] = []
-        for i in range(c.num_layers):
-            layer = self.layers[c.layer_index(i)]
-            rows = query_index if i == c.num_layers - 1 else None  # (B, M): x becomes (B, M, H)
-            past = (LayerSlot(past_key_values, i) if static else past_key_values[i]) if past_key_values else None
-            if self.gradient_checkpointing and self.training and not use_cache:
-                x, present, probs = checkpoint(layer, x, mask=mask, past=past, use_cache=False,
-                                               output_attentions=output_attentions, query_index=rows,
-                                               use_reentrant=False)
-            else:
-                x, present, probs = layer(x, mask=mask, past=past, use_cache=use_cache,
-                                          output_attentions=output_attentions, query_index=rows)
-            if use_cache:
-                presents.append(present)
-            if output_attentions:
-                attentions.append(probs)
-            if output_hidden_states:
-                hidden_states.append(x)
+        pasts = None
+        if past_key_values:
+            pasts = [LayerSlot(past_key_values, i) for i in range(c.num_layers)] if static else past_key_values
+        layers = self.run_layers(x, mask, pasts, use_cache=use_cache, output_attentions=output_attentions,
+                                 output_hidden_states=output_hidden_states, last_rows=query_index)
+        x = layers.hidden
+        hidden_states = layers.hidden_states
         if static:
             past_key_values.advance(T)
         if self.final_norm is not None:
@@ -181,6 +210,6 @@ class Transformer(nn.Module):
         if pick is not None:
             x = x[pick]  # (N, H)
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,
-                           past_key_values=past_key_values if static else tuple(presents) if use_cache else None,
+                           past_key_values=past_key_values if static else tuple(layers.presents) if use_cache else None,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-                           attentions=tuple(attentions) if output_attentions else None)
+                           attentions=tuple(layers.attentions) if output_attentions else None)

@@ -1,6 +1,5 @@
-"""One intra-op thread for the generation tests: decoding runs many tiny ops, and on a shared 2-core machine
-thread hand-offs cost far more than the arithmetic (a 20-token tiny decode: 0.1 s with 1 thread, seconds with 2
-under load)."""
+"""One intra-op thread for the generation tests: decoding runs many tiny ops, where on a shared 2-core machine
+thread hand-offs cost far more than the arithmetic."""
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,16 +1,18 @@
-"""A preallocated ("static") KV cache: per layer one K and one V buffer (B, nh, capacity, hs), written in place.
+"""A preallocated KV cache: per layer one K and one V buffer (B, nh, capacity, hs), written in place; and
+``StaticKVCache``, its zeroed, key-masked form for the fixed-shape decode step (``lmforge.generation.static``).
 
 The tuple cache of the model contract (per layer ``(k, v)`` of shape (B, nh, T_past, hs)) grows by
-``torch.cat`` every step, which copies the whole cache of every layer once per token (~94 MB per step for
-GPT-2 small at batch 8 after 128 tokens). ``KVCache`` is passed as ``past_key_values`` instead: each layer
-writes its new keys / values into the next free columns and attends over a view of the filled part, so a
-decode step copies only the new token's K / V. Generation uses it; the tuple form stays for callers that
-build caches themselves.
+``torch.cat`` every step, which copies the whole cache of every layer once per token (the cost:
+docs/generation.md). ``KVCache`` is passed as ``past_key_values`` instead: each layer writes its new keys /
+values into the next free columns and attends over a view of the filled part, so a decode step copies only
+the new token's K / V. Generation uses it; the tuple form stays for callers that build caches themselves.
 
 Reading ``cache[i]`` gives layer i's filled ``(k, v)`` views, so code written for the tuple form (shape
 checks, ``len(cache)``) keeps working.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -65,10 +67,28 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (B,) of every layer (beam search following its surviving beams). New buffers
-        (one copy); ``static_decode.StaticKVCache`` reorders in place instead, for its CUDA graph."""
+        (one copy); ``StaticKVCache`` reorders in place instead, for its CUDA graph."""
         for buffers in (self.keys, self.values):
             for i, t in enumerate(buffers):
                 buffers[i] = t.index_select(0, index)
+
+
+class StaticKVCache(KVCache):
+    """A zeroed ``KVCache`` plus the key mask (B, capacity) of the filled columns (False = never attended:
+    a left pad or a column not written yet). Zeroed: a masked column's probability is 0, but 0 x NaN from
+    uninitialised memory would still be NaN. Beam search reorders both, in place."""
+
+    def __init__(self, **shape: Any) -> None:
+        super().__init__(**shape)
+        for t in (*self.keys, *self.values):
+            t.zero_()
+        batch = self.keys[0].shape[0]
+        self.keys_mask = torch.zeros((batch, self.capacity), dtype=torch.bool, device=self.keys[0].device)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """In place: the buffers keep their storage, which the captured CUDA graph of the step points at."""
+        for t in (*self.keys, *self.values, self.keys_mask):
+            t.copy_(t.index_select(0, index))
 
 
 class LayerSlot:
@@ -85,7 +105,7 @@ class LayerSlot:
 
 
 class StaticSlot(LayerSlot):
-    """``past`` of one layer in the fixed-shape decode step (``lmforge.static_decode``): the new token's
+    """``past`` of one layer in the fixed-shape decode step (``lmforge.generation.static``): the new token's
     K / V go to column ``index`` (a (1,) tensor, so the step's code is the same at every position) and
     attention reads the whole buffer (B, nh, capacity, hs); the key mask hides the columns not filled yet."""
 

@@ -3,18 +3,17 @@ compiled once with ``torch.compile`` and, on CUDA, captured once as a CUDA graph
 
 Eager decoding runs each token through the body's general forward: input checks (host syncs), mask
 building, a cache view one column longer every step, ~15 kernels per layer launched one by one from
-Python. On a GPU that launch and Python time, not the weights, is what a batch-1 step costs: GPT-2 small
-reads ~0.5 GB of fp32 weights per token (~0.2 ms at 3 TB/s) while an eager step takes milliseconds.
+Python. On a GPU that launch and Python time, not the weights, is what a batch-1 step costs (numbers in
+docs/generation.md, "compile=").
 
 Here a step has the same shapes and the same code at every position:
-- the K / V buffers have a fixed capacity C (the prompt plus the new tokens, rounded up to
-  ``CAPACITY_STEP`` so that nearby lengths share one compiled step); the step writes the new token's
+- the K / V buffers (``StaticKVCache``) have a fixed capacity C (the prompt plus the new tokens, rounded up
+  to ``CAPACITY_STEP`` so that nearby lengths share one compiled step); the step writes the new token's
   K / V at column ``index`` (a (1,) tensor) with ``index_copy_`` and attends over all C columns under a
   key mask (B, C) that holds the filled columns; the step sets its own column itself;
 - the token, its position and ``index`` live in fixed buffers, written in place before each step.
 So ``torch.compile`` traces the step once (Inductor fuses LayerNorm, GELU, the residual adds and the
-attention's elementwise work) and a CUDA graph of it stays valid for the whole call. The buffers start
-zeroed: a masked column's probability is 0, but 0 x NaN (uninitialised memory) would still be NaN.
+attention's elementwise work) and a CUDA graph of it stays valid for the whole call.
 
 Modes: ``"compile"`` = torch.compile'd step, plus a CUDA graph on GPU (on CPU: the compiled step alone);
 ``"graph"`` = the eager step captured as a CUDA graph (GPU only; no compile time, fewer fusions). The
@@ -29,30 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
+from lmforge.generation.output import GenerationWarning
 from lmforge.models.transformer import Transformer
-from lmforge.nn.attention import AttentionMask, KVCache
-from lmforge.nn.attention.cache import StaticSlot
+from lmforge.nn.attention import AttentionMask
+from lmforge.nn.attention.cache import StaticKVCache, StaticSlot
 
 MODES = ("compile", "graph")
 CAPACITY_STEP = 128  # cache capacities are rounded up to a multiple of this (fewer recompiles / captures)
 WARMUP_STEPS = 2  # eager runs on a side stream before a CUDA graph capture (CUDA's and cuBLAS's lazy setup)
-
-
-class StaticKVCache(KVCache):
-    """A zeroed ``KVCache`` plus the key mask (B, capacity) of the filled columns (False = never attended:
-    a left pad or a column not written yet). Beam search reorders both, in place."""
-
-    def __init__(self, **shape: Any) -> None:
-        super().__init__(**shape)
-        for t in (*self.keys, *self.values):
-            t.zero_()
-        batch = self.keys[0].shape[0]
-        self.keys_mask = torch.zeros((batch, self.capacity), dtype=torch.bool, device=self.keys[0].device)
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """In place: the buffers keep their storage, which the captured CUDA graph of the step points at."""
-        for t in (*self.keys, *self.values, self.keys_mask):
-            t.copy_(t.index_select(0, index))
 
 
 def decode_step(body: Transformer, lm_weight: torch.Tensor, token: torch.Tensor, position: torch.Tensor,
@@ -62,8 +45,7 @@ def decode_step(body: Transformer, lm_weight: torch.Tensor, token: torch.Tensor,
     keys_mask.index_fill_(1, index, True)  # the new token sees itself
     x = body.embeddings(token, position_ids=position)  # (B, 1, H)
     mask = AttentionMask(keys_mask[:, None, None, :], False)  # (B, 1, 1, C)
-    for i, slot in enumerate(slots):
-        x, _, _ = body.layers[body.config.layer_index(i)](x, mask=mask, past=slot)
+    x = body.run_layers(x, mask, slots).hidden
     if body.final_norm is not None:
         x = body.final_norm(x)
     return F.linear(x[:, -1], lm_weight)  # (B, V)
@@ -93,7 +75,7 @@ def compiled_step() -> Any:
 class StaticDecoder:
     """``generate``'s model call for ``compile=`` modes: ``new_cache`` makes the static buffers, the first
     call (the prompt) runs the body eagerly into them, every later call (one token per row) runs the
-    fixed-shape step. Same interface as ``generation._Forward``."""
+    fixed-shape step. Same interface as ``step.EagerStep``."""
 
     def __init__(self, model: Any, lm_weight: torch.Tensor, *, mode: str) -> None:
         body = getattr(model, "body", None)
@@ -154,8 +136,6 @@ class StaticDecoder:
             try:
                 return compiled_step()(*args)
             except _recompile_limit_errors() as err:  # raised while compiling: nothing has run yet
-                from lmforge.generation import GenerationWarning
-
                 limit = torch._dynamo.config.recompile_limit
                 warnings.warn(f"torch.compile has compiled the decode step for {limit} shape(s) already "
                               f"(torch._dynamo.config.recompile_limit; each new batch size / length bucket / "
@@ -188,4 +168,19 @@ class StaticDecoder:
         self.graph = self.graph_logits = self.cache = None
 
 
-__all__ = ["CAPACITY_STEP", "MODES", "StaticDecoder", "StaticKVCache", "decode_step"]
+def compile_mode(compile: bool | str, *, use_cache: bool, pack_weights: bool) -> str | None:
+    """None (eager decoding) or one of ``MODES``; InputError for settings that do not combine."""
+    if compile is False or compile is None:
+        return None
+    mode = "compile" if compile is True else compile
+    if mode not in MODES:
+        raise InputError(f"compile must be False, True or 'graph', got {compile!r}.")
+    if not use_cache:
+        raise InputError("compile= needs the KV cache (use_cache=True): the compiled step writes into it.")
+    if pack_weights:
+        raise InputError("pack_weights=True and compile= do not combine (Inductor picks its own GEMM "
+                         "kernels); leave pack_weights unset.")
+    return mode
+
+
+__all__ = ["CAPACITY_STEP", "MODES", "StaticDecoder", "compile_mode", "compiled_step", "decode_step"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.errors import DataError, InputError
-from lmforge.prompts import TEMPLATES, cut_at_stop, get_template, read_inputs
+from lmforge.prompting.templates import TEMPLATES, cut_at_stop, get_template, read_inputs
 
 
 def test_builtin_templates_render_the_gpt2_formats() -> None:

@@ -127,7 +127,7 @@ def _pool(task_name: str, data: str | Path, split: str, notes: list[str]) -> tup
 @torch.no_grad()
 def score_continuations(model: Any, prompt: list[int], continuations: Sequence[list[int]]) -> list[tuple[float, int]]:
     """(sum of log p, token count) of each continuation given ``prompt``, one batched forward pass."""
-    from lmforge.generation import lm_field
+    from lmforge.generation.step import lm_field
 
     field = lm_field(model)
     device = next(model.parameters()).device
@@ -285,8 +285,8 @@ def _score_generation(model: Any, tokenizer: Any, task: str,
                       built: list[tuple[Example, str, list[int], list[list[int]]]], k: int, max_new_tokens: int,
                       predictions: list[dict[str, Any]]) -> dict[str, float]:
     from lmforge import metrics
-    from lmforge.generation import generate
-    from lmforge.prompts import cut_at_stop
+    from lmforge.generation.decode import generate
+    from lmforge.prompting.templates import cut_at_stop
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)

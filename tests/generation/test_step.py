@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge import generation
-from lmforge.generation import can_pack, generate
+from lmforge.generation import can_pack, generate, step
 from lmforge.models.model import Model
 from lmforge.nn.attention import KVCache
 
@@ -64,7 +63,7 @@ def test_static_cache_full_and_reorder(model: Model) -> None:
 def test_packed_decode_same_tokens_and_model_restored(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     if not can_pack(model):
         pytest.skip("this torch has no MKL")
-    monkeypatch.setattr(generation, "PACK_MIN_WEIGHTS", 0)  # pack the tiny model's layers too
+    monkeypatch.setattr(step, "PACK_MIN_WEIGHTS", 0)  # pack the tiny model's layers too
     ids = torch.randint(3, 97, (4, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
     mask[2, :3] = 0

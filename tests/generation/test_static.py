@@ -9,11 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lmforge import static_decode
 from lmforge.errors import InputError
-from lmforge.generation import generate
+from lmforge.generation import generate, static
 from lmforge.models.model import Model
-from lmforge.static_decode import CAPACITY_STEP, StaticDecoder
+from lmforge.generation.static import CAPACITY_STEP, StaticDecoder
 
 CUDA = torch.cuda.is_available()
 
@@ -50,7 +49,7 @@ CASES = {  # name -> generate() keyword arguments
 @pytest.fixture
 def uncompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     """compile=True runs the fixed-shape step without torch.compile (the step's own logic, in seconds)."""
-    monkeypatch.setattr(static_decode, "compiled_step", lambda: static_decode.decode_step)
+    monkeypatch.setattr(static, "compiled_step", lambda: static.decode_step)
 
 
 @pytest.mark.parametrize("case", list(CASES))

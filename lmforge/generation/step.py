@@ -1,0 +1,155 @@
+"""One model call of generation: which output holds the next-token logits, the KV cache it runs with, and
+``EagerStep``, the default (eager) call, optionally through MKL's packed GEMM.
+
+``static.StaticDecoder`` is the fixed-shape alternative with the same interface (``new_cache``,
+``__call__(ids, mask, positions, past) -> (logits (B, V), cache)``, ``close``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.errors import InputError
+from lmforge.models.transformer import Transformer
+from lmforge.nn.attention import KVCache
+
+# lmforge heads that produce next-token logits, and the ModelOutput field holding them
+LM_HEADS: dict[str, str] = {"clm": "logits", "extract": "lm_logits"}
+
+Cache = Any  # the body's past_key_values: a KVCache, or per layer (k, v), each (B, nh, T_past, hs)
+
+# Linear layers with fewer weights than this keep the plain kernel even when packing: on small matrices the
+# packed GEMM gains nothing (measurements: docs/generation.md, "What the eager decode step does")
+PACK_MIN_WEIGHTS = 2**18
+
+
+def lm_field(model: Any) -> str:
+    """The output field with next-token logits; InputError naming the model's head otherwise."""
+    config = model.config
+    head = getattr(config, "head", None)
+    if not getattr(config, "causal", True):
+        raise InputError(f"generate needs a causal decoder; this model is a bidirectional encoder "
+                         f"({getattr(config, 'family', '?')}, head {head!r}): use `lmforge fill-mask` / "
+                         "lmforge.fill_mask for masked language models.")
+    if head not in LM_HEADS:
+        raise InputError(
+            f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
+            f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='clm') (the body "
+            "weights are kept; an untied LM head would be newly initialised).")
+    return LM_HEADS[head]
+
+
+def lm_weight(model: Any) -> torch.Tensor | None:
+    """The (V, H) matrix of a lmforge model's LM head (the tied embedding or the untied decoder; both heads,
+    clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models."""
+    body, head = getattr(model, "body", None), getattr(model, "head", None)
+    if isinstance(body, Transformer) and hasattr(head, "decoder"):
+        return body.embeddings.word.weight if head.decoder is None else head.decoder.weight
+    return None
+
+
+def new_cache(model: Any, *, batch: int, capacity: int) -> Cache:
+    """A preallocated KV cache for lmforge models (written in place: no per-step concatenation of the
+    whole cache); None for other models, which then grow their own tuple cache."""
+    body = getattr(model, "body", None)
+    if isinstance(body, Transformer):
+        return KVCache.for_model(body, batch=batch, capacity=capacity)
+    return None
+
+
+def reorder_cache(past: Cache, index: torch.Tensor) -> Cache:
+    """Rows of every layer's cache picked by ``index`` (beam search follows its surviving beams)."""
+    if hasattr(past, "reorder"):
+        past.reorder(index)
+        return past
+    return tuple(tuple(t.index_select(0, index) for t in layer) for layer in past)
+
+
+def can_pack(model: Any) -> bool:
+    """MKL's packed GEMM applies: a CPU float32 model and a torch built with MKL."""
+    weight = next(model.parameters(), None)
+    return (weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+            and torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear"))
+
+
+def _last_only(model: Any) -> dict[str, Any]:
+    """Ask for logits of the last position only when the model supports it (saves the V x H product
+    over the whole prompt at prefill)."""
+    return {"logits_to_keep": 1} if getattr(type(model), "supports_logits_to_keep", False) else {}
+
+
+class EagerStep:
+    """One eager model call of generation: next-token logits (B, V) at the last position, and the cache.
+
+    A lmforge model runs its body and then the LM product on the last position only (both LM heads, clm and
+    GPT-1's extract, compute exactly ``F.linear(hidden, W)``, W the tied embedding or the untied decoder,
+    no bias), so no head work is spent on positions or outputs generation does not read. Any other model
+    is called with its own forward (``logits_to_keep=1`` when it says it supports it).
+
+    ``pack=True`` (lmforge models on CPU in float32 with MKL) runs every large linear layer of the body and
+    the LM product through MKL's packed GEMM (``cblas_sgemm_pack``) at the decode step's row count: for a few
+    rows the plain weight-transposed small-M GEMM reaches only a fraction of the core's FLOP rate (numbers in
+    docs/generation.md). The packed copies live for one ``generate`` call; calls with another row count (the
+    prefill) fall back to the plain product inside the same op. The packed result equals
+    ``addmm(b, x, W.T.contiguous())`` bit for bit (HF GPT-2's Conv1D order), not ``F.linear``'s: an fp32
+    rounding-order difference.
+    """
+
+    def __init__(self, model: Any, field: str, *, rows: int, pack: bool) -> None:
+        self.model = model
+        self.field = field
+        self.lm_packed: torch.Tensor | None = None
+        self.rows = rows
+        self.patched: list[tuple[nn.Linear, Any]] = []
+        self.lm_weight = lm_weight(model)
+        if self.lm_weight is not None and pack:
+            self._pack(model.body)
+
+    def _pack(self, body: nn.Module) -> None:
+        rows = self.rows
+        for module in body.modules():
+            if isinstance(module, nn.Linear) and module.weight.numel() >= PACK_MIN_WEIGHTS:
+                packed = torch.ops.mkl._mkl_reorder_linear_weight(module.weight, rows)
+
+                def forward(x: torch.Tensor, _w: torch.Tensor = module.weight, _b: torch.Tensor | None = module.bias,
+                            _p: torch.Tensor = packed) -> torch.Tensor:
+                    return torch.ops.mkl._mkl_linear(x, _p, _w, _b, rows)
+
+                self.patched.append((module, module.__dict__.get("forward")))
+                module.forward = forward  # an instance attribute: nn.Module.__call__ runs it
+        if self.lm_weight.numel() >= PACK_MIN_WEIGHTS:
+            self.lm_packed = torch.ops.mkl._mkl_reorder_linear_weight(self.lm_weight, rows)
+
+    def new_cache(self, *, batch: int, capacity: int) -> Cache:
+        return new_cache(self.model, batch=batch, capacity=capacity)
+
+    def close(self) -> None:
+        """Give the layers their own forward back (and drop the packed copies)."""
+        for module, before in self.patched:
+            del module.forward
+            if before is not None:
+                module.forward = before
+        self.patched.clear()
+        self.lm_packed = None
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None,
+                 past: Cache) -> tuple[torch.Tensor, Cache]:
+        model = self.model
+        if self.lm_weight is None:
+            out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True,
+                        **_last_only(model))
+            return out[self.field][:, -1, :], out["past_key_values"]
+        out = model.body(ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
+        hidden = out.last_hidden_state[:, -1, :]  # (B, H)
+        if self.lm_packed is not None:
+            logits = torch.ops.mkl._mkl_linear(hidden, self.lm_packed, self.lm_weight, None, self.rows)
+        else:
+            logits = F.linear(hidden, self.lm_weight)
+        return logits, out.past_key_values  # (B, V)
+
+
+__all__ = ["LM_HEADS", "PACK_MIN_WEIGHTS", "Cache", "EagerStep", "can_pack", "lm_field", "lm_weight", "new_cache",
+           "reorder_cache"]
