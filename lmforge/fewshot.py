@@ -284,7 +284,7 @@ def _score_choices(model: Any, built: list[tuple[Example, str, list[int], list[l
 def _score_generation(model: Any, tokenizer: Any, task: str,
                       built: list[tuple[Example, str, list[int], list[list[int]]]], k: int, max_new_tokens: int,
                       predictions: list[dict[str, Any]]) -> dict[str, float]:
-    from lmforge import metrics
+    from lmforge.tasks import metrics
     from lmforge.generation import generate
     from lmforge.prompts import cut_at_stop
 

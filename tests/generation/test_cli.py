@@ -203,7 +203,7 @@ def test_fill_mask(bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ("squad-v2", "squad", ("exact", "f1")),
 ])
 def test_fewshot_swag_and_squad(gpt_dir: Path, refdata: Path, task: str, sub: str, keys: tuple[str, ...]) -> None:
-    from lmforge import metrics
+    from lmforge.tasks import metrics
     from lmforge.fewshot import fewshot_evaluate
 
     model, tok = Model.from_pretrained(gpt_dir).eval(), Tokenizer.from_pretrained(gpt_dir)
