@@ -90,7 +90,7 @@ def test_entailment_reads_one_sequence_at_the_extract_token(gpt2_tok, decoder_to
 
 
 def test_finetune_loss_is_task_loss_plus_half_the_lm_loss_over_both_orders(gpt2_tok, decoder_tokens):
-    from lmforge.finetune import TaskObjective
+    from lmforge.recipes.finetune import TaskObjective
 
     task = get_task("glue-stsb")
     model = tiny_decoder(task, gpt2_tok)
