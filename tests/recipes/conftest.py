@@ -18,7 +18,6 @@ TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max
 
 @pytest.fixture(scope="session")
 def bert_tok(refdata):
-    pytest.importorskip("lmforge.tokenization.tokenizer", reason="featurize uses the lmforge Tokenizer's call API")
     return tokfixtures.bert_tokenizer(refdata)
 
 
@@ -43,7 +42,6 @@ def _sentences(refdata: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_encoder(refdata, tmp_path_factory) -> Path:
     """A tiny BERT-style encoder with an MLM head (as pre-training leaves it) and its WordPiece tokenizer."""
-    pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
     import torch
 
     from lmforge import Model, ModelConfig, Tokenizer
@@ -59,7 +57,6 @@ def tiny_encoder(refdata, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_decoder(refdata, tmp_path_factory) -> Path:
     """A tiny GPT-style causal decoder with a CLM head and a byte-level BPE tokenizer."""
-    pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
     import torch
 
     from lmforge import Model, ModelConfig, Tokenizer

@@ -13,8 +13,6 @@ import torch
 from lmforge.cli import main
 from lmforge.tasks import get_task
 
-pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
-pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
 
 SST_HEADER = "sentence\tlabel"
 

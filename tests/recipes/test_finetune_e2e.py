@@ -12,8 +12,6 @@ import pytest
 
 from lmforge.cli import main
 
-pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
-pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
 
 
 def test_cola_finetune_writes_every_output_and_learns_the_labels(refdata, tiny_encoder, tmp_path, capsys):

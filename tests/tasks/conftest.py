@@ -12,13 +12,11 @@ import tokfixtures  # noqa: E402
 
 @pytest.fixture(scope="session")
 def bert_tok(refdata):
-    pytest.importorskip("lmforge.tokenization.tokenizer", reason="featurize uses the lmforge Tokenizer's call API")
     return tokfixtures.bert_tokenizer(refdata)
 
 
 @pytest.fixture(scope="session")
 def gpt2_tok(refdata):
-    pytest.importorskip("lmforge.tokenization.tokenizer", reason="featurize uses the lmforge Tokenizer's call API")
     return tokfixtures.gpt2_tokenizer(refdata)
 
 

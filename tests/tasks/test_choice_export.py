@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.models.model import Model
 from lmforge.tasks import get_task
 
 transformers = pytest.importorskip("transformers")
-Model = pytest.importorskip("lmforge.models.model").Model
 
 VOCAB = 120
 TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)

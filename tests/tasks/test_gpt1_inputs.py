@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmforge.models.model import Model
 from lmforge.tasks import DecoderTokens, get_task
 from lmforge.tasks.base import IGNORE_INDEX
-
-Model = pytest.importorskip("lmforge.models.model").Model
 
 PAIR = {"id": "0", "source": "x", "text": "A man is playing a guitar.", "text_pair": "Someone plays music.",
         "label": None}
