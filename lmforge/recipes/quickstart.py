@@ -238,8 +238,8 @@ def _pretrain(run: Run, *, model: dict[str, Any], name: str, objective: str, sha
 
 def stage_bert(run: Run) -> dict[str, Any]:
     s = run.settings
-    # bert-tiny (2 layers, H=128) without dropout: a few minutes of pre-training is far from
-    # over-fitting 6,000 stories, and on a CPU dropout costs ~15% of every step and slows learning
+    # bert-tiny (2 layers, H=128) without dropout: a few minutes of pre-training cannot over-fit the
+    # toy corpus, and on a CPU dropout makes every step slower and learning slower
     model = {"preset": "bert-tiny", "hidden_dropout": s.bert_dropout, "attention_dropout": s.bert_dropout}
     return _pretrain(run, model=model, name="bert", objective="mlm+nsp", shards="wordpiece", steps=s.bert_steps,
                      lr=s.bert_lr)
