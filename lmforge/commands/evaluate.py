@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.finetune import evaluate_dir, format_scores
+    from lmforge.recipes.finetune import evaluate_dir, format_scores
 
     scores = evaluate_dir(args.model, task=args.task, data=args.data, split=args.split, out=args.out,
                           tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,

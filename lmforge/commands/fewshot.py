@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import load_model_and_tokenizer
+    from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
     from lmforge.prompting.fewshot import fewshot_evaluate, write_outputs
 

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import load_model_and_tokenizer
+    from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.prompting.fill_mask import fill_mask
 
     model, tokenizer = load_model_and_tokenizer(args.model)

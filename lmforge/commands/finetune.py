@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.finetune import FinetuneConfig, finetune, finetune_seeds, format_scores
+    from lmforge.recipes.finetune import FinetuneConfig, finetune, finetune_seeds, format_scores
 
     config = FinetuneConfig(
         model=args.model, task=args.task, data=args.data, out=args.out, tokenizer=args.tokenizer,

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.finetune import predict_dir
+    from lmforge.recipes.finetune import predict_dir
 
     path, count = predict_dir(args.model, task=args.task, data=args.data, split=args.split, out=args.out,
                               tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.commands.generate import complete, decoding_options, load_model_and_tokenizer
+    from lmforge.commands.generate import decoding_options
+    from lmforge.recipes.completion import complete
+    from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
     from lmforge.errors import InputError
     from lmforge.prompting.templates import TEMPLATES, get_template, read_inputs

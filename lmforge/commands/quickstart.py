@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.quickstart import quickstart
+    from lmforge.recipes.quickstart import quickstart
 
     quickstart(args.out, fast=args.fast, overwrite=args.overwrite)
     return 0

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from lmforge.errors import DataError
 
@@ -93,18 +93,26 @@ def read_text(path: Path, *, doc_mode: DocMode = "line", progress: Progress | No
         yield "\n".join(lines)
 
 
-def read_jsonl(path: Path, *, text_field: str = "text", progress: Progress | None = None) -> Iterator[str]:
-    """The ``text_field`` of each JSON object, one object per line. Empty texts are skipped."""
+def read_jsonl(path: Path, *, progress: Progress | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line of a JSON-lines file (``.gz`` too); a line that is not a
+    JSON object is an error naming file:line. Corpora, task files and prompt inputs all read through it."""
     for lineno, line in enumerate(_open_lines(path, progress), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); jsonl needs one object per line") from err
-        if not isinstance(obj, dict) or text_field not in obj:
-            keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-            raise DataError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); "
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); jsonl needs one object per line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def read_jsonl_texts(path: Path, *, text_field: str = "text", progress: Progress | None = None) -> Iterator[str]:
+    """The ``text_field`` of each JSON object, one object per line. Empty texts are skipped."""
+    for lineno, obj in read_jsonl(path, progress=progress):
+        if text_field not in obj:
+            raise DataError(f"{path}:{lineno}: no field {text_field!r} (found {sorted(obj)}); "
                             "pass --text-field with the name of the text field")
         text = obj[text_field]
         if not isinstance(text, str):
@@ -165,7 +173,7 @@ def read_documents(path: str | Path, *, doc_mode: DocMode = "line", text_field: 
         raise DataError(f"input file not found: {path}")
     kind = _kind(path)
     if kind == "jsonl":
-        yield from read_jsonl(path, text_field=text_field, progress=progress)
+        yield from read_jsonl_texts(path, text_field=text_field, progress=progress)
     elif kind == "parquet":
         yield from read_parquet(path, text_field=text_field, progress=progress)
     else:

@@ -284,9 +284,9 @@ def _score_choices(model: Any, built: list[tuple[Example, str, list[int], list[l
 def _score_generation(model: Any, tokenizer: Any, task: str,
                       built: list[tuple[Example, str, list[int], list[list[int]]]], k: int, max_new_tokens: int,
                       predictions: list[dict[str, Any]]) -> dict[str, float]:
-    from lmforge import metrics
     from lmforge.generation.decode import generate
     from lmforge.prompting.templates import cut_at_stop
+    from lmforge.tasks import metrics
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)

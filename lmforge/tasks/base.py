@@ -16,7 +16,6 @@ transforms (``DecoderTokens``: start / delimiter / extract tokens) instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -133,23 +132,6 @@ def label_id(label: str, labels: Sequence[str], where: str) -> int:
     except ValueError:
         raise DataError(f"{where}: label {label!r} is not one of this task's labels {list(labels)}."
                         f"{suggest(label, labels)} Fix the file or use the right --task") from None
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) per non-blank line; a broken line is an error naming file:line."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            out.append((lineno, obj))
-    return out
 
 
 # ---------------------------------------------------------------- encoding

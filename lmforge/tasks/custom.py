@@ -11,8 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.readers import read_jsonl
 from lmforge.errors import DataError
-from lmforge.tasks.base import Example, find_split_file, read_jsonl, require_examples
+from lmforge.tasks.base import Example, find_split_file, require_examples
 from lmforge.tasks.glue import ClassificationTask
 
 

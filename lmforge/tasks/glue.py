@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge import metrics
+from lmforge.data.readers import read_jsonl
 from lmforge.errors import DataError
+from lmforge.tasks import metrics
 from lmforge.tasks.base import (DecoderTokens, Example, Feature, collate_choices, collate_flat, decoder_texts,
-                                encode_texts, find_split_file, label_id, read_jsonl, require_examples)
+                                encode_texts, find_split_file, label_id, require_examples)
 
 
 @dataclasses.dataclass

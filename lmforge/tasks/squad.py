@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge import metrics
 from lmforge.errors import DataError, InputError
+from lmforge.tasks import metrics
 from lmforge.tasks.base import DecoderTokens, Example, Feature, collate_flat, find_split_file, require_examples
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge import metrics
 from lmforge.errors import DataError
+from lmforge.tasks import metrics
 from lmforge.tasks.base import (DecoderTokens, Example, Feature, collate_choices, decoder_texts, encode_texts,
                                 find_split_file, require_examples)
 

@@ -7,7 +7,7 @@ other sub-token (and every special token) gets -100, so the loss and the metric 
 CoNLL-U: comment lines start with '#', multi-word token lines (``1-2``) and empty nodes (``8.1``) are
 skipped, UPOS is the 4th column. CoNLL-2003: one ``word ... tag`` line per token (the tag is the last
 column), blank lines between sentences, ``-DOCSTART-`` lines ignored; tags in IOB1 or IOB2 (entity
-scoring decodes both with conlleval's rules, ``lmforge.metrics.get_entities``).
+scoring decodes both with conlleval's rules, ``lmforge.tasks.metrics.get_entities``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge import metrics
 from lmforge.errors import DataError, InputError
+from lmforge.tasks import metrics
 from lmforge.tasks.base import (IGNORE_INDEX, DecoderTokens, Example, Feature, collate_flat, find_split_file,
                                 label_id, require_examples)
 

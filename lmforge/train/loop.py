@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +70,35 @@ class TrainResult:
     best_metric: float | None = None  # best value of config.best_metric seen
     best_step: int | None = None  # step where it was seen (the model in OUT/best)
     out_dir: Path | None = None
+
+
+@dataclass
+class _StepStats:
+    """What one optimizer step reports to the log."""
+
+    loss: float  # mean loss over the micro-batches and processes
+    grad_norm: float | None  # before clipping; None when clipping is off
+    lr: float  # the learning rate the step used
+    tokens: int  # tokens this process trained on
+    metric_items: list[dict[str, Any]]  # the objective's metrics per micro-batch
+
+
+@dataclass
+class _Window:
+    """The steps since the last log record: their losses, tokens and when the window's clock started."""
+
+    losses: list[float]
+    t_last: float
+    tokens: int = 0
+
+    @contextmanager
+    def paused(self):
+        """Evaluation and checkpointing time does not count towards tokens/s."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t_last += time.perf_counter() - t
 
 
 def seed_everything(seed: int) -> None:
@@ -224,86 +253,95 @@ class Trainer:
 
     def _run(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any], logger: RunLogger) -> TrainResult:
-        cfg, info = self.config, self.dist
+        cfg = self.config
         params = [p for g in optimizer.param_groups for p in g["params"]]
         ddp = isinstance(model if not hasattr(model, "_orig_mod") else model._orig_mod,
                          torch.nn.parallel.DistributedDataParallel)
         step, stopped = state["step"], "completed"
-        window: list[float] = list(state["window"])  # losses since the last log record
-        tokens_seen = 0
-        t_last = time.perf_counter()
+        window = _Window(losses=list(state["window"]), t_last=time.perf_counter())
         model.train()
         for module in self.extra.values():
             module.train()
         while step < self.total_steps:
-            # ---- one optimizer step: accumulate micro-batches
-            losses, metric_items, tokens = [], [], 0
-            for micro in range(self.accum):
-                batch = to_device(self._micro_batch(step, micro), self.device)
-                sync = nullcontext() if (not ddp or micro == self.accum - 1) else model.no_sync()
-                with sync:
-                    with self._autocast():
-                        loss, metrics = self.objective.loss(model, batch)
-                    (loss / self.accum).backward()
-                losses.append(loss.detach().float())
-                metric_items.append(metrics)
-                tokens += int(metrics["tokens"]) if "tokens" in metrics else int(batch["input_ids"].numel())
-            step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
-            if not math.isfinite(step_loss):
-                optimizer.zero_grad(set_to_none=True)
-                raise self._diverged(step + 1, step_loss)
-            if cfg.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            else:
-                grad_norm = None
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            stats = self._step(model, optimizer, scheduler, params, step, ddp=ddp)
             step += 1
-            window.append(step_loss)
-            tokens_seen += tokens * info.world_size
-
-            # ---- log
+            window.losses.append(stats.loss)
+            window.tokens += stats.tokens * self.dist.world_size
             if step % cfg.log_every == 0 or step == self.total_steps:
-                now = time.perf_counter()
-                tps = tokens_seen / max(now - t_last, 1e-9)
-                record: dict[str, Any] = {"split": "train", "step": step, "epoch": round(step / self.steps_per_epoch, 4),
-                                          "loss": sum(window) / len(window), "lr": lr, "tokens_per_s": round(tps, 1)}
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
-                record |= _metric_summary(metric_items)
-                logger.log(record)
-                logger.advance(len(window), loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-                window, tokens_seen, t_last = [], 0, now
-
-            # ---- evaluate, keep the best, early stopping
-            end_of_epoch = step % self.steps_per_epoch == 0
-            if self.evaluate_fn is not None and (
-                    (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every_epoch and end_of_epoch)
-                    or step == self.total_steps):
-                t_eval = time.perf_counter()
-                if self._evaluate(model, step, state, logger):
-                    stopped = "early_stopping"
-                t_last += time.perf_counter() - t_eval  # tokens/s counts training time only
-
-            # ---- checkpoint (after the evaluation, so its result is part of the saved state)
+                self._log(logger, step, stats, window)
+            if self._evaluation_due(step):
+                with window.paused():  # tokens/s counts training time only
+                    if self._evaluate(model, step, state, logger):
+                        stopped = "early_stopping"
+            # after the evaluation, so its result is part of the saved state
             if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
-                state.update(step=step, window=window)
-                t_save = time.perf_counter()
-                self._save_checkpoint(optimizer, scheduler, state)
-                t_last += time.perf_counter() - t_save
+                state.update(step=step, window=window.losses)
+                with window.paused():
+                    self._save_checkpoint(optimizer, scheduler, state)
             if stopped == "early_stopping":
                 logger.note(f"early stopping at step {step}: {cfg.best_metric} has not improved for "
                             f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")
                 break
 
-        state.update(step=step, window=window)
+        state.update(step=step, window=window.losses)
         self._save_final(state)
+        losses = window.losses
         return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
-                           final_loss=(sum(window) / len(window)) if window else _last_train_loss(self.out_dir),
+                           final_loss=(sum(losses) / len(losses)) if losses else _last_train_loss(self.out_dir),
                            last_eval=state["last_eval"], best_metric=state["best"], best_step=state["best_step"],
                            out_dir=self.out_dir)
+
+    def _step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.nn.Parameter], step: int, *,
+              ddp: bool) -> _StepStats:
+        """Optimizer step ``step + 1``: accumulate the micro-batches, check the loss, clip, step."""
+        cfg, info = self.config, self.dist
+        losses, metric_items, tokens = [], [], 0
+        for micro in range(self.accum):
+            batch = to_device(self._micro_batch(step, micro), self.device)
+            # DDP all-reduces gradients on the last micro-batch only
+            sync = nullcontext() if (not ddp or micro == self.accum - 1) else model.no_sync()
+            with sync:
+                with self._autocast():
+                    loss, metrics = self.objective.loss(model, batch)
+                (loss / self.accum).backward()
+            losses.append(loss.detach().float())
+            metric_items.append(metrics)
+            tokens += int(metrics["tokens"]) if "tokens" in metrics else int(batch["input_ids"].numel())
+        step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
+        if not math.isfinite(step_loss):
+            optimizer.zero_grad(set_to_none=True)
+            raise self._diverged(step + 1, step_loss)
+        if cfg.max_grad_norm > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        else:
+            grad_norm = None
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return _StepStats(loss=step_loss, grad_norm=grad_norm, lr=lr, tokens=tokens, metric_items=metric_items)
+
+    def _log(self, logger: RunLogger, step: int, stats: _StepStats, window: _Window) -> None:
+        """A metrics.jsonl record of the window since the last one (mean loss, tokens/s), then a new window."""
+        now = time.perf_counter()
+        tps = window.tokens / max(now - window.t_last, 1e-9)
+        record: dict[str, Any] = {"split": "train", "step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                                  "loss": sum(window.losses) / len(window.losses), "lr": stats.lr,
+                                  "tokens_per_s": round(tps, 1)}
+        if stats.grad_norm is not None:
+            record["grad_norm"] = stats.grad_norm
+        record |= _metric_summary(stats.metric_items)
+        logger.log(record)
+        logger.advance(len(window.losses), loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}", tok_s=f"{tps:,.0f}")
+        window.losses, window.tokens, window.t_last = [], 0, now
+
+    def _evaluation_due(self, step: int) -> bool:
+        cfg = self.config
+        end_of_epoch = step % self.steps_per_epoch == 0
+        return self.evaluate_fn is not None and bool(
+            (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every_epoch and end_of_epoch)
+            or step == self.total_steps)
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, model: torch.nn.Module, step: int, state: dict[str, Any], logger: RunLogger) -> bool:

@@ -27,7 +27,7 @@ def test_fewshot_drops_shots_to_fit(gpt_dir: Path, refdata: Path) -> None:
     ("squad-v2", "squad", ("exact", "f1")),
 ])
 def test_fewshot_swag_and_squad(gpt_dir: Path, refdata: Path, task: str, sub: str, keys: tuple[str, ...]) -> None:
-    from lmforge import metrics
+    from lmforge.tasks import metrics
     from lmforge.prompting.fewshot import fewshot_evaluate
 
     model, tok = Model.from_pretrained(gpt_dir).eval(), Tokenizer.from_pretrained(gpt_dir)

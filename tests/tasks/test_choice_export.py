@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.models.model import Model
 from lmforge.tasks import get_task
 
 transformers = pytest.importorskip("transformers")
-Model = pytest.importorskip("lmforge.models.model").Model
 
 VOCAB = 120
 TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37)
@@ -28,7 +28,7 @@ class _Vocab:
     ("electra-small", dict(max_positions=64, embedding_size=16), "ElectraForMultipleChoice"),
 ])
 def test_swag_model_from_an_mlm_checkpoint_exports_with_hf_parity(preset, extra, hf_class, tmp_path):
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
 
     torch.manual_seed(0)
     pretrained = Model.from_preset(preset, head="mlm", **TINY, **extra)

@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmforge.models.model import Model
 from lmforge.tasks import DecoderTokens, get_task
 from lmforge.tasks.base import IGNORE_INDEX
-
-Model = pytest.importorskip("lmforge.models.model").Model
 
 PAIR = {"id": "0", "source": "x", "text": "A man is playing a guitar.", "text_pair": "Someone plays music.",
         "label": None}
@@ -90,7 +89,7 @@ def test_entailment_reads_one_sequence_at_the_extract_token(gpt2_tok, decoder_to
 
 
 def test_finetune_loss_is_task_loss_plus_half_the_lm_loss_over_both_orders(gpt2_tok, decoder_tokens):
-    from lmforge.finetune import TaskObjective
+    from lmforge.recipes.finetune import TaskObjective
 
     task = get_task("glue-stsb")
     model = tiny_decoder(task, gpt2_tok)

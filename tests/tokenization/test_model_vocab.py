@@ -35,7 +35,7 @@ def test_generate_and_fill_mask_refuse_a_larger_tokenizer(tmp_path, refdata, cap
 
 
 def test_matching_tokenizer_loads(tmp_path, refdata):
-    from lmforge.commands.generate import load_model_and_tokenizer
+    from lmforge.recipes.loading import load_model_and_tokenizer
 
     gpt, n = _checkpoint(tmp_path / "gpt", refdata, "gpt-tiny", "gpt2", "clm", [])
     model, tok = load_model_and_tokenizer(str(gpt))
@@ -43,7 +43,7 @@ def test_matching_tokenizer_loads(tmp_path, refdata):
 
 
 def test_finetune_load_model_suggests_resize_for_an_encoder(tmp_path, refdata):
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
     from lmforge.tasks import get_task
 
     bert, n = _checkpoint(tmp_path / "bert", refdata, "bert-tiny", "bert-base-uncased", "mlm", ["lmforge"])

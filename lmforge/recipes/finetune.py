@@ -1,7 +1,7 @@
 """Fine-tuning and evaluation on a task: load the model for the task, featurize, train with the ONE
 trainer (``lmforge.train``), evaluate every epoch, keep the best epoch, write the outputs.
 
-    from lmforge.finetune import FinetuneConfig, finetune
+    from lmforge.recipes.finetune import FinetuneConfig, finetune
     scores = finetune(FinetuneConfig(model="runs/bert", task="glue-cola", data="glue/CoLA", out="runs/cola"))
 
 Output directory: the fine-tuned model (``Model.from_pretrained(out)``) with its tokenizer and
@@ -114,11 +114,12 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
     GPT-1's added tokens and a resized embedding matrix.
     """
     from lmforge import Model, ModelConfig
+    from lmforge.models.hf import is_hf_dir
     from lmforge.presets import PRESETS
 
     path = Path(spec)
     if path.is_dir():
-        hf = _is_hf(path)
+        hf = is_hf_dir(path)
         config = None if hf else ModelConfig.load(path)
     elif spec in PRESETS:
         config, hf, from_scratch = ModelConfig.from_preset(spec, vocab_size=len(tokenizer)), False, True
@@ -152,18 +153,11 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
         decoder = add_decoder_tokens(tokenizer)
         if len(tokenizer) > model.config.vocab_size:
             model.resize_token_embeddings(len(tokenizer))
-    else:  # the message suggests resize_token_embeddings (issue 3)
+    else:  # the message suggests resize_token_embeddings (an id past the table would crash later)
         from lmforge.tokenization import check_model_vocab
 
         check_model_vocab(model.config.vocab_size, tokenizer)
     return model, decoder
-
-
-def _is_hf(path: Path) -> bool:
-    try:
-        return "model_type" in json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 # ------------------------------------------------------------------ evaluation
@@ -280,7 +274,7 @@ def write_confusion_matrix(path: Path, predictions: Sequence[int], examples: Seq
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lmforge.metrics import confusion_matrix
+    from lmforge.tasks.metrics import confusion_matrix
 
     cm = confusion_matrix(np.asarray(predictions), np.asarray([ex["label"] for ex in examples]), len(labels))
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))

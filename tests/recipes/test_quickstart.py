@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from lmforge import quickstart as qs
+from lmforge.recipes import quickstart as qs
 from lmforge.cli import main as cli_main
 from lmforge.errors import LmforgeError
 
@@ -150,11 +150,6 @@ def test_a_run_interrupted_in_its_first_stage_can_be_continued(tmp_path, monkeyp
         qs.quickstart(tmp_path / "q", log=lambda m: None)
     qs.quickstart(tmp_path / "q", log=lambda m: None)  # not refused as "non-empty": it is our own run
     assert len(calls) == 2
-
-
-def test_missing_library_code_is_a_loud_error():
-    with pytest.raises(LmforgeError, match="not in this lmforge build"):
-        qs._library("lmforge.no_such_module", "a stage")
 
 
 def test_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys, stand_in):

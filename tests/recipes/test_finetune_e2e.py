@@ -12,8 +12,6 @@ import pytest
 
 from lmforge.cli import main
 
-pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
-pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
 
 
 def test_cola_finetune_writes_every_output_and_learns_the_labels(refdata, tiny_encoder, tmp_path, capsys):
@@ -170,7 +168,7 @@ def test_mnli_matched_and_mismatched_from_scratch_with_truncation_warning(tiny_e
 
 
 def test_finetune_maps_optimisation_flags_onto_the_trainer(tmp_path):
-    from lmforge.finetune import FinetuneConfig, train_config
+    from lmforge.recipes.finetune import FinetuneConfig, train_config
     from lmforge.tasks import get_task
 
     cfg = FinetuneConfig(model="m", task="glue-cola", data="d", out="o", lr=2e-5, head_lr=1e-3, layer_decay=0.8,

@@ -1,10 +1,10 @@
-"""lmforge.metrics against scikit-learn / scipy (to 1e-9) and the official SQuAD / conlleval rules."""
+"""lmforge.tasks.metrics against scikit-learn / scipy (to 1e-9) and the official SQuAD / conlleval rules."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lmforge import metrics
+from lmforge.tasks import metrics
 from lmforge.errors import InputError
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")

@@ -5,12 +5,12 @@ Stages (each one calls the library code of its area; none is re-implemented here
   data         lmforge.data.toyland.generate        corpus + tasks in official formats
   tokenizers   Tokenizer.train                       WordPiece (for BERT) and byte-level BPE (for GPT)
   shards       lmforge.data.shards.prepare_shards    memory-mapped token shards, one set per tokenizer
-  bert         `lmforge pretrain` (mlm+nsp)          a tiny BERT
-  cola         lmforge.finetune.finetune             acceptability from the pre-trained BERT and from scratch
-  squad        lmforge.finetune.finetune             span QA from the pre-trained BERT
-  gpt          `lmforge pretrain` (clm)              a tiny GPT
+  bert         lmforge.recipes.pretrain.pretrain     a tiny BERT (mlm+nsp)
+  cola         lmforge.recipes.finetune.finetune     acceptability from the pre-trained BERT and from scratch
+  squad        lmforge.recipes.finetune.finetune     span QA from the pre-trained BERT
+  gpt          lmforge.recipes.pretrain.pretrain     a tiny GPT (clm)
   generation   lmforge.generation.generate           a continuation of a story opening by the GPT
-  fewshot      lmforge.fewshot.fewshot_evaluate      k = 0, 1, 4 on the sentiment task
+  fewshot      lmforge.prompting.fewshot_evaluate    k = 0, 1, 4 on the sentiment task
   report       results.json, results table, report.md with the PNGs of every stage
 
 A stage writes ``.quickstart/state.json`` when it is done, so an interrupted run started again with the
@@ -68,10 +68,8 @@ class Settings:
 
 
 SETTINGS: dict[str, Settings] = {
-    # default: sized so that the whole run takes under 10 minutes on 2 idle CPU cores (docs/quickstart.md
-    # has the measurements); most of it is BERT pre-training, which is what the acceptability gain needs.
-    # BERT lr 2e-3: with 1e-3 the tiny BERT reaches a lower MLM loss but transfers less to acceptability
-    # (test MCC gain +0.18 / +0.22 vs +0.40 to +0.49 for 2 of 3 pre-training seeds; docs/quickstart.md)
+    # default: under 10 minutes on 2 idle CPU cores, most of it BERT pre-training (the acceptability gain
+    # needs it); BERT lr 2e-3 transfers better than 1e-3. Measurements: docs/quickstart.md
     "default": Settings("default", docs=24000, examples=1000, wordpiece_vocab=1000, bpe_vocab=800, seq_len=64,
                         batch_size=32, bert_steps=5000, bert_lr=2e-3, bert_dropout=0.0, gpt_steps=600, gpt_lr=1e-3,
                         cola_epochs=10, cola_lr=3e-4, cola_batch_size=16, cola_seeds=(0, 1, 2), squad_epochs=4,
@@ -161,30 +159,6 @@ def _captured(log_file: Path):
         yield f
 
 
-def _library(module: str, what: str) -> Any:
-    """Import a library module; a missing one is a loud error naming the stage that needs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("lmforge"):
-            raise LmforgeError(f"{what} needs {err.name}, which is not in this lmforge build yet; "
-                               "the quickstart cannot run this stage") from None
-        raise
-
-
-def _command(name: str, argv: list[str]) -> None:
-    """Run ``lmforge NAME ARGV...`` in-process through its own parser and run(), errors propagating."""
-    from lmforge import cli
-
-    module = _library(cli.COMMANDS[name][0], f"`lmforge {name}`")
-    args = cli.build_parser(name).parse_args([name, *argv])
-    code = module.run(args)
-    if code:
-        raise LmforgeError(f"`lmforge {name}` exited with status {code}")
-
-
 # ------------------------------------------------------------------ stages
 def stage_data(run: Run) -> dict[str, Any]:
     from lmforge.data.toyland import generate
@@ -197,12 +171,13 @@ def stage_data(run: Run) -> dict[str, Any]:
 
 
 def stage_tokenizers(run: Run) -> dict[str, Any]:
-    tok_mod = _library("lmforge.tokenization.tokenizer", "training the tokenizers")
+    from lmforge.tokenization.tokenizer import Tokenizer
+
     corpus = run.path("data", "corpus", "train.txt")
     result = {}
     for name, kind, vocab in (("wordpiece", "wordpiece", run.settings.wordpiece_vocab),
                               ("bpe", "bpe", run.settings.bpe_vocab)):
-        tok = tok_mod.Tokenizer.train([str(corpus)], kind=kind, vocab_size=vocab, show_progress=False,
+        tok = Tokenizer.train([str(corpus)], kind=kind, vocab_size=vocab, show_progress=False,
                                       log=lambda m: print(m))
         tok.save_pretrained(run.path("tokenizers", name))
         result[f"{name}_vocab"] = len(tok)
@@ -210,13 +185,14 @@ def stage_tokenizers(run: Run) -> dict[str, Any]:
 
 
 def stage_shards(run: Run) -> dict[str, Any]:
-    shards = _library("lmforge.data.shards", "preparing the shards")
-    tok_mod = _library("lmforge.tokenization.tokenizer", "preparing the shards")
+    from lmforge.data.shards import prepare_shards
+    from lmforge.tokenization.tokenizer import Tokenizer
+
     corpus = run.path("data", "corpus", "train.txt")
     result = {}
     for name in ("wordpiece", "bpe"):
-        tok = tok_mod.Tokenizer.from_pretrained(run.path("tokenizers", name))
-        r = shards.prepare_shards([corpus], tokenizer=tok, out=run.path("shards", name), val_fraction=0.02,
+        tok = Tokenizer.from_pretrained(run.path("tokenizers", name))
+        r = prepare_shards([corpus], tokenizer=tok, out=run.path("shards", name), val_fraction=0.02,
                                   progress=False)
         result[f"{name}_train_tokens"] = r.meta["splits"]["train"]["tokens"]
     return result
@@ -242,49 +218,50 @@ def _pretrain_summary(out: Path) -> dict[str, Any]:
             "tokens_per_s": round(steps / seconds_per_token, 1) if steps_and_rates else None}
 
 
+def _pretrain(run: Run, *, model: dict[str, Any], name: str, objective: str, shards: str, steps: int,
+              lr: float) -> dict[str, Any]:
+    """Pre-train ``model`` (a ModelConfig mapping, saved as models/NAME-tiny.json) into models/NAME."""
+    from lmforge.recipes.pretrain import PretrainConfig, pretrain
+    from lmforge.train.config import TrainConfig
+
+    s = run.settings
+    out = run.path("models", name)
+    config = run.path("models", f"{name}-tiny.json")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(model, indent=1) + "\n")
+    train = TrainConfig(max_steps=steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=lr, warmup_ratio=0.06,
+                        save_every=max(steps // 2, 1), keep=1, log_every=max(1, steps // 50), seed=0, progress=False)
+    pretrain(PretrainConfig(model=str(config), objective=objective, data=str(run.path("shards", shards)),
+                            out=str(out), val_batches=10, device="cpu", train=train))
+    return _pretrain_summary(out)
+
+
 def stage_bert(run: Run) -> dict[str, Any]:
     s = run.settings
-    out = run.path("models", "bert")
-    # bert-tiny (2 layers, H=128) without dropout: a few minutes of pre-training is far from
-    # over-fitting 6,000 stories, and on a CPU dropout costs ~15% of every step and slows learning
-    config = run.path("models", "bert-tiny.json")
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"preset": "bert-tiny", "hidden_dropout": s.bert_dropout,
-                                  "attention_dropout": s.bert_dropout}, indent=1) + "\n")
-    _command("pretrain", ["--model", str(config), "--objective", "mlm+nsp", "--data", str(run.path("shards", "wordpiece")),
-                          "--out", str(out), "--max-steps", str(s.bert_steps), "--batch-size", str(s.batch_size),
-                          "--seq-len", str(s.seq_len), "--lr", str(s.bert_lr), "--warmup", "0.06",
-                          "--save-every", str(max(s.bert_steps // 2, 1)), "--keep", "1",
-                          "--log-every", str(max(1, s.bert_steps // 50)), "--val-batches", "10",
-                          "--seed", "0", "--device", "cpu", "--no-progress"])
-    return _pretrain_summary(out)
+    # bert-tiny (2 layers, H=128) without dropout: a few minutes of pre-training cannot over-fit the
+    # toy corpus, and on a CPU dropout makes every step slower and learning slower
+    model = {"preset": "bert-tiny", "hidden_dropout": s.bert_dropout, "attention_dropout": s.bert_dropout}
+    return _pretrain(run, model=model, name="bert", objective="mlm+nsp", shards="wordpiece", steps=s.bert_steps,
+                     lr=s.bert_lr)
 
 
 def stage_gpt(run: Run) -> dict[str, Any]:
     s = run.settings
-    out = run.path("models", "gpt")
     # a tiny GPT-2: the gpt2 preset's family and conventions at bert-tiny's size
-    config = run.path("models", "gpt-tiny.json")
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"preset": "gpt2", "num_layers": 2, "hidden_size": 128, "num_heads": 2,
-                                  "intermediate_size": 512, "max_positions": 256}, indent=1) + "\n")
-    _command("pretrain", ["--model", str(config), "--objective", "clm", "--data", str(run.path("shards", "bpe")),
-                          "--out", str(out), "--max-steps", str(s.gpt_steps), "--batch-size", str(s.batch_size),
-                          "--seq-len", str(s.seq_len), "--lr", str(s.gpt_lr), "--warmup", "0.06",
-                          "--save-every", str(max(s.gpt_steps // 2, 1)), "--keep", "1",
-                          "--log-every", str(max(1, s.gpt_steps // 50)), "--val-batches", "10",
-                          "--seed", "0", "--device", "cpu", "--no-progress"])
-    return _pretrain_summary(out)
+    model = {"preset": "gpt2", "num_layers": 2, "hidden_size": 128, "num_heads": 2, "intermediate_size": 512,
+             "max_positions": 256}
+    return _pretrain(run, model=model, name="gpt", objective="clm", shards="bpe", steps=s.gpt_steps, lr=s.gpt_lr)
 
 
 def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: float, scratch: bool = False,
               max_length: int | None = None, batch_size: int | None = None, seed: int = 0) -> dict[str, Any]:
-    ft = _library("lmforge.finetune", "fine-tuning")
-    config = ft.FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
+    from lmforge.recipes.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
                                out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
                                batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=seed,
                                device="cpu")
-    scores = ft.finetune(config, log=lambda m: print(m))
+    scores = finetune(config, log=lambda m: print(m))
     return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
 
 
@@ -323,7 +300,8 @@ def stage_cola(run: Run) -> dict[str, Any]:
     ``cola_seeds``; score every run on dev (which picks its best epoch) and on the held-out test split,
     overall and per corruption type. The table reports the means over seeds: one run's MCC on 500
     sentences moves by a few hundredths with the seed, as on real CoLA."""
-    ft = _library("lmforge.finetune", "scoring the acceptability models")
+    from lmforge.recipes.finetune import evaluate_dir
+
     s = run.settings
     data = run.path("data", "cola")
     result: dict[str, Any] = {}
@@ -336,7 +314,7 @@ def stage_cola(run: Run) -> dict[str, Any]:
             scores = _finetune(run, task="glue-cola", data="cola", out=rel, epochs=s.cola_epochs, lr=s.cola_lr,
                                scratch=scratch, max_length=64, batch_size=s.cola_batch_size, seed=seed)
             scores["by_source"] = accuracy_by_source(data / "dev.tsv", out / "predictions.tsv")
-            test = ft.evaluate_dir(str(out), task=None, data=str(data), split="test", out=str(out / "test"),
+            test = evaluate_dir(str(out), task=None, data=str(data), split="test", out=str(out / "test"),
                                    device="cpu", log=lambda m: print(m))
             scores["test"] = {k: round(float(v), 4) for k, v in test.items()}
             scores["test"]["by_source"] = accuracy_by_source(data / "test.tsv", out / "test" / "predictions.tsv")
@@ -360,21 +338,23 @@ def stage_squad(run: Run) -> dict[str, Any]:
 
 
 def _load_gpt(run: Run) -> tuple[Any, Any]:
-    models = _library("lmforge.models.model", "loading the pre-trained GPT")
-    tok_mod = _library("lmforge.tokenization.tokenizer", "loading the GPT tokenizer")
-    model = models.Model.from_pretrained(run.path("models", "gpt"))
+    from lmforge.models.model import Model
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    model = Model.from_pretrained(run.path("models", "gpt"))
     model.eval()
-    return model, tok_mod.Tokenizer.from_pretrained(run.path("models", "gpt"))
+    return model, Tokenizer.from_pretrained(run.path("models", "gpt"))
 
 
 def stage_generation(run: Run) -> dict[str, Any]:
     import torch
 
-    gen = _library("lmforge.generation", "generation")
+    from lmforge.generation import generate
+
     model, tok = _load_gpt(run)
     ids = torch.tensor([tok(PROMPT, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
-        new = gen.generate(model, ids, max_new_tokens=run.settings.generate_tokens, do_sample=False)
+        new = generate(model, ids, max_new_tokens=run.settings.generate_tokens, do_sample=False)
     text = tok.decode(new[0].tolist(), skip_special_tokens=True)
     out = run.path("generation")
     out.mkdir(parents=True, exist_ok=True)
@@ -383,14 +363,14 @@ def stage_generation(run: Run) -> dict[str, Any]:
 
 
 def stage_fewshot(run: Run) -> dict[str, Any]:
-    fewshot = _library("lmforge.prompting.fewshot", "few-shot evaluation")
-    model, tok = _load_gpt(run)
-    result = fewshot.fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
-                                      limit=run.settings.fewshot_limit)
-    fewshot.write_outputs(result, run.path("fewshot"))
-    # the score of always answering the most frequent label, for scale
+    from lmforge.prompting.fewshot import fewshot_evaluate, write_outputs
     from lmforge.tasks import get_task
 
+    model, tok = _load_gpt(run)
+    result = fewshot_evaluate(model, tok, "glue-sst2", run.path("data", "sst2"), shots=(0, 1, 4), seed=0,
+                              limit=run.settings.fewshot_limit)
+    write_outputs(result, run.path("fewshot"))
+    # the score of always answering the most frequent label, for scale
     labels = [ex["label"] for ex in get_task("glue-sst2").read(run.path("data", "sst2"), "dev")[:run.settings.fewshot_limit]]
     majority = max(labels.count(v) for v in set(labels)) / len(labels)
     return {"rows": result.rows, "notes": result.notes, "majority": round(majority, 4)}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lmforge.cli import main
-from lmforge.finetune import summarize_seeds, write_outputs, write_predictions
+from lmforge.recipes.finetune import summarize_seeds, write_outputs, write_predictions
 from lmforge.tasks import get_task
 
 

@@ -14,11 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model (model-core issue)")
-
-from lmforge.cli import main  # noqa: E402
-from lmforge.data.shards import prepare_shards  # noqa: E402
-from lmforge.train.logging import read_metrics  # noqa: E402
+from lmforge.cli import main
+from lmforge.data.shards import prepare_shards
+from lmforge.train.logging import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import tokfixtures  # noqa: E402

@@ -13,8 +13,6 @@ import torch
 from lmforge.cli import main
 from lmforge.tasks import get_task
 
-pytest.importorskip("lmforge.models.model", reason="needs the lmforge Model")
-pytest.importorskip("lmforge.tokenization.tokenizer", reason="needs the lmforge Tokenizer")
 
 SST_HEADER = "sentence\tlabel"
 
@@ -107,7 +105,7 @@ def test_mlm_checkpoint_for_qa_loads_its_body_and_adds_a_fresh_head_said_in_one_
     from safetensors.torch import load_file
 
     from lmforge import Tokenizer
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
 
     saved = load_file(str(tiny_encoder / "model.safetensors"))
     lines: list[str] = []
@@ -134,7 +132,7 @@ def test_mlm_checkpoint_for_qa_loads_its_body_and_adds_a_fresh_head_said_in_one_
 
 def test_a_fine_tuned_checkpoint_with_the_right_head_is_loaded_whole(tiny_encoder, tmp_path):
     from lmforge import Model, Tokenizer
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
 
     model = Model.from_pretrained(tiny_encoder, head="seq-cls", num_labels=2)
     model.save_pretrained(tmp_path)
@@ -230,7 +228,7 @@ def test_a_bare_preset_trains_from_scratch_with_the_given_tokenizer(tiny_encoder
 
 def test_a_gpt1_head_trained_for_another_use_is_started_fresh(tiny_decoder, tmp_path):
     from lmforge import Model, Tokenizer
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
 
     swag = Model.from_pretrained(tiny_decoder, head="extract", num_labels=1, extract_combine="choice")
     with torch.no_grad():
@@ -247,7 +245,7 @@ def test_a_gpt1_head_trained_for_another_use_is_started_fresh(tiny_decoder, tmp_
 
 def test_an_hf_checkpoint_directory_is_converted_and_gets_the_task_head(tiny_encoder, tmp_path):
     from lmforge import Model, Tokenizer
-    from lmforge.finetune import load_model
+    from lmforge.recipes.finetune import load_model
 
     pretrained = Model.from_pretrained(tiny_encoder)
     pretrained.export_hf(tmp_path)  # BertForMaskedLM layout, config.json with model_type

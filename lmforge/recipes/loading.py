@@ -1,0 +1,31 @@
+"""Loading a saved model with its tokenizer for inference (generate / prompt / fewshot / fill-mask)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_model_and_tokenizer(path: str | Path, device: Any = None) -> tuple[Any, Any]:
+    """Model (in eval mode, on ``device`` when given) + tokenizer of a checkpoint directory, with clear
+    errors for what is missing."""
+    from lmforge.errors import CheckpointError
+    from lmforge.models.model import Model
+    from lmforge.tokenization import check_model_vocab
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory {directory} does not exist.")
+    model = Model.from_pretrained(directory)
+    try:
+        tokenizer = Tokenizer.from_pretrained(directory)
+    except Exception as err:  # the tokenizer module raises TokenizerError; name the directory either way
+        raise CheckpointError(f"{directory} has no usable tokenizer ({err}); save the tokenizer next to the "
+                              "model (tokenizer.save_pretrained(DIR)).") from err
+    check_model_vocab(model.config.vocab_size, tokenizer)  # ids past the embeddings: say resize, not crash later
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+__all__ = ["load_model_and_tokenizer"]

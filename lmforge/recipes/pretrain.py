@@ -1,0 +1,244 @@
+"""Pre-training on prepared shards with clm / mlm / mlm+nsp / mlm+sop: ``PretrainConfig`` and ``pretrain()``.
+
+    from lmforge.recipes.pretrain import PretrainConfig, pretrain
+    from lmforge.train import TrainConfig
+    pretrain(PretrainConfig(model="bert-tiny", data="shards", out="runs/bert", train=TrainConfig(max_steps=100)))
+
+``resolve_config`` layers the options as `lmforge pretrain` does: TrainConfig defaults < a YAML file <
+options given explicitly. Runs unchanged under ``torchrun --nproc_per_node N``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, DataError, suggest
+from lmforge.train.config import TrainConfig, load_yaml
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PretrainConfig:
+    """What to train on what; the training knobs (steps, batch, lr, checkpoints ...) live in ``train``."""
+
+    model: str | None = None  # a preset name, a ModelConfig file (.yaml / .json) or a model directory
+    objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop
+    data: str | None = None  # a shard directory written by `lmforge prepare`
+    out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
+    tokenizer: str | None = None  # optional: check the shards were made with this tokenizer
+    val_batches: int = 20  # validation batches per evaluation (0 switches validation off)
+    mask_prob: float | None = None  # MLM: fraction of tokens selected (default 0.15)
+    masking: str | None = None  # MLM: "dynamic" (RoBERTa) or "static" (BERT); default per objective
+    whole_word: bool | None = None  # MLM: mask whole words
+    dupe_factor: int | None = None  # static masking: masked copies of the data
+    device: str | None = None  # "cpu" / "cuda"; default: CUDA when available
+    resume: bool = False  # continue from the newest checkpoint in ``out``
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000))  # the training loop's knobs
+    dry_run: bool = False  # print the resolved configuration and return without training
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required (on the command line or in the --config file)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping `--dry-run` prints (the run options, resume, then every TrainConfig field)."""
+        run = {name: getattr(self, name) for name in RUN_KEYS}
+        return {**run, "resume": self.resume, **self.train.to_dict()}
+
+
+# the options a YAML file or a flag may set besides TrainConfig's fields
+RUN_KEYS = tuple(f.name for f in fields(PretrainConfig) if f.name not in ("resume", "train", "dry_run"))
+ALIASES = {"tokens": "max_tokens"}  # flag name -> TrainConfig field
+
+
+def resolve_config(given: dict[str, Any], config_file: str | Path | None = None) -> PretrainConfig:
+    """A PretrainConfig from TrainConfig defaults < the YAML ``config_file`` < ``given`` (the flags typed).
+
+    Keys are the long flags written with _ (lr, max_steps, tokens, warmup ...); ``warmup`` >= 1 is a step
+    count, < 1 a ratio of the total. An unknown key fails naming it.
+    """
+    layered: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    layered.update(given)
+    layered = {ALIASES.get(k, k): v for k, v in layered.items()}
+    resume = bool(layered.pop("resume", False))
+    if layered.get("max_tokens") is not None:
+        layered["max_tokens"] = int(layered["max_tokens"])
+        if layered.get("max_steps") is not None:  # one from the YAML file, one from a flag: the flag wins
+            if "max_steps" in given:
+                layered.pop("max_tokens")
+            elif "tokens" in given:
+                layered.pop("max_steps")
+            else:
+                raise ConfigError("give max_steps or tokens, not both")
+    warmup = layered.pop("warmup", None)
+    if warmup is not None:
+        if warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {warmup}")
+        if warmup >= 1:
+            layered["warmup_steps"], layered["warmup_ratio"] = int(warmup), 0.0
+        else:
+            layered["warmup_ratio"], layered["warmup_steps"] = float(warmup), 0
+    run = {k: layered.pop(k) for k in list(layered) if k in RUN_KEYS}
+    known = (*RUN_KEYS, *TrainConfig.field_names(), "warmup", "tokens", "resume")
+    for key in layered:
+        if key not in TrainConfig.field_names():
+            raise ConfigError(f"unknown option {key!r}." + suggest(key, known) + " Options are the long flags of "
+                              "`lmforge pretrain --help` written with _ (lr, max_steps, batch_size ...).")
+    if "max_steps" not in layered and "max_tokens" not in layered and "epochs" not in layered:
+        layered["max_steps"] = 1000
+    train = TrainConfig.from_dict(layered)
+    return PretrainConfig(**run, resume=resume, train=train)
+
+
+def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -> Any:
+    """The model to train: a preset, a ModelConfig file or an existing model directory."""
+    from lmforge import PRESETS, Model, ModelConfig
+
+    # the special ids are the data's tokenizer's (None where it has none), whatever the preset says
+    specials = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
+    vocab = len(tokenizer)
+    name = str(config.model)
+    path = Path(name)
+    if path.is_dir():
+        model = Model.from_pretrained(path, head=head)
+        if model.config.vocab_size != vocab:
+            raise ConfigError(f"{path} has a vocabulary of {model.config.vocab_size} but the shards' tokenizer has "
+                              f"{vocab}; continue pre-training with the tokenizer the model was made with")
+        return model
+    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"model config file not found: {path}")
+        data = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else load_yaml(path)
+        base = data.pop("preset", None)
+        model_config = ModelConfig.from_preset(base, **data) if base is not None else ModelConfig.from_dict(data)
+        what = str(path)
+    elif name in PRESETS:
+        model_config = ModelConfig.from_preset(name)
+        what = f"preset {name}"
+    else:
+        raise ConfigError(f"--model {name!r} is neither a preset, a config file nor a model directory."
+                          + suggest(name, PRESETS) + " See `lmforge presets`.")
+    overrides: dict[str, Any] = {"head": head, **specials}
+    if model_config.vocab_size != vocab:
+        log(f"{what} has a vocabulary of {model_config.vocab_size:,}; using the data's tokenizer's {vocab:,} instead")
+        overrides["vocab_size"] = vocab
+    return Model(ModelConfig.from_dict({**model_config.to_dict(), **overrides}))
+
+
+def _train_set(config: PretrainConfig) -> tuple[Any, Any]:
+    """The training shards and their tokenizer, checked (and against ``config.tokenizer`` when given)."""
+    from lmforge.data.shards import ShardDataset
+
+    data = Path(str(config.data))
+    if not data.is_dir():
+        raise DataError(f"shard directory not found: {data}; make one with `lmforge prepare --tokenizer DIR --out "
+                        f"{data} FILES...`")
+    train_set = ShardDataset(data, "train")
+    tokenizer = train_set.load_tokenizer()
+    train_set.verify_tokenizer(tokenizer)  # the copy in the shard dir must be the one that made the shards
+    if config.tokenizer:
+        from lmforge import Tokenizer
+
+        train_set.verify_tokenizer(Tokenizer.from_pretrained(config.tokenizer))
+    if train_set.num_tokens == 0:
+        raise DataError(f"{data} holds no training tokens; re-run `lmforge prepare` on a non-empty corpus")
+    return train_set, tokenizer
+
+
+def _objective(config: PretrainConfig, tokenizer: Any) -> Any:
+    from lmforge.objectives import OBJECTIVES, build_objective
+
+    masking = None
+    mask_fields = {"mask_prob": config.mask_prob, "mode": config.masking, "whole_word": config.whole_word,
+                   "dupe_factor": config.dupe_factor}
+    mask_fields = {k: v for k, v in mask_fields.items() if v is not None}
+    if mask_fields:
+        if config.objective == "clm":
+            raise ConfigError("masking options (--mask-prob, --masking, --whole-word, --dupe-factor) apply to the "
+                              "mlm objectives, not to clm")
+        # start from the family's default (static for mlm+nsp / mlm+sop, dynamic for mlm) and change the given fields
+        masking = dataclasses.replace(OBJECTIVES[config.objective].default_masking, **mask_fields)
+    return build_objective(config.objective, tokenizer=tokenizer, seq_len=config.train.seq_len, masking=masking)
+
+
+def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
+    """Pre-train as ``config`` says and write the model, tokenizer, metrics.jsonl and loss.png to ``out``.
+
+    Returns the trainer's TrainResult (None for a dry run). ``log`` defaults to printing on rank 0.
+    """
+    if config.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+        return None
+
+    from lmforge.data.shards import ShardDataset
+    from lmforge.objectives import OBJECTIVES, BatchSource
+    from lmforge.train import Trainer, objective_evaluator
+    from lmforge.train.distributed import cleanup, init_distributed
+    from lmforge.train.loop import seed_everything
+
+    info = init_distributed(config.device)
+    train = config.train
+    if log is None:
+        def log(message: str) -> None:
+            if info.is_main:
+                print(message, flush=True)
+
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}."
+                          + suggest(config.objective, OBJECTIVES))
+    train_set, tokenizer = _train_set(config)
+    objective = _objective(config, tokenizer)
+
+    seed_everything(train.seed)  # the model's initial weights depend on the seed only
+    model = load_model(config, head=objective.heads(None), tokenizer=tokenizer, log=log)
+    longest = getattr(model.config, "max_length", None) or getattr(model.config, "max_positions", None)
+    if longest is not None and train.seq_len > longest:
+        raise ConfigError(f"--seq-len {train.seq_len} is longer than the model's {longest} positions (max_positions "
+                          f"{model.config.max_positions}); lower --seq-len or raise max_positions in the model config")
+
+    data, out = Path(str(config.data)), Path(str(config.out))
+    source = BatchSource(objective, train_set, batch_size=train.batch_size, seed=train.seed, rank=info.rank,
+                         world_size=info.world_size)
+    evaluate = None
+    if config.val_batches > 0 and "val" in train_set.meta.get("splits", {}):
+        try:
+            val_source = BatchSource(objective, ShardDataset(data, "val"), batch_size=train.batch_size,
+                                     seed=train.seed, shuffle=False)
+            evaluate = objective_evaluator(objective, val_source, device=info.device, max_batches=config.val_batches)
+        except DataError as err:
+            log(f"no validation: {err}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"pretrain {config.objective} on {data} ({train_set.num_tokens:,} tokens, {source.steps_per_epoch:,} "
+        f"micro-batches per epoch): {model.config.family or 'model'} with {n_params:,} parameters, "
+        f"{info.world_size} process(es) on {info.device.type}")
+    if info.is_main:
+        import yaml
+
+        out.mkdir(parents=True, exist_ok=True)
+        resolved = {k: v for k, v in config.to_dict().items() if k != "resume"}
+        (out / "pretrain_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    trainer = Trainer(model, objective, source, train, out_dir=out, evaluate=evaluate, tokenizer=tokenizer,
+                      dist=info)
+    try:
+        result = trainer.train(resume=config.resume)
+    finally:
+        cleanup()
+    summary = f"done: {result.step} steps"
+    if result.final_loss is not None:
+        summary += f", final training loss {result.final_loss:.4f}"
+    if result.last_eval:
+        summary += ", validation " + ", ".join(f"{k} {v:.4g}" for k, v in result.last_eval.items())
+    log(summary)
+    log(f"model, tokenizer, metrics.jsonl and loss.png in {out}")
+    return result
+
+
+__all__ = ["PretrainConfig", "load_model", "pretrain", "resolve_config"]

@@ -1,0 +1,70 @@
+"""Fixtures for the recipe tests: tiny "pre-trained" checkpoints (random bodies with the head
+pre-training leaves) with tokenizers trained on the reference samples, for the end-to-end fine-tuning
+runs, and the real BERT uncased tokenizer (via tests/data/tokfixtures)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+import tokfixtures  # noqa: E402
+
+TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max_positions=128,
+            hidden_dropout=0.0, attention_dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def bert_tok(refdata):
+    return tokfixtures.bert_tokenizer(refdata)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 threads per tiny op only fight each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _sentences(refdata: Path) -> list[str]:
+    rows = (refdata / "glue" / "CoLA" / "train_sample.tsv").read_text().splitlines()
+    swag = (refdata / "swag" / "val_sample.csv").read_text().splitlines()
+    rte = [json.loads(line)["premise"] for line in (refdata / "glue" / "RTE" / "val.jsonl").read_text().splitlines()]
+    return [r.split("\t")[3] for r in rows] + swag + rte
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(refdata, tmp_path_factory) -> Path:
+    """A tiny BERT-style encoder with an MLM head (as pre-training leaves it) and its WordPiece tokenizer."""
+    import torch
+
+    from lmforge import Model, ModelConfig, Tokenizer
+
+    torch.manual_seed(0)  # the "pre-trained" body is a fixed random init, whatever ran before
+    tok = Tokenizer.train(iter(_sentences(refdata)), kind="wordpiece", vocab_size=800, show_progress=False)
+    d = tmp_path_factory.mktemp("tiny-bert")
+    Model(ModelConfig.from_preset("bert-tiny", head="mlm", vocab_size=len(tok), **TINY)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(refdata, tmp_path_factory) -> Path:
+    """A tiny GPT-style causal decoder with a CLM head and a byte-level BPE tokenizer."""
+    import torch
+
+    from lmforge import Model, ModelConfig, Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.train(iter(_sentences(refdata)), kind="bpe", vocab_size=600, show_progress=False)
+    d = tmp_path_factory.mktemp("tiny-gpt")
+    config = ModelConfig.from_preset("gpt2", head="clm", vocab_size=len(tok), pad_token_id=None, **TINY)
+    Model(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
