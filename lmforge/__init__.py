@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from lmforge import _moved
+
+_moved.install()  # old module paths (lmforge.fewshot, lmforge.finetune ...) warn and still import until 0.3
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
