@@ -208,6 +208,9 @@ def export_hf(model: Model, path: str | Path) -> Path:
     family = get_family(config.family)
     spec = family.head_spec(config.head)
     hf_config = family.config_to_hf(config)
+    # transformers 5 validates config.json strictly (a null where it wants a float fails): unset values
+    # are left out and HF's defaults apply (GPT-2's bos / eos 50256 reads back as None outside the vocabulary)
+    hf_config = {k: v for k, v in hf_config.items() if v is not None}
     hf_config.update(model_type=family.model_type, architectures=[spec.hf_class])
     if config.head in ("seq-cls", "token-cls"):
         names = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
