@@ -2,7 +2,7 @@
 
 Every head takes the body's output plus a ``HeadContext`` (inputs, tied embedding) and returns a
 ``ModelOutput`` in HF's order (loss, logits, extras, past_key_values, hidden_states, attentions,
-last_hidden_state). The loss for ``labels=`` comes from ``lmforge.objectives.losses`` (defined once).
+last_hidden_state). The loss for ``labels=`` comes from ``lmforge.nn.losses`` (defined once).
 Module names are the state-dict names the HF converters map (``head.mlm.*``, ``head.classifier`` ...).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, InputError
 from lmforge.models.output import ModelOutput
 from lmforge.nn.activations import Activation
-from lmforge.objectives import losses
+from lmforge.nn import losses
 
 Tensor = torch.Tensor
 

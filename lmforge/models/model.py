@@ -19,7 +19,7 @@ from lmforge.errors import CheckpointError, ConfigError, InputError
 from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, ROW_HEADS, HeadContext, LMPrediction, build_head
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
-from lmforge.objectives.losses import IGNORE_INDEX
+from lmforge.nn.losses import IGNORE_INDEX
 
 WEIGHTS_NAME = "model.safetensors"
 

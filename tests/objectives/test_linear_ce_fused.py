@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.objectives.losses import IGNORE_INDEX, linear_cross_entropy
+from lmforge.nn.losses import IGNORE_INDEX, linear_cross_entropy
 
 
 def _leaves(n: int, h: int, v: int, *, bias: bool, dtype: torch.dtype, seed: int = 0):
