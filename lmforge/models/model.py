@@ -240,10 +240,9 @@ class Model(nn.Module):
                           logits_to_keep=logits_to_keep)
         return self.head(body, ctx, labels, **head_inputs)
 
-
     def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:
         """Continue ``input_ids`` with this causal LM; the keyword arguments of ``lmforge.generate``
-        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...). Added by the generation helper."""
+        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...)."""
         from lmforge.generation import generate
 
         return generate(self, input_ids, **options)
