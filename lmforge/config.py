@@ -3,7 +3,8 @@
 A model family (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT, GPT-1/2/3, BigBird) is a preset of these
 fields (``lmforge/presets.py``), never a separate model file. Unknown keys and impossible values raise
 ``ConfigError`` naming the field. Registries (activations, position kinds, attention kinds, heads) live
-next to the code that implements them; the config checks names against them.
+next to the code that implements them and check their own names when a Model is built; this module
+imports no torch.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class ModelConfig:
     norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
     layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
     causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
-    attention_kind: str = "dense"  # key of lmforge.nn.attention.ATTENTION_KINDS ("bigbird", "lsh", "banded" later)
+    attention_kind: str = "dense"  # key of lmforge.nn.attention.ATTENTION_KINDS
     # Cross-layer sharing: number of distinct layers stored; layer i uses layer i * groups // num_layers
     # (ALBERT's num_hidden_groups). None = every layer distinct, 1 = one layer shared by all (ALBERT).
     # ALBERT's inner_group_num (several layers per group) is always 1 in released models; not supported.
@@ -157,12 +158,9 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise ConfigError naming the first impossible field."""
-        from lmforge.models.heads import HEADS
-        from lmforge.nn.activations import ACTIVATIONS
-        from lmforge.nn.attention import ATTENTION_KINDS
-        from lmforge.nn.embeddings import POSITION_KINDS
-
+        """Raise ConfigError naming the first impossible field. Names of registry entries (activations,
+        position / attention kinds, heads) are checked by each registry where the Model looks them up
+        (``lmforge.nn.registry``), so this module imports no torch."""
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_positions", "num_labels"):
             _positive(name, getattr(self, name))
         for name in ("embedding_size", "intermediate_size", "num_layer_groups"):
@@ -192,18 +190,16 @@ class ModelConfig:
         if self.position_offset >= self.max_positions:
             raise ConfigError(f"ModelConfig.position_offset={self.position_offset} leaves no usable position in "
                               f"max_positions={self.max_positions}.")
-        _choice("activation", self.activation, ACTIVATIONS)
-        for name in ("mlm_activation", "classifier_activation"):
-            if getattr(self, name) is not None:
-                _choice(name, getattr(self, name), ACTIVATIONS)
-        _choice("position_kind", self.position_kind, POSITION_KINDS)
-        _choice("attention_kind", self.attention_kind, ATTENTION_KINDS)
+        for name in ("activation", "position_kind", "attention_kind"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"ModelConfig.{name} must be a name (string), got {getattr(self, name)!r}.")
+        for name in ("mlm_activation", "classifier_activation", "head"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"ModelConfig.{name} must be a name (string) or null, got {getattr(self, name)!r}.")
         _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice("extract_combine", self.extract_combine, EXTRACT_COMBINE)
         if self.classifier_token is not None:
             _choice("classifier_token", self.classifier_token, CLASSIFIER_TOKENS)
-        if self.head is not None:
-            _choice("head", self.head, HEADS)
         for name in ("hidden_dropout", "attention_dropout", "embedding_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):

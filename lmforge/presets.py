@@ -129,7 +129,7 @@ PRESETS: dict[str, Preset] = {
     "gpt3-13b": Preset("gpt3", GPT3 + ": 13B", 12_853_386_240, _size(40, 5120, 40),
                        note="paper: d_model 5140 (not divisible by 40 heads); 5120 = 40 x 128"),
     "gpt3-175b": Preset("gpt3", GPT3 + ": 175B", 174_604_259_328, _size(96, 12288, 96)),
-    # ---- BigBird (Zaheer et al. 2020): config only until block-sparse attention lands ----
+    # ---- BigBird (Zaheer et al. 2020): its sizes, run with dense attention ----
     "bigbird-roberta-base": Preset("bigbird", _hf("google/bigbird-roberta-base"), 127_468_800, _size(12, 768, 12),
                                    note="dense attention for now (HF attention_type='original_full')"),
     # ---- compact decoders for CPU work: GPT-2 body, 1024 positions, mirroring the compact BERTs ----

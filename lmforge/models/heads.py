@@ -2,7 +2,7 @@
 
 Every head takes the body's output plus a ``HeadContext`` (inputs, tied embedding) and returns a
 ``ModelOutput`` in HF's order (loss, logits, extras, past_key_values, hidden_states, attentions,
-last_hidden_state). The loss for ``labels=`` comes from ``lmforge.objectives.losses`` (defined once).
+last_hidden_state). The loss for ``labels=`` comes from ``lmforge.nn.losses`` (defined once).
 Module names are the state-dict names the HF converters map (``head.mlm.*``, ``head.classifier`` ...).
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, InputError
 from lmforge.models.output import ModelOutput
-from lmforge.nn.activations import Activation
-from lmforge.objectives import losses
+from lmforge.nn.activations import ACTIVATIONS, Activation
+from lmforge.nn import losses
+from lmforge.nn.registry import Registry
 
 Tensor = torch.Tensor
 
@@ -331,7 +332,7 @@ class ExtractHead(nn.Module):
 
 
 # ModelConfig.head -> head module. Heads whose forward takes extra keyword inputs list them in HEAD_INPUTS.
-HEADS: dict[str, type[nn.Module]] = {
+HEADS: Registry[type[nn.Module]] = Registry("head", {
     "mlm": MaskedLMHead,
     "clm": CausalLMHead,
     "pretraining": PretrainingHead,
@@ -341,7 +342,7 @@ HEADS: dict[str, type[nn.Module]] = {
     "qa": QuestionAnsweringHead,
     "choice": MultipleChoiceHead,
     "extract": ExtractHead,
-}
+})
 HEAD_INPUTS: dict[str, tuple[str, ...]] = {
     "pretraining": ("next_sentence_label",),
     "qa": ("start_positions", "end_positions"),
@@ -352,4 +353,9 @@ ROW_HEADS = ("mlm", "pretraining")  # a training loss reads the labelled rows on
 
 
 def build_head(config: ModelConfig) -> nn.Module | None:
+    """The head of ``config`` (None for the bare model); unknown names raise ConfigError naming the field."""
+    # read by some heads only; a misspelt one fails whatever the head, as it did when ModelConfig checked it
+    for field in ("mlm_activation", "classifier_activation"):
+        if getattr(config, field) is not None:
+            ACTIVATIONS.lookup(getattr(config, field), field)
     return None if config.head is None else HEADS[config.head](config)

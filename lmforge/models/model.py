@@ -5,6 +5,7 @@ loading and resizing keep the tie for free.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -16,10 +17,11 @@ from torch import nn
 
 from lmforge.config import CONFIG_NAME, ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, InputError
+from lmforge.models import hf
 from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, ROW_HEADS, HeadContext, LMPrediction, build_head
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
-from lmforge.objectives.losses import IGNORE_INDEX
+from lmforge.nn.losses import IGNORE_INDEX
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -79,12 +81,8 @@ class Model(nn.Module):
         if not path.is_dir():
             hint = " (a preset name? use Model.from_preset)" if not path.exists() else ""
             raise CheckpointError(f"{path} is not a model directory{hint}; it needs {CONFIG_NAME} and {WEIGHTS_NAME}.")
-        from lmforge.models.hf import is_hf_dir
-
-        if is_hf_dir(path):
-            from lmforge.models.hf import load_hf
-
-            return load_hf(path, head=head, **overrides)
+        if hf.is_hf_dir(path):
+            return cls._from_hf(path, head, overrides)
         saved = ModelConfig.load(path)
         fields = saved.to_dict()
         if head is not None:
@@ -95,6 +93,19 @@ class Model(nn.Module):
         model = cls(config)
         model.load_checked(state, where=str(path), head_changed=config.head != saved.head
                            or config.num_labels != saved.num_labels)
+        return model
+
+    @classmethod
+    def _from_hf(cls, path: Path, head: str | None, overrides: dict[str, Any]) -> Model:
+        """An HF directory: the family's adapter translates config and weights, the Model is built here."""
+        hf_config = hf.read_hf_config(path)
+        adapter = hf.get_adapter(hf_config["model_type"])
+        hf_state = hf.read_hf_weights(path)  # fail on a bad file before building anything
+        config = adapter.config_from_hf(hf_config, head=head, where=str(path), **overrides)
+        model = cls(config)
+        state = adapter.from_hf(hf_state, config, model.state_dict(keep_vars=True),
+                                source=adapter.source(hf_config), where=str(path))
+        model.load_state_dict(state, strict=False)
         return model
 
     def load_checked(self, state: dict[str, torch.Tensor], *, where: str, head_changed: bool = False) -> None:
@@ -134,10 +145,19 @@ class Model(nn.Module):
         return path
 
     def export_hf(self, path: str | Path) -> Path:
-        """Write an HF transformers directory (config.json with model_type + model.safetensors)."""
-        from lmforge.models.hf import export_hf
+        """Write an HF transformers directory (config.json with model_type + architectures, model.safetensors)
+        that ``transformers.AutoModelFor...from_pretrained`` loads; the family's adapter maps config and names."""
+        from safetensors.torch import save_file
 
-        return export_hf(self, path)
+        adapter = hf.get_adapter(self.config.family)
+        hf_config = adapter.config_to_hf(self.config)
+        state = adapter.to_hf(self.state_dict(), self.config)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        _atomic_write(path / CONFIG_NAME,
+                      lambda tmp: Path(tmp).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n"))
+        return path
 
     # ------------------------------------------------------------------ utilities
     def num_parameters(self, *, exclude_head: bool = False) -> int:
@@ -220,10 +240,9 @@ class Model(nn.Module):
                           logits_to_keep=logits_to_keep)
         return self.head(body, ctx, labels, **head_inputs)
 
-
     def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:
         """Continue ``input_ids`` with this causal LM; the keyword arguments of ``lmforge.generate``
-        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...). Added by the generation helper."""
+        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...)."""
         from lmforge.generation import generate
 
         return generate(self, input_ids, **options)

@@ -12,6 +12,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.nn.dropout import Dropout
+from lmforge.nn.registry import Registry
 
 
 def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
@@ -43,10 +44,10 @@ class SinusoidalPositions(nn.Module):
 
 
 # ModelConfig.position_kind -> module mapping position ids (B, L) to (B, L, E)
-POSITION_KINDS: dict[str, type[nn.Module]] = {
+POSITION_KINDS: Registry[type[nn.Module]] = Registry("position_kind", {
     "learned": LearnedPositions,
     "sinusoidal": SinusoidalPositions,
-}
+})
 
 
 class Embeddings(nn.Module):

@@ -284,7 +284,7 @@ class MaskedObjectiveBase(ObjectiveBase):
             if self.pair_name is None:
                 metrics["mlm_loss"] = loss.detach()
             else:
-                from lmforge.objectives.losses import masked_lm_loss, sentence_pair_loss
+                from lmforge.nn.losses import masked_lm_loss, sentence_pair_loss
 
                 pair_logits, pair_labels = out.pair_logits, batch["next_sentence_label"]
                 if logits is not None:

@@ -190,7 +190,7 @@ class TaskObjective:
         loss = out.loss
         metrics = {"task_loss": loss.detach()}
         if self.decoder is not None and self.lm_weight > 0 and getattr(out, "lm_logits", None) is not None:
-            from lmforge.objectives.losses import causal_lm_loss
+            from lmforge.nn.losses import causal_lm_loss
 
             ids = batch["input_ids"]
             labels = ids.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)

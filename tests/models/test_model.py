@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,10 +141,6 @@ def test_layer_sharing():
     ({"hidden_sizee": 3}, "hidden_sizee.*Did you mean: hidden_size"),
     ({"hidden_size": 100, "num_heads": 3}, "hidden_size=100 is not divisible by num_heads"),
     ({"num_layers": 6, "num_layer_groups": 4}, "num_layer_groups"),
-    ({"activation": "gleu"}, "activation.*Did you mean: gelu"),
-    ({"position_kind": "rotary"}, "position_kind"),
-    ({"attention_kind": "sparse"}, "attention_kind"),
-    ({"head": "classify"}, "head"),
     ({"hidden_dropout": 1.0}, "hidden_dropout"),
     ({"vocab_size": -3}, "vocab_size"),
     ({"norm_placement": "middle"}, "norm_placement"),
@@ -150,6 +148,30 @@ def test_layer_sharing():
 def test_config_errors_name_the_field(fields, match):
     with pytest.raises(ConfigError, match=match):
         ModelConfig.from_dict(fields)
+
+
+# registry names are checked by each registry when the Model is built (lmforge.config imports no torch)
+@pytest.mark.parametrize("fields, match", [
+    ({"activation": "gleu"}, r"ModelConfig\.activation='gleu'.*Did you mean: gelu"),
+    ({"mlm_activation": "gelu_neww"}, r"ModelConfig\.mlm_activation='gelu_neww'.*Did you mean: gelu_new"),
+    ({"classifier_activation": "tahn"}, r"ModelConfig\.classifier_activation='tahn'.*Did you mean: tanh"),
+    ({"position_kind": "rotary"}, r"ModelConfig\.position_kind='rotary' is not one of: learned, sinusoidal"),
+    ({"position_kind": "learnd"}, r"position_kind.*Did you mean: learned"),
+    ({"attention_kind": "sparse"}, r"ModelConfig\.attention_kind='sparse' is not one of: dense"),
+    ({"head": "classify"}, r"ModelConfig\.head='classify'"),
+    ({"head": "seq_cls"}, r"ModelConfig\.head='seq_cls'.*Did you mean: seq-cls"),
+])
+def test_unknown_registry_names_fail_at_model_construction(fields, match):
+    config = ModelConfig.from_dict({"vocab_size": V, "hidden_size": 8, "num_layers": 1, "num_heads": 2, **fields})
+    with pytest.raises(ConfigError, match=match):
+        Model(config)
+
+
+def test_importing_config_does_not_import_torch():
+    code = ("import sys, lmforge.config; lmforge.config.ModelConfig.from_preset('bert-tiny'); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr + out.stdout
 
 
 def test_config_roundtrip(tmp_path):

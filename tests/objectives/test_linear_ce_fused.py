@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.objectives.losses import IGNORE_INDEX, linear_cross_entropy
+from lmforge.nn.losses import IGNORE_INDEX, linear_cross_entropy
 
 
 def _leaves(n: int, h: int, v: int, *, bias: bool, dtype: torch.dtype, seed: int = 0):
@@ -131,12 +131,11 @@ def test_gpt2_training_loss_and_gradients_match_hf(tmp_path: Path) -> None:
     out.loss.backward()
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-6)
     # lmforge's gradients under HF's names, through the exporter's own name / layout map
-    from lmforge.models.hf import get_family
-    from lmforge.models.hf.base import lmforge_to_hf
+    from lmforge.models.hf import get_adapter
 
     state = {name: (t.grad if isinstance(t, torch.nn.Parameter) else t).detach()
              for name, t in ours.state_dict(keep_vars=True).items()}
-    ours_grads = lmforge_to_hf(get_family(ours.config.family), state, ours.config, ours.config.head)
+    ours_grads = get_adapter(ours.config.family).to_hf(state, ours.config)
     hf_grads = {name: p.grad for name, p in hf.named_parameters()}
     assert set(hf_grads) <= set(ours_grads)
     for name, want in hf_grads.items():  # the tied transformer.wte.weight gets both of its gradients

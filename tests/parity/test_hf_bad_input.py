@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from lmforge.errors import CheckpointError, LmforgeError
-from lmforge.models.hf import FAMILIES, load_hf
+from lmforge.models.hf import FAMILIES, read_hf_config
 
 transformers = pytest.importorskip("transformers")
+Model = pytest.importorskip("lmforge.models.model").Model
 
 
 def tiny_bert_dir(path: Path) -> Path:
@@ -24,7 +25,7 @@ def tiny_bert_dir(path: Path) -> Path:
 def test_unsupported_model_type_lists_the_supported(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
     with pytest.raises(LmforgeError) as err:
-        load_hf(tmp_path)
+        Model.from_pretrained(tmp_path)
     message = str(err.value)
     assert "'t5' is not supported" in message
     for model_type in FAMILIES:
@@ -33,11 +34,11 @@ def test_unsupported_model_type_lists_the_supported(tmp_path: Path) -> None:
 
 def test_missing_config_and_missing_weights(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no config.json"):
-        load_hf(tmp_path)
+        read_hf_config(tmp_path)
     d = tiny_bert_dir(tmp_path / "ckpt")
     (d / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"no weights file: expected one of model\.safetensors"):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_truncated_safetensors(tmp_path: Path) -> None:
@@ -45,7 +46,7 @@ def test_truncated_safetensors(tmp_path: Path) -> None:
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_garbage_pytorch_bin_is_not_unpickled(tmp_path: Path) -> None:
@@ -58,7 +59,7 @@ def test_garbage_pytorch_bin_is_not_unpickled(tmp_path: Path) -> None:
 
     torch.save({"x": Evil()}, d / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="cannot be read safely"):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_pytorch_bin_is_loaded(tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_pytorch_bin_is_loaded(tmp_path: Path) -> None:
     from safetensors.torch import load_file
     torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
     (d / "model.safetensors").unlink()
-    model = load_hf(d)
+    model = Model.from_pretrained(d)
     assert model.config.head == "seq-cls"
 
 
@@ -81,7 +82,7 @@ def test_wrong_shape_and_missing_and_unexpected_are_named(tmp_path: Path) -> Non
     state["bert.encoder.layer.7.output.dense.bias"] = torch.zeros(32)
     save_file(state, d / "model.safetensors")
     with pytest.raises(CheckpointError) as err:
-        load_hf(d)
+        Model.from_pretrained(d)
     message = str(err.value)
     assert "encoder.layer.1.attention.self.key.weight: checkpoint (32, 31), model needs (32, 32)" in message
     assert "missing tensors: encoder.layer.0.output.dense.bias" in message
@@ -96,7 +97,7 @@ def test_config_that_does_not_match_the_weights(tmp_path: Path) -> None:
     (d / "config.json").write_text(json.dumps(config))
     shape = r"word_embeddings.weight: checkpoint \(99, 32\), model needs \(120, 32\)"
     with pytest.raises(CheckpointError, match=shape):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_unknown_activation_is_a_config_error(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_unknown_activation_is_a_config_error(tmp_path: Path) -> None:
     config["hidden_act"] = "swish"
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(LmforgeError, match="hidden_act='swish'"):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_legacy_names_tied_copies_and_buffers_load(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_legacy_names_tied_copies_and_buffers_load(tmp_path: Path) -> None:
     legacy["cls.predictions.decoder.bias"] = state["cls.predictions.bias"].clone()
     legacy["bert.embeddings.position_ids"] = torch.arange(64)[None]
     save_file(legacy, tmp_path / "model.safetensors")
-    ours = load_hf(tmp_path).eval()
+    ours = Model.from_pretrained(tmp_path).eval()
     ids = torch.randint(1, 99, (2, 7))
     with torch.no_grad():
         ref, out = hf(ids), ours(ids)
@@ -145,10 +146,10 @@ def test_sharded_safetensors_index(tmp_path: Path) -> None:
     (d / "model.safetensors").unlink()
     index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert load_hf(d).config.head == "seq-cls"
+    assert Model.from_pretrained(d).config.head == "seq-cls"
     (d / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match="names the shard model-00002-of-00002.safetensors, which is missing"):
-        load_hf(d)
+        Model.from_pretrained(d)
 
 
 def test_hf_class_without_lmforge_head_loads_the_body_with_a_warning(tmp_path: Path) -> None:
@@ -159,12 +160,12 @@ def test_hf_class_without_lmforge_head_loads_the_body_with_a_warning(tmp_path: P
     hf = transformers.BertForNextSentencePrediction(cfg).eval()
     hf.save_pretrained(tmp_path)
     with pytest.warns(UserWarning, match="BertForNextSentencePrediction has no lmforge head"):
-        ours = load_hf(tmp_path).eval()
+        ours = Model.from_pretrained(tmp_path).eval()
     assert ours.config.head is None
     ids = torch.randint(1, 99, (2, 7))
     with torch.no_grad():
         assert (ours(ids).pooler_output - hf.bert(ids).pooler_output).abs().max() < 1e-5
-    classifier = load_hf(tmp_path, head="seq-cls")  # an explicit head drops the unknown head's tensors
+    classifier = Model.from_pretrained(tmp_path, head="seq-cls")  # an explicit head drops the unknown head's tensors
     assert classifier.config.head == "seq-cls"
 
 
@@ -172,7 +173,7 @@ def test_unknown_head_for_the_family(tmp_path: Path) -> None:
     pytest.importorskip("lmforge.models.model")
     d = tiny_bert_dir(tmp_path)
     with pytest.raises(LmforgeError, match="HF bert has no counterpart of the lmforge head 'clm'"):
-        load_hf(d, head="clm")
+        Model.from_pretrained(d, head="clm")
 
 
 def test_tensors_of_another_head_are_unused_with_a_warning(tmp_path: Path) -> None:
@@ -186,7 +187,7 @@ def test_tensors_of_another_head_are_unused_with_a_warning(tmp_path: Path) -> No
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
     with pytest.warns(UserWarning, match="cls.seq_relationship.bias, cls.seq_relationship.weight"):
-        ours = load_hf(tmp_path).eval()
+        ours = Model.from_pretrained(tmp_path).eval()
     assert ours.config.head == "mlm"
     ids = torch.randint(1, 99, (2, 7))
     with torch.no_grad():
@@ -196,7 +197,7 @@ def test_tensors_of_another_head_are_unused_with_a_warning(tmp_path: Path) -> No
 def test_config_json_that_is_not_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "bert", ')
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
-        load_hf(tmp_path)
+        read_hf_config(tmp_path)
 
 
 @pytest.mark.parametrize(("key", "value"), [("position_embedding_type", "relative_key"), ("is_decoder", True)])
@@ -205,4 +206,4 @@ def test_hf_switches_lmforge_does_not_build_are_refused(key: str, value: object,
     config = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**config, key: value}))
     with pytest.raises(LmforgeError, match=key):
-        load_hf(d)
+        Model.from_pretrained(d)

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.models.hf import get_family
-from lmforge.models.hf.base import lmforge_to_hf
+from lmforge.models.hf import get_adapter
 from lmforge.presets import get_preset
 
 transformers = pytest.importorskip("transformers")
@@ -23,16 +22,16 @@ NOT_CARRIED = {"extra", "initializer_range", "embedding_dropout", "scaled_residu
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_exports_to_the_hf_architecture(preset: str) -> None:
     config = ModelConfig.from_preset(preset)
-    family = get_family(config.family)
-    hf_dict = {**family.config_to_hf(config), "model_type": family.model_type}
+    adapter = get_adapter(config.family)
+    hf_dict = adapter.config_to_hf(config)
     hf_config = transformers.AutoConfig.for_model(**hf_dict)
     with torch.device("meta"):
         hf = transformers.AutoModel.from_config(hf_config)
         ours = Model(config)
-    exported = lmforge_to_hf(family, ours.state_dict(), config, None)
+    exported = adapter.to_hf(ours.state_dict(), config)
     assert {k: tuple(v.shape) for k, v in exported.items()} == {k: tuple(v.shape) for k, v in hf.state_dict().items()}
     assert sum(p.numel() for p in hf.parameters()) == get_preset(preset).params
-    back = ModelConfig.from_dict({**family.config_from_hf(hf_config.to_dict()), **family.head_fields(None)})
+    back = adapter.config_from_hf(hf_config.to_dict())
     mine, theirs = config.to_dict(), back.to_dict()
     differing = {k for k in mine if mine[k] != theirs[k] and k not in NOT_CARRIED}
     assert not differing, {k: (mine[k], theirs[k]) for k in differing}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.objectives.losses import causal_lm_loss, causal_lm_loss_from_hidden
+from lmforge.nn.losses import causal_lm_loss, causal_lm_loss_from_hidden
 
 
 def test_causal_shift_matches_causal_lm_loss():

@@ -94,6 +94,12 @@ def gpt_common_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
 
 def gpt_common_to_hf(config: Any) -> dict[str, Any]:
     """The HF config keys GPT2Config and OpenAIGPTConfig share, from a ModelConfig."""
+    scores_choices = config.extract_combine == "choice" or (config.extract_combine == "auto" and config.num_labels == 1)
+    if config.head == "extract" and not scores_choices:
+        # HF's DoubleHeads models fix num_labels at 1 and would re-initialise a wider classifier
+        raise ConfigError(f"cannot export this extract head ({config.num_labels} labels summed over the choices) "
+                          "to HF: its DoubleHeads models score one logit per choice; use num_labels=1 or "
+                          "extract_combine='choice'.")
     return {
         "vocab_size": config.vocab_size,
         "n_embd": config.hidden_size,
@@ -106,13 +112,13 @@ def gpt_common_to_hf(config: Any) -> dict[str, Any]:
         "eos_token_id": config.eos_token_id,
         "tie_word_embeddings": config.tie_word_embeddings,
         "resid_pdrop": config.hidden_dropout,
-        "embd_pdrop": getattr(config, "embedding_dropout", config.hidden_dropout),
+        "embd_pdrop": config.embedding_dropout if config.embedding_dropout is not None else config.hidden_dropout,
         "attn_pdrop": config.attention_dropout,
         "summary_first_dropout": config.classifier_dropout if config.classifier_dropout is not None else 0.1,
-        # the DoubleHeads models' SequenceSummary: the hidden state at mc_token_ids -> Linear(H, 1)
+        # the DoubleHeads models' SequenceSummary: the hidden state at mc_token_ids -> Linear(H, 1), no
+        # activation (summary_activation left out: HF's default None)
         "summary_type": "cls_index",
         "summary_use_proj": True,
-        "summary_activation": None,
         "summary_proj_to_labels": True,
         "initializer_range": 0.02,
     }

@@ -15,9 +15,10 @@ from torch import nn
 
 from lmforge.nn.attention.cache import KVCache, LayerSlot
 from lmforge.nn.attention.dense import AttentionMask, DenseAttention
+from lmforge.nn.registry import Registry
 
-ATTENTION_KINDS: dict[str, type[nn.Module]] = {
+ATTENTION_KINDS: Registry[type[nn.Module]] = Registry("attention_kind", {
     "dense": DenseAttention,
-}
+})
 
 __all__ = ["ATTENTION_KINDS", "AttentionMask", "DenseAttention", "KVCache", "LayerSlot"]

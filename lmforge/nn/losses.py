@@ -1,7 +1,7 @@
 """The standard loss functions, defined once.
 
 Heads (``lmforge/models/heads.py``) call these when a model is given ``labels=``; objectives and tasks
-call them too. Each matches the loss HF transformers computes for the same head (mean over the
+call them too (they live in nn/ so that models/ never imports objectives/). Each matches the loss HF transformers computes for the same head (mean over the
 non-ignored targets), so a converted checkpoint gives the same loss as the reference.
 """
 from __future__ import annotations
@@ -90,37 +90,9 @@ def replaced_token_loss(logits: torch.Tensor, labels: torch.Tensor,
     return F.binary_cross_entropy_with_logits(logits[active].float(), labels[active].float())
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
-                      temperature: float = 2.0) -> torch.Tensor:
-    """DistilBERT's soft-target loss: KL(teacher || student) at temperature T, scaled by T^2.
-
-    Both (N, V), already restricted to the positions that count. Batch-mean over N.
-    """
-    t = temperature
-    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
-    p_teacher = F.softmax(teacher_logits.float() / t, dim=-1)
-    return F.kl_div(log_p_student, p_teacher, reduction="batchmean") * (t * t)
-
-
 # ---------------------------------------------------------------------------------------------------
-# Vocabulary projection + cross-entropy, fused and chunked (added by the trainer: the speed of CLM).
-#
-# The plain path materializes (N, V) logits, their log-softmax and their gradient: for GPT-2's 50,257
-# ids and 4,096 tokens that is 0.8 GB each, and the step becomes memory-bound. Here the tokens go
-# through in chunks: each chunk's logits are made, reduced to its loss, turned in place into the
-# gradient (softmax - one-hot) and multiplied straight back into d hidden and d weight. The gradients
-# are computed in the forward pass (the backward only scales them), so peak memory is one chunk of
-# logits. Same value and gradients as ``F.cross_entropy(hidden @ weight.T + bias)``.
-#
-# Where a CPU step's time went (docs/pretraining.md, section 6) and why the loop looks like this:
-# * One (chunk, V) buffer serves every chunk, written by ``mm(out=)``. A fresh 200 MB tensor per chunk
-#   is a fresh mmap on CPU (glibc returns blocks that large to the OS on free): its first touch page-
-#   faults, which cost ~0.1 s per chunk, a third of the logits matmul itself.
-# * ``log_softmax`` in place (one row-wise kernel: the row stays in cache) gives the loss at the target
-#   as F.cross_entropy does, and one in-place ``exp_`` turns it into the softmax. ``logsumexp`` made
-#   four passes and two more 200 MB temporaries, and the softmax was exponentiated a second time.
-# * The mean's 1 / count (0 on ignored rows) scales the (chunk, H) rows on both sides of the
-#   gradient matmuls instead of the (chunk, V) gradient: one pass over the buffer less.
+# Vocabulary projection + cross-entropy, fused and chunked: peak memory is one chunk of logits, not (N, V).
+# How the loop is built and what each choice saved: docs/pretraining.md, "The fused loss, chunk by chunk".
 
 def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``out = a @ b`` written straight into ``out`` when the dtypes agree and autocast is off.
