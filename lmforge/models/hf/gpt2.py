@@ -106,7 +106,7 @@ def gpt_common_to_hf(config: Any) -> dict[str, Any]:
         "eos_token_id": config.eos_token_id,
         "tie_word_embeddings": config.tie_word_embeddings,
         "resid_pdrop": config.hidden_dropout,
-        "embd_pdrop": getattr(config, "embedding_dropout", config.hidden_dropout),
+        "embd_pdrop": config.embedding_dropout if config.embedding_dropout is not None else config.hidden_dropout,
         "attn_pdrop": config.attention_dropout,
         "summary_first_dropout": config.classifier_dropout if config.classifier_dropout is not None else 0.1,
         # the DoubleHeads models' SequenceSummary: the hidden state at mc_token_ids -> Linear(H, 1)
