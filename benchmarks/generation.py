@@ -122,7 +122,8 @@ def our_side(ours: Any, ids: torch.Tensor, mask: torch.Tensor, new: int, mode: s
     compile_arg = {"eager": False, "compile": True, "graph": "graph"}[mode]
 
     def run(clock: StepClock) -> torch.Tensor:
-        return generate(ours, ids, attention_mask=mask, max_new_tokens=new, streamer=clock, compile=compile_arg)
+        return generate(ours, ids, attention_mask=mask, max_new_tokens=new, streamer=clock, compile=compile_arg,
+                        return_prompt=False)
     return run
 
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prompt": ("lmforge.commands.prompt", "Zero-shot prompting with templates (TL;DR:, Q/A, translation, your own)."),
     "fewshot": ("lmforge.commands.fewshot", "GPT-3 style k-shot in-context evaluation on a task."),
     "fill-mask": ("lmforge.commands.fill_mask", "Fill [MASK] tokens with a masked language model."),
+    "export": ("lmforge.commands.export", "Write a model and its tokenizer as an HF transformers directory."),
 }
 
 

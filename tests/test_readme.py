@@ -33,6 +33,9 @@ def test_readme_python_example_runs_as_printed(refdata, tmp_path, monkeypatch):
     assert scope["gpt"].num_parameters() == 124_439_808 + 5 * 768
     assert torch.isfinite(scope["loss"])
     assert scope["new_tokens"].shape == (1, 20)
+    assert scope["seq"].shape == (1, 11 + 20) and torch.equal(scope["seq"][:, :11], scope["batch"]["input_ids"])
+    assert "gpt.resize_token_embeddings(len(gtok))    # Embedding(50262, 768)" in text  # what the call returns:
+    assert repr(scope["gpt"].resize_token_embeddings(len(scope["gtok"]))) == "Embedding(50262, 768)"
     assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "hf-ckpt" / "config.json").is_file()
 
 

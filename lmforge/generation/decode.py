@@ -31,12 +31,12 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
              stop: Sequence[str] | None = None, tokenizer: Any = None, seed: int | None = None,
              return_scores: bool = False, streamer: Streamer | None = None, use_cache: bool = True,
              truncate_prompt: bool = False, pack_weights: bool | None = None,
-             compile: bool | str = False) -> torch.Tensor | GenerationOutput:
+             compile: bool | str = False, return_prompt: bool = True) -> torch.Tensor | GenerationOutput:
     """Continue each prompt row of ``input_ids`` (B, L) by up to ``max_new_tokens`` tokens.
 
-    Returns the new tokens (B, N) — N is the longest row's count; shorter rows are filled with
-    ``pad_token_id`` (default: the first eos id, else 0) — or a ``GenerationOutput`` with
-    ``return_scores=True``. ``stop`` strings end a row once its decoded text contains one (needs
+    Returns the prompt and the new tokens (B, L + N), as HF's ``generate`` — N is the longest row's count;
+    shorter rows are filled with ``pad_token_id`` (default: the first eos id, else 0); ``return_prompt=False``:
+    the new tokens only (B, N) — or a ``GenerationOutput`` (new tokens) with ``return_scores=True``. ``stop`` strings end a row once its decoded text contains one (needs
     ``tokenizer``; the tokens up to and including the one completing it are returned). ``seed`` makes
     sampling reproducible without touching the global RNG. ``use_cache=False`` recomputes the whole
     sequence every step (slow; a reference for tests). ``truncate_prompt`` keeps the last tokens of a
@@ -86,7 +86,10 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     finally:
         forward.close()
         model.train(was_training)
-    return result if return_scores else result.tokens
+    if return_scores:
+        return result
+    # the prompt as the model read it (left-truncated when truncate_prompt cut it)
+    return torch.cat([ids, result.tokens], dim=1) if return_prompt else result.tokens
 
 
 def decode_loop(forward: EagerStep | StaticDecoder, ids: torch.Tensor, mask: torch.Tensor | None, *, n_new: int,

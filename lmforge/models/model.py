@@ -19,6 +19,7 @@ from lmforge.config import CONFIG_NAME, ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, InputError
 from lmforge.models import hf
 from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, ROW_HEADS, HeadContext, LMPrediction, build_head
+from lmforge.models.heads import CausalLMHead, ExtractHead
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
 from lmforge.nn.losses import IGNORE_INDEX
@@ -165,14 +166,48 @@ class Model(nn.Module):
         module: nn.Module = self.body if exclude_head else self
         return sum(p.numel() for p in module.parameters())
 
-    def resize_token_embeddings(self, n: int) -> None:
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding (HF's ``get_input_embeddings``): ``body.embeddings.word``."""
+        return self.body.embeddings.word
+
+    def set_input_embeddings(self, module: nn.Embedding) -> None:
+        """Replace the token embedding. A tied decoder reads ``body.embeddings.word.weight`` at every
+        forward, so it stays tied to the new module."""
+        if not isinstance(module, nn.Embedding):
+            raise ConfigError(f"set_input_embeddings needs an nn.Embedding, got {type(module).__name__}.")
+        want = (self.config.vocab_size, self.config.embed_size)
+        if (module.num_embeddings, module.embedding_dim) != want:
+            raise ConfigError(f"set_input_embeddings got Embedding({module.num_embeddings}, {module.embedding_dim}) "
+                              f"for a model of vocab_size x embedding size {want}; to change the vocabulary "
+                              "use resize_token_embeddings(n).")
+        self.body.embeddings.word = module
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The LM decoder as an ``nn.Linear`` (HF's ``get_output_embeddings``), or None for a head without
+        one. A tied decoder has no module of its own: the Linear returned then shares the word embedding's
+        weight (and the MLM bias), so ``get_output_embeddings().weight is get_input_embeddings().weight``."""
+        head = self.head
+        if isinstance(head, (CausalLMHead, ExtractHead)):  # HF lm_head: a Linear without bias
+            if head.decoder is not None:
+                return head.decoder
+            return _linear_view(self.get_input_embeddings().weight, None)
+        lm = getattr(head, "mlm", None)
+        if not isinstance(lm, LMPrediction):
+            return None
+        # HF's MLM decoder is a Linear with the prediction bias; ours applies the two in one F.linear
+        return _linear_view(self.get_input_embeddings().weight if lm.decoder is None else lm.decoder.weight, lm.bias)
+
+    def resize_token_embeddings(self, n: int | None = None) -> nn.Embedding:
         """Change the vocabulary to ``n`` rows, keeping the old rows (new rows get the init distribution),
-        the tie, an untied decoder's rows and the MLM bias."""
+        the tie, an untied decoder's rows and the MLM bias. Returns the input embedding, as HF does
+        (``n=None``: no change, just the embedding)."""
+        if n is None:
+            return self.get_input_embeddings()
         if not isinstance(n, int) or n <= 0:
             raise ConfigError(f"resize_token_embeddings needs a positive vocabulary size, got {n!r}.")
         old = self.config.vocab_size
         if n == old:
-            return
+            return self.get_input_embeddings()
         word = self.body.embeddings.word
         self.body.embeddings.word = _resized_embedding(word, n, self.config.initializer_range)
         for module in self.modules():
@@ -189,20 +224,21 @@ class Model(nn.Module):
         self.config = self.config.replace(vocab_size=n, **{k: None for k in ids})
         self.body.config = self.config
         self.body.embeddings.config = self.config
+        return self.get_input_embeddings()
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, *, output_hidden_states: bool = False,
                 output_attentions: bool = False, past_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
-                use_cache: bool = False, return_logits: bool | None = None, logits_to_keep: int = 0,
+                use_cache: bool = False, return_logits: bool = True, logits_to_keep: int = 0,
                 **head_inputs: torch.Tensor | None) -> ModelOutput:
         """Run body + head. ``head_inputs`` are the head's own keyword inputs (HEAD_INPUTS), e.g.
         ``next_sentence_label``, ``start_positions`` / ``end_positions``, ``extract_positions``.
 
-        ``return_logits=None``: a CLM head given labels while training computes its loss fused and returns
-        no logits (no (B, L, V) tensor); pass True to force them. ``logits_to_keep=k``: LM logits of the
-        last k positions only.
+        With ``labels`` the output holds the loss and the logits, as in HF. ``return_logits=False`` (what the
+        clm objective passes) lets a CLM head compute its loss fused, without the (B, L, V) logits; the
+        output's logits are then None. ``logits_to_keep=k``: LM logits of the last k positions only.
         """
         head_name = self.config.head
         allowed = HEAD_INPUTS.get(head_name or "", ())
@@ -233,8 +269,6 @@ class Model(nn.Module):
                          output_rows=rows)
         if self.head is None:
             return body
-        if return_logits is None:
-            return_logits = not (self.training and labels is not None)
         ctx = HeadContext(input_ids=input_ids, attention_mask=attention_mask, num_choices=num_choices,
                           word_embedding=self.body.embeddings.word, compute_logits=return_logits,
                           logits_to_keep=logits_to_keep)
@@ -242,7 +276,8 @@ class Model(nn.Module):
 
     def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:
         """Continue ``input_ids`` with this causal LM; the keyword arguments of ``lmforge.generate``
-        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...)."""
+        (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, ...). Returns prompt + new tokens
+        (B, L + N) as HF does; ``return_prompt=False``: the new tokens only."""
         from lmforge.generation import generate
 
         return generate(self, input_ids, **options)
@@ -271,6 +306,15 @@ def _atomic_write(target: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _linear_view(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
+    """An nn.Linear whose parameters ARE ``weight`` (out, in) and ``bias``: no copy, no second tensor."""
+    view = nn.Linear(weight.size(1), weight.size(0), bias=False, device="meta")
+    view.weight = weight
+    if bias is not None:
+        view.bias = bias
+    return view
 
 
 def _resized_embedding(old: nn.Embedding, n: int, std: float) -> nn.Embedding:

@@ -70,7 +70,8 @@ class CausalLM(ObjectiveBase):
         return {"input_ids": ids, "labels": ids.clone()}
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
-        out = model(batch["input_ids"], labels=batch["labels"])
+        # return_logits=False: the head's fused loss never builds the (B, L, V) logits (memory, speed)
+        out = model(batch["input_ids"], labels=batch["labels"], return_logits=False)
         loss = out.loss
         predicted = batch["labels"][:, 1:].ne(-100).sum()
         metrics = {"loss": loss.detach(), "clm_loss": loss.detach(), "predicted_tokens": predicted,

@@ -302,7 +302,7 @@ def _score_generation(model: Any, tokenizer: Any, task: str,
             ids_t[i, width - len(ids):] = torch.tensor(ids)
             mask[i, width - len(ids):] = 1
         out = generate(model, ids_t, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                       pad_token_id=pad, stop=["\n"], tokenizer=tokenizer)
+                       pad_token_id=pad, stop=["\n"], tokenizer=tokenizer, return_prompt=False)
         for i, (ex, _, _, _) in enumerate(chunk):
             tokens = [t for t in out[i].tolist() if t not in (pad, eos)]
             text = cut_at_stop(tokenizer.decode(tokens), ["\n"]).strip()

@@ -354,7 +354,8 @@ def stage_generation(run: Run) -> dict[str, Any]:
     model, tok = _load_gpt(run)
     ids = torch.tensor([tok(PROMPT, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
-        new = generate(model, ids, max_new_tokens=run.settings.generate_tokens, do_sample=False)
+        new = generate(model, ids, max_new_tokens=run.settings.generate_tokens, do_sample=False,
+                       return_prompt=False)
     text = tok.decode(new[0].tolist(), skip_special_tokens=True)
     out = run.path("generation")
     out.mkdir(parents=True, exist_ok=True)

@@ -183,6 +183,7 @@ def save(tok: "Tokenizer", directory: Path) -> list[Path]:
         **tok.special_tokens_map,
         "added_tokens_decoder": added,
         "clean_up_tokenization_spaces": fam.kind == "wordpiece",
+        "model_input_names": list(fam.model_input_names),  # HF's AlbertTokenizer lists no token_type_ids
     }
     if tok.lowercase is not None:
         config["do_lower_case"] = bool(tok.lowercase)

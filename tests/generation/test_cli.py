@@ -39,7 +39,7 @@ def test_generate_streams_and_matches_the_api(gpt_dir: Path, capsys: pytest.Capt
     model, tok = Model.from_pretrained(gpt_dir).eval(), Tokenizer.from_pretrained(gpt_dir)
     ids = torch.tensor([tok("I want to go home.", add_special_tokens=False)["input_ids"]])
     assert ids.tolist() == [[40, 765, 284, 467, 1363, 13]]  # the real GPT-2 BPE
-    new = model.generate(ids, max_new_tokens=8, eos_token_id=tok.eos_token_id)
+    new = model.generate(ids, max_new_tokens=8, eos_token_id=tok.eos_token_id, return_prompt=False)
     assert out == "I want to go home." + tok.decode(new[0].tolist()) + "\n"
 
 

@@ -68,7 +68,7 @@ def test_same_tokens_as_hf_generate(pair: tuple[Any, Any], options: dict[str, An
     hf, ours = pair
     ids, mask = prompts()
     ref = hf_new(hf, ids, mask, max_new_tokens=12, eos_token_id=None, **options)
-    got = generate(ours, ids, attention_mask=mask, max_new_tokens=12, pad_token_id=PAD, **options)
+    got = generate(ours, ids, attention_mask=mask, max_new_tokens=12, pad_token_id=PAD, return_prompt=False, **options)
     assert torch.equal(got, ref), f"\nlmforge {got}\nHF      {ref}"
 
 
@@ -77,11 +77,11 @@ def test_eos_ends_rows_as_hf(pair: tuple[Any, Any], num_beams: int) -> None:
     """eos = a token the model really produces early, so rows end at different steps."""
     hf, ours = pair
     ids, mask = prompts(seed=4)
-    free = generate(ours, ids, attention_mask=mask, max_new_tokens=10, pad_token_id=PAD)
+    free = generate(ours, ids, attention_mask=mask, max_new_tokens=10, pad_token_id=PAD, return_prompt=False)
     eos = int(free[0, 2])
     ref = hf_new(hf, ids, mask, max_new_tokens=10, eos_token_id=eos, num_beams=num_beams)
     got = generate(ours, ids, attention_mask=mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=PAD,
-                   num_beams=num_beams)
+                   num_beams=num_beams, return_prompt=False)
     assert torch.equal(got, ref), f"\nlmforge {got}\nHF      {ref}"
     assert (got == eos).any()
 
@@ -99,8 +99,8 @@ def test_cache_equals_recomputation(pair: tuple[Any, Any]) -> None:
 def test_left_padded_row_equals_the_row_alone(pair: tuple[Any, Any]) -> None:
     _, ours = pair
     ids, mask = prompts(seed=3)
-    batch = generate(ours, ids, attention_mask=mask, max_new_tokens=8)
-    alone = generate(ours, ids[2:, 5:], max_new_tokens=8)
+    batch = generate(ours, ids, attention_mask=mask, max_new_tokens=8, return_prompt=False)
+    alone = generate(ours, ids[2:, 5:], max_new_tokens=8, return_prompt=False)
     assert torch.equal(batch[2:], alone)
 
 
@@ -143,7 +143,8 @@ def test_position_limit_stops_and_says_so(tmp_path: Path) -> None:
         generate(ours, torch.randint(3, VOCAB, (1, 16)), max_new_tokens=2)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        out = generate(ours, torch.randint(3, VOCAB, (1, 40)), max_new_tokens=4, truncate_prompt=True)
+        out = generate(ours, torch.randint(3, VOCAB, (1, 40)), max_new_tokens=4, truncate_prompt=True,
+                       return_prompt=False)
     assert out.shape == (1, 4)
 
 

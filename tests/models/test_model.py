@@ -109,7 +109,7 @@ def test_gpt_heads_and_seq_cls_reads_last_real_token():
     clm = Model.from_preset("gpt-tiny", head="clm", vocab_size=V)
     ids = _ids(B, L)
     clm.train()
-    fused = clm(ids, labels=ids)  # training: fused loss, no logits
+    fused = clm(ids, labels=ids, return_logits=False)  # the clm objective's call: fused loss, no logits
     assert fused.logits is None
     clm.eval()
     plain = clm(ids, labels=ids)

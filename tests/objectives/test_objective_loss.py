@@ -23,7 +23,8 @@ class ContractAdapter(torch.nn.Module):
         super().__init__()
         self.hf = hf
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
+                return_logits=True):  # the clm objective passes return_logits=False (HF always makes logits)
         if isinstance(self.hf, transformers.GPT2LMHeadModel):
             out = self.hf(input_ids=input_ids, labels=labels)
             return SimpleNamespace(loss=out.loss, logits=out.logits)
