@@ -24,7 +24,7 @@ import torch
 
 from lmforge.data.readers import read_jsonl
 from lmforge.errors import DataError
-from lmforge.tasks import metrics
+import lmforge.tasks.metrics as metrics
 from lmforge.tasks.base import (DecoderTokens, Example, Feature, collate_choices, collate_flat, decoder_texts,
                                 encode_texts, find_split_file, label_id, require_examples)
 

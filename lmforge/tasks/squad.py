@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import DataError, InputError
-from lmforge.tasks import metrics
+import lmforge.tasks.metrics as metrics
 from lmforge.tasks.base import DecoderTokens, Example, Feature, collate_flat, find_split_file, require_examples
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import DataError
-from lmforge.tasks import metrics
+import lmforge.tasks.metrics as metrics
 from lmforge.tasks.base import (DecoderTokens, Example, Feature, collate_choices, decoder_texts, encode_texts,
                                 find_split_file, require_examples)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import DataError, InputError
-from lmforge.tasks import metrics
+import lmforge.tasks.metrics as metrics
 from lmforge.tasks.base import (IGNORE_INDEX, DecoderTokens, Example, Feature, collate_flat, find_split_file,
                                 label_id, require_examples)
 

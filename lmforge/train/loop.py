@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import ConfigError, DataError, LmforgeError
-from lmforge.train import checkpoint as ckpt
+import lmforge.train.checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
