@@ -7,8 +7,8 @@ cannot be built as printed, and we choose:
 - GPT-3 XL: "24 heads of 128" in a 2048-wide model is impossible (24 * 128 = 3072); we keep the head size 128
   and use 16 heads (as GPT-Neo 1.3B does). The parameter count does not depend on the head count.
 - GPT-3 13B: d_model 5140 is not divisible by 40 heads; we use 5120 = 40 * 128 (the head size the table gives).
-GPT-3 alternates dense and locally banded sparse attention layers; the presets use dense attention until the
-"banded" attention kind lands (same parameter count).
+GPT-3 alternates dense and locally banded sparse attention layers; these presets use dense attention in every
+layer (the parameter count is the same either way).
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ PRESETS: dict[str, Preset] = {
     "gpt3-175b": Preset("gpt3", GPT3 + ": 175B", 174_604_259_328, _size(96, 12288, 96)),
     # ---- BigBird (Zaheer et al. 2020): its sizes, run with dense attention ----
     "bigbird-roberta-base": Preset("bigbird", _hf("google/bigbird-roberta-base"), 127_468_800, _size(12, 768, 12),
-                                   note="dense attention for now (HF attention_type='original_full')"),
+                                   note="dense attention (HF attention_type='original_full')"),
     # ---- compact decoders for CPU work: GPT-2 body, 1024 positions, mirroring the compact BERTs ----
     "gpt-tiny": Preset("gpt2", "lmforge: GPT-2 body at bert-tiny's size (L2/H128/A2)", 6_960_768, _size(2, 128, 2)),
     "gpt-mini": Preset("gpt2", "lmforge: GPT-2 body at bert-mini's size (L4/H256/A4)", 16_287_488, _size(4, 256, 4)),

@@ -1,4 +1,4 @@
-"""ModelConfig as issue 2 asks: a comment on every field, and impossible values / types named by field."""
+"""ModelConfig: a comment on every field, and impossible values / types named by field."""
 from __future__ import annotations
 
 import ast

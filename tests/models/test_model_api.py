@@ -1,4 +1,4 @@
-"""Issue 2's Model API details: resize_token_embeddings keeps the tie (and survives save/load),
+"""Model API details: resize_token_embeddings keeps the tie (and survives save/load),
 num_parameters counts a tied matrix once, HF tuple semantics for every head with labels."""
 from __future__ import annotations
 

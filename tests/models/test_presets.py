@@ -105,7 +105,7 @@ def test_cli_presets_and_params_json():
     assert bad.returncode == 2 and "Did you mean: bert-base" in bad.stderr + bad.stdout
 
 
-# ------------------------------------------------------------------ the presets issue 2 names, with their sizes
+# ------------------------------------------------------------------ the named presets, with their sizes
 # (layers, hidden, heads, max_positions); compact BERTs from Turc et al. 2019, GPT-3 from table 2.1 with the
 # two documented deviations (xl: 16 heads of 128; 13b: width 5120)
 ISSUE_PRESETS = {
