@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# commands that continue after Ctrl-C -> the flag that makes them ("": the same command line again)
+RESUMABLE = {"pretrain": "--resume", "finetune": "--resume", "quickstart": ""}
+
+
 def _available() -> dict[str, tuple[str, str]]:
     """Commands whose module exists in this build (later issues add the rest)."""
     out = {}
@@ -72,9 +76,29 @@ def main(argv: list[str] | None = None) -> int:
     except LmforgeError as err:
         print(f"lmforge {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"lmforge {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C; a training run stops at a step boundary with a checkpoint
+        print(f"lmforge {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        flag = RESUMABLE.get(args.command)
+        if flag == "" or (flag and getattr(err, "checkpoint", None) is not None):
+            again = argv if not flag or flag in argv else [*argv, flag]
+            print(f"lmforge {args.command}: to continue, run: {command_line(again)}", file=sys.stderr)
         return 130
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as the user would type it again: after `lmforge`, `python -m lmforge` or torchrun."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    if "LOCAL_WORLD_SIZE" in os.environ:  # a torchrun worker
+        local, world = os.environ["LOCAL_WORLD_SIZE"], os.environ.get("WORLD_SIZE")
+        prog = f"torchrun --nproc_per_node {local} -m lmforge" if local == world else \
+            "torchrun [your torchrun options] -m lmforge"
+    else:
+        main = Path(sys.argv[0])
+        prog = "python -m lmforge" if (main.parent.name, main.name) == ("lmforge", "__main__.py") else "lmforge"
+    return f"{prog} {shlex.join(argv)}"
 
 
 if __name__ == "__main__":  # pragma: no cover

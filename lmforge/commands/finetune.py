@@ -55,23 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train", help="split to train on (default train)")
     parser.add_argument("--eval-split", default=None, help="split to evaluate each epoch (default: the task's dev)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (Ctrl-C leaves "
+                        "a checkpoint); a finished run is left as it is")
+    parser.add_argument("--allow-changes", action="store_true",
+                        help="with --resume: accept settings that differ from the saved run's (else refused)")
+    parser.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from lmforge.recipes.finetune import FinetuneConfig, finetune, finetune_seeds, format_scores
 
-    config = FinetuneConfig(
-        model=args.model, task=args.task, data=args.data, out=args.out, tokenizer=args.tokenizer,
-        from_scratch=args.from_scratch, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
-        layer_decay=args.layer_decay, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-        seed=args.seed, patience=args.patience, lm_weight=args.lm_weight, train_split=args.train_split,
-        eval_split=args.eval_split, device=args.device, task_options=task_options(args))
+    names = {f.name for f in fields(FinetuneConfig)} - {"task_options"}  # the flags are named as the fields
+    config = FinetuneConfig(**{k: v for k, v in vars(args).items() if k in names}, task_options=task_options(args))
     if args.seeds:
         scores = finetune_seeds(config, args.seeds)
         print(f"{args.task} over seeds {' '.join(map(str, args.seeds))}: {format_scores(scores)}")
     else:
         scores = finetune(config)
         print(f"{args.task}: {format_scores(scores)}")
-    print(f"wrote {args.out}")
+    print(f"outputs in {args.out}")
     return 0

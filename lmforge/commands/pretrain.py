@@ -37,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--log-every", type=int, default=_S, help="metrics.jsonl record every N steps (default 10)")
     a("--eval-every", type=int, default=_S, help="validation every N steps (default: at the end only)")
     a("--val-batches", type=int, default=_S, help="validation batches per evaluation (default 20; 0 = off)")
-    a("--resume", action="store_true", default=_S, help="continue from the newest checkpoint in --out")
+    a("--resume", action="store_true", default=_S, help="continue from the newest checkpoint in --out (a finished "
+      "run is left as it is unless --max-steps / --tokens is raised)")
+    a("--allow-changes", action="store_true", default=_S, help="with --resume: accept settings that differ from the "
+      "saved run's (else refused, all listed)")
+    a("--overwrite", action="store_true", default=_S, help="start over in a non-empty --out (removes its checkpoints)")
     a("--compile", action="store_true", default=_S, help="torch.compile the model")
     a("--grad-checkpointing", action="store_true", default=_S, help="recompute activations (less memory)")
     a("--precision", default=_S, choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA, fp32 on CPU")

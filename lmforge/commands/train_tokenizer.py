@@ -27,11 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a merge / word piece must occur at least N times (wordpiece, bpe; default 2)")
     p.add_argument("--text-field", default="text", help="field holding the text in .jsonl files (default text)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (its tokenizer files are "
+                   "replaced)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.export import TOKENIZER_FILES
+    from lmforge.recipes.outputs import check_out_dir
     from lmforge.tokenization.tokenizer import Tokenizer
 
+    # before training (fail fast); an old tokenizer's files would shadow the new one's (vocab.txt decides the family)
+    check_out_dir(args.out, overwrite=args.overwrite,
+                  owned=(*TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json"))
     tok = Tokenizer.train(args.files, kind=args.kind, vocab_size=args.vocab_size, family=args.family,
                           lowercase=args.lowercase, min_frequency=args.min_frequency,
                           text_field=args.text_field, show_progress=not args.no_progress)

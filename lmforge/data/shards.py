@@ -155,17 +155,48 @@ class PrepareResult:
     chunks: int = 0  # tokenizer batches it flushed (memory is bounded by one chunk)
 
 
+def _fingerprint(inputs: Sequence[str | Path], tokenizer: Any, *, val_fraction: float, doc_mode: str,
+                 text_field: str, shard_tokens: int) -> dict[str, Any]:
+    """What decides the shards' content: the inputs (path, size, mtime), the tokenizer and the settings."""
+    return {
+        "inputs": [_input_record(p) for p in inputs],
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "settings": {"doc_mode": doc_mode, "val_fraction": val_fraction, "text_field": text_field,
+                     "shard_tokens": shard_tokens},
+    }
+
+
+def shards_up_to_date(out: str | Path, inputs: Sequence[str | Path], *, tokenizer: Any, val_fraction: float = 0.01,
+                      doc_mode: DocMode = "line", text_field: str = "text",
+                      shard_tokens: int = DEFAULT_SHARD_TOKENS) -> dict[str, Any] | None:
+    """``out``'s meta.json when it already holds intact shards of these inputs with this tokenizer and these
+    settings (``prepare_shards`` would do nothing), else None."""
+    meta_path = Path(out) / "meta.json"
+    if not meta_path.is_file():
+        return None
+    fingerprint = _fingerprint(inputs, tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                               text_field=text_field, shard_tokens=shard_tokens)
+    try:
+        old = json.loads(meta_path.read_text())
+        if all(old.get(k) == v for k, v in fingerprint.items()) and _complete(Path(out), old):
+            return old
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass  # an unreadable meta.json: not up to date
+    return None
+
+
 def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | Path,
                    val_fraction: float = 0.01, doc_mode: DocMode = "line", text_field: str = "text",
                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                   progress: bool = True, force: bool = False) -> PrepareResult:
+                   progress: bool = True, force: bool = False, overwrite: bool = False) -> PrepareResult:
     """Tokenize ``inputs`` with ``tokenizer`` (an lmforge Tokenizer) into a shard directory ``out``.
 
     Documents go to the validation split evenly spaced, one in every ``1 / val_fraction`` (by
     document, in input order), so the split is deterministic and needs no pass over the corpus.
     Re-running with the same inputs (paths, sizes, mtimes), tokenizer and settings does nothing
     unless ``force``. The directory is built beside ``out`` and renamed into place at the end, so an
-    interrupted run never leaves half a shard directory behind.
+    interrupted run never leaves half a shard directory behind. A non-empty ``out`` that is not a shard
+    directory is refused unless ``overwrite``: the shard files then go beside its other files.
     """
     if not inputs:
         raise DataError("no input files given; pass one or more text / .gz / jsonl / parquet files")
@@ -176,25 +207,19 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     if chunk_bytes < 1 or shard_tokens < 1:
         raise DataError("chunk_bytes and shard_tokens must be positive")
     out = Path(out)
-    records = [_input_record(p) for p in inputs]
-    fingerprint = {
-        "inputs": records,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "settings": {"doc_mode": doc_mode, "val_fraction": val_fraction, "text_field": text_field,
-                     "shard_tokens": shard_tokens},
-    }
+    fingerprint = _fingerprint(inputs, tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                               text_field=text_field, shard_tokens=shard_tokens)
+    records = fingerprint["inputs"]
     meta_path = out / "meta.json"
     replaced = meta_path.is_file()
     if replaced and not force:
-        try:
-            old = json.loads(meta_path.read_text())
-            if all(old.get(k) == v for k, v in fingerprint.items()) and _complete(out, old):
-                return PrepareResult(out=out, up_to_date=True, meta=old)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # an unreadable meta.json: rebuild
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} exists and is not an lmforge shard directory; choose another --out "
-                        "or remove it")
+        old = shards_up_to_date(out, inputs, tokenizer=tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                                text_field=text_field, shard_tokens=shard_tokens)
+        if old is not None:
+            return PrepareResult(out=out, up_to_date=True, meta=old)
+    elif out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise DataError(f"{out} exists and is not an lmforge shard directory; choose another --out, or pass "
+                        "--overwrite to put the shards beside its files")
 
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
@@ -220,10 +245,20 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
                 "special_ids": _special_ids(tokenizer), "splits": splits,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)  # only ever an lmforge shard dir or an empty dir (checked above)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+        if out.exists() and not replaced and any(out.iterdir()):  # --overwrite of a directory with other files
+            for name in (*SPLITS, "tokenizer", "meta.json"):  # meta.json last: it marks the directory complete
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                os.replace(tmp / name, target)
+            tmp.rmdir()
+        else:
+            if out.exists():
+                shutil.rmtree(out)  # an lmforge shard dir or an empty dir (checked above)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -375,6 +410,18 @@ class ShardDataset:
                 f"{self.directory} was tokenized with a different tokenizer (hash {self.tokenizer_hash[:12]} "
                 f"in meta.json, this tokenizer {got[:12]}); use the tokenizer saved in "
                 f"{self.directory / 'tokenizer'} or re-run `lmforge prepare` with this one")
+
+    def same_tokenizer(self, tokenizer: Any, *, sample_tokens: int = 4096) -> bool:
+        """Whether ``tokenizer`` gives the ids these shards hold: the same hash, or (the same tokenizer saved
+        another way, e.g. vocab.txt instead of tokenizer.json) the same vocabulary and the same ids for the
+        text of the split's first ``sample_tokens`` tokens."""
+        if tokenizer_hash(tokenizer) == self.tokenizer_hash:
+            return True
+        own = self.load_tokenizer()
+        if own.get_vocab() != tokenizer.get_vocab():
+            return False
+        text = own.decode(self.tokens(0, min(self.num_tokens, sample_tokens)).tolist())
+        return own.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
 
     def load_tokenizer(self):
         """The lmforge Tokenizer copied into the shard directory by prepare."""

@@ -36,14 +36,13 @@ def has_tokenizer(directory: Path) -> bool:
 
 
 def check_out_dir(model_dir: Path, out: Path, *, overwrite: bool) -> None:
-    """InputError when ``out`` is the model directory, a file, or a non-empty directory without ``overwrite``."""
+    """An error when ``out`` is the model directory, a file, or a non-empty directory without ``overwrite``."""
     if out.resolve() == model_dir.resolve():
         raise InputError(f"--out {out} is the model directory; export into a new directory (the HF files would "
                          "replace lmforge's config.json and model.safetensors).")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} is not empty; choose a new directory or pass --overwrite to write over it.")
+    from lmforge.recipes import outputs
+
+    outputs.check_out_dir(out, overwrite=overwrite)
 
 
 def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Path | None = None,

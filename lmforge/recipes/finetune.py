@@ -69,6 +69,9 @@ class FinetuneConfig:
     eval_split: str | None = None  # default: the task's dev split(s)
     device: str | None = None  # default: cuda when available
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. text_column, doc_stride
+    resume: bool = False  # continue the interrupted run in `out` (a finished one is left as it is)
+    overwrite: bool = False  # start over in a non-empty `out` (the previous run's state and outputs are removed)
+    allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs > 0, "lr": self.lr > 0, "batch_size": self.batch_size > 0,
@@ -341,6 +344,19 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ the runs
 
+# what a fine-tuning run writes besides the model: --overwrite removes them so no stale file survives
+OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json", "task.json")
+ACTIONS = ("resume", "overwrite", "allow_changes")  # what to do with `out`: not settings, never compared
+
+
+def _run_record(config: FinetuneConfig) -> dict[str, Any]:
+    """The settings a resume compares (the trainer adds its TrainConfig): paths made absolute."""
+    run = {k: v for k, v in dataclasses.asdict(config).items() if k not in ACTIONS}
+    for name in ("model", "data", "tokenizer"):
+        if run[name] is not None and Path(run[name]).exists():
+            run[name] = str(Path(run[name]).resolve())
+    return run
+
 def default_max_length(task: Task) -> int:
     return 384 if task.kind == "span" else 128
 
@@ -393,12 +409,15 @@ def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_len
 def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
     from lmforge.objectives.base import BatchSource
+    from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer
-    from lmforge.train.distributed import init_distributed
+    from lmforge.train import checkpoint as ckpt
+    from lmforge.train.distributed import barrier, init_distributed
     from lmforge.train.loop import seed_everything
 
+    owned = (*RUN_STATE, *OUTPUTS)
+    out = check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=False)
     seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
-    out = Path(config.out)
     task = get_task(config.task, **config.task_options)
     tokenizer = load_tokenizer(config.model, config.tokenizer)
     max_length = config.max_length or default_max_length(task)
@@ -419,6 +438,9 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
     dist = init_distributed(config.device)  # under torchrun each process trains on its slice of each batch
+    # everything is read and checked: only now does --overwrite remove the previous run's files
+    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=dist.is_main)
+    barrier(dist)
     # one process: every example every epoch, the last smaller batch kept (small GLUE sets have few
     # batches); several: equal shapes on every rank, so the last partial global batch is dropped
     source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
@@ -441,8 +463,13 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
         f"evaluating on {', '.join(f'{s} ({len(e)})' for s, e in eval_sets.items())} every epoch; keeping the "
         f"best by {task.main_metric}")
     trainer = Trainer(model, objective, source, tc, out_dir=out, evaluate=evaluate_all,
-                      tokenizer=tokenizer, save_extra=save_task, dist=dist)
-    result = trainer.train()
+                      tokenizer=tokenizer, save_extra=save_task, dist=dist, run_config=_run_record(config))
+    result = trainer.train(resume=config.resume, allow_changes=config.allow_changes)
+    if result.stopped == "already_complete":
+        if (out / "metrics.json").is_file():  # nothing to do: its scores as written
+            return json.loads((out / "metrics.json").read_text())
+        # trained, but stopped before its outputs were written: score the saved model and write them
+        ckpt.load_weights(model, out / ckpt.WEIGHTS_FILE)
     if result.stopped == "early_stopping":
         log(f"stopped early at step {result.step} of {result.total_steps}")
 
@@ -469,6 +496,10 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
 
 def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _print) -> dict[str, Any]:
     """One run per seed in OUT/seed-S; OUT/metrics.json holds the mean and std of every metric."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    # the rule applies to OUT as a whole; each seed's run then checks (or clears) its own folder
+    check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, remove=False)
     results = []
     for seed in seeds:
         log(f"--- seed {seed}")
@@ -478,7 +509,9 @@ def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _
         results.append(scores)
     summary = summarize_seeds(results, seeds)
     Path(config.out).mkdir(parents=True, exist_ok=True)
-    (Path(config.out) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path, text = Path(config.out) / "metrics.json", json.dumps(summary, indent=2) + "\n"
+    if not path.is_file() or path.read_text() != text:  # a resume of finished runs touches nothing
+        path.write_text(text)
     return summary
 
 
@@ -506,8 +539,12 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
 def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | None = None, out: str | None = None,
                  tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
                  device: str | None = None, task_options: dict[str, Any] | None = None,
-                 log: Log = _print) -> dict[str, float]:
+                 log: Log = _print, overwrite: bool = False) -> dict[str, float]:
     """`lmforge evaluate`: metrics of a fine-tuned model on one split (and outputs in ``out``)."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    if out:
+        check_out_dir(out, overwrite=overwrite)
     the_task, tok, model, decoder, length = _load_for_inference(
         model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
         task_options=task_options or {}, log=log)
@@ -524,8 +561,11 @@ def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | No
 def predict_dir(model_dir: str, *, task: str | None, data: str, split: str = "test", out: str,
                 tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
                 device: str | None = None, task_options: dict[str, Any] | None = None,
-                log: Log = _print) -> tuple[Path, int]:
+                log: Log = _print, overwrite: bool = False) -> tuple[Path, int]:
     """`lmforge predict`: predictions.tsv / predictions.json for one split (labels not needed)."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    check_out_dir(out, overwrite=overwrite)
     the_task, tok, model, decoder, length = _load_for_inference(
         model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
         task_options=task_options or {}, log=log)

@@ -30,7 +30,8 @@ class PretrainConfig:
     objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop
     data: str | None = None  # a shard directory written by `lmforge prepare`
     out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
-    tokenizer: str | None = None  # optional: check the shards were made with this tokenizer
+    tokenizer: str | None = None  # optional: check the shards were made with this tokenizer (a model
+    # directory's own tokenizer is always checked against the shards')
     val_batches: int = 20  # validation batches per evaluation (0 switches validation off)
     mask_prob: float | None = None  # MLM: fraction of tokens selected (default 0.15)
     masking: str | None = None  # MLM: "dynamic" (RoBERTa) or "static" (BERT); default per objective
@@ -40,6 +41,8 @@ class PretrainConfig:
     resume: bool = False  # continue from the newest checkpoint in ``out``
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000))  # the training loop's knobs
     dry_run: bool = False  # print the resolved configuration and return without training
+    overwrite: bool = False  # start over in a non-empty ``out`` (a previous run's checkpoints and metrics are removed)
+    allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
@@ -52,8 +55,10 @@ class PretrainConfig:
         return {**run, "resume": self.resume, **self.train.to_dict()}
 
 
+# what to do with --out rather than settings of the run: never saved, never compared on resume
+ACTIONS = ("resume", "overwrite", "allow_changes")
 # the options a YAML file or a flag may set besides TrainConfig's fields
-RUN_KEYS = tuple(f.name for f in fields(PretrainConfig) if f.name not in ("resume", "train", "dry_run"))
+RUN_KEYS = tuple(f.name for f in fields(PretrainConfig) if f.name not in (*ACTIONS, "train", "dry_run"))
 ALIASES = {"tokens": "max_tokens"}  # flag name -> TrainConfig field
 
 
@@ -66,7 +71,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
     layered: dict[str, Any] = load_yaml(config_file) if config_file else {}
     layered.update(given)
     layered = {ALIASES.get(k, k): v for k, v in layered.items()}
-    resume = bool(layered.pop("resume", False))
+    actions = {name: bool(layered.pop(name, False)) for name in ACTIONS}
     if layered.get("max_tokens") is not None:
         layered["max_tokens"] = int(layered["max_tokens"])
         if layered.get("max_steps") is not None:  # one from the YAML file, one from a flag: the flag wins
@@ -85,7 +90,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
         else:
             layered["warmup_ratio"], layered["warmup_steps"] = float(warmup), 0
     run = {k: layered.pop(k) for k in list(layered) if k in RUN_KEYS}
-    known = (*RUN_KEYS, *TrainConfig.field_names(), "warmup", "tokens", "resume")
+    known = (*RUN_KEYS, *TrainConfig.field_names(), "warmup", "tokens", *ACTIONS)
     for key in layered:
         if key not in TrainConfig.field_names():
             raise ConfigError(f"unknown option {key!r}." + suggest(key, known) + " Options are the long flags of "
@@ -93,7 +98,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
     if "max_steps" not in layered and "max_tokens" not in layered and "epochs" not in layered:
         layered["max_steps"] = 1000
     train = TrainConfig.from_dict(layered)
-    return PretrainConfig(**run, resume=resume, train=train)
+    return PretrainConfig(**run, **actions, train=train)
 
 
 def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -> Any:
@@ -151,6 +156,51 @@ def _train_set(config: PretrainConfig) -> tuple[Any, Any]:
     return train_set, tokenizer
 
 
+def _describe(tokenizer: Any) -> str:
+    from lmforge.data.shards import tokenizer_hash
+
+    return f"{tokenizer.kind} tokenizer of {len(tokenizer):,} tokens (hash {tokenizer_hash(tokenizer)[:12]})"
+
+
+def check_model_tokenizer(config: PretrainConfig, train_set: Any, *, log: Log) -> None:
+    """Continued pre-training: the model directory's own tokenizer must be the one that made the shards
+    (the same vocabulary size is not enough: every id would stand for another token)."""
+    from lmforge.recipes.export import TOKENIZER_FILES
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    path = Path(str(config.model))
+    if not path.is_dir():
+        return
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        log(f"note: {path} holds no tokenizer, so the shards' tokenizer cannot be checked against the model's; "
+            "the output gets the shards' tokenizer")
+        return
+    model_tokenizer = Tokenizer.from_pretrained(path)
+    if train_set.same_tokenizer(model_tokenizer):
+        return
+    raise DataError(f"--model {path} was trained with another tokenizer than the shards in {config.data}: the "
+                    f"model's is a {_describe(model_tokenizer)}, the shards' a {_describe(train_set.load_tokenizer())}; "
+                    f"each id would mean another token. Make shards with the model's tokenizer (`lmforge prepare "
+                    f"--tokenizer {path} --out NEW_SHARDS FILES...`) and pass them as --data")
+
+
+def _run_record(config: PretrainConfig, train_set: Any, objective: Any) -> dict[str, Any]:
+    """The run's own settings as a resume compares them: paths made absolute, the masking as resolved
+    (--masking dynamic is mlm's default, not a change) and what the shards hold (re-prepared shards at
+    the same path are other data)."""
+    run: dict[str, Any] = {name: getattr(config, name) for name in RUN_KEYS}
+    masking = getattr(objective, "masking", None)
+    if masking is not None:
+        run.update(mask_prob=masking.mask_prob, masking=masking.mode, whole_word=masking.whole_word,
+                   dupe_factor=masking.dupe_factor if masking.mode == "static" else None)
+    for name in ("model", "data", "tokenizer"):
+        if run[name] is not None and Path(str(run[name])).exists():
+            run[name] = str(Path(str(run[name])).resolve())
+    run["data_tokenizer_hash"] = train_set.tokenizer_hash
+    run["data_train_tokens"] = train_set.num_tokens
+    return run
+
+
 def _objective(config: PretrainConfig, tokenizer: Any) -> Any:
     from lmforge.objectives import OBJECTIVES, build_objective
 
@@ -180,8 +230,9 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
 
     from lmforge.data.shards import ShardDataset
     from lmforge.objectives import OBJECTIVES, BatchSource
+    from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer, objective_evaluator
-    from lmforge.train.distributed import cleanup, init_distributed
+    from lmforge.train.distributed import barrier, cleanup, init_distributed
     from lmforge.train.loop import seed_everything
 
     info = init_distributed(config.device)
@@ -194,7 +245,10 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     if config.objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}."
                           + suggest(config.objective, OBJECTIVES))
+    owned = (*RUN_STATE, "pretrain_config.yaml")
+    check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=False)
     train_set, tokenizer = _train_set(config)
+    check_model_tokenizer(config, train_set, log=log)
     objective = _objective(config, tokenizer)
 
     seed_everything(train.seed)  # the model's initial weights depend on the seed only
@@ -219,18 +273,25 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     log(f"pretrain {config.objective} on {data} ({train_set.num_tokens:,} tokens, {source.steps_per_epoch:,} "
         f"micro-batches per epoch): {model.config.family or 'model'} with {n_params:,} parameters, "
         f"{info.world_size} process(es) on {info.device.type}")
-    if info.is_main:
+
+    def write_config() -> None:  # once training surely starts (not for a finished run resumed)
         import yaml
 
         out.mkdir(parents=True, exist_ok=True)
         resolved = {k: v for k, v in config.to_dict().items() if k != "resume"}
         (out / "pretrain_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    # everything is checked: only now does --overwrite remove the previous run's state
+    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=info.is_main)
+    barrier(info)
     trainer = Trainer(model, objective, source, train, out_dir=out, evaluate=evaluate, tokenizer=tokenizer,
-                      dist=info)
+                      dist=info, run_config=_run_record(config, train_set, objective))
     try:
-        result = trainer.train(resume=config.resume)
+        result = trainer.train(resume=config.resume, allow_changes=config.allow_changes, on_start=write_config)
     finally:
         cleanup()
+    if result.stopped == "already_complete":
+        return result
     summary = f"done: {result.step} steps"
     if result.final_loss is not None:
         summary += f", final training loss {result.final_loss:.4f}"
@@ -241,4 +302,4 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     return result
 
 
-__all__ = ["PretrainConfig", "load_model", "pretrain", "resolve_config"]
+__all__ = ["PretrainConfig", "check_model_tokenizer", "load_model", "pretrain", "resolve_config"]

@@ -121,23 +121,15 @@ class Run:
 
 def _check_out(out: Path, settings: Settings, *, overwrite: bool) -> str:
     """'fresh', 'resume' or 'overwrite'; refuses a non-empty directory that is not ours to continue."""
-    if out.exists() and not out.is_dir():
-        raise LmforgeError(f"--out {out} is a file; give a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not entries:
-        return "fresh"
-    if overwrite:
-        for name in OUTPUTS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        return "overwrite"
+    from lmforge.recipes.outputs import check_out_dir
+
+    empty = not (out.is_dir() and any(out.iterdir()))
+    if overwrite or empty:
+        check_out_dir(out, overwrite=overwrite, owned=OUTPUTS)  # --overwrite removes exactly quickstart's outputs
+        return "fresh" if empty else "overwrite"
     state_path = out / STATE_DIR / STATE_FILE
     if not state_path.is_file():
-        raise LmforgeError(f"--out {out} is not empty ({', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}) "
-                           "and holds no quickstart run; pick an empty or new directory, or pass --overwrite")
+        check_out_dir(out)  # not ours to continue: the one-line refusal every command gives
     try:
         state = json.loads(state_path.read_text())
     except json.JSONDecodeError:
