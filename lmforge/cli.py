@@ -77,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmforge {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C; a training run stops at a step boundary with a checkpoint
-        print(f"lmforge {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        import os
+
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every process stops; rank 0 says so
+            return 130
         flag = RESUMABLE.get(args.command)
+        plain = "interrupted; no checkpoint was written" if flag else "interrupted"
+        print(f"lmforge {args.command}: {str(err) or plain}", file=sys.stderr)
         if flag == "" or (flag and getattr(err, "checkpoint", None) is not None):
             again = argv if not flag or flag in argv else [*argv, flag]
             print(f"lmforge {args.command}: to continue, run: {command_line(again)}", file=sys.stderr)
@@ -96,8 +101,8 @@ def command_line(argv: list[str]) -> str:
         prog = f"torchrun --nproc_per_node {local} -m lmforge" if local == world else \
             "torchrun [your torchrun options] -m lmforge"
     else:
-        main = Path(sys.argv[0])
-        prog = "python -m lmforge" if (main.parent.name, main.name) == ("lmforge", "__main__.py") else "lmforge"
+        entry = Path(sys.argv[0])
+        prog = "python -m lmforge" if (entry.parent.name, entry.name) == ("lmforge", "__main__.py") else "lmforge"
     return f"{prog} {shlex.join(argv)}"
 
 

@@ -178,8 +178,9 @@ def check_model_tokenizer(config: PretrainConfig, train_set: Any, *, log: Log) -
     model_tokenizer = Tokenizer.from_pretrained(path)
     if train_set.same_tokenizer(model_tokenizer):
         return
+    shards_tokenizer = train_set.load_tokenizer()
     raise DataError(f"--model {path} was trained with another tokenizer than the shards in {config.data}: the "
-                    f"model's is a {_describe(model_tokenizer)}, the shards' a {_describe(train_set.load_tokenizer())}; "
+                    f"model's is a {_describe(model_tokenizer)}, the shards' a {_describe(shards_tokenizer)}; "
                     f"each id would mean another token. Make shards with the model's tokenizer (`lmforge prepare "
                     f"--tokenizer {path} --out NEW_SHARDS FILES...`) and pass them as --data")
 

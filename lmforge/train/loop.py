@@ -759,5 +759,6 @@ def list_source(examples: Sequence[Any], collate: Callable[[Sequence[Any]], Batc
                        world_size=world_size, shuffle=shuffle)
 
 
-__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "enable_grad_checkpointing", "list_source",
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "enable_grad_checkpointing",
+           "list_source",
            "objective_evaluator", "seed_everything", "to_device"]

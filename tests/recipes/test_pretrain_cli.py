@@ -200,7 +200,8 @@ def test_continuing_from_a_model_dir_needs_shards_of_its_own_tokenizer(toy_shard
     base = tmp_path / "base"
     assert main(_toy(toy_shards, base, "--max-steps", "2")) == 0  # a model directory with its WordPiece tokenizer
     capsys.readouterr()
-    wordpiece, bpe = (tokenizer_hash(Tokenizer.from_pretrained(toy_shards[f"tok-{k}"]))[:12] for k in ("wordpiece", "bpe"))
+    wordpiece, bpe = (tokenizer_hash(Tokenizer.from_pretrained(toy_shards[f"tok-{kind}"]))[:12]
+                      for kind in ("wordpiece", "bpe"))
 
     def cont(out: Path, data: str, model: Path = base) -> int:
         args = _toy(toy_shards, out, "--max-steps", "1", data=data)
@@ -216,7 +217,8 @@ def test_continuing_from_a_model_dir_needs_shards_of_its_own_tokenizer(toy_shard
     assert not (tmp_path / "bad").exists()
     # the shards of its own tokenizer: continues, and the output keeps that tokenizer
     assert cont(tmp_path / "good", "wordpiece") == 0
-    assert tokenizer_hash(Tokenizer.from_pretrained(tmp_path / "good")) == tokenizer_hash(Tokenizer.from_pretrained(base))
+    same = tokenizer_hash(Tokenizer.from_pretrained(base))
+    assert tokenizer_hash(Tokenizer.from_pretrained(tmp_path / "good")) == same
     # the same tokenizer kept as vocab.txt only (another hash, the same ids): accepted
     shutil.copytree(base, tmp_path / "vocab-only")
     (tmp_path / "vocab-only" / "tokenizer.json").unlink()
@@ -244,7 +246,8 @@ def test_resume_rules_and_the_output_directory_through_the_cli(toy_shards, tmp_p
     assert "holds a training run" in err and "--resume" in err and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1
     # other settings: refused with every difference (saved -> now); --log-every may change freely
-    assert main([*args, "--resume", "--lr", "1e-3", "--batch-size", "8", "--masking", "static", "--log-every", "2"]) == 2
+    changed = ["--lr", "1e-3", "--batch-size", "8", "--masking", "static", "--log-every", "2"]
+    assert main([*args, "--resume", *changed]) == 2
     err = capsys.readouterr().err
     for part in ("4 setting(s) differ", "lr 0.0001 -> 0.001", "batch_size 4 -> 8", "masking 'dynamic' -> 'static'",
                  "dupe_factor None -> 10", "--allow-changes"):  # static masks come in dupe_factor copies
@@ -288,6 +291,6 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(toy_shards, tm
     assert command == "python -m lmforge " + shlex.join([*args, "--resume"])
     assert main(shlex.split(command)[3:]) == 0  # the printed command, run here (a process start costs seconds)
     assert f"resumed from {checkpoint} at step {step}" in capsys.readouterr().out
-    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("ref", "run"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in read_metrics(tmp_path / "run")] == [r["loss"] for r in read_metrics(tmp_path / "ref")]
