@@ -245,8 +245,10 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
                 "special_ids": _special_ids(tokenizer), "splits": splits,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists() and not replaced and any(out.iterdir()):  # --overwrite of a directory with other files
-            for name in (*SPLITS, "tokenizer", "meta.json"):  # meta.json last: it marks the directory complete
+        entries = (*SPLITS, "tokenizer", "meta.json")  # meta.json last: it marks the directory complete
+        if out.is_dir() and any(p.name not in entries for p in out.iterdir()):  # other files there: keep them
+            (out / "meta.json").unlink(missing_ok=True)  # no moment where old meta.json describes new files
+            for name in entries:
                 target = out / name
                 if target.is_dir():
                     shutil.rmtree(target)
@@ -256,7 +258,7 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
             tmp.rmdir()
         else:
             if out.exists():
-                shutil.rmtree(out)  # an lmforge shard dir or an empty dir (checked above)
+                shutil.rmtree(out)  # shard files only, or an empty dir
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp.rename(out)
     except BaseException:

@@ -345,7 +345,8 @@ def format_scores(scores: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ the runs
 
 # what a fine-tuning run writes besides the model: --overwrite removes them so no stale file survives
-OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json", "task.json")
+OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json",
+           "task.json")
 ACTIONS = ("resume", "overwrite", "allow_changes")  # what to do with `out`: not settings, never compared
 
 
@@ -356,6 +357,7 @@ def _run_record(config: FinetuneConfig) -> dict[str, Any]:
         if run[name] is not None and Path(run[name]).exists():
             run[name] = str(Path(run[name]).resolve())
     return run
+
 
 def default_max_length(task: Task) -> int:
     return 384 if task.kind == "span" else 128

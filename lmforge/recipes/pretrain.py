@@ -30,8 +30,7 @@ class PretrainConfig:
     objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop
     data: str | None = None  # a shard directory written by `lmforge prepare`
     out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
-    tokenizer: str | None = None  # optional: check the shards were made with this tokenizer (a model
-    # directory's own tokenizer is always checked against the shards')
+    tokenizer: str | None = None  # optional: check the shards against it too (a model dir's own is always checked)
     val_batches: int = 20  # validation batches per evaluation (0 switches validation off)
     mask_prob: float | None = None  # MLM: fraction of tokens selected (default 0.15)
     masking: str | None = None  # MLM: "dynamic" (RoBERTa) or "static" (BERT); default per objective

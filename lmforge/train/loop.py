@@ -681,7 +681,6 @@ def _read_state(checkpoint: Path) -> dict[str, Any]:
                               "before") from None
 
 
-
 def _metric_summary(items: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Objective metrics of this process's micro-batches, reduced (counts add, averages weigh)."""
     from lmforge.objectives.base import COUNT_METRICS, reduce_metrics
@@ -760,5 +759,4 @@ def list_source(examples: Sequence[Any], collate: Callable[[Sequence[Any]], Batc
 
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "enable_grad_checkpointing",
-           "list_source",
-           "objective_evaluator", "seed_everything", "to_device"]
+           "list_source", "objective_evaluator", "seed_everything", "settings_changes", "to_device"]
