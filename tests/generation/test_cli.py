@@ -3,7 +3,6 @@ equals the API's, JSON batches, seeded sampling, bad input, --compile and --devi
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from lmforge.cli import main
 
 Model = pytest.importorskip("lmforge.models.model").Model
 Tokenizer = pytest.importorskip("lmforge.tokenization.tokenizer").Tokenizer
-
-
-@pytest.fixture(scope="module")
-def gpt_dir(tmp_path_factory: pytest.TempPathFactory, refdata: Path) -> Path:
-    """gpt-tiny (L2/H128) with a clm head over the real GPT-2 vocabulary, 64 positions."""
-    d = tmp_path_factory.mktemp("gpt")
-    torch.manual_seed(0)
-    Model.from_preset("gpt-tiny", head="clm", vocab_size=50257, max_positions=64).save_pretrained(d)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(refdata / "tokenizers" / "gpt2" / name, d / name)
-    return d
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
