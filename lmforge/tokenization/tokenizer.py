@@ -25,18 +25,21 @@ PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 VERY_LARGE_INTEGER = int(1e30)
 
 
-def check_model_vocab(model_vocab_size: int, tokenizer: Any) -> None:
+def check_model_vocab(model_vocab_size: int, tokenizer: Any, *, cli: str | None = None) -> None:
     """Raise when ``tokenizer`` has ids the model's embedding matrix cannot look up.
 
-    A smaller tokenizer is fine (BERT's and GPT-2's embeddings are padded past the vocabulary).
+    A smaller tokenizer is fine (BERT's and GPT-2's embeddings are padded past the vocabulary). ``cli``:
+    the fix on the command line, where resizing is not an option (default: use the model's tokenizer).
     """
     n = len(tokenizer)
     if n > model_vocab_size:
+        what = (f"the tokenizer has {n} tokens but the model's embeddings have only {model_vocab_size} rows "
+                f"(ids >= {model_vocab_size} would crash the embedding lookup)")
         raise TokenizerError(
-            f"the tokenizer has {n} tokens but the model's embeddings have only {model_vocab_size} rows "
-            f"(ids >= {model_vocab_size} would crash the embedding lookup); call "
-            f"model.resize_token_embeddings(len(tokenizer)) i.e. resize_token_embeddings({n}) after adding "
-            "tokens, or use the tokenizer the model was trained with")
+            f"{what}; call model.resize_token_embeddings(len(tokenizer)) i.e. resize_token_embeddings({n}) after "
+            "adding tokens, or use the tokenizer the model was trained with",
+            cli=f"{what}: it is not the tokenizer the model was trained with; "
+                + (cli or "use that one (the one saved beside the model)"))
 
 
 class BatchEncoding(dict):
