@@ -391,12 +391,16 @@ class Tokenizer:
     @classmethod
     def train(cls, files_or_iterator: Any, *, kind: str, vocab_size: int, family: str | None = None,
               lowercase: bool | None = None, min_frequency: int = 2, text_field: str = "text",
-              show_progress: bool = True, log: Any = None) -> "Tokenizer":
-        """Train a tokenizer from text / .gz / .jsonl files or an iterator of strings (streamed)."""
+              show_progress: bool = True, log: Any = None, encoding_errors: str = "strict") -> "Tokenizer":
+        """Train a tokenizer from text / .gz / .jsonl files or an iterator of strings (streamed).
+
+        A file that is not UTF-8 fails naming file:line and the byte; ``encoding_errors="replace"``
+        reads the invalid bytes as U+FFFD instead (counted in ``training_report``)."""
         from lmforge.tokenization.train import train
 
         return train(files_or_iterator, kind=kind, vocab_size=vocab_size, family=family, lowercase=lowercase,
-                     min_frequency=min_frequency, text_field=text_field, show_progress=show_progress, log=log)
+                     min_frequency=min_frequency, text_field=text_field, show_progress=show_progress, log=log,
+                     encoding_errors=encoding_errors)
 
 
 def _pair_inputs(text: Any, text_pair: Any, split_into_words: bool) -> tuple[list[Any], bool, bool]:
