@@ -6,7 +6,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="quickstart-out", metavar="DIR",
-                        help="output directory (default ./quickstart-out); must be empty unless --overwrite, "
+                        help="output directory (default quickstart-out, in the current directory); must be empty "
+                             "unless --overwrite, "
                              "or an unfinished quickstart run of the same flags, which is continued")
     parser.add_argument("--fast", action="store_true",
                         help="a small run (under 2 minutes) that exercises every stage; numbers are not meaningful")

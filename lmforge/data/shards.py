@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.readers import DOC_MODES, DocMode, iter_documents, split_sentences
-from lmforge.errors import DataError
+from lmforge.errors import ENCODING_ERRORS, DataError
 
 FORMAT = "lmforge-shards"
 VERSION = 1
@@ -153,19 +153,22 @@ class PrepareResult:
     meta: dict[str, Any] = field(default_factory=dict)
     replaced: bool = False  # an older shard directory (other inputs / tokenizer / settings) was rebuilt
     chunks: int = 0  # tokenizer batches it flushed (memory is bounded by one chunk)
+    replaced_bytes: dict[str, int] = field(default_factory=dict)  # file -> bytes read as U+FFFD ("replace")
 
 
 def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | Path,
                    val_fraction: float = 0.01, doc_mode: DocMode = "line", text_field: str = "text",
                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                   progress: bool = True, force: bool = False) -> PrepareResult:
+                   progress: bool = True, force: bool = False, encoding_errors: str = "strict") -> PrepareResult:
     """Tokenize ``inputs`` with ``tokenizer`` (an lmforge Tokenizer) into a shard directory ``out``.
 
     Documents go to the validation split evenly spaced, one in every ``1 / val_fraction`` (by
     document, in input order), so the split is deterministic and needs no pass over the corpus.
     Re-running with the same inputs (paths, sizes, mtimes), tokenizer and settings does nothing
     unless ``force``. The directory is built beside ``out`` and renamed into place at the end, so an
-    interrupted run never leaves half a shard directory behind.
+    interrupted run never leaves half a shard directory behind. A text file that is not UTF-8 fails
+    naming file:line and the byte, unless ``encoding_errors="replace"`` (bad bytes read as U+FFFD and
+    counted in the result's ``replaced_bytes``), as tokenizer training does.
     """
     if not inputs:
         raise DataError("no input files given; pass one or more text / .gz / jsonl / parquet files")
@@ -175,6 +178,8 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if chunk_bytes < 1 or shard_tokens < 1:
         raise DataError("chunk_bytes and shard_tokens must be positive")
+    if encoding_errors not in ENCODING_ERRORS:
+        raise DataError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, got {encoding_errors!r}")
     out = Path(out)
     records = [_input_record(p) for p in inputs]
     fingerprint = {
@@ -183,6 +188,8 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         "settings": {"doc_mode": doc_mode, "val_fraction": val_fraction, "text_field": text_field,
                      "shard_tokens": shard_tokens},
     }
+    if encoding_errors != "strict":  # recorded only when not the default: older shard dirs stay up to date
+        fingerprint["settings"]["encoding_errors"] = encoding_errors
     meta_path = out / "meta.json"
     replaced = meta_path.is_file()
     if replaced and not force:
@@ -206,9 +213,10 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     try:
         writers = {s: _SplitWriter(tmp / s, dtype, shard_tokens) for s in SPLITS}
         total = sum(r.get("size", 0) for r in records)
+        replaced_bytes: dict[str, int] = {}
         chunks = _tokenize_into(inputs, backend, writers, doc_mode=doc_mode, text_field=text_field,
                                 val_fraction=val_fraction, chunk_bytes=chunk_bytes, total=total,
-                                progress=progress)
+                                progress=progress, encoding_errors=encoding_errors, replaced=replaced_bytes)
         splits = {s: w.close() for s, w in writers.items()}
         if splits["train"]["documents"] == 0:
             raise DataError("the corpus is empty: no document in "
@@ -218,6 +226,7 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         meta = {"format": FORMAT, "version": VERSION, **fingerprint, "dtype": dtype.name,
                 "vocab_size": vocab_size, "tokenizer_kind": getattr(tokenizer, "kind", None),
                 "special_ids": _special_ids(tokenizer), "splits": splits,
+                **({"replaced_bytes": replaced_bytes} if replaced_bytes else {}),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
@@ -227,7 +236,8 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks, replaced=replaced)
+    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks, replaced=replaced,
+                         replaced_bytes=replaced_bytes)
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int | None]:
@@ -257,7 +267,8 @@ def _complete(out: Path, meta: dict[str, Any]) -> bool:
 
 def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str, _SplitWriter], *,
                    doc_mode: DocMode, text_field: str, val_fraction: float, chunk_bytes: int,
-                   total: int, progress: bool) -> int:
+                   total: int, progress: bool, encoding_errors: str = "strict",
+                   replaced: dict[str, int] | None = None) -> int:
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -296,7 +307,8 @@ def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str
         pending: tuple[list[str], Future] | None = None
         docs: list[str] = []
         size = 0
-        for doc in iter_documents(inputs, doc_mode=doc_mode, text_field=text_field, progress=bar.update):
+        for doc in iter_documents(inputs, doc_mode=doc_mode, text_field=text_field, progress=bar.update,
+                                  encoding_errors=encoding_errors, replaced=replaced):
             docs.append(doc)
             size += len(doc)
             if size >= chunk_bytes:
@@ -330,7 +342,7 @@ class ShardDataset:
         meta_path = self.directory / "meta.json"
         if not meta_path.is_file():
             raise DataError(f"{self.directory} is not a shard directory (no meta.json); "
-                            "create one with `lmforge prepare --tokenizer DIR --out DIR FILES...`")
+                            "create one with `lmforge prepare --tokenizer TOK --out SHARDS FILES...`")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise DataError(f"{meta_path}: not an lmforge shard directory of version {VERSION}; "

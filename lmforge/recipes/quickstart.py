@@ -261,7 +261,7 @@ def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: fl
     config = FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
                                out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
                                batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=seed,
-                               device="cpu")
+                               device="cpu", progress=False)
     scores = finetune(config, log=lambda m: print(m))
     return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
 

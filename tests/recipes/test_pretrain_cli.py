@@ -173,3 +173,34 @@ def test_grad_checkpointing_gives_the_same_training(shards, tmp_path):
         assert main(args) == 0
         runs.append([r["loss"] for r in read_metrics(tmp_path / name)])
     assert torch.allclose(torch.tensor(runs[0]), torch.tensor(runs[1]), atol=1e-5)
+
+
+def test_data_that_is_not_a_shard_dir_says_run_prepare_never_over_the_text(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    base = ["pretrain", "--model", "bert-tiny", "--out", str(tmp_path / "run"), "--data"]
+    assert main([*base, str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lmforge pretrain: error: --data {corpus} is a text file, not a shard directory; run `lmforge "
+                   f"prepare --tokenizer TOK --out SHARDS {corpus}` and pass --data SHARDS\n")
+    assert main([*base, str(tmp_path)]) == 2  # a folder of text files
+    assert f"{tmp_path} is not a shard directory (no meta.json; it holds corpus.txt); run `lmforge prepare " \
+           f"--tokenizer TOK --out SHARDS {tmp_path}/*.txt`" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "shard directory not found" in err and "--out SHARDS FILES..." in err and "--out " + str(tmp_path) not in err
+    assert corpus.read_text() == "some text\n" and not (tmp_path / "run").exists()
+
+
+def test_training_settings_errors_name_the_flag_on_the_command_line(tmp_path, capsys):
+    from lmforge.errors import ConfigError
+    from lmforge.train import TrainConfig
+
+    base = ["pretrain", "--model", "bert-tiny", "--data", "d", "--out", "o", "--dry-run"]
+    for flags, said in ((["--max-steps", "-5"], "--max-steps must be positive, got -5"),
+                        (["--tokens", "-2e6"], "--tokens must be positive, got -2000000"),
+                        (["--batch-size", "0"], "--batch-size must be at least 1, got 0")):
+        assert main([*base, *flags]) == 2
+        assert capsys.readouterr().err == f"lmforge pretrain: error: {said}\n"
+    with pytest.raises(ConfigError, match=r"TrainConfig.batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)  # Python names the field
