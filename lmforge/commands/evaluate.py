@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmforge.commands.finetune import add_task_arguments, task_options
+from lmforge.commands.task_flags import add_task_arguments, task_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

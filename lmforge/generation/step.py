@@ -31,14 +31,18 @@ def lm_field(model: Any) -> str:
     config = model.config
     head = getattr(config, "head", None)
     if not getattr(config, "causal", True):
-        raise InputError(f"generate needs a causal decoder; this model is a bidirectional encoder "
-                         f"({getattr(config, 'family', '?')}, head {head!r}): use `lmforge fill-mask` / "
-                         "lmforge.fill_mask for masked language models.")
+        what = (f"generate needs a causal decoder; this model is a bidirectional encoder "
+                f"({getattr(config, 'family', '?')}, head {head!r})")
+        raise InputError(f"{what}: use lmforge.fill_mask for masked language models.",
+                         cli=f"{what}: use `lmforge fill-mask` for masked language models.")
     if head not in LM_HEADS:
+        what = (f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
+                f"model has head {head!r}")
         raise InputError(
-            f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
-            f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='clm') (the body "
-            "weights are kept; an untied LM head would be newly initialised).")
+            f"{what}. Load it with Model.from_pretrained(DIR, head='clm') (the body weights are kept; an untied "
+            "LM head would be newly initialised).",
+            cli=f"{what} (a fine-tuned model?): give the directory of a model pre-trained with `lmforge pretrain "
+                "--objective clm` (or an HF gpt2 / openai-gpt checkpoint).")
     return LM_HEADS[head]
 
 

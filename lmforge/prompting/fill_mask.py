@@ -28,18 +28,22 @@ def mask_token_of(tokenizer: Any) -> tuple[str, int]:
 
 
 @torch.no_grad()
-def fill_mask(model: Any, tokenizer: Any, text: str, k: int = 5) -> list[list[dict[str, Any]]]:
-    """For each mask token in ``text`` (left to right), its ``k`` most likely tokens.
+def fill_mask(model: Any, tokenizer: Any, text: str, top_k: int = 5, *,
+              k: int | None = None) -> list[list[dict[str, Any]]]:
+    """For each mask token in ``text`` (left to right), its ``top_k`` most likely tokens (``k=``: the old
+    name of ``top_k``, deprecated).
 
     Each candidate is ``{"token": str, "token_id": int, "score": probability, "sequence": text with this
     mask filled}``. Raises InputError when the text has no mask token or the model has no MLM head.
     """
-    head = getattr(model.config, "head", None)
-    if head not in MLM_HEADS:
-        raise InputError(f"fill-mask needs a masked-language-model head ({' or '.join(MLM_HEADS)}); this "
-                         f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='mlm').")
-    if k < 1:
-        raise InputError(f"k must be >= 1, got {k}.")
+    if k is not None:
+        import warnings
+
+        warnings.warn("fill_mask(k=) is deprecated; use top_k= (the CLI's --top-k)", DeprecationWarning, stacklevel=3)
+        top_k = k
+    check_mlm(model)
+    if top_k < 1:
+        raise InputError(f"top_k must be >= 1, got {top_k}.", cli=f"--top-k must be >= 1, got {top_k}.")
     mask_str, mask_id = mask_token_of(tokenizer)
     enc = tokenizer(text, return_tensors="pt")
     ids = enc["input_ids"]  # (1, L)
@@ -58,7 +62,7 @@ def fill_mask(model: Any, tokenizer: Any, text: str, k: int = 5) -> list[list[di
     logits = model(**inputs)["logits"][0]  # (L, V)
     model.train(was_training)
     probs = logits[positions].float().softmax(dim=-1)  # (M, V)
-    top = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
+    top = torch.topk(probs, min(top_k, probs.shape[-1]), dim=-1)
     out = []
     for m, pos in enumerate(positions):
         candidates = []
@@ -75,10 +79,29 @@ def fill_mask(model: Any, tokenizer: Any, text: str, k: int = 5) -> list[list[di
     return out
 
 
+def check_mlm(model: Any) -> None:
+    """InputError unless the model predicts tokens at every position (an MLM head): the Python fix, and
+    the command-line one (``cli=``), which is another checkpoint, never another head."""
+    config = model.config
+    head = getattr(config, "head", None)
+    if head in MLM_HEADS:
+        return
+    what = f"this model ({getattr(config, 'family', None) or 'model'}, head {head!r})"
+    need = "fill-mask needs a masked language model"
+    cli = (f"{need}, a checkpoint with an MLM head such as a BERT pre-trained with `lmforge pretrain --objective "
+           f"mlm` (or mlm+nsp / mlm+sop); {what} is not one")
+    if getattr(config, "causal", False):
+        raise InputError(f"{need}; {what} is a causal decoder: continue text with lmforge.generate instead.",
+                         cli=f"{cli}: it is a causal decoder, continue text with `lmforge generate` instead.")
+    raise InputError(f"{need} head ({' or '.join(MLM_HEADS)}); {what} has none. Load a checkpoint that has "
+                     "one with Model.from_pretrained(DIR, head='mlm') (a fresh, untrained MLM head predicts noise).",
+                     cli=f"{cli}: give the pre-trained model's directory, not a fine-tuned one.")
+
+
 def _without_specials(ids: list[int], tokenizer: Any, *, keep: int) -> list[int]:
     """Drop [CLS] / [SEP] / padding but keep the other masks visible in the shown sequence."""
     special = set(getattr(tokenizer, "all_special_ids", []) or []) - {keep}
     return [i for i in ids if i not in special]
 
 
-__all__ = ["fill_mask", "mask_token_of"]
+__all__ = ["check_mlm", "fill_mask", "mask_token_of"]

@@ -63,7 +63,7 @@ def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Pa
                               "the tokenizer the model was trained with (e.g. the one `lmforge prepare` used).")
     model = Model.from_pretrained(model_dir)
     tok = Tokenizer.from_pretrained(tok_dir)
-    check_model_vocab(model.config.vocab_size, tok)
+    check_model_vocab(model.config.vocab_size, tok, cli="pass that one with --tokenizer DIR")
     if tok.model_max_length >= VERY_LARGE_INTEGER:  # a trained tokenizer has no limit; HF's carry the model's
         tok.model_max_length = model.config.max_length
     # HF generate() stops at config.eos_token_id: take the tokenizer's when the model config has none

@@ -21,8 +21,14 @@ def load_model_and_tokenizer(path: str | Path, device: Any = None) -> tuple[Any,
         tokenizer = Tokenizer.from_pretrained(directory)
     except Exception as err:  # the tokenizer module raises TokenizerError; name the directory either way
         raise CheckpointError(f"{directory} has no usable tokenizer ({err}); save the tokenizer next to the "
-                              "model (tokenizer.save_pretrained(DIR)).") from err
-    check_model_vocab(model.config.vocab_size, tokenizer)  # ids past the embeddings: say resize, not crash later
+                              "model (tokenizer.save_pretrained(DIR)).",
+                              cli=f"{directory} has no usable tokenizer ({err}); put the tokenizer files the model "
+                                  "was trained with (tokenizer.json, or vocab.txt / vocab.json + merges.txt) in "
+                                  f"{directory}") from err
+    # ids past the embeddings: say so now, not crash later (Python: resize; CLI: the model's own tokenizer)
+    check_model_vocab(model.config.vocab_size, tokenizer,
+                      cli=f"put the tokenizer the model was trained with in {directory} (`lmforge pretrain` and "
+                          "`lmforge finetune` save it beside the model)")
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer

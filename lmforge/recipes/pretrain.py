@@ -140,9 +140,7 @@ def _train_set(config: PretrainConfig) -> tuple[Any, Any]:
     from lmforge.data.shards import ShardDataset
 
     data = Path(str(config.data))
-    if not data.is_dir():
-        raise DataError(f"shard directory not found: {data}; make one with `lmforge prepare --tokenizer DIR --out "
-                        f"{data} FILES...`")
+    _check_shard_dir(data)
     train_set = ShardDataset(data, "train")
     tokenizer = train_set.load_tokenizer()
     train_set.verify_tokenizer(tokenizer)  # the copy in the shard dir must be the one that made the shards
@@ -153,6 +151,20 @@ def _train_set(config: PretrainConfig) -> tuple[Any, Any]:
     if train_set.num_tokens == 0:
         raise DataError(f"{data} holds no training tokens; re-run `lmforge prepare` on a non-empty corpus")
     return train_set, tokenizer
+
+
+def _check_shard_dir(data: Path) -> None:
+    """--data must be what `lmforge prepare` wrote; never suggest writing shards over the user's text."""
+    make = "run `lmforge prepare --tokenizer TOK --out SHARDS {}` and pass --data SHARDS"
+    if data.is_file():
+        raise DataError(f"--data {data} is a text file, not a shard directory; " + make.format(data))
+    if not data.is_dir():
+        raise DataError(f"shard directory not found: {data}; " + make.format("FILES..."))
+    if not (data / "meta.json").is_file():
+        texts = sorted(p.name for p in data.iterdir() if p.is_file())
+        held = f"; it holds {', '.join(texts[:3])}{' ...' if len(texts) > 3 else ''}" if texts else ""
+        raise DataError(f"{data} is not a shard directory (no meta.json{held}); "
+                        + make.format(f"{data}/*.txt" if texts else "FILES..."))
 
 
 def _describe(tokenizer: Any) -> str:

@@ -1,35 +1,15 @@
 """Fixtures for the recipe tests: tiny "pre-trained" checkpoints (random bodies with the head
 pre-training leaves) with tokenizers trained on the reference samples, for the end-to-end fine-tuning
-runs, and the real BERT uncased tokenizer (via tests/data/tokfixtures)."""
+runs."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-import tokfixtures  # noqa: E402
-
 TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max_positions=128,
             hidden_dropout=0.0, attention_dropout=0.0)
-
-
-@pytest.fixture(scope="session")
-def bert_tok(refdata):
-    return tokfixtures.bert_tokenizer(refdata)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per tiny op only fight each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sentences(refdata: Path) -> list[str]:

@@ -158,7 +158,7 @@ def test_lr_head_lr_and_layer_decay_reach_the_optimizer(tiny_encoder, refdata, t
     monkeypatch.setattr(loop, "build_optimizer", spy)
     lr, head_lr, decay = 1e-3, 5e-2, 0.5
     assert _finetune(tiny_encoder, refdata / "glue" / "SST-2", tmp_path / "o", "--train-split", "dev", "--epochs",
-                     "0.1", "--max-length", "16", "--lr", str(lr), "--head-lr", str(head_lr), "--layer-decay",
+                     "0.1", "--max-length", "16", "--lr", str(lr), "--head-lr", str(head_lr), "--layer-lr-decay",
                      str(decay)) == 0
     (groups,) = seen
     lr_of = {name: g["lr"] for g in groups for name in g["names"]}

@@ -225,7 +225,7 @@ def test_continuing_from_a_model_dir_needs_shards_of_its_own_tokenizer(toy_shard
     assert cont(tmp_path / "good2", "wordpiece", tmp_path / "vocab-only") == 0, capsys.readouterr().err
 
 
-def test_resume_rules_and_the_output_directory_through_the_cli(toy_shards, tmp_path, capsys):
+def test_resume_rules_and_the_output_directory_through_the_cli(toy_shards, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     args = _toy(toy_shards, out, "--max-steps", "4", "--save-every", "2", objective="mlm", model="bert")
     previous = os.umask(0o022)
@@ -240,6 +240,12 @@ def test_resume_rules_and_the_output_directory_through_the_cli(toy_shards, tmp_p
     assert main([*args, "--resume"]) == 0
     assert f"{out} holds a finished run (4 of 4 steps); nothing to do" in capsys.readouterr().out
     assert _snapshot(out) == before
+    # the progress bar is no setting to compare (the CLI turns it off when the output is not a terminal)
+    from lmforge.commands import pretrain as command
+
+    monkeypatch.setattr(command, "interactive", lambda: True)
+    assert main([*[a for a in args if a != "--no-progress"], "--resume"]) == 0, capsys.readouterr().err
+    assert "nothing to do" in capsys.readouterr().out and _snapshot(out) == before
     # without --resume: one line naming --resume and --overwrite
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -294,3 +300,34 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(toy_shards, tm
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("ref", "run"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in read_metrics(tmp_path / "run")] == [r["loss"] for r in read_metrics(tmp_path / "ref")]
+
+
+def test_data_that_is_not_a_shard_dir_says_run_prepare_never_over_the_text(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    base = ["pretrain", "--model", "bert-tiny", "--out", str(tmp_path / "run"), "--data"]
+    assert main([*base, str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lmforge pretrain: error: --data {corpus} is a text file, not a shard directory; run `lmforge "
+                   f"prepare --tokenizer TOK --out SHARDS {corpus}` and pass --data SHARDS\n")
+    assert main([*base, str(tmp_path)]) == 2  # a folder of text files
+    assert f"{tmp_path} is not a shard directory (no meta.json; it holds corpus.txt); run `lmforge prepare " \
+           f"--tokenizer TOK --out SHARDS {tmp_path}/*.txt`" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "shard directory not found" in err and "--out SHARDS FILES..." in err and "--out " + str(tmp_path) not in err
+    assert corpus.read_text() == "some text\n" and not (tmp_path / "run").exists()
+
+
+def test_training_settings_errors_name_the_flag_on_the_command_line(tmp_path, capsys):
+    from lmforge.errors import ConfigError
+    from lmforge.train import TrainConfig
+
+    base = ["pretrain", "--model", "bert-tiny", "--data", "d", "--out", "o", "--dry-run"]
+    for flags, said in ((["--max-steps", "-5"], "--max-steps must be positive, got -5"),
+                        (["--tokens", "-2e6"], "--tokens must be positive, got -2000000"),
+                        (["--batch-size", "0"], "--batch-size must be at least 1, got 0")):
+        assert main([*base, *flags]) == 2
+        assert capsys.readouterr().err == f"lmforge pretrain: error: {said}\n"
+    with pytest.raises(ConfigError, match=r"TrainConfig.batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)  # Python names the field
