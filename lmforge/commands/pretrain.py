@@ -1,4 +1,4 @@
-"""`lmforge pretrain`: pre-train a model on prepared shards with clm / mlm / mlm+nsp / mlm+sop.
+"""`lmforge pretrain`: pre-train a model on prepared shards with clm / mlm / mlm+nsp / mlm+sop / rtd (ELECTRA).
 
 Options resolve in three layers: TrainConfig defaults < a YAML file (``--config``) < flags given on
 the command line. ``--dry-run`` prints the resolved configuration and exits. Runs unchanged under
@@ -14,7 +14,7 @@ _S = argparse.SUPPRESS  # "not given": only flags the user typed override the YA
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--model", default=_S, help="preset name (lmforge presets), a ModelConfig .yaml/.json, or a model dir")
-    a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop (default mlm)")
+    a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop | rtd (= electra) (default mlm)")
     a("--data", default=_S, help="shard directory from `lmforge prepare`")
     a("--out", default=_S, help="output directory")
     a("--config", default=None, help="YAML file of options (keys as the long flags, with _); flags override it")
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--masking", default=_S, choices=["static", "dynamic"], help="MLM masks: static (BERT) or dynamic (RoBERTa)")
     a("--whole-word", action="store_true", default=_S, help="MLM: mask whole words")
     a("--dupe-factor", type=int, default=_S, help="static masking: masked copies of the data (default 10)")
+    a("--generator-size", type=float, default=_S, help="rtd: generator hidden size / the model's (0.25; base 1/3)")
+    a("--disc-weight", type=float, default=_S, help="rtd: weight of the discriminator loss (default 50)")
     a("--device", default=_S, help="cpu | cuda (default: cuda when available)")
     a("--tensorboard", action="store_true", default=_S, help="also log to TensorBoard (when installed)")
     a("--no-progress", dest="progress", action="store_false", default=_S, help="no progress bar")
