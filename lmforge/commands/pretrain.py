@@ -1,4 +1,4 @@
-"""`lmforge pretrain`: pre-train a model on prepared shards with clm / mlm / mlm+nsp / mlm+sop.
+"""`lmforge pretrain`: pre-train a model on prepared shards with clm / mlm / mlm+nsp / mlm+sop / rtd (ELECTRA).
 
 Options resolve in three layers: TrainConfig defaults < a YAML file (``--config``) < flags given on
 the command line. ``--dry-run`` prints the resolved configuration and exits. Runs unchanged under
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--model", default=_S, help=req + "a preset name (lmforge presets), a ModelConfig .yaml/.json, or a model dir")
     a("--data", default=_S, metavar="SHARDS", help=req + "the shard directory `lmforge prepare` wrote")
     a("--out", default=_S, metavar="DIR", help=req + "the output directory")
-    a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop (default mlm)")
+    a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop | rtd (= electra) (default mlm)")
     a("--config", default=None, metavar="RUN.yaml", help="YAML file of options (keys as the long flags, with _); "
       "flags override it (default: none)")
     a("--tokenizer", default=_S, help="check that the shards were made with this tokenizer dir (default: no check)")
@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "(RoBERTa) (default: static for mlm+nsp / mlm+sop, dynamic for mlm)")
     a("--whole-word", action="store_true", default=_S, help="MLM: mask whole words")
     a("--dupe-factor", type=int, default=_S, help="static masking: masked copies of the data (default 10)")
+    a("--generator-size", type=float, default=_S, help="rtd: generator hidden size / the model's (default 0.25; base 1/3)")
+    a("--disc-weight", type=float, default=_S, help="rtd: weight of the discriminator loss (default 50)")
     a("--tensorboard", action="store_true", default=_S, help="also log to TensorBoard (when installed)")
     a("--dry-run", action="store_true", default=False, help="print the resolved configuration and exit")
 

@@ -3,7 +3,9 @@
 ``export_hf_dir(model_dir, out)`` writes config.json + model.safetensors (``models.hf.export_hf``) and the
 tokenizer files (tokenizer.json, tokenizer_config.json with ``tokenizer_class``, special_tokens_map.json),
 so ``AutoTokenizer.from_pretrained(out)`` and ``AutoModelFor....from_pretrained(out)`` load both and give
-the ids and logits lmforge gives (tests/parity/test_export_cli.py). ``lmforge export`` is its CLI.
+the ids and logits lmforge gives (tests/parity/test_export_cli.py). ``lmforge export`` is its CLI. An rtd
+(ELECTRA) run keeps its generator in ``MODEL_DIR/generator``: it is exported beside, to ``OUT/generator``
+(``ElectraForMaskedLM``; the discriminator is ``ElectraForPreTraining``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Exported:
     architecture: str  # the HF model class config.json names (e.g. "BertForMaskedLM")
     tokenizer_class: str  # the HF tokenizer class tokenizer_config.json names (e.g. "BertTokenizer")
     files: list[Path]  # every file written
+    generator: Exported | None = None  # an rtd run's generator, exported to OUT/generator
 
 
 def has_tokenizer(directory: Path) -> bool:
@@ -79,7 +82,11 @@ def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Pa
     files = [out / "config.json", out / "model.safetensors", *tok.save_pretrained(out)]
     architecture = json.loads((out / "config.json").read_text())["architectures"][0]
     tokenizer_class = json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"]
-    return Exported(out=out, architecture=architecture, tokenizer_class=tokenizer_class, files=files)
+    generator = None
+    if (model_dir / "generator" / "config.json").is_file():  # ELECTRA: the generator of an rtd run
+        generator = export_hf_dir(model_dir / "generator", out / "generator", tokenizer=tok_dir, overwrite=True)
+    return Exported(out=out, architecture=architecture, tokenizer_class=tokenizer_class, files=files,
+                    generator=generator)
 
 
 __all__ = ["Exported", "check_out_dir", "export_hf_dir", "has_tokenizer"]

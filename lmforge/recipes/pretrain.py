@@ -1,4 +1,5 @@
-"""Pre-training on prepared shards with clm / mlm / mlm+nsp / mlm+sop: ``PretrainConfig`` and ``pretrain()``.
+"""Pre-training on prepared shards with clm / mlm / mlm+nsp / mlm+sop / rtd (ELECTRA): ``PretrainConfig`` and
+``pretrain()``.
 
     from lmforge.recipes.pretrain import PretrainConfig, pretrain
     from lmforge.train import TrainConfig
@@ -27,7 +28,7 @@ class PretrainConfig:
     """What to train on what; the training knobs (steps, batch, lr, checkpoints ...) live in ``train``."""
 
     model: str | None = None  # a preset name, a ModelConfig file (.yaml / .json) or a model directory
-    objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop
+    objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop | rtd (alias electra)
     data: str | None = None  # a shard directory written by `lmforge prepare`
     out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
     tokenizer: str | None = None  # optional: check the shards against it too (a model dir's own is always checked)
@@ -36,6 +37,9 @@ class PretrainConfig:
     masking: str | None = None  # MLM: "dynamic" (RoBERTa) or "static" (BERT); default per objective
     whole_word: bool | None = None  # MLM: mask whole words
     dupe_factor: int | None = None  # static masking: masked copies of the data
+    generator_size: float | None = None  # rtd: generator hidden = this x the discriminator's (0.25; base 1/3)
+    gen_weight: float | None = None  # rtd: weight of the generator's MLM loss (1.0)
+    disc_weight: float | None = None  # rtd: weight of the discriminator's loss (50.0)
     device: str | None = None  # "cpu" / "cuda"; default: CUDA when available
     resume: bool = False  # continue from the newest checkpoint in ``out``
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000))  # the training loop's knobs
@@ -88,6 +92,12 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
             layered["warmup_steps"], layered["warmup_ratio"] = int(warmup), 0.0
         else:
             layered["warmup_ratio"], layered["warmup_steps"] = float(warmup), 0
+    if "objective" in layered:
+        from lmforge.objectives import canonical_name
+
+        layered["objective"] = canonical_name(str(layered["objective"]))
+    if layered.get("objective") == "rtd":
+        _rtd_defaults(layered)
     run = {k: layered.pop(k) for k in list(layered) if k in RUN_KEYS}
     known = (*RUN_KEYS, *TrainConfig.field_names(), "warmup", "tokens", *ACTIONS)
     for key in layered:
@@ -98,6 +108,24 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
         layered["max_steps"] = 1000
     train = TrainConfig.from_dict(layered)
     return PretrainConfig(**run, **actions, train=train)
+
+
+def _rtd_defaults(layered: dict[str, Any]) -> None:
+    """Fill in ELECTRA's per-size settings for an electra-* preset where neither the YAML file nor a flag gave
+    one (objectives/rtd.py PRESET_DEFAULTS, from google-research/electra configure_pretraining.py)."""
+    from lmforge.objectives.rtd import preset_defaults
+
+    defaults = preset_defaults(layered.get("model"))
+    if not defaults:
+        return
+    batch_given = any(k in layered for k in ("global_batch_size", "global_batch_tokens"))
+    micro = layered.get("batch_size", TrainConfig.batch_size)
+    if batch_given or defaults["global_batch_size"] % micro:  # the paper's batch would not divide: leave it
+        defaults.pop("global_batch_size")
+    if "warmup_ratio" in layered or "warmup_steps" in layered:
+        defaults.pop("warmup_steps")
+    for key, value in defaults.items():
+        layered.setdefault(key, value)
 
 
 def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -> Any:
@@ -215,7 +243,16 @@ def _run_record(config: PretrainConfig, train_set: Any, objective: Any) -> dict[
 
 def _objective(config: PretrainConfig, tokenizer: Any) -> Any:
     from lmforge.objectives import OBJECTIVES, build_objective
+    from lmforge.objectives.rtd import RTDConfig
 
+    rtd = None
+    rtd_fields = {"generator_size": config.generator_size, "gen_weight": config.gen_weight,
+                  "disc_weight": config.disc_weight}
+    if config.objective == "rtd":
+        rtd = RTDConfig(**{k: v for k, v in rtd_fields.items() if v is not None})
+    elif any(v is not None for v in rtd_fields.values()):
+        raise ConfigError("--generator-size, gen_weight and disc_weight apply to --objective rtd (electra), not to "
+                          f"{config.objective}")
     masking = None
     mask_fields = {"mask_prob": config.mask_prob, "mode": config.masking, "whole_word": config.whole_word,
                    "dupe_factor": config.dupe_factor}
@@ -226,7 +263,48 @@ def _objective(config: PretrainConfig, tokenizer: Any) -> Any:
                               "mlm objectives, not to clm")
         # start from the family's default (static for mlm+nsp / mlm+sop, dynamic for mlm) and change the given fields
         masking = dataclasses.replace(OBJECTIVES[config.objective].default_masking, **mask_fields)
-    return build_objective(config.objective, tokenizer=tokenizer, seq_len=config.train.seq_len, masking=masking)
+    return build_objective(config.objective, tokenizer=tokenizer, seq_len=config.train.seq_len, masking=masking,
+                           rtd=rtd)
+
+
+def _check_resume_objective(config: PretrainConfig, out: Path) -> None:
+    """A run continues with the objective it started with (an rtd checkpoint holds a generator, an mlm one not)."""
+    saved = out / "pretrain_config.yaml"
+    if not (config.resume and saved.is_file()):
+        return
+    import yaml
+
+    before = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("objective")
+    if before is not None and before != config.objective:
+        why = (" (its checkpoints hold the generator and its optimizer state, which "
+               f"{config.objective} would drop)" if before == "rtd" else "")
+        raise ConfigError(f"cannot resume {out}: it was pre-trained with --objective {before}{why}, this run asks for "
+                          f"{config.objective}; resume with --objective {before}, or start a new run with another --out")
+
+
+def _attach_generator(config: PretrainConfig, objective: Any, model: Any, log: Log) -> None:
+    """rtd: the generator beside the discriminator (from MODEL_DIR/generator when continuing a run)."""
+    if config.train.distributed == "fsdp":
+        raise ConfigError("rtd shares the embeddings between the generator and the FSDP-sharded discriminator, "
+                          "which FSDP does not support; use --distributed ddp")
+    from lmforge import Model
+
+    saved = Path(str(config.model)) / "generator"
+    generator = None
+    if (saved / "config.json").is_file():
+        generator = Model.from_pretrained(saved)
+        if config.generator_size is not None and generator.config.hidden_size != round(
+                model.config.hidden_size * config.generator_size):
+            raise ConfigError(f"{saved} holds a generator of hidden size {generator.config.hidden_size}, not "
+                              f"{config.generator_size:g} x {model.config.hidden_size}; drop --generator-size to "
+                              "continue with it")
+        log(f"rtd: continuing with the generator in {saved}")
+    generator = objective.attach(model, generator)
+    own = sum(p.numel() for n, p in generator.named_parameters() if not n.startswith("body.embeddings.")
+              or n.startswith("body.embeddings.project"))
+    c = generator.config
+    log(f"rtd: generator L{c.num_layers}/H{c.hidden_size}/A{c.num_heads} ({own:,} parameters of its own, embeddings "
+        f"shared), loss {objective.rtd.gen_weight:g} x MLM + {objective.rtd.disc_weight:g} x replaced-token detection")
 
 
 def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
@@ -254,9 +332,13 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
             if info.is_main:
                 print(message, flush=True)
 
+    from lmforge.objectives import ALIASES, canonical_name
+
+    config.objective = canonical_name(config.objective)
     if config.objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}."
-                          + suggest(config.objective, OBJECTIVES))
+        raise ConfigError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)} (or electra "
+                          "= rtd)." + suggest(config.objective, [*OBJECTIVES, *ALIASES]))
+    _check_resume_objective(config, Path(str(config.out)))
     owned = (*RUN_STATE, "pretrain_config.yaml")
     check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=False)
     train_set, tokenizer = _train_set(config)
@@ -265,6 +347,12 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
 
     seed_everything(train.seed)  # the model's initial weights depend on the seed only
     model = load_model(config, head=objective.heads(None), tokenizer=tokenizer, log=log)
+    save_extra = None
+    if config.objective == "rtd":
+        _attach_generator(config, objective, model, log)  # after the model: the seed fixes both inits
+
+        def save_extra(directory: Path) -> None:  # the final / best dir: OUT/generator beside the discriminator
+            objective.save_generator(directory / "generator", tokenizer)
     longest = getattr(model.config, "max_length", None) or getattr(model.config, "max_positions", None)
     if longest is not None and train.seq_len > longest:
         raise ConfigError(f"--seq-len {train.seq_len} is longer than the model's {longest} positions (max_positions "
@@ -297,7 +385,7 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=info.is_main)
     barrier(info)
     trainer = Trainer(model, objective, source, train, out_dir=out, evaluate=evaluate, tokenizer=tokenizer,
-                      dist=info, run_config=_run_record(config, train_set, objective))
+                      dist=info, run_config=_run_record(config, train_set, objective), save_extra=save_extra)
     try:
         result = trainer.train(resume=config.resume, allow_changes=config.allow_changes, on_start=write_config)
     finally:
@@ -310,7 +398,8 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     if result.last_eval:
         summary += ", validation " + ", ".join(f"{k} {v:.4g}" for k, v in result.last_eval.items())
     log(summary)
-    log(f"model, tokenizer, metrics.jsonl and loss.png in {out}")
+    log(f"model, tokenizer, metrics.jsonl and loss.png in {out}"
+        + (f"; the generator in {out / 'generator'}" if config.objective == "rtd" else ""))
     return result
 
 

@@ -38,7 +38,7 @@ import torch
 from lmforge.errors import CheckpointError, ConfigError, DataError, LmforgeError
 import lmforge.train.checkpoint as ckpt
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
+from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
                                        wrap_model)
 from lmforge.train.logging import RunLogger, plot_loss
@@ -225,9 +225,18 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
     def _named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         named = list(unwrap(self.model).named_parameters())
+        seen = {id(p) for _, p in named}  # an extra network may share tensors with the model (ELECTRA's embeddings)
         for name, module in self.extra.items():
-            named += [(f"objective.{name}.{n}", p) for n, p in module.named_parameters()]
+            named += [(f"objective.{name}.{n}", p) for n, p in module.named_parameters() if id(p) not in seen]
         return named
+
+    def _extra_only_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the objective's networks that the model does not hold (DDP does not see them)."""
+        own = {id(p) for p in unwrap(self.model).parameters()}
+        out: dict[int, torch.nn.Parameter] = {}
+        for module in self.extra.values():
+            out.update((id(p), p) for p in module.parameters() if id(p) not in own and p.requires_grad)
+        return list(out.values())
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -369,6 +378,8 @@ class Trainer:
             losses.append(loss.detach().float())
             metric_items.append(metrics)
             tokens += int(metrics["tokens"]) if "tokens" in metrics else int(batch["input_ids"].numel())
+        if info.distributed and self.extra:  # DDP averaged the model's gradients; the extra networks' here
+            all_reduce_grads(self._extra_only_parameters(), info)
         step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
         if not math.isfinite(step_loss):
             optimizer.zero_grad(set_to_none=True)
@@ -587,9 +598,13 @@ class Trainer:
                                  options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             ckpt.load_weights(unwrap(self.model), loaded["weights"])
+        if set(loaded["extra"]) != set(self.extra):
+            raise ConfigError(
+                f"cannot resume from {path}: it holds the objective's network(s) {sorted(loaded['extra']) or 'none'} "
+                f"and this run's objective trains {sorted(self.extra) or 'none'} (an rtd run keeps its generator "
+                "there); resume with the objective the run was started with, or choose a new --out")
         for name, file in loaded["extra"].items():
-            if name in self.extra:
-                ckpt.load_weights(self.extra[name], file)
+            ckpt.load_weights(self.extra[name], file)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         try:
             load_optimizer_state(self.model, optimizer, loaded["optimizer"])
@@ -699,6 +714,10 @@ def _last_train_loss(out_dir: Path) -> float | None:
     return records[-1]["loss"] if records else None
 
 
+# what rtd's validation reports besides the generator's MLM loss / accuracy
+RTD_METRICS = ("disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction")
+
+
 def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torch.device | str = "cpu",
                         max_batches: int | None = None) -> Evaluate:
     """An ``evaluate`` callback for pre-training: loss, perplexity and the objective's accuracies.
@@ -706,7 +725,7 @@ def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torc
     ``source`` should be a non-shuffled validation BatchSource (always read at epoch 0, so the masks and
     pairs are the same at every evaluation). Returns ``loss``, ``perplexity`` (exp of the LM loss: clm
     loss, or the MLM loss for masked objectives), ``mlm_accuracy``, ``nsp_accuracy`` / ``sop_accuracy``
-    when the objective reports them.
+    when the objective reports them, and rtd's discriminator metrics (``disc_accuracy`` ...).
     """
     device = torch.device(device)
     n = source.steps_per_epoch if max_batches is None else min(max_batches, source.steps_per_epoch)
@@ -720,7 +739,7 @@ def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torc
         lm = r.get("clm_loss", r.get("mlm_loss"))
         if lm is not None:
             out["perplexity"] = math.exp(min(lm, 80.0))
-        for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "sop_loss", "sop_accuracy"):
+        for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "sop_loss", "sop_accuracy", *RTD_METRICS):
             if key in r:
                 out[key] = r[key]
         return out

@@ -283,3 +283,41 @@ def test_ctrl_c_checkpoints_at_the_step_boundary_and_resume_is_exact(tmp_path):
     assert (err.value.step, err.value.written) == (3, False)
     assert err.value.checkpoint == tmp_path / "twice" / "checkpoints" / "step-00000002"
     assert "no checkpoint was written then" in str(err.value)
+
+
+class _WithHelper(toy.ToyObjective):
+    """An objective owning a helper network that shares the model's embedding (as ELECTRA's generator does)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.helper = torch.nn.Module()
+        self.helper.embeddings = model.body.embeddings  # the same module: one tensor
+        self.helper.proj = torch.nn.Linear(32, toy.VOCAB)
+
+    def extra_modules(self):
+        return {"helper": self.helper}
+
+    def loss(self, model, batch):
+        loss, metrics = super().loss(model, batch)
+        h = self.helper.proj(self.helper.embeddings(batch["input_ids"]))
+        extra = torch.nn.functional.cross_entropy(h.reshape(-1, toy.VOCAB), batch["input_ids"].reshape(-1))
+        return loss + extra, metrics
+
+
+def test_extra_networks_sharing_tensors_train_once_and_must_match_on_resume(tmp_path):
+    seed_everything(0)
+    model = toy.ToyLM()
+    objective = _WithHelper(model)
+    cfg = TrainConfig(max_steps=4, batch_size=8, save_every=2, progress=False, lr=1e-2)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=8)
+    trainer = Trainer(model, objective, src, cfg, out_dir=tmp_path)
+    names = [n for n, _ in trainer._named_parameters()]
+    assert names.count("body.embeddings.weight") == 1 and not any(n.startswith("objective.helper.embeddings")
+                                                                  for n in names)
+    before = objective.helper.proj.weight.detach().clone()
+    trainer.train()  # an optimizer given one tensor twice would refuse to build
+    assert not torch.equal(before, objective.helper.proj.weight)
+    assert model.body.embeddings is objective.helper.embeddings
+    assert (tmp_path / "checkpoints" / "step-00000002" / "extra-helper.safetensors").is_file()
+    with pytest.raises(ConfigError, match=r"network\(s\) \['helper'\].*trains none"):
+        Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg.replace(max_steps=6), out_dir=tmp_path).train(resume=True)
