@@ -1,0 +1,222 @@
+"""Block-sparse attention: one pattern description and three ways to compute it, with the same outputs.
+
+A ``BlockPattern`` says, per head, which key blocks each query block attends to. BigBird (``bigbird.py``) and
+the local causal window (``banded.py``) both become one; then
+
+* ``blocks_attention``: the gathered-blocks path. Each sparse query block's key / value blocks are gathered
+  into a (W x block) slab and one 4-d SDPA call runs over all of them; query blocks that see everything (BigBird's
+  global rows) run dense. Cost and memory linear in the length. A key block listed twice in a row counts twice in
+  its softmax, as in HF BigBird's eval mode (``bigbird.py`` says why that happens).
+* ``mask_attention``: the reference: dense SDPA (or an explicit softmax, for the attention maps) under the
+  pattern's (T, T) mask, a repeated block's keys weighted by log(count). O(T^2); small inputs, tests, maps.
+* ``flex_attention`` (``torch.nn.attention.flex_attention``) with a ``BlockMask`` built from the same lists
+  (no O(T^2) mask evaluation); compiled on CUDA. On CPU it has no backward and, compiled, ran 3x slower than
+  the gathered blocks (docs/long-sequences.md), so ``sparse_impl="auto"`` picks it on CUDA only.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.errors import InputError
+
+
+@dataclass(frozen=True)
+class BlockPattern:
+    """Key blocks per query block for ``num_blocks`` blocks of ``block_size`` tokens.
+
+    ``dense_rows``: query blocks that attend to every key block once (BigBird's global rows).
+    ``rows`` (R,): the other query blocks, ascending; ``slots`` (nh or 1, R, W): their key blocks (a repeat counts
+    twice); ``valid`` (nh or 1, R, W): False = an unused slot. ``token_mask`` (block, W x block) or None: which
+    (query, key) pairs of a row's slab are allowed, the same for every row (the causal band inside a window).
+    """
+
+    block_size: int
+    num_blocks: int
+    dense_rows: tuple[int, ...]
+    rows: torch.Tensor
+    slots: torch.Tensor
+    valid: torch.Tensor
+    token_mask: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> BlockPattern:
+        move = {name: getattr(self, name).to(device) for name in ("rows", "slots", "valid")}
+        tm = self.token_mask.to(device) if self.token_mask is not None else None
+        return BlockPattern(self.block_size, self.num_blocks, self.dense_rows, token_mask=tm, **move)
+
+    def counts(self, num_heads: int) -> torch.Tensor:
+        """(nh, nb, nb) int: how often query block i lists key block j (0 = not attended)."""
+        nb = self.num_blocks
+        out = torch.zeros(num_heads, nb, nb, dtype=torch.long, device=self.slots.device)
+        if self.dense_rows:
+            out[:, list(self.dense_rows)] = 1
+        slots = self.slots.expand(num_heads, -1, -1)
+        valid = self.valid.expand(num_heads, -1, -1).long()
+        rows = out[:, self.rows]  # (nh, R, nb)
+        rows.scatter_add_(2, slots, valid)
+        out[:, self.rows] = rows
+        return out
+
+
+def pad_length(length: int, block: int) -> int:
+    return -(-length // block) * block
+
+
+def _allow_all_if_none(allowed: torch.Tensor) -> torch.Tensor:
+    """A query row with no key allowed (a padding query) would give NaN: let it see everything (never read)."""
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+def blocks_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: BlockPattern, *,
+                     key_padding: torch.Tensor | None, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+    """q, k, v (B, nh, T, hs), T = num_blocks x block_size; ``key_padding`` (B, T) True = a real key;
+    ``dropout_p`` on the attention probabilities. Returns (B, nh, T, hs)."""
+    B, nh, T, hs = q.shape
+    bs, nb = pattern.block_size, pattern.num_blocks
+    R, W = pattern.rows.numel(), pattern.slots.size(-1)
+    qb = q.view(B, nh, nb, bs, hs)
+    kb, vb = k.view(B, nh, nb, bs, hs), v.view(B, nh, nb, bs, hs)
+    slots = pattern.slots
+    if slots.size(0) == 1:  # the same blocks for every head
+        kg, vg = kb[:, :, slots[0]], vb[:, :, slots[0]]  # (B, nh, R, W, bs, hs)
+    else:
+        heads = torch.arange(nh, device=q.device)[:, None, None]
+        kg, vg = kb[:, heads, slots], vb[:, heads, slots]  # (B, nh, R, W, bs, hs)
+    allowed = pattern.valid[:, :, :, None].expand(-1, -1, -1, bs)  # (nh|1, R, W, bs)
+    if key_padding is not None:
+        kp = key_padding.view(B, nb, bs)[:, slots]  # (B, nh|1, R, W, bs)
+        allowed = allowed[None] & kp
+    allowed = allowed.reshape(*allowed.shape[:-2], 1, W * bs)  # (..., R, 1, W*bs)
+    if pattern.token_mask is not None:
+        allowed = allowed & pattern.token_mask  # (..., R, bs, W*bs)
+    mask = None
+    if not bool(allowed.all()):
+        mask = _allow_all_if_none(allowed)
+        while mask.dim() < 5:
+            mask = mask[None]
+        mask = mask.expand(B, nh, R, -1, -1).reshape(B * nh * R, 1, *mask.shape[-2:])
+    y = F.scaled_dot_product_attention(
+        qb[:, :, pattern.rows].reshape(B * nh * R, 1, bs, hs), kg.reshape(B * nh * R, 1, W * bs, hs),
+        vg.reshape(B * nh * R, 1, W * bs, hs), attn_mask=mask, scale=scale, dropout_p=dropout_p,
+    ).view(B, nh, R, bs, hs)
+    if not pattern.dense_rows:
+        return y.reshape(B, nh, T, hs)
+    dense = list(pattern.dense_rows)
+    dmask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, T)
+    yd = F.scaled_dot_product_attention(qb[:, :, dense].reshape(B, nh, len(dense) * bs, hs), k, v,
+                                        attn_mask=dmask, scale=scale, dropout_p=dropout_p,
+                                        ).view(B, nh, len(dense), bs, hs)
+    out = torch.empty(B, nh, nb, bs, hs, dtype=y.dtype, device=y.device)
+    # assembled by index_copy (differentiable) in block order
+    out = out.index_copy(2, pattern.rows, y)
+    out = out.index_copy(2, torch.tensor(dense, device=y.device), yd)
+    return out.view(B, nh, T, hs)
+
+
+# ------------------------------------------------------------------------------------------------ mask
+def dense_bias(pattern: BlockPattern, num_heads: int, key_padding: torch.Tensor | None,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The pattern as an additive (B|1, nh, T, T) score bias: log(count) where attended, -inf elsewhere."""
+    bs = pattern.block_size
+    counts = pattern.counts(num_heads)  # (nh, nb, nb)
+    allowed = counts.repeat_interleave(bs, 1).repeat_interleave(bs, 2) > 0  # (nh, T, T)
+    if pattern.token_mask is not None:
+        allowed = allowed & _token_mask_dense(pattern)
+    allowed = allowed[None]
+    if key_padding is not None:
+        allowed = allowed & key_padding[:, None, None, :]
+    allowed = _allow_all_if_none(allowed)
+    logc = counts.clamp(min=1).to(dtype).log().repeat_interleave(bs, 1).repeat_interleave(bs, 2)[None]
+    return logc.masked_fill(~allowed, float("-inf"))
+
+
+def _token_mask_dense(pattern: BlockPattern) -> torch.Tensor:
+    """The shared in-slab token mask spread over (T, T) (only patterns with one head-independent slot list)."""
+    bs, nb = pattern.block_size, pattern.num_blocks
+    T = nb * bs
+    out = torch.zeros(T, T, dtype=torch.bool, device=pattern.slots.device)
+    W = pattern.slots.size(-1)
+    for r, row in enumerate(pattern.rows.tolist()):
+        for w in range(W):
+            if bool(pattern.valid[0, r, w]):
+                col = int(pattern.slots[0, r, w])
+                out[row * bs:(row + 1) * bs, col * bs:(col + 1) * bs] |= pattern.token_mask[:, w * bs:(w + 1) * bs]
+    return out
+
+
+def mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *, scale: float,
+                   probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dense attention under an additive (B|1, nh, T, S) bias; ``probs``: an explicit softmax that also returns
+    the attention maps (B, nh, T, S)."""
+    if not probs:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale), None
+    p = ((q @ k.transpose(-2, -1)) * scale + bias).softmax(dim=-1)  # (B, nh, T, S)
+    return p @ v, p
+
+
+# ------------------------------------------------------------------------------------------------ flex
+_COMPILED: dict[str, Any] = {}
+
+
+def flex_available() -> bool:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any, *, scale: float,
+             score_mod: Callable[..., torch.Tensor] | None = None, compiled: bool | None = None) -> torch.Tensor:
+    """``flex_attention`` over (B, nh, T, hs); compiled by default on CUDA (eager flex is a slow reference)."""
+    if not flex_available():
+        raise InputError(f"sparse_impl='flex' needs torch.nn.attention.flex_attention (torch >= 2.5); this torch "
+                         f"is {torch.__version__}: use sparse_impl='blocks'.")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise InputError("FlexAttention has no backward on CPU in this torch; train with sparse_impl='blocks' "
+                         "(or 'auto', which picks it on CPU).")
+    if compiled is None:
+        compiled = q.device.type == "cuda"
+    fn = flex_attention
+    if compiled:
+        fn = _COMPILED.setdefault("flex", torch.compile(flex_attention, dynamic=False))
+    return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+def flex_block_mask(kv_blocks: torch.Tensor, *, block_size: int, seq_len: int,
+                    mask_mod: Callable[..., torch.Tensor], batch: int = 1) -> Any:
+    """A ``BlockMask`` from a (nh, nbq, nbk) bool table of attended blocks, every block partial (``mask_mod``
+    decides inside it). Built from the table, not by evaluating ``mask_mod`` over (T, T)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    table = kv_blocks.int()
+    num = table.sum(-1).to(torch.int32)[None].expand(batch, -1, -1).contiguous()  # (B, nh, nbq)
+    # attended blocks first, in ascending order
+    index = torch.argsort(-table * table.size(-1) + torch.arange(table.size(-1), device=table.device), dim=-1)
+    index = index.to(torch.int32)[None].expand(batch, -1, -1, -1).contiguous()  # (B, nh, nbq, nbk)
+    return BlockMask.from_kv_blocks(num, index, BLOCK_SIZE=block_size, mask_mod=mask_mod, seq_lengths=(seq_len, seq_len))
+
+
+def log_count_mod(log_counts: torch.Tensor, block_size: int) -> Callable[..., torch.Tensor]:
+    """A flex ``score_mod`` adding log(count) of the (query block, key block) pair: a key block listed n times
+    weighs n times in the softmax, as in the gathered path."""
+    def score_mod(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor,
+                  kv_idx: torch.Tensor) -> torch.Tensor:
+        return score + log_counts[h, q_idx // block_size, kv_idx // block_size]
+    return score_mod
+
+
+def has_repeats(counts: torch.Tensor) -> bool:
+    return bool((counts > 1).any())
+
+
+def inverse_sqrt(head_size: int) -> float:
+    return 1.0 / math.sqrt(head_size)
