@@ -32,7 +32,7 @@ class ModelConfig:
     """The whole architecture of one lmforge model. Defaults are BERT-base's."""
 
     # ---- identity ----
-    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "bigbird", "custom"; HF export picks its converter by it
+    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "custom"; HF export picks its converter by it
 
     # ---- sizes ----
     vocab_size: int = 30522  # rows of the token embedding (and of tied output layers)
@@ -371,7 +371,7 @@ class ModelConfig:
 # families whose HF base model builds the pooler (tanh(dense(first token)))
 FAMILIES_WITH_POOLER = frozenset({"bert", "roberta", "albert", "bigbird"})
 # families whose embeddings are summed without a LayerNorm
-FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3"})
+FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo"})
 
 
 def _positive(name: str, value: Any) -> None:
