@@ -81,16 +81,12 @@ def blocks_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
     bs, nb = pattern.block_size, pattern.num_blocks
     R, W = pattern.rows.numel(), pattern.slots.size(-1)
     qb = q.view(B, nh, nb, bs, hs)
-    kb, vb = k.view(B, nh, nb, bs, hs), v.view(B, nh, nb, bs, hs)
-    slots = pattern.slots
-    if slots.size(0) == 1:  # the same blocks for every head
-        kg, vg = kb[:, :, slots[0]], vb[:, :, slots[0]]  # (B, nh, R, W, bs, hs)
-    else:
-        heads = torch.arange(nh, device=q.device)[:, None, None]
-        kg, vg = kb[:, heads, slots], vb[:, heads, slots]  # (B, nh, R, W, bs, hs)
+    slots = pattern.slots.expand(nh, R, W)
+    heads = torch.arange(nh, device=q.device)[:, None, None]
+    index = (heads * nb + slots).reshape(-1)  # (nh * R * W,) into the (nh * nb) blocks of every sequence
     allowed = pattern.valid[:, :, :, None].expand(-1, -1, -1, bs)  # (nh|1, R, W, bs)
     if key_padding is not None:
-        kp = key_padding.view(B, nb, bs)[:, slots]  # (B, nh|1, R, W, bs)
+        kp = key_padding.view(B, nb, bs)[:, pattern.slots]  # (B, nh|1, R, W, bs)
         allowed = allowed[None] & kp
     allowed = allowed.reshape(*allowed.shape[:-2], 1, W * bs)  # (..., R, 1, W*bs)
     if pattern.token_mask is not None:
@@ -101,10 +97,15 @@ def blocks_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
         while mask.dim() < 5:
             mask = mask[None]
         mask = mask.expand(B, nh, R, -1, -1).reshape(B * nh * R, 1, *mask.shape[-2:])
-    y = F.scaled_dot_product_attention(
-        qb[:, :, pattern.rows].reshape(B * nh * R, 1, bs, hs), kg.reshape(B * nh * R, 1, W * bs, hs),
-        vg.reshape(B * nh * R, 1, W * bs, hs), attn_mask=mask, scale=scale, dropout_p=dropout_p,
-    ).view(B, nh, R, bs, hs)
+    q_rows = qb[:, :, pattern.rows].reshape(B * nh * R, 1, bs, hs)
+    kf, vf = k.reshape(B, nh * nb, bs, hs), v.reshape(B, nh * nb, bs, hs)
+    if _use_gathered_flash(q, k, v, dropout_p):
+        y = GatheredFlashAttention.apply(q_rows, kf, vf, index, _float_mask(mask, q.dtype), scale)
+    else:
+        kg = kf.index_select(1, index).view(B * nh * R, 1, W * bs, hs)  # (B*nh*R, 1, W*bs, hs)
+        vg = vf.index_select(1, index).view(B * nh * R, 1, W * bs, hs)
+        y = F.scaled_dot_product_attention(q_rows, kg, vg, attn_mask=mask, scale=scale, dropout_p=dropout_p)
+    y = y.view(B, nh, R, bs, hs)
     if not pattern.dense_rows:
         return y.reshape(B, nh, T, hs)
     dense = list(pattern.dense_rows)
@@ -112,11 +113,94 @@ def blocks_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
     yd = F.scaled_dot_product_attention(qb[:, :, dense].reshape(B, nh, len(dense) * bs, hs), k, v,
                                         attn_mask=dmask, scale=scale, dropout_p=dropout_p,
                                         ).view(B, nh, len(dense), bs, hs)
-    out = torch.empty(B, nh, nb, bs, hs, dtype=y.dtype, device=y.device)
-    # assembled by index_copy (differentiable) in block order
-    out = out.index_copy(2, pattern.rows, y)
-    out = out.index_copy(2, torch.tensor(dense, device=y.device), yd)
-    return out.view(B, nh, T, hs)
+    top = next((i for i, row in enumerate(dense) if row != i), len(dense))  # dense rows that open the sequence
+    rows = pattern.rows.tolist()
+    if dense == [*range(top), *range(nb - len(dense) + top, nb)] and rows == list(range(top, nb - len(dense) + top)):
+        out = torch.cat([yd[:, :, :top], y, yd[:, :, top:]], dim=2)  # BigBird: globals first and last
+    else:
+        out = torch.empty(B, nh, nb, bs, hs, dtype=y.dtype, device=y.device)
+        out = out.index_copy(2, pattern.rows, y).index_copy(2, torch.tensor(dense, device=y.device), yd)
+    return out.reshape(B, nh, T, hs)
+
+
+def _use_gathered_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
+    """Training on CPU without attention dropout: the op below applies (it has no dropout)."""
+    return (q.device.type == "cpu" and dropout_p == 0.0 and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (q, k, v)) and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def _float_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The additive form of a bool mask (the CPU flash op takes additive masks; SDPA converts them itself)."""
+    if mask is None:
+        return None
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+class GatheredFlashAttention(torch.autograd.Function):
+    """The sparse rows' attention over gathered key / value blocks, without keeping the gathered copies.
+
+    Plain autograd would keep the (W x block) K and V slabs of every query block for the backward pass: W times
+    the size of K and V (8x for BigBird). Here only q, k, v, the output and the log-sum-exp are saved (what dense
+    SDPA saves); both passes gather the slabs in ``W`` chunks of query blocks (each chunk's slabs about the size
+    of K), call SDPA's own CPU flash kernels, and the backward pass adds the slabs' gradients back into k and v
+    (``index_add_``: a block in several slabs collects all its gradients). Measured: docs/long-sequences.md.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor,
+                mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+        B = k.size(0)  # q (N, 1, bs, hs) = B sequences x (nh * R) query blocks; k, v (B, nh * nb, bs, hs)
+        out = q.new_empty(q.shape).view(B, -1, *q.shape[1:])
+        lse = q.new_empty(B, q.size(0) // B, 1, q.size(2))
+        for part, rows, idx, m in _chunks(q, k, index, mask):
+            n = rows.size(0)
+            o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                rows, _gather(k, idx, n), _gather(v, idx, n), attn_mask=m, scale=scale)
+            out[:, part] = o.view(B, -1, *o.shape[1:])
+            lse[:, part] = l.view(B, -1, *l.shape[1:])
+        ctx.save_for_backward(q, k, v, index, out, lse, *(() if mask is None else (mask,)))
+        ctx.scale = scale
+        return out.view(q.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, index, out, lse, *rest = ctx.saved_tensors
+        mask = rest[0] if rest else None
+        B, _, bs, hs = k.shape
+        grad = grad.contiguous().view(out.shape)
+        dq = torch.empty_like(out)
+        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+        for part, rows, idx, m in _chunks(q, k, index, mask):
+            n = rows.size(0)
+            flat = (lambda t: t[:, part].reshape(n, *t.shape[2:]))  # (B, chunk, ...) -> (B * chunk, ...)
+            dqc, dkg, dvg = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                flat(grad), rows, _gather(k, idx, n), _gather(v, idx, n), flat(out), flat(lse), 0.0, False,
+                attn_mask=m, scale=ctx.scale)
+            dq[:, part] = dqc.view(B, -1, *dqc.shape[1:])
+            dk.index_add_(1, idx, dkg.reshape(B, -1, bs, hs))
+            dv.index_add_(1, idx, dvg.reshape(B, -1, bs, hs))
+        return dq.view(q.shape), dk, dv, None, None, None
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """(B, nh * nb, bs, hs) blocks at ``index`` -> (rows, 1, W*bs, hs) slabs."""
+    return x.index_select(1, index).view(rows, 1, -1, x.size(-1))
+
+
+def _chunks(q: torch.Tensor, k: torch.Tensor, index: torch.Tensor, mask: torch.Tensor | None) -> Any:
+    """(slice of query blocks, their rows (B * chunk, 1, bs, hs), their slab index, their mask) in about W chunks
+    along the (nh * R) query blocks of each sequence (every sequence's blocks sit at the same index)."""
+    B = k.size(0)
+    per_seq = q.size(0) // B  # nh * R query blocks per sequence
+    W = index.numel() // per_seq
+    step = max(1, -(-per_seq // W))
+    qs = q.view(B, per_seq, *q.shape[1:])
+    ms = None if mask is None else mask.view(B, per_seq, *mask.shape[1:])
+    for s in range(0, per_seq, step):
+        part = slice(s, min(s + step, per_seq))
+        rows = qs[:, part].reshape(-1, *q.shape[1:])
+        m = None if ms is None else ms[:, part].reshape(-1, *mask.shape[1:])
+        yield part, rows, index[part.start * W:part.stop * W], m
 
 
 # ------------------------------------------------------------------------------------------------ mask
@@ -162,6 +246,9 @@ def mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torc
 
 # ------------------------------------------------------------------------------------------------ flex
 _COMPILED: dict[str, Any] = {}
+# compile flex_attention: None = on CUDA only (on CPU compiling took ~25 s and the result ran 3x slower than the
+# gathered blocks, docs/long-sequences.md); True / False force it (benchmarks/attention_scaling.py sets True)
+COMPILE_FLEX: bool | None = None
 
 
 def flex_available() -> bool:
@@ -184,7 +271,7 @@ def run_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any,
         raise InputError("FlexAttention has no backward on CPU in this torch; train with sparse_impl='blocks' "
                          "(or 'auto', which picks it on CPU).")
     if compiled is None:
-        compiled = q.device.type == "cuda"
+        compiled = q.device.type == "cuda" if COMPILE_FLEX is None else COMPILE_FLEX
     fn = flex_attention
     if compiled:
         fn = _COMPILED.setdefault("flex", torch.compile(flex_attention, dynamic=False))
