@@ -43,6 +43,8 @@ SHAPE = dict(hidden_dropout=0.0, attention_dropout=0.0)
 LAYER_KINDS = ("dense", "dense+drop", "bigbird", "banded", "hf-bigbird")
 DROP_MAX = 4096  # longest "dense+drop" run
 MODEL_KINDS = ("dense", "bigbird", "banded", "hf-bigbird")
+COLORS = {"dense": "tab:blue", "dense+drop": "tab:orange", "bigbird": "tab:green", "banded": "tab:red",
+          "hf-bigbird": "tab:purple"}
 
 
 def load() -> str:
@@ -97,7 +99,7 @@ class Sublayer(torch.nn.Module):
         return self.norm(x + self.attn(x, mask=AttentionMask(None, self.causal))[0])
 
 
-def hf_sublayer(reference: Sublayer, length: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def hf_sublayer(reference: Sublayer, length: int, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """HF BigBirdAttention (self + output dense + LayerNorm) with ``reference``'s weights."""
     import transformers
     from transformers.models.big_bird.modeling_big_bird import BigBirdAttention, BigBirdModel
@@ -115,8 +117,8 @@ def hf_sublayer(reference: Sublayer, length: int) -> Callable[[torch.Tensor], to
             getattr(hf.self, name).bias.copy_(b[i * H:(i + 1) * H])
         hf.output.dense.load_state_dict(reference.attn.out.state_dict())
         hf.output.LayerNorm.load_state_dict(reference.norm.state_dict())
-    hf.train()
-    ones = torch.ones(1, length)
+    hf.to(device).train()
+    ones = torch.ones(1, length, device=device)
     blocked, band, from_mask, to_mask = BigBirdModel.create_masks_for_block_sparse_attn(ones, config.block_size)
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +139,7 @@ def layer_sides(length: int, device: str) -> dict[str, tuple[Callable[[], torch.
         if kind == "dense+drop" and length > DROP_MAX:
             continue  # (T, T) scores, probabilities and mask: ~10 GB at 8192 on a shared 23 GB machine
         if kind == "hf-bigbird":
-            run = hf_sublayer(reference, length)
-            run.module.to(device)
+            run = hf_sublayer(reference, length, device)
             sides[kind] = (lambda run=run: run(x), [run.module])
             continue
         module = Sublayer(lm_config(kind, length)).to(device).train()
@@ -314,7 +315,7 @@ def plot(path: Path, all_results: dict[str, dict[int, dict[str, dict[str, float]
             for k in kinds:
                 pts = sorted((n, r[k][key]) for n, r in results.items() if key in r.get(k, {}))
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k, color=COLORS[k])
             ns = sorted(results)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -339,7 +340,20 @@ def main() -> None:
     parser.add_argument("--flex-length", type=int, default=4096, help="length of the FlexAttention table (0: none)")
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG here")
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="measure nothing: print the tables (and --plot) of a saved --json file")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results = {scope: {int(n): r for n, r in saved[scope].items()} for scope in ("layer", "model")}
+        print(f"{saved['started']}; {saved['machine']}\n")
+        print(table("one attention layer", results["layer"], LAYER_KINDS))
+        if results["model"]:
+            print()
+            print(table("whole bigbird-roberta-base-shaped model", results["model"], MODEL_KINDS))
+        if args.plot:
+            plot(args.plot, {k: v for k, v in results.items() if v})
+        return
     torch.set_num_threads(args.threads)
     import transformers
 

@@ -327,4 +327,4 @@ class BigBirdAttention(DenseAttention):
                              "sparse_fallback='error' refuses it: pass a longer input or set sparse_fallback='dense'.")
         # one warning per process and reason: the text does not name the length
         warnings.warn(f"attention_kind='bigbird' uses full (dense) attention {why}, as HF BigBird does "
-                      "(ModelConfig.sparse_fallback='dense'; 'error' refuses such inputs).", UserWarning, stacklevel=3)
+                      "(ModelConfig.sparse_fallback='dense'; 'error' refuses such inputs).", UserWarning, stacklevel=2)

@@ -10,12 +10,11 @@ the local causal window (``banded.py``) both become one; then
 * ``mask_attention``: the reference: dense SDPA (or an explicit softmax, for the attention maps) under the
   pattern's (T, T) mask, a repeated block's keys weighted by log(count). O(T^2); small inputs, tests, maps.
 * ``flex_attention`` (``torch.nn.attention.flex_attention``) with a ``BlockMask`` built from the same lists
-  (no O(T^2) mask evaluation); compiled on CUDA. On CPU it has no backward and, compiled, ran 3x slower than
+  (no O(T^2) mask evaluation); compiled on CUDA. On CPU it has no backward and, compiled, ran slower than
   the gathered blocks (docs/long-sequences.md), so ``sparse_impl="auto"`` picks it on CUDA only.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -246,7 +245,7 @@ def mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torc
 
 # ------------------------------------------------------------------------------------------------ flex
 _COMPILED: dict[str, Any] = {}
-# compile flex_attention: None = on CUDA only (on CPU compiling took ~25 s and the result ran 3x slower than the
+# compile flex_attention: None = on CUDA only (on CPU compiling took ~25 s and the result ran slower than the
 # gathered blocks, docs/long-sequences.md); True / False force it (benchmarks/attention_scaling.py sets True)
 COMPILE_FLEX: bool | None = None
 
@@ -303,7 +302,3 @@ def log_count_mod(log_counts: torch.Tensor, block_size: int) -> Callable[..., to
 
 def has_repeats(counts: torch.Tensor) -> bool:
     return bool((counts > 1).any())
-
-
-def inverse_sqrt(head_size: int) -> float:
-    return 1.0 / math.sqrt(head_size)
