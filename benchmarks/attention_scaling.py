@@ -18,12 +18,12 @@ batch 1, fp32, train mode (forward + backward of the output's sum), dropout 0 ex
 
 Per (scope, length) the sides take turns: one warm-up call each (measured for memory: the peak of the bytes
 the CPU allocator holds during the call, from torch.profiler's memory events; on CUDA
-``torch.cuda.max_memory_allocated``), then ``--repeats`` (``--model-repeats``) rounds of one timed call each, the order reversed every
-round; the table gives each side's fastest round. lmforge bigbird and HF must agree (max |output difference|
-printed; both draw HF's random blocks). The growth exponent is the least-squares slope of log(time) and
-log(memory) against log(length) over the lengths >= 1024. ``uptime``'s load average is printed before and
-after, since the machine may be shared. A last table times bigbird's inference forward through the gathered
-blocks and through FlexAttention, eager and compiled (``--flex-length``; CPU only).
+``torch.cuda.max_memory_allocated``), then ``--repeats`` (``--model-repeats``) rounds of one timed call each,
+the order reversed every round; the table gives each side's fastest round. lmforge bigbird and HF must agree
+(max |output difference| printed; both draw HF's random blocks). The growth exponent is the least-squares
+slope of log(time) and log(memory) against log(length) over the lengths >= 1024. The load average is printed
+before and after, since the machine may be shared. A last table times bigbird's inference forward through the
+gathered blocks and through FlexAttention, eager and compiled (``--flex-length``; CPU only).
 """
 from __future__ import annotations
 

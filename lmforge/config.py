@@ -59,7 +59,8 @@ class ModelConfig:
     norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
     layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
     causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
-    attention_kind: str = "dense"  # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (local causal window)
+    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window)
+    attention_kind: str = "dense"
     # Per-layer attention kinds (ATTENTION_KINDS keys), cycled over the stored layers: ["dense", "banded"] alternates
     # them (GPT-3; GPT-Neo's global / local). Its length must divide the stored layers. None = attention_kind everywhere
     attention_pattern: list[str] | None = None
@@ -67,7 +68,7 @@ class ModelConfig:
     block_size: int = 64  # "bigbird": tokens per block (HF BigBird block_size)
     num_random_blocks: int = 3  # "bigbird": random key blocks per query block (HF num_random_blocks)
     num_window_blocks: int = 3  # "bigbird": sliding-window key blocks centred on the query block, odd (HF: always 3)
-    num_global_blocks: int = 2  # "bigbird": global blocks, the first ceil(g / 2) and the last floor(g / 2) (HF: always 2)
+    num_global_blocks: int = 2  # "bigbird": global blocks, the first ceil(g / 2), the last floor(g / 2) (HF: always 2)
     # "bigbird" on a sequence of at most sparse_min_length tokens ((window + global + 2 * random) blocks, 704 by
     # default), too short for the sparse pattern: "dense" = full attention and one warning (HF does it silently),
     # "error" = refuse the input
@@ -100,7 +101,7 @@ class ModelConfig:
     pad_token_id: int | None = 0  # padding id (RoBERTa 1; GPT None); RoBERTa positions and GPT seq-cls read it
     bos_token_id: int | None = None  # start-of-text id (GPT-2 <|endoftext|> 50256, RoBERTa <s> 0); exported to HF configs
     eos_token_id: int | None = None  # end-of-text id (GPT-2 50256, RoBERTa </s> 2); `lmforge generate` stops on it; exported to HF
-    sep_token_id: int | None = None  # separator id ([SEP], </s>); BigBird's QA head hides the question (up to the first one) from the span logits
+    sep_token_id: int | None = None  # separator id ([SEP], </s>); BigBird's QA head hides the question up to the first one
 
     # ---- head ----
     head: str | None = None  # key of lmforge.models.heads.HEADS; None = bare base model
@@ -265,6 +266,8 @@ class ModelConfig:
     def _validate_attention(self) -> None:
         """The fields of the sparse attention kinds (the names themselves: ATTENTION_KINDS when built)."""
         pattern = self.attention_pattern
+        if isinstance(pattern, (list, tuple)):  # an own copy: presets share their default lists
+            pattern = self.attention_pattern = list(pattern)
         if pattern is not None:
             if (not isinstance(pattern, list) or not pattern
                     or not all(isinstance(k, str) and k for k in pattern)):

@@ -74,7 +74,7 @@ def batch_of(length: int, *, batch: int = 2, pad: int = 0, seed: int = 0) -> dic
 
 
 def compare_hidden(hf: Any, ours: Any, batch: dict[str, torch.Tensor], what: str, *, atol: float = 2e-5) -> None:
-    hf.base_model.set_attention_type("block_sparse")  # HF switches itself to full attention for good after a short input
+    hf.base_model.set_attention_type("block_sparse")  # HF stays on full attention after a short input
     with torch.no_grad():
         ref = hf(**batch)
         out = ours(**batch)
@@ -200,8 +200,8 @@ def test_preset_exports_as_block_sparse(tmp_path: Path) -> None:
     """The bigbird-roberta-base preset (small sizes) is HF's block-sparse BigBird: same outputs after export."""
     torch.manual_seed(0)
     ours = Model.from_preset("bigbird-roberta-base", head="seq-cls", vocab_size=VOCAB, hidden_size=32, num_layers=2,
-                             num_heads=4, intermediate_size=37, block_size=16, num_random_blocks=1, sep_token_id=7, num_labels=3,
-                             max_positions=512).eval()
+                             num_heads=4, intermediate_size=37, block_size=16, num_random_blocks=1, sep_token_id=7,
+                             num_labels=3, max_positions=512).eval()
     _perturb(ours)
     ours.export_hf(tmp_path)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()

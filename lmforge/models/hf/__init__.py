@@ -124,5 +124,5 @@ def read_hf_weights(path: Path) -> StateDict:
                           f"(found: {present}).")
 
 
-__all__ = ["FAMILIES", "FAMILY_MODEL_TYPES", "WEIGHTS_FILES", "HFSource", "StateDictAdapter", "get_adapter", "get_family", "is_hf_dir",
-           "read_hf_config", "read_hf_weights"]
+__all__ = ["FAMILIES", "FAMILY_MODEL_TYPES", "WEIGHTS_FILES", "HFSource", "StateDictAdapter", "get_adapter",
+           "get_family", "is_hf_dir", "read_hf_config", "read_hf_weights"]

@@ -1,6 +1,6 @@
 """Attention kinds: ``ATTENTION_KINDS[kind](config, layer=i)`` builds stored layer i's attention module (its kind
-is ``config.layer_attention_kind(i)``, so ``attention_pattern`` can mix kinds). Every kind has the same signature, so the block does not know which one
-it runs:
+is ``config.layer_attention_kind(i)``, so ``attention_pattern`` can mix kinds). Every kind has the same signature,
+so the block does not know which one it runs:
 
     forward(x (B, T, H), *, mask: AttentionMask, past: (k, v) | LayerSlot | None, use_cache: bool,
             output_attentions: bool) -> (out (B, T, H), present (k, v) | None, probs (B, nh, T, S) | None)

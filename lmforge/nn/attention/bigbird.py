@@ -222,8 +222,8 @@ def bigbird_pattern(config: ModelConfig, *, layer: int, length: int, training: b
     window = window.clamp(0, nb - 1)
     fixed_left = torch.arange(top).expand(R, top)
     fixed_right = torch.arange(nb - bottom, nb).expand(R, bottom)
-    slots = torch.cat([fixed_left.expand(nh, R, top), window.expand(nh, R, -1), rand, fixed_right.expand(nh, R, bottom)],
-                      dim=-1)  # (nh, R, W)
+    slots = torch.cat([fixed_left.expand(nh, R, top), window.expand(nh, R, -1), rand,
+                       fixed_right.expand(nh, R, bottom)], dim=-1)  # (nh, R, W)
     valid = torch.cat([torch.ones(nh, R, top, dtype=torch.bool), window_ok.expand(nh, R, -1),
                        torch.ones(nh, R, r, dtype=torch.bool), torch.ones(nh, R, bottom, dtype=torch.bool)], dim=-1)
     slots = torch.where(valid, slots, torch.zeros_like(slots))

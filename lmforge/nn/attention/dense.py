@@ -37,7 +37,8 @@ class DenseAttention(nn.Module):
         self.head_size = config.head_size
         # the factor on q.k: SDPA's default 1 / sqrt(hs) unless the config sets one (GPT-Neo: 1.0)
         self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)  # q, k, v fused in that order
+        # q, k, v fused in that order
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)

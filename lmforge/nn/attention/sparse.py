@@ -125,7 +125,8 @@ def blocks_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
 def _use_gathered_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
     """Training on CPU without attention dropout: the op below applies (it has no dropout)."""
     return (q.device.type == "cpu" and dropout_p == 0.0 and torch.is_grad_enabled()
-            and any(t.requires_grad for t in (q, k, v)) and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+            and any(t.requires_grad for t in (q, k, v))
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
 
 
 def _float_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -288,7 +289,8 @@ def flex_block_mask(kv_blocks: torch.Tensor, *, block_size: int, seq_len: int,
     # attended blocks first, in ascending order
     index = torch.argsort(-table * table.size(-1) + torch.arange(table.size(-1), device=table.device), dim=-1)
     index = index.to(torch.int32)[None].expand(batch, -1, -1, -1).contiguous()  # (B, nh, nbq, nbk)
-    return BlockMask.from_kv_blocks(num, index, BLOCK_SIZE=block_size, mask_mod=mask_mod, seq_lengths=(seq_len, seq_len))
+    return BlockMask.from_kv_blocks(num, index, BLOCK_SIZE=block_size, mask_mod=mask_mod,
+                                    seq_lengths=(seq_len, seq_len))
 
 
 def log_count_mod(log_counts: torch.Tensor, block_size: int) -> Callable[..., torch.Tensor]:
