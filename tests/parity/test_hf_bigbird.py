@@ -230,3 +230,16 @@ def test_random_blocks_are_hfs_own(length: int) -> None:
                                      max_positions=4096, attention_kind="bigbird"),
                          layer=3, length=length, training=True)
     assert np.array_equal(ours, np.stack(ref)) and ours.shape == (4, nb - 2, r)
+
+
+def test_original_full_is_dense_both_ways(tmp_path: Path) -> None:
+    """HF attention_type="original_full" loads as attention_kind="dense" and exports back as it."""
+    hf = build_hf(tmp_path / "hf", attention_type="original_full")
+    ours = Model.from_pretrained(tmp_path / "hf").eval()
+    assert ours.config.attention_kind == "dense"
+    batch = batch_of(900, pad=30)
+    with torch.no_grad():
+        real = batch["attention_mask"].bool()
+        assert_close(ours(**batch).last_hidden_state[real], hf(**batch).last_hidden_state[real], "original_full")
+    ours.export_hf(tmp_path / "out")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "out").attention_type == "original_full"
