@@ -25,9 +25,11 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "tokenization": ("tokenization.py", ["--skip-train", "--repeats", "2"]),
     "pretraining": ("pretraining.py", ["--steps", "3", "--warmup", "1"]),
     "generation": ("generation.py", ["--new", "32"]),
+    "attention_scaling": ("attention_scaling.py", ["--lengths", "1024", "2048", "--model-lengths", "--repeats", "1",
+                                                   "--flex-length", "0"]),
 }
 
-ON_DEVICE = ("pretraining", "generation")  # the scripts that take --device cpu|cuda
+ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda
 
 
 def machine() -> str:

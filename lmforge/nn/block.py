@@ -25,10 +25,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
+        """``layer``: the stored layer's index, which picks its attention kind (``attention_pattern``) and
+        seeds what a kind draws per layer (BigBird's random blocks)."""
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
-        self.attn = ATTENTION_KINDS[config.attention_kind](config)
+        kind = config.layer_attention_kind(layer)
+        field = "attention_pattern" if config.attention_pattern else "attention_kind"
+        self.attn = ATTENTION_KINDS.lookup(kind, field)(config, layer=layer)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

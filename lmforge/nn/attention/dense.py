@@ -31,11 +31,14 @@ class AttentionMask:
 
 
 class DenseAttention(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
         super().__init__()
         self.num_heads = config.num_heads
         self.head_size = config.head_size
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # q, k, v fused in that order
+        # the factor on q.k: SDPA's default 1 / sqrt(hs) unless the config sets one (GPT-Neo: 1.0)
+        self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
+        # q, k, v fused in that order
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
@@ -64,7 +67,7 @@ class DenseAttention(nn.Module):
             present = (k, v) if use_cache else None
         probs = None
         if output_attentions:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
+            scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
             allowed = mask.dense
             if mask.is_causal:
                 allowed = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
@@ -75,6 +78,6 @@ class DenseAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
                                                dropout_p=self.dropout_p if self.training else 0.0,
-                                               is_causal=mask.is_causal)
+                                               is_causal=mask.is_causal, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
         return self.out(y), present, probs
