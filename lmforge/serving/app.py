@@ -85,7 +85,7 @@ class Server:
         self.head = getattr(config, "head", None)
         self.positions = int(config.max_positions)
         self.max_input = min(settings.max_input_tokens or self.positions, self.positions)
-        self.labels = label_names(model_dir, config) if self.head in CLASSIFY_HEADS else []
+        self.labels = label_names(model_dir, config) if self.head in ("seq-cls", "token-cls") else []
         self.routes = self._routes()
         self.metrics = Metrics({"lmforge_queue_depth": lambda: self.batcher.depth(),
                                 "lmforge_running_rows": lambda: self.batcher.running()})

@@ -143,6 +143,8 @@ def _best_span(start: torch.Tensor, end: torch.Tensor, enc: dict[str, Any]) -> d
     flat = int(scores.argmax())
     s, e = divmod(flat, n)
     lo, hi = enc["offsets"][s][0], enc["offsets"][e][1]
+    while lo < hi and enc["pair"][lo].isspace():  # byte-level BPE offsets start at the space before a word
+        lo += 1
     return {"answer": enc["pair"][lo:hi], "start": int(lo), "end": int(hi),
             "score": float(p_start[s] * p_end[e])}
 
