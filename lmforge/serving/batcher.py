@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.generation import EagerStep, generate, lm_field, process_logits
+from lmforge.generation import EagerStep, can_pack, generate, lm_field, process_logits
 from lmforge.generation.inputs import positions as mask_positions
 from lmforge.nn.attention import KVCache
 from lmforge.prompting.templates import cut_at_stop
@@ -180,7 +180,8 @@ class DecodeBatch:
         self.tokenizer = tokenizer
         self.eos = eos
         self.pad = pad
-        self.step_fn = EagerStep(model, lm_field(model), rows=1, pack=False)
+        # decode steps through the packed GEMMs generate uses (generation.step.PackedLinear), made once
+        self.step_fn = EagerStep(model, lm_field(model), rows=2, pack=can_pack(model))
         self.rows: list[Row | None] = []
         self.cache: KVCache | None = None
         self.mask = self.pos = self.last = torch.zeros(0)
@@ -376,6 +377,8 @@ class Batcher:
         self.stopping = True
         self.inbox.put(None)
         self.thread.join(timeout)
+        if self.decoder is not None and not self.thread.is_alive():
+            self.decoder.step_fn.close()  # the model's layers get their own forward back
 
     def submit(self, job: Job) -> None:
         self.inbox.put(job)
