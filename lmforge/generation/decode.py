@@ -42,7 +42,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     sequence every step (slow; a reference for tests). ``truncate_prompt`` keeps the last tokens of a
     prompt that does not fit the context instead of raising. ``pack_weights`` runs the linear layers through
     a packed GEMM during decoding (oneDNN for several rows, MKL's for one; None: whenever the model is a CPU
-    float32 one; it holds a packed copy of the weights for the call). ``compile`` runs the decode steps as one fixed-shape
+    float32 one; the packed copies of the weights are made on the first call and kept with the model's
+    weights: ``lmforge.generation.release_packed(model)`` frees them). ``compile`` runs the decode steps as one fixed-shape
     step (``lmforge.generation.static``): True = torch.compile'd, and on CUDA captured as a CUDA graph and
     replayed per token (the first call of a shape pays the compile); "graph" = the eager step as a CUDA graph
     (GPU only, nothing to compile). Same tokens as the eager path up to float rounding.

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from lmforge.errors import InputError
 from lmforge.models.transformer import Transformer
@@ -86,31 +87,54 @@ def _mkl_ok() -> bool:
     return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 
 
+# weight -> its packed copies {"stamp": (version, data_ptr), "mkl": ..., "onednn": ...}, kept while the
+# weight lives (a weak key: nothing here keeps a model alive) and remade when the weight changes in place
+_PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def packed_copy(weight: torch.Tensor, kind: str, rows: int) -> torch.Tensor:
+    """The ``kind`` ("mkl" / "onednn") packed copy of ``weight``, made once per weight and reused by every
+    later decode step and ``generate`` call (packing GPT-2 small takes a few tenths of a second)."""
+    stamp = (weight._version, weight.data_ptr())
+    entry = _PACKS.get(weight)
+    if entry is None or entry["stamp"] != stamp:
+        entry = {"stamp": stamp}
+        _PACKS[weight] = entry
+    if kind not in entry:
+        with torch.no_grad():
+            if kind == "mkl":
+                entry[kind] = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
+            else:
+                entry[kind] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+    return entry[kind]
+
+
+def release_packed(model: Any) -> None:
+    """Drop the packed copies of ``model``'s weights (they otherwise live as long as the weights)."""
+    for parameter in model.parameters():
+        _PACKS.pop(parameter, None)
+
+
 class PackedLinear:
-    """``F.linear(x, weight, bias)`` for decode steps through a packed GEMM, a reordered copy of the weight
-    made on first use: MKL's packed GEMV (``cblas_sgemm_pack``) for one row, whose result equals
-    ``addmm(b, x, W.T.contiguous())`` bit for bit (HF GPT-2's Conv1D order); oneDNN's blocked weights
-    (``mkldnn._linear_pointwise``, the kernel Inductor's CPU freezing uses) for several rows, at any row
-    count, so one copy serves a server's changing batch. A prompt (x of shape (B, T > 1, H)) takes the plain
-    ``F.linear``. The same call gives the same numbers whoever makes it (``generate`` or the server)."""
+    """``F.linear(x, weight, bias)`` for decode steps through a packed GEMM (``packed_copy``): MKL's packed
+    GEMV (``cblas_sgemm_pack``) for one row, whose result equals ``addmm(b, x, W.T.contiguous())`` bit for
+    bit (HF GPT-2's Conv1D order); oneDNN's blocked weights (``mkldnn._linear_pointwise``, the kernel
+    Inductor's CPU freezing uses) for several rows, at any row count, so one copy serves a server's
+    changing batch. A prompt (x of shape (B, T > 1, H)) takes the plain ``F.linear``. The same call gives
+    the same numbers whoever makes it (``generate`` or the server)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.weight, self.bias = weight, bias
-        self.mkl: torch.Tensor | None = None
-        self.onednn: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3 and x.shape[1] > 1:
             return F.linear(x, self.weight, self.bias)
         rows = x.shape[:-1].numel()
         if rows == 1 and _mkl_ok():
-            if self.mkl is None:
-                self.mkl = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, 1)
-            return torch.ops.mkl._mkl_linear(x, self.mkl, self.weight, self.bias, 1)
+            return torch.ops.mkl._mkl_linear(x, packed_copy(self.weight, "mkl", 1), self.weight, self.bias, 1)
         if _onednn_ok():
-            if self.onednn is None:
-                self.onednn = torch.ops.mkldnn._reorder_linear_weight(self.weight, rows)
-            return torch.ops.mkldnn._linear_pointwise(x, self.onednn, self.bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, packed_copy(self.weight, "onednn", rows), self.bias,
+                                                      "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
 
@@ -131,9 +155,10 @@ class EagerStep:
     ``pack=True`` (lmforge models on CPU in float32) runs every large linear layer of the body and the LM
     product through ``PackedLinear`` (oneDNN's packed GEMM for several rows, MKL's for one): F.linear's
     kernel (weight transposed, a few rows) reaches only a fraction of what these do at decode shapes
-    (numbers in docs/generation.md). The packed copies live until ``close()`` (one ``generate`` call, or the
-    server's life); results differ from ``F.linear``'s by fp32 rounding only. ``rows`` is the decode row
-    count (kept for callers; the packing follows each call's rows).
+    (numbers in docs/generation.md). The layers get their own forward back at ``close()``; the packed
+    weights stay cached with the model's weights for the next call (``packed_copy``; ``release_packed(model)``
+    frees them). Results differ from ``F.linear``'s by fp32 rounding only. ``rows`` is the decode row count
+    (kept for callers; each call's row count picks the kernel).
     """
 
     def __init__(self, model: Any, field: str, *, rows: int, pack: bool) -> None:
@@ -183,4 +208,4 @@ class EagerStep:
 
 
 __all__ = ["LM_HEADS", "PACK_MIN_WEIGHTS", "Cache", "EagerStep", "can_pack", "lm_field", "lm_weight", "new_cache",
-           "PackedLinear", "reorder_cache"]
+           "PackedLinear", "packed_copy", "release_packed", "reorder_cache"]
