@@ -83,7 +83,7 @@ def baseline_app(model_dir: str, kind: str) -> Any:
 
     app = FastAPI()
     if kind == "completions":
-        tok = transformers.GPT2TokenizerFast(vocab_file=f"{model_dir}/vocab.json", merges_file=f"{model_dir}/merges.txt")
+        tok = transformers.GPT2TokenizerFast.from_pretrained(model_dir)
         pipe = transformers.pipeline("text-generation", model=model_dir, tokenizer=tok, device="cpu")
 
         class TokenStreamer:  # HF's TextIteratorStreamer, one event per token
@@ -114,7 +114,7 @@ def baseline_app(model_dir: str, kind: str) -> Any:
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
     else:
-        tok = transformers.BertTokenizerFast(vocab_file=f"{model_dir}/vocab.txt")
+        tok = transformers.BertTokenizerFast.from_pretrained(model_dir)
         pipe = transformers.pipeline("feature-extraction", model=model_dir, tokenizer=tok, device="cpu")
 
         @app.post("/v1/embeddings")
