@@ -6,19 +6,32 @@ Both sides decode the same random GPT-2 small (fp32) greedily from the same 32-t
 warm-up call, one generate call of --steps new tokens per side runs under the profiler (the sides
 alternate twice, the second round is reported). The table gives each op's self CPU time per decode step
 (the prefill is included but is one call of --steps); the last lines give the matrix products' share and
-the weight-read rate they reach (fp32 weights read per step / GEMM time per step).
+the weight-read rate they reach (fp32 weights read per step / GEMM time per step), against the streaming-read
+rate of the machine measured right before that side ran (summing a 1 GiB tensor, best of 3): on a shared
+machine the bandwidth changes from minute to minute, so the floor is measured next to what it bounds.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul", "mkl::_mkl_linear",
             "mkldnn::_linear_pointwise", "aten::mv", "aten::bmm")
+
+
+def read_rate(probe: torch.Tensor, repeats: int = 3) -> float:
+    """Bytes/s of summing ``probe``, the best of ``repeats`` (the benchmark's floor measure)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        probe.sum()
+        best = min(best, time.perf_counter() - start)
+    return probe.numel() * 4 / best
 
 
 def main() -> None:
@@ -57,12 +70,14 @@ def main() -> None:
     weights = 4 * (weights + cfg.vocab_size * cfg.n_embd)
     print(f"GPT-2 small fp32, batch {args.batch}, {args.threads} thread(s), {args.steps} steps, load average "
           f"{os.getloadavg()}, torch {torch.__version__}, transformers {transformers.__version__}")
-    results = {}
+    results, bandwidth = {}, {}
+    probe = torch.ones(2**28)  # 1 GiB: streaming reads, bigger than any cache
     with torch.no_grad():
         for side in sides.values():
             side()
         for _ in range(2):
             for name, side in sides.items():
+                bandwidth[name] = read_rate(probe)  # measured next to the side: the machine as it is then
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
                     side()
                 results[name] = prof.key_averages()
@@ -70,9 +85,11 @@ def main() -> None:
         rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in averages) / 1e3 / args.steps
         gemm = sum(e.self_cpu_time_total for e in averages if e.key in GEMM_OPS) / 1e3 / args.steps
+        rate = weights / (gemm / 1e3)
         print(f"\n{name}: {total:.2f} ms of op self time per step; matrix products {gemm:.2f} ms "
               f"({100 * gemm / total:.0f}%), reading the {weights / 1e9:.3f} GB of weights at "
-              f"{weights / (gemm / 1e3) / 1e9:.1f} GB/s")
+              f"{rate / 1e9:.1f} GB/s = {100 * rate / bandwidth[name]:.0f}% of the streaming-read rate measured "
+              f"just before ({bandwidth[name] / 1e9:.1f} GB/s; floor {weights / bandwidth[name] * 1e3:.1f} ms/step)")
         print("| op | calls per step | self ms per step | share |")
         print("|---|---|---|---|")
         for e in rows[:args.top]:

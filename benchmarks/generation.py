@@ -30,6 +30,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+if "--thp" in sys.argv:  # PyTorch reads it once, at its first allocation: before torch is imported
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 import statistics
 import tempfile
 import time
@@ -140,6 +144,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per cell (medians reported)")
+    parser.add_argument("--thp", action="store_true",
+                        help="transparent huge pages for large tensors (THP_MEM_ALLOC_ENABLE=1), both sides")
     parser.add_argument("--hf-static", action="store_true",
                         help="also time HF generate with cache_implementation='static' (its compiled path)")
     args = parser.parse_args()
@@ -153,7 +159,9 @@ def main() -> None:
 
     bandwidth = read_bandwidth(args.device)
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    print(f"{where}: read bandwidth {bandwidth / 1e9:.1f} GB/s; load average {os.getloadavg()}", flush=True)
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
+    print(f"{where}: read bandwidth {bandwidth / 1e9:.1f} GB/s; load average {os.getloadavg()}; "
+          f"THP_MEM_ALLOC_ENABLE={thp}", flush=True)
     rows = []
     for shape in args.shapes:
         torch.manual_seed(0)

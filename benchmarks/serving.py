@@ -6,6 +6,8 @@ For each shape a random-weight HF model is saved with a real tokenizer (../share
 servers load the same directory, each in its own process with 2 torch threads:
 
 - lmforge: ``lmforge serve --model DIR --max-batch 32`` (continuous batching on a worker thread);
+  both servers run with THP_MEM_ALLOC_ENABLE=1 (huge pages; `lmforge serve` asks for them itself), so
+  the comparison is the serving design, not the page size;
 - baseline, written below (``baseline_app``): the FastAPI app a tutorial gives. Completions: per request
   a thread runs ``pipeline("text-generation")`` with a streamer that forwards every token (HF's
   TextIteratorStreamer recipe, token by token instead of word by word so both sides stream the same
@@ -139,7 +141,9 @@ def run_baseline(model_dir: str, kind: str) -> None:
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "2"}
+    # both servers: 2 intra-op threads and transparent huge pages (`lmforge serve` asks for them itself)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "2",
+           "THP_MEM_ALLOC_ENABLE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     while True:
         line = proc.stdout.readline()

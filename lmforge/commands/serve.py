@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.loading import prefer_huge_pages
+    prefer_huge_pages()  # before torch loads
     from lmforge.recipes.serve import ServeConfig, serve
 
     settings = {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
