@@ -120,15 +120,13 @@ class PackedLinear:
     GEMV (``cblas_sgemm_pack``) for one row, whose result equals ``addmm(b, x, W.T.contiguous())`` bit for
     bit (HF GPT-2's Conv1D order); oneDNN's blocked weights (``mkldnn._linear_pointwise``, the kernel
     Inductor's CPU freezing uses) for several rows, at any row count, so one copy serves a server's
-    changing batch. A prompt (x of shape (B, T > 1, H)) takes the plain ``F.linear``. The same call gives
-    the same numbers whoever makes it (``generate`` or the server)."""
+    changing batch, and the prompts too (a prefill of B x T rows). The same call gives the same numbers
+    whoever makes it (``generate`` or the server)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.weight, self.bias = weight, bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3 and x.shape[1] > 1:
-            return F.linear(x, self.weight, self.bias)
         rows = x.shape[:-1].numel()
         if rows == 1 and _mkl_ok():
             return torch.ops.mkl._mkl_linear(x, packed_copy(self.weight, "mkl", 1), self.weight, self.bias, 1)
