@@ -1,6 +1,6 @@
 """Run every side-by-side benchmark (lmforge vs HF transformers) in turn and print their tables.
 
-    python benchmarks/run_all.py [--only tokenization pretraining generation] [--quick] [--device cuda]
+    python benchmarks/run_all.py [--only tokenization pretraining generation serving] [--quick] [--device cuda]
 
 Each benchmark is its own script (see its docstring for what it measures and its flags); this runner
 starts each in a subprocess so one's memory and threads do not leak into the next, prints the machine
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "generation": ("generation.py", ["--new", "32"]),
     "attention_scaling": ("attention_scaling.py", ["--lengths", "1024", "2048", "--model-lengths", "--repeats", "1",
                                                    "--flex-length", "0"]),
+    "serving": ("serving.py", ["--quick", "--shapes", "tiny", "bert-base"]),
 }
 
 ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda

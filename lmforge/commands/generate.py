@@ -68,6 +68,8 @@ def decoding_options(args: argparse.Namespace, *, defaults: dict[str, Any] | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.loading import prefer_huge_pages
+    prefer_huge_pages()  # before torch loads
     from lmforge.recipes.completion import complete
     from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.loading import prefer_huge_pages
+    prefer_huge_pages()  # before torch loads
     from lmforge.commands.generate import decoding_options
     from lmforge.recipes.completion import complete
     from lmforge.recipes.loading import load_model_and_tokenizer

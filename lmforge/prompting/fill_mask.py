@@ -54,28 +54,49 @@ def fill_mask(model: Any, tokenizer: Any, text: str, top_k: int = 5, *,
     limit = int(model.config.max_positions)
     if ids.shape[1] > limit:
         raise InputError(f"the text is {ids.shape[1]} tokens long; the model reads at most {limit}.")
+    return fill_mask_ids(model, tokenizer, [ids[0].tolist()], top_k=top_k)[0]
+
+
+@torch.no_grad()
+def fill_mask_ids(model: Any, tokenizer: Any, rows: list[list[int]], *, top_k: int = 5) -> list[list[list[dict[str, Any]]]]:
+    """``fill_mask`` for already encoded texts (token-id rows with the tokenizer's specials, each with at
+    least one mask token, none longer than the model's positions), run as one right-padded batch; one
+    result per row. Only decodes with the tokenizer (the server calls it from its worker thread)."""
+    mask_id = int(tokenizer.mask_token_id)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        attention[i, :len(r)] = 1
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    inputs = {key: value.to(device) for key, value in enc.items()
-              if key in ("input_ids", "attention_mask", "token_type_ids")}
-    logits = model(**inputs)["logits"][0]  # (L, V)
+    inputs = {"input_ids": ids.to(device), "attention_mask": attention.to(device)}
+    if getattr(model.config, "type_vocab_size", 0) > 0:
+        inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    logits = model(**inputs)["logits"]  # (B, L, V)
     model.train(was_training)
-    probs = logits[positions].float().softmax(dim=-1)  # (M, V)
-    top = torch.topk(probs, min(top_k, probs.shape[-1]), dim=-1)
     out = []
-    for m, pos in enumerate(positions):
-        candidates = []
-        for score, token_id in zip(top.values[m].tolist(), top.indices[m].tolist(), strict=True):
-            filled = ids[0].clone()
-            filled[pos] = token_id
-            candidates.append({
-                "token": tokenizer.decode([token_id]).strip(),
-                "token_id": int(token_id),
-                "score": float(score),
-                "sequence": tokenizer.decode(_without_specials(filled.tolist(), tokenizer, keep=mask_id)),
-            })
-        out.append(candidates)
+    for row, r in enumerate(rows):
+        positions = [i for i, t in enumerate(r) if t == mask_id]
+        probs = logits[row, positions].float().softmax(dim=-1)  # (M, V)
+        top = torch.topk(probs, min(top_k, probs.shape[-1]), dim=-1)
+        per_mask = []
+        for m, pos in enumerate(positions):
+            candidates = []
+            for score, token_id in zip(top.values[m].tolist(), top.indices[m].tolist(), strict=True):
+                filled = list(r)
+                filled[pos] = token_id
+                candidates.append({
+                    "token": tokenizer.decode([token_id]).strip(),
+                    "token_id": int(token_id),
+                    "score": float(score),
+                    "sequence": tokenizer.decode(_without_specials(filled, tokenizer, keep=mask_id)),
+                })
+            per_mask.append(candidates)
+        out.append(per_mask)
     return out
 
 
@@ -104,4 +125,4 @@ def _without_specials(ids: list[int], tokenizer: Any, *, keep: int) -> list[int]
     return [i for i in ids if i not in special]
 
 
-__all__ = ["check_mlm", "fill_mask", "mask_token_of"]
+__all__ = ["check_mlm", "fill_mask", "fill_mask_ids", "mask_token_of"]
