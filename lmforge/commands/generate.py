@@ -68,10 +68,9 @@ def decoding_options(args: argparse.Namespace, *, defaults: dict[str, Any] | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.recipes.loading import prefer_huge_pages
+    from lmforge.recipes.loading import load_model_and_tokenizer, prefer_huge_pages
     prefer_huge_pages()  # before torch loads
     from lmforge.recipes.completion import complete
-    from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
 
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]

@@ -157,7 +157,7 @@ def test_fill_mask_is_the_library_call(bert):
     r = bert["http"].post("/v1/fill-mask", json={"input": texts, "top_k": 4})
     assert r.status_code == 200, r.text
     for i, text in enumerate(texts):
-        ref = fill_mask(bert["model"], bert["tok"], text, k=4)
+        ref = fill_mask(bert["model"], bert["tok"], text, top_k=4)
         got = r.json()["data"][i]["masks"]
         assert [[c["token_id"] for c in m] for m in got] == [[c["token_id"] for c in m] for m in ref]
         assert [[c["sequence"] for c in m] for m in got] == [[c["sequence"] for c in m] for m in ref]

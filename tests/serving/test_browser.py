@@ -170,7 +170,7 @@ def test_playground_streams_a_completion_and_shows_fill_mask(chromedriver, gpt_d
             browser.click("#run")
             browser.wait(lambda: browser.text("#status") == "1 mask(s)")
             table = browser.text("#result")
-            best = fill_mask(model, tok, "the man went to the [MASK].", k=5)[0][0]
+            best = fill_mask(model, tok, "the man went to the [MASK].", top_k=5)[0][0]
             assert f"{best['token']} {best['score']:.4f}" in table
     finally:
         browser.close()
