@@ -147,7 +147,10 @@ def test_client_disconnect_frees_the_slot(gpt_dir):
                 chunk = raw.recv(4096)
                 assert chunk, seen
                 seen += chunk
-            assert http.get("/health").json()["running"] == 1
+            end = time.monotonic() + 5  # the first token comes out of the prefill, just before the row joins
+            while http.get("/health").json()["running"] != 1:
+                assert time.monotonic() < end
+                time.sleep(0.01)
         start = time.monotonic()
         assert _wait_idle(http, 1.5)  # the full completion would take ~2 s more
         assert time.monotonic() - start < 1.5
