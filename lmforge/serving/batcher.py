@@ -121,12 +121,13 @@ class TextDelta:
 class Row:
     """A completion being decoded: its job, generator, tokens so far and text state."""
 
-    def __init__(self, job: CompletionJob, tokenizer: Any, eos: int | None) -> None:
+    def __init__(self, job: CompletionJob, tokenizer: Any, eos: int | None, device: torch.device | str = "cpu") -> None:
         self.job = job
+        self.device = device
         self.tokens: list[int] = []
         self.generator = None
-        if job.do_sample:
-            self.generator = torch.Generator()
+        if job.do_sample:  # on the logits' device, as generate() makes it
+            self.generator = torch.Generator(device=device)
             self.generator.manual_seed(job.seed if job.seed is not None else int(torch.randint(2**62, ()).item()))
         self.plain = not job.do_sample and job.repetition_penalty == 1.0  # a batched argmax serves it
         self.texts = TextDelta(tokenizer, job.stop, eos)
@@ -144,7 +145,7 @@ class Row:
     def pick(self, logits: torch.Tensor) -> int:
         """The next token from this row's logits (1, V), as ``generate``'s decode loop picks it."""
         j = self.job
-        seen = torch.tensor([j.prompt + self.tokens], dtype=torch.long)
+        seen = torch.tensor([j.prompt + self.tokens], dtype=torch.long, device=logits.device)
         step = process_logits(logits, seen, do_sample=j.do_sample, temperature=j.temperature, top_k=j.top_k,
                               top_p=j.top_p, repetition_penalty=j.repetition_penalty)
         if j.do_sample:
@@ -219,7 +220,7 @@ class DecodeBatch:
     # ------------------------------------------------------------------ joining
     def admit(self, jobs: list[CompletionJob]) -> None:
         """Prefill ``jobs`` together (their first token comes out here) and add the rows that go on."""
-        rows = [Row(j, self.tokenizer, self.eos) for j in jobs]
+        rows = [Row(j, self.tokenizer, self.eos, self._device()) for j in jobs]
         width = max(len(j.prompt) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.bool)
