@@ -143,18 +143,15 @@ class Server:
                                 f"{self.settings.max_queue}); retry later.", type="server_error", code="overloaded")
 
     def check_length(self, n: int, param: str, extra: int = 0) -> None:
-        if n > self.max_input or n + extra > self.positions:
-            if extra:
-                message = (f"this model's maximum context length is {self.positions} tokens, but {n + extra} were "
-                           f"requested ({n} in the prompt, {extra} for the completion); shorten the prompt or lower "
-                           "max_tokens.")
-            else:
-                message = (f"the input has {n} tokens but this server reads at most {self.max_input} "
-                           f"({'--max-input-tokens' if self.max_input < self.positions else 'the model'}'s limit); "
-                           "shorten it.")
-            if n > self.max_input and extra:
-                message = f"the prompt has {n} tokens but --max-input-tokens is {self.max_input}; shorten it."
-            raise ApiError(400, message, param=param, code="context_length_exceeded")
+        """400 context_length_exceeded when ``n`` input tokens (+ ``extra`` to generate) do not fit."""
+        if n > self.max_input:
+            limit = "--max-input-tokens" if self.max_input < self.positions else "the model's positions"
+            raise ApiError(400, f"the {param} has {n} tokens but this server reads at most {self.max_input} "
+                                f"({limit}); shorten it.", param=param, code="context_length_exceeded")
+        if n + extra > self.positions:
+            raise ApiError(400, f"this model's maximum context length is {self.positions} tokens, but {n + extra} "
+                                f"were requested ({n} in the prompt, {extra} for the completion); shorten the "
+                                "prompt or lower max_tokens.", param=param, code="context_length_exceeded")
 
     def texts(self, value: str | list[str], param: str) -> list[str]:
         texts = [value] if isinstance(value, str) else list(value)

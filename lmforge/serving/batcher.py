@@ -121,12 +121,13 @@ class TextDelta:
 class Row:
     """A completion being decoded: its job, generator, tokens so far and text state."""
 
-    def __init__(self, job: CompletionJob, tokenizer: Any, eos: int | None) -> None:
+    def __init__(self, job: CompletionJob, tokenizer: Any, eos: int | None, device: torch.device | str = "cpu") -> None:
         self.job = job
+        self.device = device
         self.tokens: list[int] = []
         self.generator = None
-        if job.do_sample:
-            self.generator = torch.Generator()
+        if job.do_sample:  # on the logits' device, as generate() makes it
+            self.generator = torch.Generator(device=device)
             self.generator.manual_seed(job.seed if job.seed is not None else int(torch.randint(2**62, ()).item()))
         self.plain = not job.do_sample and job.repetition_penalty == 1.0  # a batched argmax serves it
         self.texts = TextDelta(tokenizer, job.stop, eos)
@@ -144,7 +145,7 @@ class Row:
     def pick(self, logits: torch.Tensor) -> int:
         """The next token from this row's logits (1, V), as ``generate``'s decode loop picks it."""
         j = self.job
-        seen = torch.tensor([j.prompt + self.tokens], dtype=torch.long)
+        seen = torch.tensor([j.prompt + self.tokens], dtype=torch.long, device=logits.device)
         step = process_logits(logits, seen, do_sample=j.do_sample, temperature=j.temperature, top_k=j.top_k,
                               top_p=j.top_p, repetition_penalty=j.repetition_penalty)
         if j.do_sample:
@@ -172,6 +173,30 @@ class Row:
                                 "prompt_tokens": len(self.job.prompt), "completion_tokens": len(self.tokens)}))
 
 
+@dataclass
+class Joining:
+    """Prefilled rows waiting to join the running batch: their cache (width columns, left-padded), key mask
+    (n, width), next position ids (n,) and ``index``, which rows of those go on (the rest ended at once)."""
+
+    rows: list[Row]
+    cache: KVCache
+    mask: torch.Tensor
+    pos: torch.Tensor
+    index: torch.Tensor
+    width: int
+
+
+def _place(dst: KVCache, dst_mask: torch.Tensor, rows: slice, end: int, src: KVCache, src_mask: torch.Tensor,
+           index: torch.Tensor, src_end: int, cols: int) -> None:
+    """Copy rows ``index`` of ``src``'s columns [src_end - cols, src_end) into rows ``rows`` of ``dst``'s
+    columns [end - cols, end), K, V and key mask (slice first: only those columns are copied)."""
+    for layer in range(len(dst.keys)):
+        dst.keys[layer][rows, :, end - cols:end] = src.keys[layer][:, :, src_end - cols:src_end].index_select(0, index)
+        dst.values[layer][rows, :, end - cols:end] = \
+            src.values[layer][:, :, src_end - cols:src_end].index_select(0, index)
+    dst_mask[rows, end - cols:end] = src_mask[:, src_end - cols:src_end].index_select(0, index)
+
+
 class DecodeBatch:
     """The running completions: slots of rows (None = free) over one right-aligned KV cache."""
 
@@ -195,7 +220,7 @@ class DecodeBatch:
     # ------------------------------------------------------------------ joining
     def admit(self, jobs: list[CompletionJob]) -> None:
         """Prefill ``jobs`` together (their first token comes out here) and add the rows that go on."""
-        rows = [Row(j, self.tokenizer, self.eos) for j in jobs]
+        rows = [Row(j, self.tokenizer, self.eos, self._device()) for j in jobs]
         width = max(len(j.prompt) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.bool)
@@ -208,54 +233,56 @@ class DecodeBatch:
         device = self._device()
         logits, cache = self.step_fn(ids.to(device), mask.to(device) if padded else None,
                                      pos.to(device) if pos is not None else None, cache)
-        keep = self._advance(rows, logits.float())
-        if not keep:
+        going = self._advance(rows, logits.float())
+        if not going:
             return
-        new_pos = (pos[:, -1] + 1) if pos is not None else torch.full((len(jobs),), width, dtype=torch.long)
-        new_pos = new_pos + (self.model.config.position_offset if pos is None else 0)
-        self._join([rows[i] for i in keep], cache, mask[keep], new_pos[keep], width, keep)
+        next_pos = (pos[:, -1] + 1) if pos is not None else \
+            torch.full((len(jobs),), width + self.model.config.position_offset, dtype=torch.long)
+        self._join(Joining([rows[i] for i in going], cache, mask.to(device), next_pos.to(device),
+                           torch.tensor(going, dtype=torch.long, device=device), width))
 
-    def _join(self, rows: list[Row], cache: KVCache, mask: torch.Tensor, pos: torch.Tensor, width: int,
-              picked: list[int]) -> None:
+    def _join(self, new: Joining) -> None:
         free = [i for i, r in enumerate(self.rows) if r is None]
         t = self.cache.length if self.cache is not None else 0
-        fits = (self.cache is not None and len(free) >= len(rows) and width <= t
-                and t + max(r.remaining for r in rows) <= self.cache.capacity)
-        index = torch.tensor(picked, dtype=torch.long)
-        if fits:  # into free slots: copy the new rows' columns only
-            for n, slot in enumerate(free[:len(rows)]):
-                for layer in range(len(cache.keys)):
-                    self.cache.keys[layer][slot, :, t - width:t] = cache.keys[layer][picked[n]]
-                    self.cache.values[layer][slot, :, t - width:t] = cache.values[layer][picked[n]]
+        if (self.cache is not None and len(free) >= len(new.rows) and new.width <= t
+                and t + max(r.remaining for r in new.rows) <= self.cache.capacity):
+            # into free slots, right-aligned at column t: only the new rows' columns are copied
+            for n, slot in enumerate(free[:len(new.rows)]):
+                row = int(new.index[n])
+                for layer in range(len(self.cache.keys)):
+                    self.cache.keys[layer][slot, :, t - new.width:t] = new.cache.keys[layer][row]
+                    self.cache.values[layer][slot, :, t - new.width:t] = new.cache.values[layer][row]
                 self.mask[slot] = False
-                self.mask[slot, t - width:t] = mask[n].to(self.mask.device)
-                self.pos[slot] = pos[n]
-                self.last[slot] = rows[n].tokens[-1]
-                self.rows[slot] = rows[n]
+                self.mask[slot, t - new.width:t] = new.mask[row]
+                self.pos[slot] = new.pos[row]
+                self.last[slot] = new.rows[n].tokens[-1]
+                self.rows[slot] = new.rows[n]
             return
+        self._rebuild(new)
+
+    def _rebuild(self, new: Joining | None = None) -> None:
+        """A fresh cache with the live rows (and ``new``'s), every row right-aligned at column ``live`` = the
+        longest row, ``live + most tokens still to make`` wide: memory follows the live rows."""
         old = [(i, r) for i, r in enumerate(self.rows) if r is not None]
-        live = max([r.live for _, r in old] + [width])
-        capacity = live + max(r.remaining for r in [*rows, *(r for _, r in old)])
-        new = self._allocate(len(old) + len(rows), capacity)
-        new_mask = torch.zeros((len(old) + len(rows), capacity), dtype=torch.bool, device=self._device())
+        rows = [r for _, r in old] + (new.rows if new is not None else [])
+        live = max([r.live for _, r in old] + ([new.width] if new is not None else []))
+        capacity = live + max(r.remaining for r in rows)
+        device = self._device()
+        cache = self._allocate(len(rows), capacity)
+        mask = torch.zeros((len(rows), capacity), dtype=torch.bool, device=device)
+        pos = []
         if old:
-            keep = torch.tensor([i for i, _ in old], dtype=torch.long, device=self._device())
-            c = min(t, live)
-            for layer in range(len(new.keys)):
-                new.keys[layer][:len(old), :, live - c:live] = self.cache.keys[layer].index_select(0, keep)[:, :, t - c:t]
-                new.values[layer][:len(old), :, live - c:live] = self.cache.values[layer].index_select(0, keep)[:, :, t - c:t]
-            new_mask[:len(old), live - c:live] = self.mask.index_select(0, keep)[:, t - c:t]
-        for layer in range(len(new.keys)):
-            new.keys[layer][len(old):, :, live - width:live] = cache.keys[layer].index_select(0, index.to(self._device()))
-            new.values[layer][len(old):, :, live - width:live] = cache.values[layer].index_select(0, index.to(self._device()))
-        new_mask[len(old):, live - width:live] = mask.to(self._device())
-        new.length = live
-        pos = pos.to(self._device())
-        self.pos = torch.cat([self.pos[[i for i, _ in old]], pos]) if old else pos.clone()
-        self.last = torch.tensor([r.tokens[-1] for _, r in old] + [r.tokens[-1] for r in rows], dtype=torch.long,
-                                 device=self._device())
-        self.rows = [r for _, r in old] + list(rows)
-        self.cache, self.mask = new, new_mask
+            keep = torch.tensor([i for i, _ in old], dtype=torch.long, device=device)
+            t = self.cache.length
+            _place(cache, mask, slice(0, len(old)), live, self.cache, self.mask, keep, t, min(t, live))
+            pos.append(self.pos.index_select(0, keep))
+        if new is not None:
+            _place(cache, mask, slice(len(old), len(rows)), live, new.cache, new.mask, new.index, new.width, new.width)
+            pos.append(new.pos.index_select(0, new.index))
+        cache.length = live
+        self.cache, self.mask, self.pos = cache, mask, torch.cat(pos)
+        self.last = torch.tensor([r.tokens[-1] for r in rows], dtype=torch.long, device=device)
+        self.rows = rows
         self.rebuilds += 1
 
     def _allocate(self, batch: int, capacity: int) -> KVCache:
@@ -324,25 +351,7 @@ class DecodeBatch:
             self.rows, self.cache = [], None
             return
         if 4 * free >= len(self.rows):
-            self._rebuild_without_free()
-
-    def _rebuild_without_free(self) -> None:
-        old = [(i, r) for i, r in enumerate(self.rows) if r is not None]
-        t = self.cache.length
-        live = max(r.live for _, r in old)
-        capacity = live + max(r.remaining for _, r in old)
-        keep = torch.tensor([i for i, _ in old], dtype=torch.long, device=self._device())
-        new = self._allocate(len(old), capacity)
-        for layer in range(len(new.keys)):
-            new.keys[layer][:, :, :live] = self.cache.keys[layer].index_select(0, keep)[:, :, t - live:t]
-            new.values[layer][:, :, :live] = self.cache.values[layer].index_select(0, keep)[:, :, t - live:t]
-        mask = torch.zeros((len(old), capacity), dtype=torch.bool, device=self._device())
-        mask[:, :live] = self.mask.index_select(0, keep)[:, t - live:t]
-        new.length = live
-        self.cache, self.mask = new, mask
-        self.pos, self.last = self.pos.index_select(0, keep), self.last.index_select(0, keep)
-        self.rows = [r for _, r in old]
-        self.rebuilds += 1
+            self._rebuild()
 
 
 class Batcher:
@@ -524,4 +533,4 @@ class Batcher:
             self.decoder = None
 
 
-__all__ = ["Batcher", "CompletionJob", "DecodeBatch", "EncodeJob", "Job", "Row", "TextDelta"]
+__all__ = ["Batcher", "CompletionJob", "DecodeBatch", "EncodeJob", "Job", "Joining", "Row", "TextDelta"]

@@ -106,7 +106,7 @@ def classify(model: Any, encodings: Sequence[dict[str, Any]], *, labels: Sequenc
     for row, enc in enumerate(encodings):
         n = len(enc["input_ids"])
         if head == "seq-cls":
-            logits = out["logits"][row].float()
+            logits = out["logits"][row].float().cpu()
             if logits.numel() == 1:
                 results.append({"value": float(logits.reshape(()))})
                 continue
@@ -114,7 +114,7 @@ def classify(model: Any, encodings: Sequence[dict[str, Any]], *, labels: Sequenc
             order = torch.argsort(probs, descending=True).tolist()[:top_k]
             results.append({"labels": [{"label": labels[i], "score": float(probs[i])} for i in order]})
         elif head == "token-cls":
-            probs = out["logits"][row, :n].float().softmax(-1)  # (L, C)
+            probs = out["logits"][row, :n].float().softmax(-1).cpu()  # (L, C)
             score, best = probs.max(-1)
             tokens = []
             for i in range(n):
@@ -125,7 +125,8 @@ def classify(model: Any, encodings: Sequence[dict[str, Any]], *, labels: Sequenc
                                "label": labels[int(best[i])], "score": float(score[i])})
             results.append({"tokens": tokens})
         else:  # qa
-            results.append(_best_span(out["start_logits"][row, :n].float(), out["end_logits"][row, :n].float(), enc))
+            start, end = out["start_logits"][row, :n].float().cpu(), out["end_logits"][row, :n].float().cpu()
+            results.append(_best_span(start, end, enc))
     return results
 
 

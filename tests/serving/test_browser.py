@@ -134,7 +134,7 @@ class Browser:
         _call("DELETE", self.base)
 
 
-def test_playground_streams_a_completion_and_shows_fill_mask(chromedriver, gpt_dir, bert_dir, tmp_path):
+def test_playground_streams_a_completion_and_shows_fill_mask(gpt_dir, bert_dir, chromedriver, tmp_path):
     from lmforge.prompting.fill_mask import fill_mask
     from lmforge.serving import ServeSettings, create_app
 

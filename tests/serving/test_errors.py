@@ -147,7 +147,47 @@ def test_client_disconnect_frees_the_slot(gpt_dir):
                 chunk = raw.recv(4096)
                 assert chunk, seen
                 seen += chunk
-            assert http.get("/health").json()["running"] == 1
+            end = time.monotonic() + 5  # the first token comes out of the prefill, just before the row joins
+            while http.get("/health").json()["running"] != 1:
+                assert time.monotonic() < end
+                time.sleep(0.01)
         start = time.monotonic()
         assert _wait_idle(http, 1.5)  # the full completion would take ~2 s more
         assert time.monotonic() - start < 1.5
+
+
+def test_max_input_tokens_and_a_full_queue(gpt_dir):
+    """--max-input-tokens caps inputs below the model's positions; with the worker busy and --max-queue
+    requests waiting, the next one gets 503 instead of waiting without bound."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lmforge.serving import ServeSettings, create_app
+
+    model, tok = load(gpt_dir)
+    gate, inside = threading.Event(), threading.Event()
+    forward = model.body.forward
+
+    def held(*args, **kwargs):
+        inside.set()
+        assert gate.wait(30)
+        return forward(*args, **kwargs)
+
+    with running(create_app(model, tok, ServeSettings(max_input_tokens=4, max_queue=1, batch_wait_ms=0))) as url:
+        http = client(url, None)
+        r = http.post("/v1/embeddings", json={"input": "one two three four five six"})
+        assert r.status_code == 400 and "--max-input-tokens" in r.json()["error"]["message"]
+        assert http.post("/v1/embeddings", json={"input": "one two"}).status_code == 200
+        model.body.forward = held
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(http.post, "/v1/embeddings", json={"input": "a"})  # the worker holds it
+            assert inside.wait(30)
+            second = pool.submit(http.post, "/v1/embeddings", json={"input": "b"})  # waits in the queue
+            end = time.monotonic() + 10
+            while http.get("/health").json()["queued"] < 1:
+                assert time.monotonic() < end
+                time.sleep(0.01)
+            third = http.post("/v1/embeddings", json={"input": "c"})
+            assert third.status_code == 503 and third.json()["error"]["code"] == "overloaded"
+            gate.set()
+            assert first.result(30).status_code == 200 and second.result(30).status_code == 200
