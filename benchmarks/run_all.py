@@ -1,6 +1,6 @@
 """Run every side-by-side benchmark (lmforge vs HF transformers) in turn and print their tables.
 
-    python benchmarks/run_all.py [--only tokenization pretraining generation] [--quick] [--device cuda]
+    python benchmarks/run_all.py [--only tokenization pretraining generation electra] [--quick] [--device cuda]
 
 Each benchmark is its own script (see its docstring for what it measures and its flags); this runner
 starts each in a subprocess so one's memory and threads do not leak into the next, prints the machine
@@ -25,9 +25,10 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "tokenization": ("tokenization.py", ["--skip-train", "--repeats", "2"]),
     "pretraining": ("pretraining.py", ["--steps", "3", "--warmup", "1"]),
     "generation": ("generation.py", ["--new", "32"]),
+    "electra": ("electra.py", ["--steps", "2", "--warmup", "1"]),
 }
 
-ON_DEVICE = ("pretraining", "generation")  # the scripts that take --device cpu|cuda
+ON_DEVICE = ("pretraining", "generation", "electra")  # the scripts that take --device cpu|cuda
 
 
 def machine() -> str:
