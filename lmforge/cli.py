@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fewshot": ("lmforge.commands.fewshot", "GPT-3 style k-shot in-context evaluation on a task."),
     "fill-mask": ("lmforge.commands.fill_mask", "Fill [MASK] tokens with a masked language model."),
     "export": ("lmforge.commands.export", "Write a model and its tokenizer as an HF transformers directory."),
+    "compress": ("lmforge.commands.compress", "Quantize (int8 / bf16) or prune a model, with a before / after report."),
 }
 
 

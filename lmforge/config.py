@@ -22,6 +22,8 @@ CONFIG_NAME = "config.json"
 NORM_PLACEMENTS = ("post", "pre")  # post-LN: BERT / GPT-1; pre-LN + final norm: GPT-2 / GPT-3
 CLASSIFIER_TOKENS = ("pooler", "first", "last")  # which hidden state seq-cls / choice heads read
 EXTRACT_COMBINE = ("auto", "sum", "choice")  # GPT-1 extract head with (B, C, L) input, see heads.py
+# how `lmforge compress` stores the weights (lmforge/nn/quantized.py runs them); None = float32
+QUANTIZATION_METHODS = ("int8", "int8-weight", "bf16")
 
 
 @dataclass
@@ -98,6 +100,16 @@ class ModelConfig:
     # num_labels == 1, else "sum"
     extract_combine: str = "auto"
 
+    # ---- compression (lmforge compress; docs/compression.md) ----
+    # attention heads kept in each stored layer after head pruning (None = num_heads everywhere); the head
+    # size stays hidden_size // num_heads, so stored layer i has qkv (3 * n_i * hs, H) and out (H, n_i * hs)
+    layer_heads: list[int] | None = None
+    # MLP inner width of each stored layer after neuron pruning (None = intermediate_size everywhere)
+    layer_ffn_sizes: list[int] | None = None
+    # {"method": "int8" | "int8-weight" | "bf16", "kernel": name}: how the weights are stored and which kernel
+    # multiplies them (lmforge.nn.quantized.KERNELS checks the name when the model is built); None = float32
+    quantization: dict[str, Any] | None = None
+
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried through save/load (not read by the model)
 
     # ------------------------------------------------------------------ derived values
@@ -151,6 +163,14 @@ class ModelConfig:
     def max_length(self) -> int:
         """Longest input sequence the position table allows."""
         return self.max_positions - self.position_offset
+
+    def heads_in_layer(self, stored: int) -> int:
+        """Attention heads of stored layer ``stored`` (fewer than num_heads after head pruning)."""
+        return self.num_heads if self.layer_heads is None else self.layer_heads[stored]
+
+    def ffn_in_layer(self, stored: int) -> int:
+        """MLP inner width of stored layer ``stored`` (smaller than ffn_size after neuron pruning)."""
+        return self.ffn_size if self.layer_ffn_sizes is None else self.layer_ffn_sizes[stored]
 
     def layer_index(self, i: int) -> int:
         """Stored layer used by applied layer i (ALBERT groups: consecutive layers share one)."""
@@ -214,9 +234,26 @@ class ModelConfig:
                                       or not 0 <= value < self.vocab_size):
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
                                   f"{self.vocab_size}) or null.")
+        self._validate_compression()
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
             raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
                               "set pooler=True or classifier_activation (first-token classifier).")
+
+    def _validate_compression(self) -> None:
+        for name, most in (("layer_heads", self.num_heads), ("layer_ffn_sizes", self.ffn_size)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (not isinstance(value, list) or len(value) != self.num_stored_layers
+                    or any(not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= most for n in value)):
+                raise ConfigError(f"ModelConfig.{name} must list {self.num_stored_layers} integer(s) in [1, {most}] "
+                                  f"(one per stored layer), got {value!r}.")
+        q = self.quantization
+        if q is None:
+            return
+        if not isinstance(q, dict) or set(q) - {"method", "kernel"} or not isinstance(q.get("kernel", ""), str):
+            raise ConfigError(f"ModelConfig.quantization must be null or {{\"method\": ..., \"kernel\": ...}}, got {q!r}.")
+        _choice("quantization.method", q.get("method"), QUANTIZATION_METHODS)
 
     # ------------------------------------------------------------------ dict / file round trips
     @classmethod

@@ -45,7 +45,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_stored_layers))
+        self.layers = nn.ModuleList(Block(config, layer=i) for i in range(config.num_stored_layers))
         pre = config.norm_placement == "pre"
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
         self.pooler = Pooler(config) if config.has_pooler else None

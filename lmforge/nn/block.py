@@ -14,23 +14,28 @@ from lmforge.nn.dropout import Dropout
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, ffn_size: int | None = None) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.ffn_size)
+        width = config.ffn_size if ffn_size is None else ffn_size  # narrower after neuron pruning
+        self.fc1 = nn.Linear(config.hidden_size, width)
         self.act = Activation(config.activation)
-        self.fc2 = nn.Linear(config.ffn_size, config.hidden_size)
+        self.fc2 = nn.Linear(width, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))  # (B, T, F) inside
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
+        """``layer``: the stored layer index (pruned models have per-layer head counts and MLP widths)."""
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
-        self.attn = ATTENTION_KINDS[config.attention_kind](config)
+        heads = config.heads_in_layer(layer)
+        # only a pruned layer passes num_heads: attention kinds that support head pruning take it
+        self.attn = ATTENTION_KINDS[config.attention_kind](
+            config, **({} if heads == config.num_heads else {"num_heads": heads}))
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, ffn_size=config.ffn_in_layer(layer))
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)  # dropout(a, residual=x) = x + dropout(a), one kernel
 

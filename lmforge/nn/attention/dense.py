@@ -31,12 +31,15 @@ class AttentionMask:
 
 
 class DenseAttention(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, num_heads: int | None = None) -> None:
+        """``num_heads``: this layer's heads when head pruning left fewer than ``config.num_heads`` (the head
+        size stays ``config.head_size``, so the projections narrow to ``num_heads * head_size``)."""
         super().__init__()
-        self.num_heads = config.num_heads
+        self.num_heads = config.num_heads if num_heads is None else num_heads
         self.head_size = config.head_size
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # q, k, v fused in that order
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        inner = self.num_heads * self.head_size  # = hidden_size unless pruned
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner)  # q, k, v fused in that order
+        self.out = nn.Linear(inner, config.hidden_size)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 
@@ -48,9 +51,10 @@ class DenseAttention(nn.Module):
                 query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
             return fastpath_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,
                                       query_index=query_index), None, None
-        B, T, H = x.shape
+        B, T, _ = x.shape
         nh, hs = self.num_heads, self.head_size
-        q, k, v = self.qkv(x).split(H, dim=-1)
+        inner = nh * hs
+        q, k, v = self.qkv(x).split(inner, dim=-1)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)
         v = v.view(B, T, nh, hs).transpose(1, 2)
@@ -76,5 +80,5 @@ class DenseAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
                                                dropout_p=self.dropout_p if self.training else 0.0,
                                                is_causal=mask.is_causal)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, nh * hs)
         return self.out(y), present, probs
