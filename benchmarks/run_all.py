@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "tokenization": ("tokenization.py", ["--skip-train", "--repeats", "2"]),
     "pretraining": ("pretraining.py", ["--steps", "3", "--warmup", "1"]),
     "generation": ("generation.py", ["--new", "32"]),
+    "compression": ("compression.py", ["--sections", "kernels", "decode", "encoder", "--new", "16", "--repeats", "1"]),
 }
 
 ON_DEVICE = ("pretraining", "generation")  # the scripts that take --device cpu|cuda

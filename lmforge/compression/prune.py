@@ -85,7 +85,6 @@ def importance(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn) -> t
             for batch in batches:
                 loss = loss_fn(model, batch)
                 grads = torch.autograd.grad(loss, [*gates.heads, *gates.neurons], allow_unused=True)
-                n = len(gates.heads)
                 for acc, g in zip(head_scores + neuron_scores, grads):
                     if g is not None:
                         acc += g.abs()

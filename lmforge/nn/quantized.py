@@ -206,8 +206,8 @@ def get_kernel(method: str, name: str | None) -> Kernel:
                 f"{n}: {why}" for n, why in available_kernels(method).items()) + ". Use --method bf16.")
         name = usable[0]
     if name not in kernels:
-        raise ConfigError(f"ModelConfig.quantization.kernel={name!r} is not a {method} kernel; one of: "
-                          f"{', '.join(kernels)}.")
+        raise ConfigError(f"kernel {name!r} (ModelConfig.quantization.kernel, lmforge compress --kernel) is not one "
+                          f"of the {method} kernels: {', '.join(kernels)}.")
     why = kernels[name].missing()
     if why is not None:
         ok = [n for n, w in available_kernels(method).items() if w is None]

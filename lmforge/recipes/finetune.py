@@ -409,6 +409,9 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     splits = [config.eval_split] if config.eval_split else list(task.eval_splits)
     eval_sets = {split: task.read(config.data, split) for split in splits}
     model, decoder = load_model(config.model, task, tokenizer, from_scratch=config.from_scratch, log=log)
+    if model.config.quantization is not None:  # int8 / bf16 weights from `lmforge compress` are for inference
+        raise ConfigError(f"{config.model} is quantized ({model.config.quantization['method']}); fine-tune the float "
+                          "model, then compress it (lmforge evaluate / predict run quantized models).")
     pad_id = _pad_id(tokenizer)
     segments = model.config.type_vocab_size > 1
     train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,

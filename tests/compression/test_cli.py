@@ -98,7 +98,7 @@ def test_magnitude_is_reported_honestly(gpt_dir: Path, tmp_path: Path, capsys):
     (["--method", "prune-heads", "--amount", "0.9", "--out", "NEW", "--eval-data", "COLA"],
      "each of the 2 layers keeps at least one head"),
     (["--method", "prune-heads", "--out", "NEW"], "scores heads / neurons on data"),
-    (["--method", "int8", "--kernel", "fastest", "--out", "NEW"], "not a int8 kernel"),
+    (["--method", "int8", "--kernel", "fastest", "--out", "NEW"], "is not one of the int8 kernels"),
     (["--method", "bf16", "--recover-steps", "5", "--out", "NEW"], "bf16 models are not trained"),
 ])
 def test_bad_input_is_one_message(cola_dir: Path, refdata: Path, tmp_path: Path, capsys, extra, message):
@@ -111,3 +111,13 @@ def test_bad_input_is_one_message(cola_dir: Path, refdata: Path, tmp_path: Path,
     code, _, err = run(capsys, "compress", "--model", cola_dir, *[paths.get(a, a) for a in extra], *FAST)
     assert code == 2 and message in err and "Traceback" not in err
     assert sorted(p.name for p in cola_dir.iterdir()) == before
+
+
+def test_a_quantized_model_is_not_fine_tuned(cola_dir: Path, refdata: Path, tmp_path: Path, capsys):
+    quantized = tmp_path / "q"
+    Model.from_pretrained(cola_dir).quantize("bf16").save_pretrained(quantized)
+    for name in ("vocab.txt", "task.json"):
+        (quantized / name).write_bytes((cola_dir / name).read_bytes())
+    code, _, err = run(capsys, "finetune", "--model", quantized, "--task", "glue-cola", "--data",
+                       refdata / "glue" / "CoLA", "--out", tmp_path / "ft", "--epochs", "1")
+    assert code == 2 and "fine-tune the float model, then compress it" in err

@@ -117,7 +117,7 @@ def test_a_kernel_that_cannot_run_is_an_error_not_a_fallback(monkeypatch: pytest
     monkeypatch.setattr(KERNELS["int8"]["onednn"], "missing", lambda: "this torch build has no onednn engine")
     with pytest.raises(QuantizationError, match=r"'fbgemm' cannot run here \(this torch build has no fbgemm"):
         get_kernel("int8", "fbgemm")
-    with pytest.raises(ConfigError, match="not a int8 kernel"):
+    with pytest.raises(ConfigError, match="is not one of the int8 kernels"):
         get_kernel("int8", "nope")
     from lmforge.config import ModelConfig
     from lmforge.models.model import Model
