@@ -2,7 +2,7 @@
 shapes, and quality on small models trained here.
 
 Usage: python benchmarks/compression.py [--sections kernels decode encoder quality] [--threads 2] [--repeats 3]
-                                        [--new 64] [--work DIR] [--quickstart DIR] [--gpt-steps 600]
+                                        [--new 64] [--work DIR] [--gpt-steps 600] [--bert-epochs 2]
                                         [--json FILE]
 
 Speed (random weights; speed does not depend on them):
@@ -21,9 +21,9 @@ Quality (``quality``): the perplexity and task-metric figures need trained model
 * A GPT (L4/H128/A4, byte-level BPE of 2,048) pre-trained here on the first 90% of tiny-shakespeare for
   --gpt-steps steps with lmforge's own tokenizer / prepare / pretrain; `lmforge compress --eval-text` on the
   last 10% (it calibrates on the first half of that and scores perplexity on the second half).
-* The tiny BERT that `lmforge quickstart` pre-trains and fine-tunes on the toy acceptability task (CoLA
-  format; --quickstart points at a finished run, else one is made in --work); `lmforge compress
-  --eval-data` on its dev split (MCC).
+* A small BERT (L2/H128/A4, the bert-base-uncased vocabulary) fine-tuned from a random init on the
+  20k-sentence SST-2 sample (`lmforge finetune`, --bert-epochs); `lmforge compress --eval-data` on its
+  dev sample (accuracy; calibration on the train split).
 Every compression row is a `lmforge.recipes.compress.compress` run: its report.md sits in --work.
 """
 from __future__ import annotations
@@ -186,14 +186,23 @@ def train_shakespeare_gpt(args: argparse.Namespace, work: Path, log: Path) -> tu
     return model_dir, held
 
 
-def quickstart_cola(args: argparse.Namespace, work: Path, log: Path) -> tuple[Path, Path]:
-    """(fine-tuned acceptability model, its data dir) from a finished `lmforge quickstart` run."""
-    run = Path(args.quickstart) if args.quickstart else work / "quickstart"
-    if not (run / "report.md").is_file():
-        lmforge_cli("quickstart", "--out", str(run), log=log)
-    model = next(p.parent for p in sorted((run / "finetune").rglob("task.json"))
-                 if "cola" in str(p) and "scratch" not in str(p))
-    return model, run / "data" / "cola"
+def finetune_sst2_bert(args: argparse.Namespace, work: Path, log: Path) -> tuple[Path, Path]:
+    """(fine-tuned model, data dir): a small BERT (L2/H128/A4, the bert-base-uncased vocabulary) fine-tuned
+    from a random init on the 20k-sentence SST-2 sample with `lmforge finetune`."""
+    from lmforge.models.model import Model
+
+    data = (REPO / ".." / "shared" / "refdata" / "glue" / "SST-2").resolve()
+    out = work / "bert-sst2"
+    if (out / "task.json").is_file():
+        return out, data
+    init = work / "bert-small-init"
+    torch.manual_seed(0)
+    Model.from_preset("bert-tiny", head="seq-cls", num_labels=2, num_heads=4).save_pretrained(init)
+    vocab = (REPO / ".." / "shared" / "refdata" / "tokenizers" / "bert-base-uncased" / "vocab.txt").resolve()
+    (init / "vocab.txt").write_bytes(vocab.read_bytes())
+    lmforge_cli("finetune", "--model", str(init), "--task", "glue-sst2", "--data", str(data), "--out", str(out),
+                "--epochs", str(args.bert_epochs), "--lr", "5e-4", "--batch-size", "32", "--max-length", "64", log=log)
+    return out, data
 
 
 def compress_rows(model: Path, out_root: Path, runs: list[tuple[str, list[str]]], data: list[str],
@@ -241,7 +250,7 @@ def bench_quality(args: argparse.Namespace, work: Path) -> dict[str, list[dict[s
         ("prune-ffn 50%", ["--method", "prune-ffn", "--amount", "0.5"]),
         ("magnitude 50%", ["--method", "magnitude", "--amount", "0.5"]),
     ], text, args.repeats)
-    bert, data = quickstart_cola(args, work, log)
+    bert, data = finetune_sst2_bert(args, work, log)
     task = ["--eval-data", str(data)]
     bert_rows = compress_rows(bert, work / "bert-compressed", [
         ("int8", ["--method", "int8"]), ("int8 (int-mm, per-token)", ["--method", "int8", "--kernel", "int-mm"]),
@@ -277,7 +286,7 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64, help="new tokens per decode call")
     parser.add_argument("--gpt-steps", type=int, default=600, help="pre-training steps of the quality GPT")
     parser.add_argument("--work", help="directory for models and reports (default: a temporary one)")
-    parser.add_argument("--quickstart", help="a finished `lmforge quickstart --out` directory to reuse")
+    parser.add_argument("--bert-epochs", type=float, default=2, help="fine-tuning epochs of the quality BERT")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -308,7 +317,7 @@ def main() -> None:
                    ("latency_b32_ms", "forward b32 ms"), ("decode_ms_per_token", "decode ms/token")]
         print("\nGPT L4/H128 pre-trained on tiny-shakespeare, perplexity on held-out text:\n"
               + table(q["gpt"], columns), flush=True)
-        print("\ntiny BERT from `lmforge quickstart`, fine-tuned on toy acceptability, dev MCC:\n"
+        print("\nsmall BERT fine-tuned on the SST-2 sample, dev accuracy:\n"
               + table(q["bert"], columns), flush=True)
     results["machine_end"] = machine()
     print(f"\nmachine at the end: {results['machine_end']}")

@@ -98,7 +98,9 @@ def decode_latency(models: dict[str, nn.Module], *, prompt: int = 32, new_tokens
     ``new_tokens`` new ones; the prompt's forward counted in); the models decode in turns."""
     from lmforge.generation import generate
 
-    new_tokens = min(new_tokens, min(m.config.max_length for m in models.values()) - prompt)
+    context = min(m.config.max_length for m in models.values())
+    prompt = min(prompt, context // 2)
+    new_tokens = min(new_tokens, context - prompt)
     inputs = {name: _random_ids(m.config, 1, prompt, seed=1) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for name, m in models.items():

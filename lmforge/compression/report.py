@@ -55,7 +55,7 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         lines.append(f"| {label} | {_fmt(before.get(key))} | {_fmt(after.get(key))} | "
                      f"{_ratio(before.get(key), after.get(key))} |")
-    for key in sorted(set(before.get("quality", {})) | set(after.get("quality", {}))):
+    for key in sorted((set(before.get("quality", {})) | set(after.get("quality", {}))) - {"tokens"}):
         b, a = before.get("quality", {}).get(key), after.get("quality", {}).get(key)
         diff = f"{a - b:+.4f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
         lines.append(f"| quality: {key} ({report.get('quality_on', '')}) | {_fmt(b)} | {_fmt(a)} | {diff} |")
@@ -74,9 +74,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {about} | " + " | ".join(cells) + " |")
     if report.get("sparse_kernel"):
         s = report["sparse_kernel"]
-        lines += ["", f"Sparse kernel check (largest Linear {s['shape']}, sparsity {s['sparsity']:.2f}): "
-                  + ", ".join(f"{k.replace('_ms_rows_', ' ms, rows ')} {v:.3f}" for k, v in s.items()
-                              if "_ms_rows_" in k) + "."]
+        rows = sorted({int(k.rsplit("_", 1)[1]) for k in s if "_ms_rows_" in k})
+        lines += ["", f"Sparse kernel check (the largest Linear, {s['shape']}, sparsity {s['sparsity']:.2f}; median "
+                  "ms): " + "; ".join(f"{m} row(s): dense {s[f'dense_ms_rows_{m}']:.3f}, CSR {s[f'csr_ms_rows_{m}']:.3f}"
+                                      for m in rows) + "."]
     for note in report.get("notes", []):
         lines += ["", f"- {note}"]
     return "\n".join(lines) + "\n"
