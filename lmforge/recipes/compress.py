@@ -343,7 +343,9 @@ def _notes(report: dict[str, Any], config: CompressConfig) -> list[str]:
     """What a reader should not miss: slower results, unstructured sparsity, missing quality data."""
     notes = []
     b, a = report["before"], report["after"]
-    slower = [k for k in ("latency_b1_ms", "latency_b32_ms", "decode_ms_per_token")
+    labels = {"latency_b1_ms": "the batch-1 forward", "latency_b32_ms": "the batch-32 forward",
+              "decode_ms_per_token": "greedy decoding"}
+    slower = [f"{label} ({a[k] / b[k]:.2f}x the time)" for k, label in labels.items()
               if isinstance(b.get(k), float) and isinstance(a.get(k), float) and a[k] > b[k] * 1.05]
     if slower:
         notes.append(f"slower after {config.method} on this machine: {', '.join(slower)} (measured, not hidden).")
