@@ -16,7 +16,8 @@ compile=True): the fixed-shape step under torch.compile, captured as a CUDA grap
 Fairness on a shared machine: one untimed warm-up call of each side per cell (it also pays any compile),
 then --repeats rounds in which the sides run back to back in rotating order, so a change of load hits
 all of them; the table gives medians. ``tok/s`` = batch x new tokens / wall time of the whole call
-(prefill included); ``ms/step`` is the decode steps alone (from the first new token to the last, timed by a
+(prefill included); the speed-up in CPU time is HF's process CPU time over the side's (with --threads 1 the
+work done, whatever else runs on a shared machine); ``ms/step`` is the decode steps alone (from the first new token to the last, timed by a
 streamer on both sides; on CUDA the streamer synchronises, as HF's own streamer does by copying each token
 to the host), comparable with the floor.
 
@@ -28,6 +29,11 @@ matrix, fp32) plus the KV cache once; at the measured read bandwidth (the best o
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+if "--thp" in sys.argv:  # PyTorch reads it once, at its first allocation: before torch is imported
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 import statistics
 import tempfile
 import time
@@ -138,6 +144,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per cell (medians reported)")
+    parser.add_argument("--thp", action="store_true",
+                        help="transparent huge pages for large tensors (THP_MEM_ALLOC_ENABLE=1), both sides")
     parser.add_argument("--hf-static", action="store_true",
                         help="also time HF generate with cache_implementation='static' (its compiled path)")
     args = parser.parse_args()
@@ -151,7 +159,9 @@ def main() -> None:
 
     bandwidth = read_bandwidth(args.device)
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    print(f"{where}: read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
+    print(f"{where}: read bandwidth {bandwidth / 1e9:.1f} GB/s; load average {os.getloadavg()}; "
+          f"THP_MEM_ALLOC_ENABLE={thp}", flush=True)
     rows = []
     for shape in args.shapes:
         torch.manual_seed(0)
@@ -173,11 +183,11 @@ def main() -> None:
                 sides["HF static"] = hf_side(hf, ids, mask, args.new, static=True)
             for mode in modes:
                 sides[f"lmforge {mode}"] = our_side(ours, ids, mask, args.new, mode)
-            outputs, wall, step = {}, {}, {}
+            outputs, wall, step, cpu = {}, {}, {}, {}
             for name, fn in list(sides.items()):  # warm-up (allocator, kernels, compiles)
                 try:
                     outputs[name] = fn(StepClock(cuda))
-                    wall[name], step[name] = [], []
+                    wall[name], step[name], cpu[name] = [], [], []
                 except Exception as error:  # noqa: BLE001 - report a side that cannot run, time the rest
                     print(f"{shape} batch {batch}: {name} failed: {type(error).__name__}: {error}"[:400], flush=True)
                     del sides[name]
@@ -187,11 +197,12 @@ def main() -> None:
                     clock = StepClock(cuda)
                     if cuda:
                         torch.cuda.synchronize()
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     outputs[name] = sides[name](clock)
                     if cuda:
                         torch.cuda.synchronize()
                     wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
                     step[name].append(clock.decode_seconds_per_step(args.new))
             n = batch * args.new
             floor = bytes_per_step(hf, batch, args.prompt + args.new // 2) / bandwidth
@@ -199,18 +210,22 @@ def main() -> None:
             for name in names:
                 t, s_ms = statistics.median(wall[name]), statistics.median(step[name]) * 1e3
                 same = same_prefix(outputs["HF"], outputs[name])
-                rows.append((shape, batch, name, n / t, t_hf / t, s_ms, floor * 1e3, same))
+                cpu_ratio = statistics.median(cpu["HF"]) / statistics.median(cpu[name])
+                rows.append((shape, batch, name, n / t, t_hf / t, s_ms, floor * 1e3, same, cpu_ratio))
                 print(f"{shape} batch {batch} {name}: {n / t:.1f} tok/s, x{t_hf / t:.2f} vs HF; decode "
                       f"{s_ms:.2f} ms/step (floor {floor * 1e3:.2f}); same tokens as HF: {same}", flush=True)
     print()
+    print(f"load average at the end {os.getloadavg()}")
     print(f"Greedy decoding, fp32, {where}, prompt {args.prompt}, {args.new} new tokens, medians of "
           f"{args.repeats} interleaved rounds; read bandwidth {bandwidth / 1e9:.1f} GB/s (torch {torch.__version__}, "
           f"transformers {transformers.__version__})")
     print()
-    print("| shape | batch | side | tok/s | speed-up vs HF | ms/step | floor ms/step | same tokens as HF |")
-    print("|---|---|---|---|---|---|---|---|")
-    for shape, batch, name, tps, ratio, s_ms, floor_ms, same in rows:
-        print(f"| {shape} | {batch} | {name} | {tps:.1f} | {ratio:.2f}x | {s_ms:.2f} | {floor_ms:.2f} | {same} |")
+    print("| shape | batch | side | tok/s | speed-up vs HF | ms/step | floor ms/step | same tokens as HF | "
+          "speed-up in CPU time |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape, batch, name, tps, ratio, s_ms, floor_ms, same, cpu_ratio in rows:
+        print(f"| {shape} | {batch} | {name} | {tps:.1f} | {ratio:.2f}x | {s_ms:.2f} | {floor_ms:.2f} | {same} | "
+              f"{cpu_ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run every side-by-side benchmark (lmforge vs HF transformers) in turn and print their tables.
 
-    python benchmarks/run_all.py [--only tokenization pretraining generation] [--quick] [--device cuda]
+    python benchmarks/run_all.py [--only tokenization pretraining generation electra serving] [--quick] [--device cuda]
 
 Each benchmark is its own script (see its docstring for what it measures and its flags); this runner
 starts each in a subprocess so one's memory and threads do not leak into the next, prints the machine
@@ -25,10 +25,14 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "tokenization": ("tokenization.py", ["--skip-train", "--repeats", "2"]),
     "pretraining": ("pretraining.py", ["--steps", "3", "--warmup", "1"]),
     "generation": ("generation.py", ["--new", "32"]),
+    "attention_scaling": ("attention_scaling.py", ["--lengths", "1024", "2048", "--model-lengths", "--repeats", "1",
+                                                   "--flex-length", "0"]),
+    "serving": ("serving.py", ["--quick", "--shapes", "tiny", "bert-base"]),
+    "electra": ("electra.py", ["--steps", "2", "--warmup", "1"]),
     "compression": ("compression.py", ["--sections", "kernels", "decode", "encoder", "--new", "16", "--repeats", "1"]),
 }
 
-ON_DEVICE = ("pretraining", "generation")  # the scripts that take --device cpu|cuda
+ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda
 
 
 def machine() -> str:

@@ -22,6 +22,9 @@ CONFIG_NAME = "config.json"
 NORM_PLACEMENTS = ("post", "pre")  # post-LN: BERT / GPT-1; pre-LN + final norm: GPT-2 / GPT-3
 CLASSIFIER_TOKENS = ("pooler", "first", "last")  # which hidden state seq-cls / choice heads read
 EXTRACT_COMBINE = ("auto", "sum", "choice")  # GPT-1 extract head with (B, C, L) input, see heads.py
+QA_HEADS = ("linear", "bigbird")  # the qa head's shape, see heads.QuestionAnsweringHead
+SPARSE_FALLBACKS = ("dense", "error")  # "bigbird" on a sequence too short for its pattern
+SPARSE_IMPLS = ("auto", "flex", "blocks", "mask")  # how the sparse kinds compute (nn/attention/sparse.py)
 # how `lmforge compress` stores the weights (lmforge/nn/quantized.py runs them); None = float32
 QUANTIZATION_METHODS = ("int8", "int8-weight", "bf16")
 
@@ -31,7 +34,7 @@ class ModelConfig:
     """The whole architecture of one lmforge model. Defaults are BERT-base's."""
 
     # ---- identity ----
-    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "bigbird", "custom"; HF export picks its converter by it
+    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "custom"; HF export picks its converter by it
 
     # ---- sizes ----
     vocab_size: int = 30522  # rows of the token embedding (and of tied output layers)
@@ -58,7 +61,25 @@ class ModelConfig:
     norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
     layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
     causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
-    attention_kind: str = "dense"  # key of lmforge.nn.attention.ATTENTION_KINDS
+    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window)
+    attention_kind: str = "dense"
+    # Per-layer attention kinds (ATTENTION_KINDS keys), cycled over the stored layers: ["dense", "banded"] alternates
+    # them (GPT-3; GPT-Neo's global / local). Its length must divide the stored layers. None = attention_kind everywhere
+    attention_pattern: list[str] | None = None
+    attention_window: int = 256  # "banded": keys each query sees, itself included (HF GPT-Neo window_size, 256)
+    block_size: int = 64  # "bigbird": tokens per block (HF BigBird block_size)
+    num_random_blocks: int = 3  # "bigbird": random key blocks per query block (HF num_random_blocks)
+    num_window_blocks: int = 3  # "bigbird": sliding-window key blocks centred on the query block, odd (HF: always 3)
+    num_global_blocks: int = 2  # "bigbird": global blocks, the first ceil(g / 2), the last floor(g / 2) (HF: always 2)
+    # "bigbird" on a sequence of at most sparse_min_length tokens ((window + global + 2 * random) blocks, 704 by
+    # default), too short for the sparse pattern: "dense" = full attention and one warning (HF does it silently),
+    # "error" = refuse the input
+    sparse_fallback: str = "dense"
+    # how "bigbird" / "banded" compute: "auto" = FlexAttention on CUDA, gathered blocks elsewhere (faster on CPU,
+    # where FlexAttention has no backward); "flex"; "blocks"; "mask" = dense SDPA under the pattern's mask, O(T^2)
+    sparse_impl: str = "auto"
+    qkv_bias: bool = True  # biases on the q / k / v projections (GPT-Neo has none)
+    attention_scale: float | None = None  # factor on q.k; None = 1 / sqrt(head_size) (GPT-Neo: 1.0, unscaled)
     # Cross-layer sharing: number of distinct layers stored; layer i uses layer i * groups // num_layers
     # (ALBERT's num_hidden_groups). None = every layer distinct, 1 = one layer shared by all (ALBERT).
     # ALBERT's inner_group_num (several layers per group) is always 1 in released models; not supported.
@@ -82,6 +103,7 @@ class ModelConfig:
     pad_token_id: int | None = 0  # padding id (RoBERTa 1; GPT None); RoBERTa positions and GPT seq-cls read it
     bos_token_id: int | None = None  # start-of-text id (GPT-2 <|endoftext|> 50256, RoBERTa <s> 0); exported to HF configs
     eos_token_id: int | None = None  # end-of-text id (GPT-2 50256, RoBERTa </s> 2); `lmforge generate` stops on it; exported to HF
+    sep_token_id: int | None = None  # separator id ([SEP], </s>); BigBird's QA head hides the question up to the first one
 
     # ---- head ----
     head: str | None = None  # key of lmforge.models.heads.HEADS; None = bare base model
@@ -99,6 +121,10 @@ class ModelConfig:
     # extract states then classify (B, num_labels) (GPT-1 similarity: both orders); "auto" = "choice" when
     # num_labels == 1, else "sum"
     extract_combine: str = "auto"
+    # the qa head: "linear" = one Linear to start / end logits (BERT); "bigbird" = HF BigBirdForQuestionAnsweringHead
+    # (dense F + activation, dense H, residual + LayerNorm, then the Linear) and the question tokens up to the first
+    # sep_token_id get -1e6 (HF BigBirdForQuestionAnswering.forward)
+    qa_head: str = "linear"
 
     # ---- compression (lmforge compress; docs/compression.md) ----
     # attention heads kept in each stored layer after head pruning (None = num_heads everywhere); the head
@@ -172,6 +198,23 @@ class ModelConfig:
         """MLP inner width of stored layer ``stored`` (smaller than ffn_size after neuron pruning)."""
         return self.ffn_size if self.layer_ffn_sizes is None else self.layer_ffn_sizes[stored]
 
+    @property
+    def attention_kinds(self) -> set[str]:
+        """Every attention kind some layer uses."""
+        return set(self.attention_pattern) if self.attention_pattern else {self.attention_kind}
+
+    def layer_attention_kind(self, stored: int) -> str:
+        """The attention kind of stored layer ``stored`` (``attention_pattern`` cycled, else ``attention_kind``)."""
+        if self.attention_pattern:
+            return self.attention_pattern[stored % len(self.attention_pattern)]
+        return self.attention_kind
+
+    @property
+    def sparse_min_length(self) -> int:
+        """"bigbird": sequences of at most this many tokens fall back to full attention (HF BigBirdModel.forward:
+        (5 + 2 * num_random_blocks) * block_size with its fixed 3 window and 2 global blocks)."""
+        return (self.num_window_blocks + self.num_global_blocks + 2 * self.num_random_blocks) * self.block_size
+
     def layer_index(self, i: int) -> int:
         """Stored layer used by applied layer i (ALBERT groups: consecutive layers share one)."""
         return i * self.num_stored_layers // self.num_layers
@@ -218,6 +261,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} must be a name (string) or null, got {getattr(self, name)!r}.")
         _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice("extract_combine", self.extract_combine, EXTRACT_COMBINE)
+        _choice("qa_head", self.qa_head, QA_HEADS)
         if self.classifier_token is not None:
             _choice("classifier_token", self.classifier_token, CLASSIFIER_TOKENS)
         for name in ("hidden_dropout", "attention_dropout", "embedding_dropout", "classifier_dropout"):
@@ -228,17 +272,63 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a positive number.")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or not 0 <= value < self.vocab_size):
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
                                   f"{self.vocab_size}) or null.")
+        self._validate_attention()
         self._validate_compression()
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
             raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
                               "set pooler=True or classifier_activation (first-token classifier).")
 
+    def _validate_attention(self) -> None:
+        """The fields of the sparse attention kinds (the names themselves: ATTENTION_KINDS when built)."""
+        pattern = self.attention_pattern
+        if isinstance(pattern, (list, tuple)):  # an own copy: presets share their default lists
+            pattern = self.attention_pattern = list(pattern)
+        if pattern is not None:
+            if (not isinstance(pattern, list) or not pattern
+                    or not all(isinstance(k, str) and k for k in pattern)):
+                raise ConfigError(f"ModelConfig.attention_pattern must be a non-empty list of attention kind names "
+                                  f"or null, got {pattern!r}.")
+            if self.num_stored_layers % len(pattern):
+                raise ConfigError(f"ModelConfig.attention_pattern has {len(pattern)} entries, which does not divide "
+                                  f"the {self.num_stored_layers} stored layers; give one kind per layer or a cycle "
+                                  "whose length divides it (e.g. ['dense', 'banded']).")
+        for name in ("attention_window", "block_size", "num_window_blocks"):
+            _positive(name, getattr(self, name))
+        for name in ("num_random_blocks", "num_global_blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}.")
+        if self.num_window_blocks % 2 == 0:
+            raise ConfigError(f"ModelConfig.num_window_blocks={self.num_window_blocks} must be odd: the window is "
+                              "centred on the query block (3 = the block and one on each side, as HF).")
+        _choice("sparse_fallback", self.sparse_fallback, SPARSE_FALLBACKS)
+        _choice("sparse_impl", self.sparse_impl, SPARSE_IMPLS)
+        if not isinstance(self.qkv_bias, bool):
+            raise ConfigError(f"ModelConfig.qkv_bias must be true or false, got {self.qkv_bias!r}.")
+        scale = self.attention_scale
+        if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0
+                                  or not math.isfinite(scale)):
+            raise ConfigError(f"ModelConfig.attention_scale={scale!r} must be a positive number or null "
+                              "(null = 1 / sqrt(head_size)).")
+        kinds = self.attention_kinds
+        if "bigbird" in kinds and self.causal:
+            raise ConfigError("ModelConfig.attention_kind='bigbird' is block-sparse attention for encoders: HF "
+                              "BigBird and the paper define it bidirectional (its global and random blocks see the "
+                              "future). For a decoder use 'banded' (a local causal window; attention_pattern "
+                              "['dense', 'banded'] alternates it with dense layers as GPT-3 does).")
+        if "banded" in kinds and not self.causal:
+            raise ConfigError("ModelConfig.attention_kind='banded' is the local causal window of decoders (GPT-3, "
+                              "GPT-Neo) and needs causal=True; for a long-input encoder use 'bigbird'.")
+        if "banded" in kinds and self.attention_window > self.max_length:
+            raise ConfigError(f"ModelConfig.attention_window={self.attention_window} is larger than the context "
+                              f"({self.max_length} positions): every query would see every earlier key. Use a "
+                              "smaller window, or attention_kind='dense'.")
     def _validate_compression(self) -> None:
         for name, most in (("layer_heads", self.num_heads), ("layer_ffn_sizes", self.ffn_size)):
             value = getattr(self, name)
@@ -248,6 +338,11 @@ class ModelConfig:
                     or any(not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= most for n in value)):
                 raise ConfigError(f"ModelConfig.{name} must list {self.num_stored_layers} integer(s) in [1, {most}] "
                                   f"(one per stored layer), got {value!r}.")
+        if self.layer_heads is not None and "bigbird" in self.attention_kinds:
+            # BigBird draws its random key blocks per head index (HF's plan): a pruned layer's heads would get
+            # other heads' patterns
+            raise ConfigError("ModelConfig.layer_heads (head pruning) does not work with attention_kind 'bigbird': its "
+                              "random blocks are drawn per head index. Prune the MLP (prune-ffn) instead.")
         q = self.quantization
         if q is None:
             return
@@ -320,7 +415,7 @@ class ModelConfig:
 # families whose HF base model builds the pooler (tanh(dense(first token)))
 FAMILIES_WITH_POOLER = frozenset({"bert", "roberta", "albert", "bigbird"})
 # families whose embeddings are summed without a LayerNorm
-FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3"})
+FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo"})
 
 
 def _positive(name: str, value: Any) -> None:

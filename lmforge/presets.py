@@ -7,8 +7,11 @@ cannot be built as printed, and we choose:
 - GPT-3 XL: "24 heads of 128" in a 2048-wide model is impossible (24 * 128 = 3072); we keep the head size 128
   and use 16 heads (as GPT-Neo 1.3B does). The parameter count does not depend on the head count.
 - GPT-3 13B: d_model 5140 is not divisible by 40 heads; we use 5120 = 40 * 128 (the head size the table gives).
-GPT-3 alternates dense and locally banded sparse attention layers; these presets use dense attention in every
-layer (the parameter count is the same either way).
+GPT-3 alternates "dense and locally banded sparse attention patterns in the layers" (section 2.1); the presets do
+the same (``attention_pattern`` ["dense", "banded"]) with a 256-key band: the paper gives no width, 256 is GPT-Neo's,
+the open reproduction's. The parameter count does not depend on it.
+BigBird (Zaheer et al. 2020) uses block-sparse attention (64-token blocks, 3 random, 3 window, 2 global blocks, HF's
+defaults); its heads are HF's (seq-cls on the first token with the body activation, the QA head with its MLP).
 """
 from __future__ import annotations
 
@@ -50,10 +53,13 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "gpt3": dict(family="gpt3", vocab_size=50257, hidden_size=768, num_layers=12, num_heads=12,
                  intermediate_size=3072, activation="gelu_new", max_positions=2048, type_vocab_size=0,
                  embedding_norm=False, norm_placement="pre", layer_norm_eps=1e-5, causal=True,
-                 scaled_residual_init=True, pad_token_id=None, bos_token_id=50256, eos_token_id=50256),
+                 scaled_residual_init=True, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
+                 attention_pattern=["dense", "banded"], attention_window=256),
     "bigbird": dict(family="bigbird", vocab_size=50358, hidden_size=768, num_layers=12, num_heads=12,
                     intermediate_size=3072, activation="gelu_new", max_positions=4096, type_vocab_size=2,
-                    norm_placement="post", layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                    norm_placement="post", layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                    sep_token_id=66, attention_kind="bigbird", block_size=64, num_random_blocks=3,
+                    classifier_activation="gelu_new", qa_head="bigbird"),
 }
 FAMILY_DEFAULTS["gpt1"] = FAMILY_DEFAULTS["openai-gpt"]  # the name the seeds use
 
@@ -129,9 +135,8 @@ PRESETS: dict[str, Preset] = {
     "gpt3-13b": Preset("gpt3", GPT3 + ": 13B", 12_853_386_240, _size(40, 5120, 40),
                        note="paper: d_model 5140 (not divisible by 40 heads); 5120 = 40 x 128"),
     "gpt3-175b": Preset("gpt3", GPT3 + ": 175B", 174_604_259_328, _size(96, 12288, 96)),
-    # ---- BigBird (Zaheer et al. 2020): its sizes, run with dense attention ----
-    "bigbird-roberta-base": Preset("bigbird", _hf("google/bigbird-roberta-base"), 127_468_800, _size(12, 768, 12),
-                                   note="dense attention (HF attention_type='original_full')"),
+    # ---- BigBird (Zaheer et al. 2020): block-sparse attention, HF attention_type='block_sparse' ----
+    "bigbird-roberta-base": Preset("bigbird", _hf("google/bigbird-roberta-base"), 127_468_800, _size(12, 768, 12)),
     # ---- compact decoders for CPU work: GPT-2 body, 1024 positions, mirroring the compact BERTs ----
     "gpt-tiny": Preset("gpt2", "lmforge: GPT-2 body at bert-tiny's size (L2/H128/A2)", 6_960_768, _size(2, 128, 2)),
     "gpt-mini": Preset("gpt2", "lmforge: GPT-2 body at bert-mini's size (L4/H256/A4)", 16_287_488, _size(4, 256, 4)),

@@ -9,27 +9,29 @@ METHODS = ("int8", "int8-weight", "bf16", "prune-heads", "prune-ffn", "magnitude
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="lmforge model directory with its tokenizer")
-    parser.add_argument("--method", required=True, choices=METHODS, help="int8: int8 weights + activations "
-                        "quantized at run time; int8-weight: weight-only int8 (decoding); bf16; prune-heads / "
-                        "prune-ffn: remove the least important heads / MLP neurons; magnitude: unstructured")
+    parser.add_argument("--method", required=True, choices=METHODS, metavar="METHOD",
+                        help="int8: int8 weights + activations quantized at run time; int8-weight: weight-only "
+                        "int8 (decoding); bf16; prune-heads / prune-ffn: remove the least important heads / MLP "
+                        "neurons; magnitude: unstructured (required)")
     parser.add_argument("--out", required=True, metavar="DIR", help="new directory for the model and report.md")
     parser.add_argument("--amount", type=float, default=0.5,
                         help="fraction of heads / neurons removed, or the sparsity of magnitude (default 0.5)")
     parser.add_argument("--kernel", default="auto", help="int8 kernel (see docs/compression.md); auto = the "
                         "fastest measured on this machine for this model")
     parser.add_argument("--eval-task", metavar="TASK", help="score by this task's metric (default: task.json)")
-    parser.add_argument("--eval-data", metavar="DIR", help="the task's data directory")
+    parser.add_argument("--eval-data", metavar="DIR",
+                        help="the task's data directory (default: none; give it or --eval-text)")
     parser.add_argument("--eval-text", metavar="FILE",
-                        help="score perplexity on the second half of this text (calibrate on the first)")
+                        help="score perplexity on the second half of this text (calibrate on the first; default: none)")
     parser.add_argument("--eval-split", help="scored split (default: the task's dev split)")
     parser.add_argument("--calib-split", default="train", help="split that pruning scores heads on (default train)")
     parser.add_argument("--calib-examples", type=int, default=256, help="calibration examples (default 256)")
-    parser.add_argument("--eval-examples", type=int, help="score at most this many examples")
+    parser.add_argument("--eval-examples", type=int, help="score at most this many examples (default: all)")
     parser.add_argument("--seq-len", type=int, default=128, help="text window and latency input length")
     parser.add_argument("--eval-tokens", type=int, default=32768, help="tokens of --eval-text per half (default 32768)")
     parser.add_argument("--recover-steps", type=int, default=0, help="fine-tuning steps after pruning")
     parser.add_argument("--recover-lr", type=float, default=5e-5, help="their learning rate (default 5e-5)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="batch of the batched latency and of scoring")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency (median; default 5)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmforge.commands.finetune import add_task_arguments, task_options
+from lmforge.commands.task_flags import add_task_arguments, task_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="write metrics.json and predictions here (default: print only)")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
 
 
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     scores = evaluate_dir(args.model, task=args.task, data=args.data, split=args.split, out=args.out,
                           tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,
-                          device=args.device, task_options=task_options(args))
+                          device=args.device, task_options=task_options(args), overwrite=args.overwrite)
     print(format_scores(scores))
     if args.out:
         print(f"wrote {args.out}")

@@ -20,4 +20,6 @@ def run(args: argparse.Namespace) -> int:
     done = export_hf_dir(args.model, args.out, tokenizer=args.tokenizer, overwrite=args.overwrite)
     print(f"wrote {done.out}: {done.architecture} + {done.tokenizer_class}")
     print(f"  transformers.AutoTokenizer.from_pretrained({str(done.out)!r})")
+    if done.generator is not None:  # an rtd (ELECTRA) run: its generator beside the discriminator
+        print(f"wrote {done.generator.out}: {done.generator.architecture} (the rtd run's generator)")
     return 0

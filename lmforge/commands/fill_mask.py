@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     for text in args.text:
-        masks = fill_mask(model, tokenizer, text, args.top_k)
+        masks = fill_mask(model, tokenizer, text, top_k=args.top_k)
         if args.json:
             print(json.dumps({"text": text, "masks": masks}, ensure_ascii=False))
             continue

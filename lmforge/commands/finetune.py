@@ -3,32 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-
-def add_task_arguments(parser: argparse.ArgumentParser, *, task_required: bool = True) -> None:
-    """Flags shared by finetune / evaluate / predict: which task, which data, how to read it."""
-    parser.add_argument("--task", required=task_required, metavar="NAME",
-                        help="glue-cola, glue-sst2, glue-mrpc, glue-qqp, glue-stsb, glue-mnli, glue-qnli, glue-rte, "
-                             "glue-wnli, squad, squad-v2, swag, pos, ner, text"
-                             + ("" if task_required else " (default: the task the model was fine-tuned on)"))
-    parser.add_argument("--data", required=True, metavar="DIR",
-                        help="directory with the task's split files (train.tsv, dev.tsv, ...) or one file")
-    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (needed when --model is a preset)")
-    parser.add_argument("--max-length", type=int, default=None, metavar="N",
-                        help="tokens per input; longer inputs are truncated and counted (default 128, SQuAD 384)")
-    parser.add_argument("--text-column", metavar="NAME", help="--task text: the column holding the text")
-    parser.add_argument("--text-pair-column", metavar="NAME", help="--task text: the column of the second text")
-    parser.add_argument("--label-column", metavar="NAME", help="--task text: the column holding the label")
-    parser.add_argument("--doc-stride", type=int, metavar="N",
-                        help="SQuAD: tokens shared by consecutive windows of a long context (default 128)")
+from lmforge.commands.task_flags import add_task_arguments, task_options
 
 
-def task_options(args: argparse.Namespace) -> dict:
-    names = {"text_column": "text_column", "text_pair_column": "pair_column", "label_column": "label_column",
-             "doc_stride": "doc_stride"}
-    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
+# the defaults --help states: FinetuneConfig's (tests check they agree)
+DEFAULTS = {"max_steps": None, "batch_size": 32, "lr": 2e-5, "warmup": 0.1, "weight_decay": 0.01, "precision": "auto",
+            "seed": 0, "save_every": None, "device": None}
+SAID = {"max_steps": "none: --epochs decides"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lmforge.commands.common import Renamed, add_training_flags
+
     parser.add_argument("--model", required=True, metavar="DIR_OR_PRESET",
                         help="a checkpoint directory (lmforge or HF) or a preset name (with --tokenizer)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -36,42 +22,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the same architecture from random weights (the no-pre-training baseline)")
     parser.add_argument("--epochs", type=float, default=3.0, help="passes over the training split (default 3)")
-    parser.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the body (default 2e-5)")
+    seeds = parser.add_mutually_exclusive_group()
+    add_training_flags(parser, DEFAULTS, said=SAID, groups={"seed": seeds})
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                       help="run once per seed (in OUT/seed-S) and report mean +- std (default: one run, --seed)")
+    parser.add_argument("--warmup-ratio", type=float, action=Renamed, new="--warmup", dest="warmup")
     parser.add_argument("--head-lr", type=float, default=None, help="peak learning rate of the new head (default --lr)")
-    parser.add_argument("--layer-decay", type=float, default=1.0,
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0,
                         help="layer-wise lr decay: layer i of L gets lr*decay^(L-i) (default 1 = off)")
-    parser.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps warming up (default 0.1)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    parser.add_argument("--layer-decay", type=float, action=Renamed, new="--layer-lr-decay", dest="layer_lr_decay")
     parser.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch size (default 64)")
     parser.add_argument("--patience", type=int, default=None,
                         help="early stopping: stop after N epochs without improvement (default off)")
     parser.add_argument("--lm-weight", type=float, default=0.5,
                         help="decoders (GPT-1 style): weight of the auxiliary LM loss (default 0.5)")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    seeds.add_argument("--seeds", type=int, nargs="+", metavar="S",
-                       help="run once per seed (in OUT/seed-S) and report mean +- std")
     parser.add_argument("--train-split", default="train", help="split to train on (default train)")
     parser.add_argument("--eval-split", default=None, help="split to evaluate each epoch (default: the task's dev)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.commands.common import interactive
     from lmforge.recipes.finetune import FinetuneConfig, finetune, finetune_seeds, format_scores
 
-    config = FinetuneConfig(
-        model=args.model, task=args.task, data=args.data, out=args.out, tokenizer=args.tokenizer,
-        from_scratch=args.from_scratch, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
-        layer_decay=args.layer_decay, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-        seed=args.seed, patience=args.patience, lm_weight=args.lm_weight, train_split=args.train_split,
-        eval_split=args.eval_split, device=args.device, task_options=task_options(args))
+    same = ("model", "task", "data", "out", "tokenizer", "from_scratch", "epochs", "lr", "head_lr", "layer_lr_decay",
+            "warmup", "weight_decay", "batch_size", "eval_batch_size", "max_length", "seed", "patience", "lm_weight",
+            "train_split", "eval_split", "device", "max_steps", "precision", "save_every", "resume",
+            "allow_changes", "overwrite")
+    config = FinetuneConfig(**{k: getattr(args, k) for k in same}, progress=args.progress and interactive(),
+                            task_options=task_options(args))
     if args.seeds:
         scores = finetune_seeds(config, args.seeds)
         print(f"{args.task} over seeds {' '.join(map(str, args.seeds))}: {format_scores(scores)}")
     else:
         scores = finetune(config)
         print(f"{args.task}: {format_scores(scores)}")
-    print(f"wrote {args.out}")
+    print(f"outputs in {args.out}")
     return 0

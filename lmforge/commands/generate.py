@@ -12,23 +12,25 @@ from typing import Any
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int | None = 50,
                            model_required: bool = True) -> None:
-    """The decoding flags `generate` and `prompt` share."""
-    parser.add_argument("--model", required=model_required,
-                        help="checkpoint directory (lmforge or HF gpt2 / openai-gpt)")
+    """The decoding flags `generate` and `prompt` share (``prompt``: a template's settings are the defaults)."""
+    tmpl, length = ("", max_new_tokens) if max_new_tokens else (", or the template's", "the template's")
+    parser.add_argument("--model", required=model_required, metavar="DIR",
+                        help="checkpoint directory (lmforge or HF gpt2 / openai-gpt)"
+                             + ("" if model_required else "; required unless --list"))
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                        help="tokens to generate per prompt" + (f" (default {max_new_tokens})" if max_new_tokens else
-                                                                " (default: the template's)"))
+                        help=f"tokens to generate per prompt (default {length})")
     parser.add_argument("--do-sample", action="store_true",
                         help="sample instead of greedy decoding (implied by --temperature / --top-k / --top-p)")
     parser.add_argument("--greedy", action="store_true", help="force greedy decoding")
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature > 0 (default 1)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (0 = all)")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (1 = off)")
+    parser.add_argument("--temperature", type=float, help=f"sampling temperature > 0 (default 1{tmpl})")
+    parser.add_argument("--top-k", type=int, help=f"sample among the k most likely tokens (default 0 = all{tmpl})")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default 1 = off)")
     parser.add_argument("--num-beams", type=int, default=1, help="beam search width (1 = no beam search)")
     parser.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                        help="end a completion at this string (repeatable)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed -> same text)")
+                        help=f"end a completion at this string (repeatable; default: none{tmpl})")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same "
+                        "text (default: none, a new draw each run)")
     parser.add_argument("--truncate-prompt", action="store_true",
                         help="keep the last tokens of a prompt longer than the context instead of failing")
     parser.add_argument("--json", action="store_true",
@@ -37,7 +39,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: i
     parser.add_argument("--compile", nargs="?", const="compile", default=None, choices=["compile", "graph"],
                         metavar="MODE", help="decode with a static KV cache and a fixed-shape step: torch.compile'd "
                         "and, on GPU, replayed as a CUDA graph (plain --compile), or 'graph' (the eager step as a "
-                        "CUDA graph, GPU only); same tokens as without it")
+                        "CUDA graph, GPU only); same tokens as without it (default: off, eager decoding)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,8 +68,9 @@ def decoding_options(args: argparse.Namespace, *, defaults: dict[str, Any] | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.loading import load_model_and_tokenizer, prefer_huge_pages
+    prefer_huge_pages()  # before torch loads
     from lmforge.recipes.completion import complete
-    from lmforge.recipes.loading import load_model_and_tokenizer
     from lmforge.train.distributed import resolve_device
 
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmforge.commands.finetune import add_task_arguments, task_options
+from lmforge.commands.task_flags import add_task_arguments, task_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="write predictions.tsv (GLUE layout) or predictions.json (SQuAD) here")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
 
 
@@ -21,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
 
     path, count = predict_dir(args.model, task=args.task, data=args.data, split=args.split, out=args.out,
                               tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,
-                              device=args.device, task_options=task_options(args))
+                              device=args.device, task_options=task_options(args), overwrite=args.overwrite)
     print(f"wrote {count} predictions to {path}")
     return 0

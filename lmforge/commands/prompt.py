@@ -13,18 +13,24 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lmforge.commands.generate import add_decoding_arguments
 
-    parser.add_argument("--template",
+    parser.usage = ("%(prog)s --model DIR --template NAME (--input FILE | --field NAME=VALUE ...) [options]\n"
+                    "       %(prog)s --list")
+    parser.add_argument("--template", metavar="NAME",
                         help="tldr | qa | reading | translation, a template string with {fields} "
-                             "(e.g. \"Review: {text}\\nSentiment:\"), or a .json template file")
+                             "(e.g. \"Review: {text}\\nSentiment:\"), or a .json template file; required unless --list")
     source = parser.add_mutually_exclusive_group(required=False)
-    source.add_argument("--input", help="text file (fills a one-field template) or .jsonl of field objects")
-    source.add_argument("--field", action="append", metavar="NAME=VALUE", help="one input given inline (repeatable)")
+    source.add_argument("--input", metavar="FILE", help="text file (fills a one-field template) or .jsonl of field "
+                        "objects; this or --field is required")
+    source.add_argument("--field", action="append", metavar="NAME=VALUE",
+                        help="one input given inline (repeatable); this or --input is required")
     parser.add_argument("--lines", action="store_true", help="with a text --input: each non-empty line is an input")
     parser.add_argument("--list", action="store_true", help="list the built-in templates and exit")
     add_decoding_arguments(parser, max_new_tokens=None, model_required=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.recipes.loading import prefer_huge_pages
+    prefer_huge_pages()  # before torch loads
     from lmforge.commands.generate import decoding_options
     from lmforge.recipes.completion import complete
     from lmforge.recipes.loading import load_model_and_tokenizer

@@ -9,9 +9,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to tokenize")
     parser.add_argument("--tokenizer", required=True, metavar="DIR",
                         help="tokenizer directory (lmforge or HF: tokenizer.json, vocab.txt, vocab.json + merges.txt)")
-    parser.add_argument("--pair", default=None, metavar="TEXT", help="a second text (sentence pair)")
+    parser.add_argument("--pair", default=None, metavar="TEXT", help="a second text (sentence pair; default: none)")
     parser.add_argument("--family", default=None, choices=("bert", "gpt2", "roberta", "albert"),
-                        help="force the family (e.g. roberta for GPT-2's vocab.json + merges.txt)")
+                        help="force the family, e.g. roberta for GPT-2's vocab.json + merges.txt (default: from "
+                             "the files)")
     parser.add_argument("--no-special-tokens", action="store_true", help="do not add [CLS] / [SEP] / <s> ...")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

@@ -11,11 +11,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=1000,
                         help="training examples per task; dev and test get half as many each (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
 
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.data.toyland import generate
+    from lmforge.recipes.outputs import check_out_dir
 
+    check_out_dir(args.out, overwrite=args.overwrite)
     files = generate(args.out, docs=args.docs, examples=args.examples, seed=args.seed)
     print(f"wrote {args.out} (seed {args.seed})")
     width = max(len(str(f.path)) for f in files)

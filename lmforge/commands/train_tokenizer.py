@@ -26,19 +26,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-frequency", type=int, default=2, metavar="N",
                    help="a merge / word piece must occur at least N times (wordpiece, bpe; default 2)")
     p.add_argument("--text-field", default="text", help="field holding the text in .jsonl files (default text)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--encoding-errors", choices=("strict", "replace"), default="strict",
+                   help="bytes that are not UTF-8: strict fails naming file:line and the byte, replace reads them "
+                        "as U+FFFD (as prepare)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none either when the output is not a terminal)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (its tokenizer files are "
+                   "replaced)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.commands.common import interactive
+    from lmforge.recipes.export import TOKENIZER_FILES
+    from lmforge.recipes.outputs import check_out_dir
     from lmforge.tokenization.tokenizer import Tokenizer
 
+    # before training (fail fast); an old tokenizer's files would shadow the new one's (vocab.txt decides the family)
+    check_out_dir(args.out, overwrite=args.overwrite,
+                  owned=(*TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json"))
     tok = Tokenizer.train(args.files, kind=args.kind, vocab_size=args.vocab_size, family=args.family,
-                          lowercase=args.lowercase, min_frequency=args.min_frequency,
-                          text_field=args.text_field, show_progress=not args.no_progress)
+                          lowercase=args.lowercase, min_frequency=args.min_frequency, text_field=args.text_field,
+                          show_progress=not args.no_progress and interactive(), encoding_errors=args.encoding_errors)
     written = tok.save_pretrained(args.out)
     report = tok.training_report
     print(f"trained a {tok.kind} tokenizer ({tok.family} conventions) with {len(tok):,} tokens "
           f"on {report['lines']:,} lines; lowercase={tok.lowercase}")
+    if len(tok) < args.vocab_size:
+        print(f"  {len(tok):,} tokens, not the --vocab-size {args.vocab_size:,} asked: see the warning above")
     replaced = sum(report["replaced_bytes"].values())
     if replaced:
         print(f"  replaced {replaced:,} invalid UTF-8 byte(s) with U+FFFD (see the warnings above)")

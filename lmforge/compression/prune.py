@@ -153,7 +153,8 @@ def pruned_state(state: dict[str, torch.Tensor], config: Any, *, heads: Sequence
             inner = layer_heads[i] * hs
             rows = torch.cat([cols, cols + inner, cols + 2 * inner])  # the same heads of q, k and v
             for name in ("weight", "bias"):
-                out[f"{p}attn.qkv.{name}"] = state[f"{p}attn.qkv.{name}"][rows].clone()
+                if f"{p}attn.qkv.{name}" in state:  # (qkv_bias=False: GPT-Neo has no q / k / v bias)
+                    out[f"{p}attn.qkv.{name}"] = state[f"{p}attn.qkv.{name}"][rows].clone()
             out[f"{p}attn.out.weight"] = state[f"{p}attn.out.weight"][:, cols].clone()
             layer_heads[i] = len(heads[i])
         if neurons is not None and len(neurons[i]) < layer_ffn[i]:

@@ -13,19 +13,22 @@ File kinds by suffix (``.gz`` may wrap any of the text kinds):
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from lmforge.errors import DataError
+from lmforge.errors import ENCODING_ERRORS, DataError, not_utf8
 
 DocMode = Literal["line", "blank"]
 DOC_MODES: tuple[str, ...] = ("line", "blank")
 Progress = Callable[[int], None]  # called with the number of (on-disk) bytes consumed since last call
+_HANDLERS = itertools.count()
 
 
 class _CountingReader(io.RawIOBase):
@@ -48,22 +51,41 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def _open_lines(path: Path, progress: Progress | None) -> Iterator[str]:
-    """Decoded lines (newline stripped) of a text file, transparently gunzipped."""
+def _open_lines(path: Path, progress: Progress | None, encoding_errors: str | None = None,
+                replaced: dict[str, int] | None = None) -> Iterator[str]:
+    """Decoded lines (newline stripped) of a text file, transparently gunzipped.
+
+    Bytes that are not UTF-8 stop the read with file:line and the byte offset (``encoding_errors``
+    "strict", or None for files that have no other choice, such as task files), or become U+FFFD
+    ("replace"), counted per file in ``replaced``: the rule tokenizer training follows too.
+    """
+    if encoding_errors not in (None, *ENCODING_ERRORS):
+        raise DataError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, got {encoding_errors!r}")
+    handler = "strict"
+    if encoding_errors == "replace":
+        handler = f"lmforge-replace-{next(_HANDLERS)}"  # one per read: it counts into this read's dict
+        codecs.register_error(handler, _counting_replace(str(path), replaced if replaced is not None else {}))
     raw = io.BufferedReader(_CountingReader(open(path, "rb"), progress), buffer_size=1 << 20)
     stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw  # type: ignore[assignment]
-    lineno = 0
     try:
-        for lineno, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", newline=None), 1):
+        for line in io.TextIOWrapper(stream, encoding="utf-8", errors=handler, newline=None):
             yield line.rstrip("\n")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} near line {lineno + 1}); "
-                        "convert the file to UTF-8 first") from err
+    except UnicodeDecodeError:
+        raise not_utf8(path, offer_replace=encoding_errors is not None) from None
     except (OSError, EOFError) as err:  # truncated / corrupt gzip
         raise DataError(f"{path}: cannot read ({err}); is the file complete?") from err
     finally:
         stream.close()
         raw.close()
+
+
+def _counting_replace(name: str, counts: dict[str, int]) -> Callable[[UnicodeError], tuple[str, int]]:
+    def replace(err: UnicodeError) -> tuple[str, int]:
+        start, end = err.start, err.end  # type: ignore[attr-defined]
+        counts[name] = counts.get(name, 0) + end - start
+        return "\ufffd", end
+
+    return replace
 
 
 def _kind(path: Path) -> str:
@@ -75,15 +97,16 @@ def _kind(path: Path) -> str:
     return "text"
 
 
-def read_text(path: Path, *, doc_mode: DocMode = "line", progress: Progress | None = None) -> Iterator[str]:
+def read_text(path: Path, *, doc_mode: DocMode = "line", progress: Progress | None = None,
+              encoding_errors: str = "strict", replaced: dict[str, int] | None = None) -> Iterator[str]:
     """Documents of a plain-text file. Whitespace-only documents are skipped."""
     if doc_mode == "line":
-        for line in _open_lines(path, progress):
+        for line in _open_lines(path, progress, encoding_errors, replaced):
             if line.strip():
                 yield line
         return
     lines: list[str] = []
-    for line in _open_lines(path, progress):
+    for line in _open_lines(path, progress, encoding_errors, replaced):
         if line.strip():
             lines.append(line)
         elif lines:
@@ -93,10 +116,11 @@ def read_text(path: Path, *, doc_mode: DocMode = "line", progress: Progress | No
         yield "\n".join(lines)
 
 
-def read_jsonl(path: Path, *, progress: Progress | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path, *, progress: Progress | None = None, encoding_errors: str | None = None,
+               replaced: dict[str, int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) per non-blank line of a JSON-lines file (``.gz`` too); a line that is not a
     JSON object is an error naming file:line. Corpora, task files and prompt inputs all read through it."""
-    for lineno, line in enumerate(_open_lines(path, progress), 1):
+    for lineno, line in enumerate(_open_lines(path, progress, encoding_errors, replaced), 1):
         if not line.strip():
             continue
         try:
@@ -108,9 +132,10 @@ def read_jsonl(path: Path, *, progress: Progress | None = None) -> Iterator[tupl
         yield lineno, obj
 
 
-def read_jsonl_texts(path: Path, *, text_field: str = "text", progress: Progress | None = None) -> Iterator[str]:
+def read_jsonl_texts(path: Path, *, text_field: str = "text", progress: Progress | None = None,
+                     encoding_errors: str = "strict", replaced: dict[str, int] | None = None) -> Iterator[str]:
     """The ``text_field`` of each JSON object, one object per line. Empty texts are skipped."""
-    for lineno, obj in read_jsonl(path, progress=progress):
+    for lineno, obj in read_jsonl(path, progress=progress, encoding_errors=encoding_errors, replaced=replaced):
         if text_field not in obj:
             raise DataError(f"{path}:{lineno}: no field {text_field!r} (found {sorted(obj)}); "
                             "pass --text-field with the name of the text field")
@@ -161,8 +186,11 @@ def read_hf_dataset(spec: str, *, text_field: str = "text") -> Iterator[str]:
 
 
 def read_documents(path: str | Path, *, doc_mode: DocMode = "line", text_field: str = "text",
-                   progress: Progress | None = None) -> Iterator[str]:
-    """Documents of one input, by its suffix (see the module docstring)."""
+                   progress: Progress | None = None, encoding_errors: str = "strict",
+                   replaced: dict[str, int] | None = None) -> Iterator[str]:
+    """Documents of one input, by its suffix (see the module docstring). Text and jsonl files that are
+    not UTF-8 fail naming file:line and the byte (``encoding_errors="strict"``) or read the bad bytes as
+    U+FFFD (``"replace"``, counted per file in ``replaced``)."""
     if doc_mode not in DOC_MODES:
         raise DataError(f"unknown doc mode {doc_mode!r}; choose one of {', '.join(DOC_MODES)}")
     if isinstance(path, str) and path.startswith("hf:"):
@@ -173,18 +201,22 @@ def read_documents(path: str | Path, *, doc_mode: DocMode = "line", text_field: 
         raise DataError(f"input file not found: {path}")
     kind = _kind(path)
     if kind == "jsonl":
-        yield from read_jsonl_texts(path, text_field=text_field, progress=progress)
+        yield from read_jsonl_texts(path, text_field=text_field, progress=progress, encoding_errors=encoding_errors,
+                                    replaced=replaced)
     elif kind == "parquet":
         yield from read_parquet(path, text_field=text_field, progress=progress)
     else:
-        yield from read_text(path, doc_mode=doc_mode, progress=progress)
+        yield from read_text(path, doc_mode=doc_mode, progress=progress, encoding_errors=encoding_errors,
+                             replaced=replaced)
 
 
 def iter_documents(paths: Iterable[str | Path], *, doc_mode: DocMode = "line", text_field: str = "text",
-                   progress: Progress | None = None) -> Iterator[str]:
+                   progress: Progress | None = None, encoding_errors: str = "strict",
+                   replaced: dict[str, int] | None = None) -> Iterator[str]:
     """Documents of several inputs, one after the other."""
     for path in paths:
-        yield from read_documents(path, doc_mode=doc_mode, text_field=text_field, progress=progress)
+        yield from read_documents(path, doc_mode=doc_mode, text_field=text_field, progress=progress,
+                                  encoding_errors=encoding_errors, replaced=replaced)
 
 
 # --- sentences -------------------------------------------------------------------------------------

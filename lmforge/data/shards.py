@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.readers import DOC_MODES, DocMode, iter_documents, split_sentences
-from lmforge.errors import DataError
+from lmforge.errors import ENCODING_ERRORS, DataError
 
 FORMAT = "lmforge-shards"
 VERSION = 1
@@ -153,19 +153,58 @@ class PrepareResult:
     meta: dict[str, Any] = field(default_factory=dict)
     replaced: bool = False  # an older shard directory (other inputs / tokenizer / settings) was rebuilt
     chunks: int = 0  # tokenizer batches it flushed (memory is bounded by one chunk)
+    replaced_bytes: dict[str, int] = field(default_factory=dict)  # file -> bytes read as U+FFFD ("replace")
+
+
+def _fingerprint(inputs: Sequence[str | Path], tokenizer: Any, *, val_fraction: float, doc_mode: str,
+                 text_field: str, shard_tokens: int, encoding_errors: str = "strict") -> dict[str, Any]:
+    """What decides the shards' content: the inputs (path, size, mtime), the tokenizer and the settings."""
+    fingerprint = {
+        "inputs": [_input_record(p) for p in inputs],
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "settings": {"doc_mode": doc_mode, "val_fraction": val_fraction, "text_field": text_field,
+                     "shard_tokens": shard_tokens},
+    }
+    if encoding_errors != "strict":  # recorded only when not the default: older shard dirs stay up to date
+        fingerprint["settings"]["encoding_errors"] = encoding_errors
+    return fingerprint
+
+
+def shards_up_to_date(out: str | Path, inputs: Sequence[str | Path], *, tokenizer: Any, val_fraction: float = 0.01,
+                      doc_mode: DocMode = "line", text_field: str = "text",
+                      shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                      encoding_errors: str = "strict") -> dict[str, Any] | None:
+    """``out``'s meta.json when it already holds intact shards of these inputs with this tokenizer and these
+    settings (``prepare_shards`` would do nothing), else None."""
+    meta_path = Path(out) / "meta.json"
+    if not meta_path.is_file():
+        return None
+    fingerprint = _fingerprint(inputs, tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                               text_field=text_field, shard_tokens=shard_tokens, encoding_errors=encoding_errors)
+    try:
+        old = json.loads(meta_path.read_text())
+        if all(old.get(k) == v for k, v in fingerprint.items()) and _complete(Path(out), old):
+            return old
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass  # an unreadable meta.json: not up to date
+    return None
 
 
 def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | Path,
                    val_fraction: float = 0.01, doc_mode: DocMode = "line", text_field: str = "text",
                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                   progress: bool = True, force: bool = False) -> PrepareResult:
+                   progress: bool = True, force: bool = False, overwrite: bool = False,
+                   encoding_errors: str = "strict") -> PrepareResult:
     """Tokenize ``inputs`` with ``tokenizer`` (an lmforge Tokenizer) into a shard directory ``out``.
 
     Documents go to the validation split evenly spaced, one in every ``1 / val_fraction`` (by
     document, in input order), so the split is deterministic and needs no pass over the corpus.
     Re-running with the same inputs (paths, sizes, mtimes), tokenizer and settings does nothing
     unless ``force``. The directory is built beside ``out`` and renamed into place at the end, so an
-    interrupted run never leaves half a shard directory behind.
+    interrupted run never leaves half a shard directory behind. A text file that is not UTF-8 fails
+    naming file:line and the byte, unless ``encoding_errors="replace"`` (bad bytes read as U+FFFD and
+    counted in the result's ``replaced_bytes``), as tokenizer training does. A non-empty ``out`` that
+    is not a shard directory is refused unless ``overwrite``: the shard files then go beside its other files.
     """
     if not inputs:
         raise DataError("no input files given; pass one or more text / .gz / jsonl / parquet files")
@@ -175,26 +214,23 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if chunk_bytes < 1 or shard_tokens < 1:
         raise DataError("chunk_bytes and shard_tokens must be positive")
+    if encoding_errors not in ENCODING_ERRORS:
+        raise DataError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, got {encoding_errors!r}")
     out = Path(out)
-    records = [_input_record(p) for p in inputs]
-    fingerprint = {
-        "inputs": records,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "settings": {"doc_mode": doc_mode, "val_fraction": val_fraction, "text_field": text_field,
-                     "shard_tokens": shard_tokens},
-    }
+    fingerprint = _fingerprint(inputs, tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                               text_field=text_field, shard_tokens=shard_tokens,
+                               encoding_errors=encoding_errors)
+    records = fingerprint["inputs"]
     meta_path = out / "meta.json"
     replaced = meta_path.is_file()
     if replaced and not force:
-        try:
-            old = json.loads(meta_path.read_text())
-            if all(old.get(k) == v for k, v in fingerprint.items()) and _complete(out, old):
-                return PrepareResult(out=out, up_to_date=True, meta=old)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # an unreadable meta.json: rebuild
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} exists and is not an lmforge shard directory; choose another --out "
-                        "or remove it")
+        old = shards_up_to_date(out, inputs, tokenizer=tokenizer, val_fraction=val_fraction, doc_mode=doc_mode,
+                                text_field=text_field, shard_tokens=shard_tokens, encoding_errors=encoding_errors)
+        if old is not None:
+            return PrepareResult(out=out, up_to_date=True, meta=old)
+    elif out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise DataError(f"{out} exists and is not an lmforge shard directory; choose another --out, or pass "
+                        "--overwrite to put the shards beside its files")
 
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
@@ -206,9 +242,10 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
     try:
         writers = {s: _SplitWriter(tmp / s, dtype, shard_tokens) for s in SPLITS}
         total = sum(r.get("size", 0) for r in records)
+        replaced_bytes: dict[str, int] = {}
         chunks = _tokenize_into(inputs, backend, writers, doc_mode=doc_mode, text_field=text_field,
                                 val_fraction=val_fraction, chunk_bytes=chunk_bytes, total=total,
-                                progress=progress)
+                                progress=progress, encoding_errors=encoding_errors, replaced=replaced_bytes)
         splits = {s: w.close() for s, w in writers.items()}
         if splits["train"]["documents"] == 0:
             raise DataError("the corpus is empty: no document in "
@@ -218,16 +255,30 @@ def prepare_shards(inputs: Sequence[str | Path], *, tokenizer: Any, out: str | P
         meta = {"format": FORMAT, "version": VERSION, **fingerprint, "dtype": dtype.name,
                 "vocab_size": vocab_size, "tokenizer_kind": getattr(tokenizer, "kind", None),
                 "special_ids": _special_ids(tokenizer), "splits": splits,
+                **({"replaced_bytes": replaced_bytes} if replaced_bytes else {}),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)  # only ever an lmforge shard dir or an empty dir (checked above)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+        entries = (*SPLITS, "tokenizer", "meta.json")  # meta.json last: it marks the directory complete
+        if out.is_dir() and any(p.name not in entries for p in out.iterdir()):  # other files there: keep them
+            (out / "meta.json").unlink(missing_ok=True)  # no moment where old meta.json describes new files
+            for name in entries:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                os.replace(tmp / name, target)
+            tmp.rmdir()
+        else:
+            if out.exists():
+                shutil.rmtree(out)  # shard files only, or an empty dir
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks, replaced=replaced)
+    return PrepareResult(out=out, up_to_date=False, meta=meta, chunks=chunks, replaced=replaced,
+                         replaced_bytes=replaced_bytes)
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int | None]:
@@ -257,7 +308,8 @@ def _complete(out: Path, meta: dict[str, Any]) -> bool:
 
 def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str, _SplitWriter], *,
                    doc_mode: DocMode, text_field: str, val_fraction: float, chunk_bytes: int,
-                   total: int, progress: bool) -> int:
+                   total: int, progress: bool, encoding_errors: str = "strict",
+                   replaced: dict[str, int] | None = None) -> int:
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -296,7 +348,8 @@ def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str
         pending: tuple[list[str], Future] | None = None
         docs: list[str] = []
         size = 0
-        for doc in iter_documents(inputs, doc_mode=doc_mode, text_field=text_field, progress=bar.update):
+        for doc in iter_documents(inputs, doc_mode=doc_mode, text_field=text_field, progress=bar.update,
+                                  encoding_errors=encoding_errors, replaced=replaced):
             docs.append(doc)
             size += len(doc)
             if size >= chunk_bytes:
@@ -330,7 +383,7 @@ class ShardDataset:
         meta_path = self.directory / "meta.json"
         if not meta_path.is_file():
             raise DataError(f"{self.directory} is not a shard directory (no meta.json); "
-                            "create one with `lmforge prepare --tokenizer DIR --out DIR FILES...`")
+                            "create one with `lmforge prepare --tokenizer TOK --out SHARDS FILES...`")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise DataError(f"{meta_path}: not an lmforge shard directory of version {VERSION}; "
@@ -375,6 +428,18 @@ class ShardDataset:
                 f"{self.directory} was tokenized with a different tokenizer (hash {self.tokenizer_hash[:12]} "
                 f"in meta.json, this tokenizer {got[:12]}); use the tokenizer saved in "
                 f"{self.directory / 'tokenizer'} or re-run `lmforge prepare` with this one")
+
+    def same_tokenizer(self, tokenizer: Any, *, sample_tokens: int = 4096) -> bool:
+        """Whether ``tokenizer`` gives the ids these shards hold: the same hash, or (the same tokenizer saved
+        another way, e.g. vocab.txt instead of tokenizer.json) the same vocabulary and the same ids for the
+        text of the split's first ``sample_tokens`` tokens."""
+        if tokenizer_hash(tokenizer) == self.tokenizer_hash:
+            return True
+        own = self.load_tokenizer()
+        if own.get_vocab() != tokenizer.get_vocab():
+            return False
+        text = own.decode(self.tokens(0, min(self.num_tokens, sample_tokens)).tolist())
+        return own.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
 
     def load_tokenizer(self):
         """The lmforge Tokenizer copied into the shard directory by prepare."""

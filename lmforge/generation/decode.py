@@ -41,8 +41,9 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     sampling reproducible without touching the global RNG. ``use_cache=False`` recomputes the whole
     sequence every step (slow; a reference for tests). ``truncate_prompt`` keeps the last tokens of a
     prompt that does not fit the context instead of raising. ``pack_weights`` runs the linear layers through
-    MKL's packed GEMM during decoding (None: when it helps, i.e. a CPU float32 model decoding several rows;
-    it holds a packed copy of the weights for the call). ``compile`` runs the decode steps as one fixed-shape
+    a packed GEMM during decoding (oneDNN for several rows, MKL's for one; None: whenever the model is a CPU
+    float32 one; the packed copies of the weights are made on the first call and kept with the model's
+    weights: ``lmforge.generation.release_packed(model)`` frees them). ``compile`` runs the decode steps as one fixed-shape
     step (``lmforge.generation.static``): True = torch.compile'd, and on CUDA captured as a CUDA graph and
     replayed per token (the first call of a shape pays the compile); "graph" = the eager step as a CUDA graph
     (GPU only, nothing to compile). Same tokens as the eager path up to float rounding.
@@ -58,10 +59,10 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     was_training = model.training
     model.eval()
     rows = ids.shape[0] * num_beams
-    if pack_weights is None:  # MKL's packed GEMM wins for a few rows; one row is a memory-bound GEMV anyway
-        pack_weights = use_cache and rows > 1 and can_pack(model) and not compile
+    if pack_weights is None:  # a packed GEMM beats F.linear's kernel at decode row counts (docs/generation.md)
+        pack_weights = use_cache and can_pack(model) and not compile
     elif pack_weights and not can_pack(model):
-        raise InputError("pack_weights=True needs a float32 model on CPU and a torch built with MKL; "
+        raise InputError("pack_weights=True needs a float32 model on CPU and a torch built with oneDNN or MKL; "
                          "leave pack_weights=None to decide automatically.")
     mode = compile_mode(compile, use_cache=use_cache, pack_weights=pack_weights)
     if mode is not None:

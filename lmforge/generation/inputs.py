@@ -58,9 +58,10 @@ def prepare_prompts(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
 def check_prompt_length(length: int, limit: int) -> None:
     """InputError when a prompt of ``length`` tokens leaves no room in a ``limit``-position context."""
     if length >= limit:
-        raise InputError(f"the prompt has {length} tokens but the model's context is {limit} positions, "
-                         "leaving no room to generate; shorten it or pass truncate_prompt=True "
-                         "(CLI: --truncate-prompt) to keep its last tokens.")
+        what = (f"the prompt has {length} tokens but the model's context is {limit} positions, leaving no room to "
+                "generate; shorten it or pass")
+        raise InputError(f"{what} truncate_prompt=True to keep its last tokens.",
+                         cli=f"{what} --truncate-prompt to keep its last tokens.")
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:

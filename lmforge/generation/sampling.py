@@ -17,23 +17,31 @@ FILTER = float("-inf")  # the value a filtered-out logit gets (probability 0 aft
 
 def check_sampling_args(*, do_sample: bool, temperature: float, top_k: int, top_p: float,
                         num_beams: int, repetition_penalty: float, max_new_tokens: int) -> None:
-    """Raise InputError for decoding settings that have no meaning."""
+    """Raise InputError for decoding settings that have no meaning (with the flag names for the CLI)."""
     if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.",
+                         cli=f"--max-new-tokens must be >= 0, got {max_new_tokens}.")
     if do_sample and not temperature > 0:
         raise InputError(f"temperature must be > 0 when sampling, got {temperature}; use do_sample=False "
-                         "(greedy) for deterministic output.")
+                         "(greedy) for deterministic output.",
+                         cli=f"--temperature must be > 0 when sampling, got {temperature}; for deterministic "
+                             "output decode greedily (--greedy, or no sampling flag).")
     if not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p} (1 disables nucleus filtering).")
+        raise InputError(f"top_p must be in (0, 1], got {top_p} (1 disables nucleus filtering).",
+                         cli=f"--top-p must be in (0, 1], got {top_p} (1 disables nucleus filtering).")
     if top_k < 0:
-        raise InputError(f"top_k must be >= 0, got {top_k} (0 disables top-k filtering).")
+        raise InputError(f"top_k must be >= 0, got {top_k} (0 disables top-k filtering).",
+                         cli=f"--top-k must be >= 0, got {top_k} (0 disables top-k filtering).")
     if num_beams < 1:
-        raise InputError(f"num_beams must be >= 1, got {num_beams}.")
+        raise InputError(f"num_beams must be >= 1, got {num_beams}.", cli=f"--num-beams must be >= 1, got {num_beams}.")
     if do_sample and num_beams > 1:
         raise InputError("beam search with sampling is not supported; use either num_beams > 1 "
-                         "(deterministic) or do_sample=True with num_beams=1.")
+                         "(deterministic) or do_sample=True with num_beams=1.",
+                         cli="beam search with sampling is not supported; give either --num-beams N "
+                             "(deterministic) or the sampling flags (--do-sample, --temperature, --top-k, --top-p).")
     if not repetition_penalty > 0:
-        raise InputError(f"repetition_penalty must be > 0, got {repetition_penalty} (1 = no penalty).")
+        raise InputError(f"repetition_penalty must be > 0, got {repetition_penalty} (1 = no penalty).",
+                         cli=f"--repetition-penalty must be > 0, got {repetition_penalty} (1 = no penalty).")
 
 
 def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

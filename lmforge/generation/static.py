@@ -88,7 +88,9 @@ class StaticDecoder:
         device = lm_weight.device
         if mode == "graph" and device.type != "cuda":
             raise InputError(f"compile='graph' captures a CUDA graph and needs the model on a CUDA device "
-                             f"(it is on {device.type}); use compile=True, which also works on CPU.")
+                             f"(it is on {device.type}); use compile=True, which also works on CPU.",
+                             cli=f"--compile graph captures a CUDA graph and needs a CUDA device (the model is on "
+                                 f"{device.type}); use plain --compile, which also works on CPU.")
         self.body = body
         self.lm_weight = lm_weight
         self.mode = mode

@@ -1,16 +1,18 @@
 """One model call of generation: which output holds the next-token logits, the KV cache it runs with, and
-``EagerStep``, the default (eager) call, optionally through MKL's packed GEMM.
+``EagerStep``, the default (eager) call, optionally through a packed GEMM (oneDNN / MKL).
 
 ``static.StaticDecoder`` is the fixed-shape alternative with the same interface (``new_cache``,
 ``__call__(ids, mask, positions, past) -> (logits (B, V), cache)``, ``close``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from lmforge.errors import InputError
 from lmforge.models.transformer import Transformer
@@ -31,14 +33,18 @@ def lm_field(model: Any) -> str:
     config = model.config
     head = getattr(config, "head", None)
     if not getattr(config, "causal", True):
-        raise InputError(f"generate needs a causal decoder; this model is a bidirectional encoder "
-                         f"({getattr(config, 'family', '?')}, head {head!r}): use `lmforge fill-mask` / "
-                         "lmforge.fill_mask for masked language models.")
+        what = (f"generate needs a causal decoder; this model is a bidirectional encoder "
+                f"({getattr(config, 'family', '?')}, head {head!r})")
+        raise InputError(f"{what}: use lmforge.fill_mask for masked language models.",
+                         cli=f"{what}: use `lmforge fill-mask` for masked language models.")
     if head not in LM_HEADS:
+        what = (f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
+                f"model has head {head!r}")
         raise InputError(
-            f"generate needs a model with a language-modeling head (one of {', '.join(LM_HEADS)}); this "
-            f"model has head {head!r}. Load it with Model.from_pretrained(DIR, head='clm') (the body "
-            "weights are kept; an untied LM head would be newly initialised).")
+            f"{what}. Load it with Model.from_pretrained(DIR, head='clm') (the body weights are kept; an untied "
+            "LM head would be newly initialised).",
+            cli=f"{what} (a fine-tuned model?): give the directory of a model pre-trained with `lmforge pretrain "
+                "--objective clm` (or an HF gpt2 / openai-gpt checkpoint).")
     return LM_HEADS[head]
 
 
@@ -71,10 +77,69 @@ def reorder_cache(past: Cache, index: torch.Tensor) -> Cache:
 
 
 def can_pack(model: Any) -> bool:
-    """MKL's packed GEMM applies: a CPU float32 model and a torch built with MKL."""
+    """A packed GEMM applies: a CPU float32 model and a torch built with oneDNN or MKL."""
     weight = next(model.parameters(), None)
     return (weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
-            and torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear"))
+            and (_onednn_ok() or _mkl_ok()))
+
+
+@functools.cache
+def _onednn_ok() -> bool:  # a function: torch.ops resolves its namespaces lazily
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def _mkl_ok() -> bool:
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+# weight -> its packed copies {"stamp": (version, data_ptr), "mkl": ..., "onednn": ...}, kept while the
+# weight lives (a weak key: nothing here keeps a model alive) and remade when the weight changes in place
+_PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def packed_copy(weight: torch.Tensor, kind: str, rows: int) -> torch.Tensor:
+    """The ``kind`` ("mkl" / "onednn") packed copy of ``weight``, made once per weight and reused by every
+    later decode step and ``generate`` call (packing GPT-2 small takes a few tenths of a second)."""
+    stamp = (weight._version, weight.data_ptr())
+    entry = _PACKS.get(weight)
+    if entry is None or entry["stamp"] != stamp:
+        entry = {"stamp": stamp}
+        _PACKS[weight] = entry
+    if kind not in entry:
+        with torch.no_grad():
+            if kind == "mkl":
+                entry[kind] = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
+            else:
+                entry[kind] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+    return entry[kind]
+
+
+def release_packed(model: Any) -> None:
+    """Drop the packed copies of ``model``'s weights (they otherwise live as long as the weights)."""
+    for parameter in model.parameters():
+        _PACKS.pop(parameter, None)
+
+
+class PackedLinear:
+    """``F.linear(x, weight, bias)`` for decode steps through a packed GEMM (``packed_copy``): MKL's packed
+    GEMV (``cblas_sgemm_pack``) for one row, whose result equals ``addmm(b, x, W.T.contiguous())`` bit for
+    bit (HF GPT-2's Conv1D order); oneDNN's blocked weights (``mkldnn._linear_pointwise``, the kernel
+    Inductor's CPU freezing uses) for several rows, at any row count, so one copy serves a server's
+    changing batch, and the prompts too (a prefill of B x T rows). The same call gives the same numbers
+    whoever makes it (``generate`` or the server)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[:-1].numel()
+        if rows == 1 and _mkl_ok():
+            return torch.ops.mkl._mkl_linear(x, packed_copy(self.weight, "mkl", 1), self.weight, self.bias, 1)
+        if _onednn_ok():
+            return torch.ops.mkldnn._linear_pointwise(x, packed_copy(self.weight, "onednn", rows), self.bias,
+                                                      "none", [], "")
+        return F.linear(x, self.weight, self.bias)
 
 
 def _last_only(model: Any) -> dict[str, Any]:
@@ -91,19 +156,19 @@ class EagerStep:
     no bias), so no head work is spent on positions or outputs generation does not read. Any other model
     is called with its own forward (``logits_to_keep=1`` when it says it supports it).
 
-    ``pack=True`` (lmforge models on CPU in float32 with MKL) runs every large linear layer of the body and
-    the LM product through MKL's packed GEMM (``cblas_sgemm_pack``) at the decode step's row count: for a few
-    rows the plain weight-transposed small-M GEMM reaches only a fraction of the core's FLOP rate (numbers in
-    docs/generation.md). The packed copies live for one ``generate`` call; calls with another row count (the
-    prefill) fall back to the plain product inside the same op. The packed result equals
-    ``addmm(b, x, W.T.contiguous())`` bit for bit (HF GPT-2's Conv1D order), not ``F.linear``'s: an fp32
-    rounding-order difference.
+    ``pack=True`` (lmforge models on CPU in float32) runs every large linear layer of the body and the LM
+    product through ``PackedLinear`` (oneDNN's packed GEMM for several rows, MKL's for one): F.linear's
+    kernel (weight transposed, a few rows) reaches only a fraction of what these do at decode shapes
+    (numbers in docs/generation.md). The layers get their own forward back at ``close()``; the packed
+    weights stay cached with the model's weights for the next call (``packed_copy``; ``release_packed(model)``
+    frees them). Results differ from ``F.linear``'s by fp32 rounding only. ``rows`` is the decode row count
+    (kept for callers; each call's row count picks the kernel).
     """
 
     def __init__(self, model: Any, field: str, *, rows: int, pack: bool) -> None:
         self.model = model
         self.field = field
-        self.lm_packed: torch.Tensor | None = None
+        self.lm_packed: PackedLinear | None = None  # the LM product through a packed GEMM, when packing
         self.rows = rows
         self.patched: list[tuple[nn.Linear, Any]] = []
         self.lm_weight = lm_weight(model)
@@ -111,19 +176,12 @@ class EagerStep:
             self._pack(model.body)
 
     def _pack(self, body: nn.Module) -> None:
-        rows = self.rows
         for module in body.modules():
             if isinstance(module, nn.Linear) and module.weight.numel() >= PACK_MIN_WEIGHTS:
-                packed = torch.ops.mkl._mkl_reorder_linear_weight(module.weight, rows)
-
-                def forward(x: torch.Tensor, _w: torch.Tensor = module.weight, _b: torch.Tensor | None = module.bias,
-                            _p: torch.Tensor = packed) -> torch.Tensor:
-                    return torch.ops.mkl._mkl_linear(x, _p, _w, _b, rows)
-
                 self.patched.append((module, module.__dict__.get("forward")))
-                module.forward = forward  # an instance attribute: nn.Module.__call__ runs it
+                module.forward = PackedLinear(module.weight, module.bias)  # nn.Module.__call__ runs it
         if self.lm_weight.numel() >= PACK_MIN_WEIGHTS:
-            self.lm_packed = torch.ops.mkl._mkl_reorder_linear_weight(self.lm_weight, rows)
+            self.lm_packed = PackedLinear(self.lm_weight, None)
 
     def new_cache(self, *, batch: int, capacity: int) -> Cache:
         return new_cache(self.model, batch=batch, capacity=capacity)
@@ -147,11 +205,11 @@ class EagerStep:
         out = model.body(ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
         hidden = out.last_hidden_state[:, -1, :]  # (B, H)
         if self.lm_packed is not None:
-            logits = torch.ops.mkl._mkl_linear(hidden, self.lm_packed, self.lm_weight, None, self.rows)
+            logits = self.lm_packed(hidden)
         else:
             logits = F.linear(hidden, self.lm_weight)
         return logits, out.past_key_values  # (B, V)
 
 
 __all__ = ["LM_HEADS", "PACK_MIN_WEIGHTS", "Cache", "EagerStep", "can_pack", "lm_field", "lm_weight", "new_cache",
-           "reorder_cache"]
+           "PackedLinear", "packed_copy", "release_packed", "reorder_cache"]

@@ -186,18 +186,51 @@ class TokenClassificationHead(nn.Module):
         return ModelOutput(loss=loss, logits=logits, **_tail(body))
 
 
-class QuestionAnsweringHead(nn.Module):
-    """Extractive QA: start / end logits per token; ``logits`` is the two stacked (B, L, 2)."""
+class QATransform(nn.Module):
+    """HF BigBirdForQuestionAnsweringHead before its Linear: dropout, dense F + activation, dense H, dropout,
+    residual + LayerNorm (the shape of a Transformer layer's MLP)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.fc1 = nn.Linear(config.hidden_size, config.ffn_size)
+        self.act = Activation(config.activation)
+        self.fc2 = nn.Linear(config.ffn_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        h = self.fc2(self.act(self.fc1(self.dropout(hidden))))  # (B, L, H)
+        return self.norm(self.dropout(h) + hidden)
+
+
+def question_mask(input_ids: Tensor, sep_token_id: int) -> Tensor:
+    """(B, L) bool, True on the question: positions 1 .. the first sep token (HF BigBirdForQuestionAnswering:
+    question_lengths = first sep + 1, position 0 ([CLS], the no-answer span) stays)."""
+    lengths = input_ids.eq(sep_token_id).int().argmax(dim=-1) + 1  # (B,); no sep: 1, nothing masked
+    positions = torch.arange(input_ids.size(1), device=input_ids.device)
+    return (positions[None, :] < lengths[:, None]) & (positions[None, :] > 0)
+
+
+class QuestionAnsweringHead(nn.Module):
+    """Extractive QA: start / end logits per token; ``logits`` is the two stacked (B, L, 2).
+    ``qa_head="bigbird"`` adds BigBird's transform and hides the question from the span logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.transform = QATransform(config) if config.qa_head == "bigbird" else None
+        self.sep_token_id = config.sep_token_id if config.qa_head == "bigbird" else None
         self.qa = nn.Linear(config.hidden_size, 2)
 
     def forward(self, body: ModelOutput, ctx: HeadContext, labels: Tensor | None = None,
                 start_positions: Tensor | None = None, end_positions: Tensor | None = None) -> ModelOutput:
         if labels is not None:
             raise InputError("the 'qa' head takes start_positions= and end_positions=, not labels=.")
-        logits = self.qa(body.last_hidden_state)  # (B, L, 2)
+        hidden = body.last_hidden_state
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        logits = self.qa(hidden)  # (B, L, 2)
+        if self.sep_token_id is not None:
+            logits = logits - question_mask(ctx.input_ids, self.sep_token_id)[..., None].to(logits.dtype) * 1e6
         start, end = logits[..., 0].contiguous(), logits[..., 1].contiguous()  # (B, L) each
         loss = None
         if start_positions is not None and end_positions is not None:

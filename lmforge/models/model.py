@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -343,10 +343,13 @@ def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = str(target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 minus the umask, as open() gives
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # safetensors writes a file of its own with mode 0600 in its place
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

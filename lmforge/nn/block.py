@@ -27,13 +27,13 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
-        """``layer``: the stored layer index (pruned models have per-layer head counts and MLP widths)."""
+        """``layer``: the stored layer's index, which picks its attention kind (``attention_pattern``) and
+        seeds what a kind draws per layer (BigBird's random blocks)."""
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
-        heads = config.heads_in_layer(layer)
-        # only a pruned layer passes num_heads: attention kinds that support head pruning take it
-        self.attn = ATTENTION_KINDS[config.attention_kind](
-            config, **({} if heads == config.num_heads else {"num_heads": heads}))
+        kind = config.layer_attention_kind(layer)
+        field = "attention_pattern" if config.attention_pattern else "attention_kind"
+        self.attn = ATTENTION_KINDS.lookup(kind, field)(config, layer=layer)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MLP(config, ffn_size=config.ffn_in_layer(layer))
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

@@ -163,8 +163,12 @@ METRIC_WEIGHTS: dict[str, str] = {
     "mlm_loss": "masked_tokens", "mlm_accuracy": "masked_tokens",
     "nsp_loss": "pairs", "nsp_accuracy": "pairs", "sop_loss": "pairs", "sop_accuracy": "pairs",
     "clm_loss": "predicted_tokens", "loss": "weight",
+    # rtd: the discriminator's over every real token; precision / recall over predicted / true replacements
+    "disc_loss": "tokens", "disc_accuracy": "tokens", "replaced_fraction": "tokens",
+    "disc_precision": "predicted_replaced", "disc_recall": "replaced",
 }
-COUNT_METRICS = frozenset({"masked_tokens", "pairs", "tokens", "predicted_tokens", "weight"})
+COUNT_METRICS = frozenset({"masked_tokens", "pairs", "tokens", "predicted_tokens", "weight", "replaced",
+                           "predicted_replaced"})
 
 
 def reduce_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -184,5 +188,7 @@ def reduce_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float]:
         weight_key = METRIC_WEIGHTS.get(key)
         weights = [float(item.get(weight_key, 1.0)) if weight_key else 1.0 for item in items if key in item]
         total = sum(weights)
+        if weight_key and not total:  # an average over nothing (no predicted replacement yet): left out
+            continue
         out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else float("nan")
     return out

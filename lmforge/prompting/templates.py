@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.readers import read_jsonl
 from lmforge.errors import DataError, InputError, suggest
 
 
@@ -112,17 +113,7 @@ def read_inputs(path: str | Path, template: Template, *, lines: bool = False) ->
         raise DataError(f"input file {file} does not exist.")
     text = file.read_text(encoding="utf-8")
     if file.suffix == ".jsonl":
-        out = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{file}:{lineno}: not valid JSON ({err}).") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{file}:{lineno}: each line must be a JSON object of template fields.")
-            out.append(obj)
+        out = [obj for _, obj in read_jsonl(file)]
     else:
         names = template.fields
         if len(names) != 1:

@@ -3,7 +3,9 @@
 ``export_hf_dir(model_dir, out)`` writes config.json + model.safetensors (``models.hf.export_hf``) and the
 tokenizer files (tokenizer.json, tokenizer_config.json with ``tokenizer_class``, special_tokens_map.json),
 so ``AutoTokenizer.from_pretrained(out)`` and ``AutoModelFor....from_pretrained(out)`` load both and give
-the ids and logits lmforge gives (tests/parity/test_export_cli.py). ``lmforge export`` is its CLI.
+the ids and logits lmforge gives (tests/parity/test_export_cli.py). ``lmforge export`` is its CLI. An rtd
+(ELECTRA) run keeps its generator in ``MODEL_DIR/generator``: it is exported beside, to ``OUT/generator``
+(``ElectraForMaskedLM``; the discriminator is ``ElectraForPreTraining``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Exported:
     architecture: str  # the HF model class config.json names (e.g. "BertForMaskedLM")
     tokenizer_class: str  # the HF tokenizer class tokenizer_config.json names (e.g. "BertTokenizer")
     files: list[Path]  # every file written
+    generator: Exported | None = None  # an rtd run's generator, exported to OUT/generator
 
 
 def has_tokenizer(directory: Path) -> bool:
@@ -36,14 +39,13 @@ def has_tokenizer(directory: Path) -> bool:
 
 
 def check_out_dir(model_dir: Path, out: Path, *, overwrite: bool) -> None:
-    """InputError when ``out`` is the model directory, a file, or a non-empty directory without ``overwrite``."""
+    """An error when ``out`` is the model directory, a file, or a non-empty directory without ``overwrite``."""
     if out.resolve() == model_dir.resolve():
         raise InputError(f"--out {out} is the model directory; export into a new directory (the HF files would "
                          "replace lmforge's config.json and model.safetensors).")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} is not empty; choose a new directory or pass --overwrite to write over it.")
+    from lmforge.recipes import outputs
+
+    outputs.check_out_dir(out, overwrite=overwrite)
 
 
 def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Path | None = None,
@@ -64,7 +66,7 @@ def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Pa
                               "the tokenizer the model was trained with (e.g. the one `lmforge prepare` used).")
     model = Model.from_pretrained(model_dir)
     tok = Tokenizer.from_pretrained(tok_dir)
-    check_model_vocab(model.config.vocab_size, tok)
+    check_model_vocab(model.config.vocab_size, tok, cli="pass that one with --tokenizer DIR")
     if tok.model_max_length >= VERY_LARGE_INTEGER:  # a trained tokenizer has no limit; HF's carry the model's
         tok.model_max_length = model.config.max_length
     # HF generate() stops at config.eos_token_id: take the tokenizer's when the model config has none
@@ -80,7 +82,11 @@ def export_hf_dir(model_dir: str | Path, out: str | Path, *, tokenizer: str | Pa
     files = [out / "config.json", out / "model.safetensors", *tok.save_pretrained(out)]
     architecture = json.loads((out / "config.json").read_text())["architectures"][0]
     tokenizer_class = json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"]
-    return Exported(out=out, architecture=architecture, tokenizer_class=tokenizer_class, files=files)
+    generator = None
+    if (model_dir / "generator" / "config.json").is_file():  # ELECTRA: the generator of an rtd run
+        generator = export_hf_dir(model_dir / "generator", out / "generator", tokenizer=tok_dir, overwrite=True)
+    return Exported(out=out, architecture=architecture, tokenizer_class=tokenizer_class, files=files,
+                    generator=generator)
 
 
 __all__ = ["Exported", "check_out_dir", "export_hf_dir", "has_tokenizer"]

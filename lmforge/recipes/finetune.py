@@ -12,11 +12,12 @@ classification. ``seeds=[1, 2, 3]`` runs one fine-tuning per seed in ``out/seed-
 mean and standard deviation of every metric to ``out/metrics.json``.
 
 Optimisation, as the BERT / GPT-1 / ELECTRA papers tune it: the pre-trained body at ``lr`` with
-optional layer-wise decay (layer i of L gets ``lr * layer_decay ** (L - i)``, the embeddings
-``lr * layer_decay ** (L + 1)``), the new head at ``head_lr``, linear warmup over ``warmup_ratio`` of
-the steps then linear decay, AdamW with ``weight_decay`` (none on biases and norms). Causal decoders
-are fine-tuned GPT-1 style: start / delimiter / extract tokens are added to the tokenizer, the
-classifier reads the extract token, and ``lm_weight`` x the language-model loss is added.
+optional layer-wise decay (layer i of L gets ``lr * layer_lr_decay ** (L - i)``, the embeddings
+``lr * layer_lr_decay ** (L + 1)``), the new head at ``head_lr``, linear warmup over ``warmup`` steps
+(that fraction of the steps when < 1) then linear decay, AdamW with ``weight_decay`` (none on biases
+and norms). Causal decoders are fine-tuned GPT-1 style: start / delimiter / extract tokens are added to
+the tokenizer, the classifier reads the extract token, and ``lm_weight`` x the language-model loss is
+added.
 """
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ def _print(msg: str) -> None:
 
 @dataclasses.dataclass
 class FinetuneConfig:
-    """Everything one fine-tuning run needs (the CLI flags of ``lmforge finetune``)."""
+    """Everything one fine-tuning run needs (the CLI flags of ``lmforge finetune``, same names).
+
+    ``layer_decay=`` and ``warmup_ratio=`` are the old names of ``layer_lr_decay`` and ``warmup``: still
+    accepted, with a DeprecationWarning.
+    """
 
     model: str  # a checkpoint directory (lmforge or HF) or a preset name (then `tokenizer` is needed)
     task: str  # a name in lmforge.tasks.TASKS
@@ -54,36 +59,64 @@ class FinetuneConfig:
     tokenizer: str | None = None  # tokenizer directory; default: the model directory's tokenizer
     from_scratch: bool = False  # same architecture, fresh weights (the no-pre-training baseline)
     epochs: float = 3.0
+    max_steps: int | None = None  # stop after this many optimizer steps (None: `epochs` decides)
     lr: float = 2e-5  # the pre-trained body's peak learning rate
     head_lr: float | None = None  # the new head's peak learning rate (default: lr)
-    layer_decay: float = 1.0  # layer-wise LR decay factor (1.0 = off; ELECTRA uses 0.8)
-    warmup_ratio: float = 0.1  # fraction of the steps spent warming up linearly
+    layer_lr_decay: float = 1.0  # layer-wise LR decay factor (1.0 = off; ELECTRA uses 0.8), as TrainConfig's
+    warmup: float = 0.1  # linear warmup: steps (>= 1) or a fraction of the steps (< 1), as pretrain's --warmup
     weight_decay: float = 0.01
     batch_size: int = 32
     eval_batch_size: int = 64
     max_length: int | None = None  # tokens per input (None: 384 for SQuAD, else 128); longer ones are cut
-    seed: int = 42
+    seed: int = 0  # TrainConfig's and pretrain's default: one default for every command
     patience: int | None = None  # stop after this many evaluations without improvement (None: never)
     lm_weight: float = 0.5  # GPT-1 auxiliary language-model loss weight (causal decoders only)
     train_split: str = "train"
     eval_split: str | None = None  # default: the task's dev split(s)
     device: str | None = None  # default: cuda when available
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "fp32" / "bf16"
+    save_every: int | None = None  # a resumable checkpoint every N optimizer steps (None: only the final model)
+    resume: bool = False  # continue the interrupted run in ``out`` (a finished one is left as it is)
+    progress: bool = True  # a progress bar with the loss and the time left
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. text_column, doc_stride
+    overwrite: bool = False  # start over in a non-empty `out` (the previous run's state and outputs are removed)
+    allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
+    layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
+    warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, layer_decay: float | None, warmup_ratio: float | None) -> None:
+        import warnings
+
+        renamed = (("layer_decay", layer_decay, "layer_lr_decay"), ("warmup_ratio", warmup_ratio, "warmup"))
+        for old, value, new in renamed:
+            if value is not None:
+                warnings.warn(f"FinetuneConfig({old}=) is deprecated; use {new}= (same meaning)", DeprecationWarning,
+                              stacklevel=3)
+                setattr(self, new, value)
         checks = {"epochs": self.epochs > 0, "lr": self.lr > 0, "batch_size": self.batch_size > 0,
-                  "max_length": self.max_length is None or self.max_length > 8, "warmup_ratio": 0 <= self.warmup_ratio < 1,
-                  "layer_decay": 0 < self.layer_decay <= 1, "lm_weight": self.lm_weight >= 0,
-                  "head_lr": self.head_lr is None or self.head_lr > 0}
+                  "max_length": self.max_length is None or self.max_length > 8, "warmup": self.warmup >= 0,
+                  "layer_lr_decay": 0 < self.layer_lr_decay <= 1, "lm_weight": self.lm_weight >= 0,
+                  "head_lr": self.head_lr is None or self.head_lr > 0,
+                  "max_steps": self.max_steps is None or self.max_steps > 0,
+                  "save_every": self.save_every is None or self.save_every > 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"impossible fine-tuning setting(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+            said = ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+            raise ConfigError(f"impossible fine-tuning setting(s): {said}",
+                              cli="impossible fine-tuning setting(s): "
+                                  + ", ".join(f"--{b.replace('_', '-')} {getattr(self, b)}" for b in bad))
 
 
 # ------------------------------------------------------------------ model + tokenizer for a task
 
 def load_tokenizer(model: str, tokenizer: str | None) -> Any:
     source = tokenizer or model
+    if not tokenizer and not Path(model).is_dir():
+        from lmforge.presets import PRESETS
+
+        if model not in PRESETS:  # said before "no tokenizer", which would call it a preset
+            raise CheckpointError(f"--model {model!r} is neither a model directory nor a preset (`lmforge presets` "
+                                  f"lists them).{suggest(model, PRESETS)}")
     if not Path(source).is_dir():
         what = f"--tokenizer {tokenizer} is not a directory" if tokenizer else f"{model!r} is a preset, which has none"
         raise CheckpointError(f"no tokenizer: {what}; pass --tokenizer DIR (a directory with tokenizer.json, "
@@ -156,7 +189,8 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
     else:  # the message suggests resize_token_embeddings (an id past the table would crash later)
         from lmforge.tokenization import check_model_vocab
 
-        check_model_vocab(model.config.vocab_size, tokenizer)
+        check_model_vocab(model.config.vocab_size, tokenizer, cli="pass that one with --tokenizer DIR, or leave "
+                          "--tokenizer out to use the model directory's")
     return model, decoder
 
 
@@ -341,6 +375,22 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ the runs
 
+# what a fine-tuning run writes besides the model: --overwrite removes them so no stale file survives
+OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json",
+           "task.json")
+# what to do with `out` and how to show progress: not settings, never compared
+ACTIONS = ("resume", "overwrite", "allow_changes", "progress")
+
+
+def _run_record(config: FinetuneConfig) -> dict[str, Any]:
+    """The settings a resume compares (the trainer adds its TrainConfig): paths made absolute."""
+    run = {k: v for k, v in dataclasses.asdict(config).items() if k not in ACTIONS}
+    for name in ("model", "data", "tokenizer"):
+        if run[name] is not None and Path(run[name]).exists():
+            run[name] = str(Path(run[name]).resolve())
+    return run
+
+
 def default_max_length(task: Task) -> int:
     return 384 if task.kind == "span" else 128
 
@@ -383,22 +433,28 @@ def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_len
     task's metric and end with it, stop early after ``patience`` epochs without improvement."""
     from lmforge.train import TrainConfig
 
+    steps = config.warmup >= 1  # as pretrain's --warmup: a step count, else a fraction of the total
     return TrainConfig(
-        epochs=config.epochs, batch_size=batch_size, seq_len=max_length, lr=config.lr, head_lr=config.head_lr,
-        layer_lr_decay=config.layer_decay, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        epochs=config.epochs, max_steps=config.max_steps, batch_size=batch_size, seq_len=max_length, lr=config.lr,
+        head_lr=config.head_lr, layer_lr_decay=config.layer_lr_decay, weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup) if steps else 0, warmup_ratio=0.0 if steps else config.warmup,
         seed=config.seed, eval_every_epoch=True, best_metric=task.main_metric, best_mode="max",
-        patience=config.patience, load_best_at_end=True, progress=False, log_every=max(1, steps_per_epoch // 4))
+        patience=config.patience, load_best_at_end=True, precision=config.precision, save_every=config.save_every,
+        progress=config.progress, log_every=max(1, steps_per_epoch // 4))
 
 
 def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
     from lmforge.objectives.base import BatchSource
+    from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer
-    from lmforge.train.distributed import init_distributed
+    from lmforge.train import checkpoint as ckpt
+    from lmforge.train.distributed import barrier, init_distributed
     from lmforge.train.loop import seed_everything
 
+    owned = (*RUN_STATE, *OUTPUTS)
+    out = check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=False)
     seed_everything(config.seed)  # the fresh head's initialisation depends on the seed too
-    out = Path(config.out)
     task = get_task(config.task, **config.task_options)
     tokenizer = load_tokenizer(config.model, config.tokenizer)
     max_length = config.max_length or default_max_length(task)
@@ -422,6 +478,9 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
     dist = init_distributed(config.device)  # under torchrun each process trains on its slice of each batch
+    # everything is read and checked: only now does --overwrite remove the previous run's files
+    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=dist.is_main)
+    barrier(dist)
     # one process: every example every epoch, the last smaller batch kept (small GLUE sets have few
     # batches); several: equal shapes on every rank, so the last partial global batch is dropped
     source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
@@ -444,8 +503,13 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
         f"evaluating on {', '.join(f'{s} ({len(e)})' for s, e in eval_sets.items())} every epoch; keeping the "
         f"best by {task.main_metric}")
     trainer = Trainer(model, objective, source, tc, out_dir=out, evaluate=evaluate_all,
-                      tokenizer=tokenizer, save_extra=save_task, dist=dist)
-    result = trainer.train()
+                      tokenizer=tokenizer, save_extra=save_task, dist=dist, run_config=_run_record(config))
+    result = trainer.train(resume=config.resume, allow_changes=config.allow_changes)
+    if result.stopped == "already_complete":
+        if (out / "metrics.json").is_file():  # nothing to do: its scores as written
+            return json.loads((out / "metrics.json").read_text())
+        # trained, but stopped before its outputs were written: score the saved model and write them
+        ckpt.load_weights(model, out / ckpt.WEIGHTS_FILE)
     if result.stopped == "early_stopping":
         log(f"stopped early at step {result.step} of {result.total_steps}")
 
@@ -472,6 +536,10 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
 
 def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _print) -> dict[str, Any]:
     """One run per seed in OUT/seed-S; OUT/metrics.json holds the mean and std of every metric."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    # the rule applies to OUT as a whole; each seed's run then checks (or clears) its own folder
+    check_out_dir(config.out, overwrite=config.overwrite, resume=config.resume, remove=False)
     results = []
     for seed in seeds:
         log(f"--- seed {seed}")
@@ -481,7 +549,9 @@ def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _
         results.append(scores)
     summary = summarize_seeds(results, seeds)
     Path(config.out).mkdir(parents=True, exist_ok=True)
-    (Path(config.out) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path, text = Path(config.out) / "metrics.json", json.dumps(summary, indent=2) + "\n"
+    if not path.is_file() or path.read_text() != text:  # a resume of finished runs touches nothing
+        path.write_text(text)
     return summary
 
 
@@ -509,8 +579,12 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
 def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | None = None, out: str | None = None,
                  tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
                  device: str | None = None, task_options: dict[str, Any] | None = None,
-                 log: Log = _print) -> dict[str, float]:
+                 log: Log = _print, overwrite: bool = False) -> dict[str, float]:
     """`lmforge evaluate`: metrics of a fine-tuned model on one split (and outputs in ``out``)."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    if out:
+        check_out_dir(out, overwrite=overwrite)
     the_task, tok, model, decoder, length = _load_for_inference(
         model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
         task_options=task_options or {}, log=log)
@@ -527,8 +601,11 @@ def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | No
 def predict_dir(model_dir: str, *, task: str | None, data: str, split: str = "test", out: str,
                 tokenizer: str | None = None, max_length: int | None = None, batch_size: int = 64,
                 device: str | None = None, task_options: dict[str, Any] | None = None,
-                log: Log = _print) -> tuple[Path, int]:
+                log: Log = _print, overwrite: bool = False) -> tuple[Path, int]:
     """`lmforge predict`: predictions.tsv / predictions.json for one split (labels not needed)."""
+    from lmforge.recipes.outputs import check_out_dir
+
+    check_out_dir(out, overwrite=overwrite)
     the_task, tok, model, decoder, length = _load_for_inference(
         model_dir, task=task, tokenizer=tokenizer, max_length=max_length, device=device,
         task_options=task_options or {}, log=log)

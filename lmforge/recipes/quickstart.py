@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -121,23 +122,15 @@ class Run:
 
 def _check_out(out: Path, settings: Settings, *, overwrite: bool) -> str:
     """'fresh', 'resume' or 'overwrite'; refuses a non-empty directory that is not ours to continue."""
-    if out.exists() and not out.is_dir():
-        raise LmforgeError(f"--out {out} is a file; give a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not entries:
-        return "fresh"
-    if overwrite:
-        for name in OUTPUTS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        return "overwrite"
+    from lmforge.recipes.outputs import check_out_dir
+
+    empty = not (out.is_dir() and any(out.iterdir()))
+    if overwrite or empty:
+        check_out_dir(out, overwrite=overwrite, owned=OUTPUTS)  # --overwrite removes exactly quickstart's outputs
+        return "fresh" if empty else "overwrite"
     state_path = out / STATE_DIR / STATE_FILE
     if not state_path.is_file():
-        raise LmforgeError(f"--out {out} is not empty ({', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}) "
-                           "and holds no quickstart run; pick an empty or new directory, or pass --overwrite")
+        check_out_dir(out)  # not ours to continue: the one-line refusal every command gives
     try:
         state = json.loads(state_path.read_text())
     except json.JSONDecodeError:
@@ -260,7 +253,7 @@ def _finetune(run: Run, *, task: str, data: str, out: str, epochs: float, lr: fl
     config = FinetuneConfig(model=str(run.path("models", "bert")), task=task, data=str(run.path("data", data)),
                                out=str(run.path("finetune", out)), from_scratch=scratch, epochs=epochs, lr=lr,
                                batch_size=batch_size or run.settings.batch_size, max_length=max_length, seed=seed,
-                               device="cpu")
+                               device="cpu", progress=False)
     scores = finetune(config, log=lambda m: print(m))
     return {k: round(float(v), 4) for k, v in scores.items() if isinstance(v, (int, float))}
 
@@ -484,8 +477,6 @@ def write_report(run: Run, *, wall_s: float) -> dict[str, Any]:
               ("few-shot accuracy by k", "fewshot/fewshot.png")]
     _plot_cola(run)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    import os
-
     # the load tells a reader whether other work shared the cores (timings are then slower than usual)
     load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {_threads()}{load}"
@@ -501,8 +492,9 @@ def write_report(run: Run, *, wall_s: float) -> dict[str, Any]:
                f"tasks in `data/` ({d['total_mb']} MB in all).", ""]
     md += ["## Plots", ""]
     md += [f"### {title}\n\n![{title}]({rel})\n" for title, rel in images if run.path(rel).is_file()]
-    md += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
-    md += [f"| {name} | {done[name].get('_seconds', '')} |" for name in STAGES if name in done]
+    md += ["## Stage times", "", "| stage | seconds | torch threads |", "|---|---|---|"]
+    md += [f"| {name} | {done[name].get('_seconds', '')} | {done[name].get('_threads', '')} |"
+           for name in STAGES if name in done]
     run.path("report.md").write_text("\n".join(md) + "\n")
     results = {k: v for k, v in done.items()}
     run.path("results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -516,8 +508,10 @@ def _threads() -> int:
 
 
 # ------------------------------------------------------------------ entry point
-def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
-    """Run (or continue) the pipeline into ``out``; returns the per-stage results."""
+def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, threads: int | None = None,
+               log: Log = print) -> dict[str, Any]:
+    """Run (or continue) the pipeline into ``out``; returns the per-stage results. ``threads``: torch threads
+    for every stage (default: the cores no other process keeps busy, measured before each stage)."""
     settings = SETTINGS["fast" if fast else "default"]
     out = Path(out)
     mode = _check_out(out, settings, overwrite=overwrite)
@@ -543,6 +537,7 @@ def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, 
             elif p.exists():
                 p.unlink()
         log_file = run.path("logs", f"{name}.log")
+        choice = _set_threads(threads, log)
         t = time.perf_counter()
         try:
             with _captured(log_file):
@@ -557,6 +552,7 @@ def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, 
             raise LmforgeError(f"stage {name} ({title}) failed: {err}. Full log: {log_file}. Fix it and run the "
                                "same command again: finished stages are kept") from (None if isinstance(err, LmforgeError) else err)
         result["_seconds"] = round(time.perf_counter() - t, 1)
+        result["_threads"] = choice.threads
         run.mark(name, result)
         log(f"[{i}/{len(STAGES)}] {title}: {_one_line(name, result)} ({result['_seconds']} s)")
     report = write_report(run, wall_s=time.perf_counter() - t0)
@@ -566,6 +562,21 @@ def quickstart(out: str | Path, *, fast: bool = False, overwrite: bool = False, 
     log("")
     log(f"report: {run.path('report.md')}")
     return run.done
+
+
+def _set_threads(threads: int | None, log: Log) -> Any:
+    """Before each stage: 2 threads on 2 cores where another job holds one are several times slower than 1
+    (docs/quickstart.md#threads), so use the cores that are free unless told."""
+    import torch
+
+    from lmforge.train.threads import choose_threads
+
+    choice = choose_threads(threads, probe_s=0.3)
+    if choice.threads != torch.get_num_threads():
+        torch.set_num_threads(choice.threads)
+    if choice.busy_elsewhere is not None and choice.threads < (os.cpu_count() or 1):
+        log(f"    note: {choice.reason}; this stage trains with {choice.threads} thread(s) (--threads N to choose)")
+    return choice
 
 
 def _one_line(name: str, r: dict[str, Any]) -> str:

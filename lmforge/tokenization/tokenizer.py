@@ -25,18 +25,21 @@ PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 VERY_LARGE_INTEGER = int(1e30)
 
 
-def check_model_vocab(model_vocab_size: int, tokenizer: Any) -> None:
+def check_model_vocab(model_vocab_size: int, tokenizer: Any, *, cli: str | None = None) -> None:
     """Raise when ``tokenizer`` has ids the model's embedding matrix cannot look up.
 
-    A smaller tokenizer is fine (BERT's and GPT-2's embeddings are padded past the vocabulary).
+    A smaller tokenizer is fine (BERT's and GPT-2's embeddings are padded past the vocabulary). ``cli``:
+    the fix on the command line, where resizing is not an option (default: use the model's tokenizer).
     """
     n = len(tokenizer)
     if n > model_vocab_size:
+        what = (f"the tokenizer has {n} tokens but the model's embeddings have only {model_vocab_size} rows "
+                f"(ids >= {model_vocab_size} would crash the embedding lookup)")
         raise TokenizerError(
-            f"the tokenizer has {n} tokens but the model's embeddings have only {model_vocab_size} rows "
-            f"(ids >= {model_vocab_size} would crash the embedding lookup); call "
-            f"model.resize_token_embeddings(len(tokenizer)) i.e. resize_token_embeddings({n}) after adding "
-            "tokens, or use the tokenizer the model was trained with")
+            f"{what}; call model.resize_token_embeddings(len(tokenizer)) i.e. resize_token_embeddings({n}) after "
+            "adding tokens, or use the tokenizer the model was trained with",
+            cli=f"{what}: it is not the tokenizer the model was trained with; "
+                + (cli or "use that one (the one saved beside the model)"))
 
 
 class BatchEncoding(dict):
@@ -388,12 +391,16 @@ class Tokenizer:
     @classmethod
     def train(cls, files_or_iterator: Any, *, kind: str, vocab_size: int, family: str | None = None,
               lowercase: bool | None = None, min_frequency: int = 2, text_field: str = "text",
-              show_progress: bool = True, log: Any = None) -> "Tokenizer":
-        """Train a tokenizer from text / .gz / .jsonl files or an iterator of strings (streamed)."""
+              show_progress: bool = True, log: Any = None, encoding_errors: str = "strict") -> "Tokenizer":
+        """Train a tokenizer from text / .gz / .jsonl files or an iterator of strings (streamed).
+
+        A file that is not UTF-8 fails naming file:line and the byte; ``encoding_errors="replace"``
+        reads the invalid bytes as U+FFFD instead (counted in ``training_report``)."""
         from lmforge.tokenization.train import train
 
         return train(files_or_iterator, kind=kind, vocab_size=vocab_size, family=family, lowercase=lowercase,
-                     min_frequency=min_frequency, text_field=text_field, show_progress=show_progress, log=log)
+                     min_frequency=min_frequency, text_field=text_field, show_progress=show_progress, log=log,
+                     encoding_errors=encoding_errors)
 
 
 def _pair_inputs(text: Any, text_pair: Any, split_into_words: bool) -> tuple[list[Any], bool, bool]:

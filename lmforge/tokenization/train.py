@@ -2,8 +2,9 @@
 
 The `tokenizers` trainers do the work (in Rust, on every core); this module streams the corpus to them
 in batches (plain text, .gz, .jsonl with a text field, or any iterator of strings), so a corpus is never
-held in memory whole. Invalid UTF-8 bytes are replaced by U+FFFD and their count is reported per file.
-The same input gives the same vocabulary.
+held in memory whole. A file that is not UTF-8 fails naming file:line and the byte (as `prepare` does),
+unless ``encoding_errors="replace"``: then invalid bytes become U+FFFD and their count is reported per
+file. The same input gives the same vocabulary.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as Engine, models, pre_tokenizers, trainers
 
-from lmforge.errors import DataError, LmforgeError, TokenizerError, suggest
+from lmforge.errors import ENCODING_ERRORS, DataError, LmforgeError, TokenizerError, not_utf8, suggest
 from lmforge.tokenization.families import DEFAULT_FAMILY, FAMILIES, post_processor, set_pipeline
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -34,8 +35,9 @@ def _stderr(msg: str) -> None:
 class Corpus:
     """An iterable over the corpus lines, re-readable, that counts lines and replaced bytes."""
 
-    def __init__(self, source: Any, *, text_field: str = "text") -> None:
+    def __init__(self, source: Any, *, text_field: str = "text", encoding_errors: str = "strict") -> None:
         self.text_field = text_field
+        self.encoding_errors = encoding_errors
         self.lines = 0
         self.replaced: dict[str, int] = {}  # file -> number of invalid UTF-8 bytes replaced
         self.spooled: Corpus | None = None  # an iterator written to a file, for trainers that read twice
@@ -48,7 +50,8 @@ class Corpus:
             if missing:
                 shown = ", ".join(m if len(m) < 80 else m[:77] + "..." for m in missing[:5])
                 raise DataError(f"training file(s) not found: {shown} (a list is read as file paths; to train "
-                                "on strings in memory pass an iterator, e.g. iter(texts))")
+                                "on strings in memory pass an iterator, e.g. iter(texts))",
+                                cli=f"training file(s) not found: {shown}; check the paths")
         else:
             self.files = None
             self.iterator: Iterable[str] = source
@@ -72,8 +75,10 @@ class Corpus:
             count[0] += err.end - err.start  # type: ignore[attr-defined]
             return "\ufffd", err.end  # type: ignore[attr-defined]
 
-        name = f"lmforge-count-{id(count)}"
-        codecs.register_error(name, replace)
+        name = "strict"
+        if self.encoding_errors == "replace":
+            name = f"lmforge-count-{id(count)}"
+            codecs.register_error(name, replace)
         opener = gzip.open if path.suffix == ".gz" else open
         is_jsonl = path.name.removesuffix(".gz").endswith((".jsonl", ".json"))
         try:
@@ -84,6 +89,8 @@ class Corpus:
                     if line.strip():
                         self.lines += 1
                         yield line
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
         except (OSError, EOFError) as err:
             raise DataError(f"cannot read {path} ({err})") from None
         if count[0]:
@@ -132,8 +139,12 @@ def _check_size(vocab_size: int, floor: int, what: str) -> None:
 
 def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None, lowercase: bool | None = None,
           min_frequency: int = 2, text_field: str = "text", show_progress: bool = True,
-          log: Log | None = None) -> Tokenizer:
-    """Train a ``kind`` tokenizer with the conventions of ``family`` (default: bert / gpt2 / albert)."""
+          log: Log | None = None, encoding_errors: str = "strict") -> Tokenizer:
+    """Train a ``kind`` tokenizer with the conventions of ``family`` (default: bert / gpt2 / albert).
+
+    A vocabulary smaller than ``vocab_size`` (too little text, or ``min_frequency`` too high for it)
+    is said in a warning through ``log`` and in ``training_report["vocab_size_asked"]``.
+    """
     log = log or _stderr
     if kind not in DEFAULT_FAMILY:
         hint = " (SentencePiece-style is 'unigram'; GPT-2 style is 'bpe'; BERT style is 'wordpiece')"
@@ -150,12 +161,14 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
         raise TokenizerError("byte-level BPE keeps case (as GPT-2 / RoBERTa); drop --lowercase")
     if min_frequency < 1:
         raise TokenizerError(f"min_frequency={min_frequency}; use 1 or more")
+    if encoding_errors not in ENCODING_ERRORS:
+        raise TokenizerError(f"encoding_errors={encoding_errors!r}; use one of {', '.join(ENCODING_ERRORS)}")
     specials = list(fam.training_order)
     if kind == "bpe":  # byte-level: the 256 bytes are the alphabet
         _check_size(vocab_size, 256 + len(specials), f"the 256-byte alphabet + {len(specials)} special tokens")
     else:
         _check_size(vocab_size, len(specials) + 1, f"{len(specials)} special tokens + 1")
-    corpus = Corpus(source, text_field=text_field)
+    corpus = Corpus(source, text_field=text_field, encoding_errors=encoding_errors)
 
     with tempfile.TemporaryDirectory(prefix="lmforge-tok-") as tmp:
         if kind == "wordpiece":
@@ -190,8 +203,22 @@ def train(source: Any, *, kind: str, vocab_size: int, family: str | None = None,
     tok = Tokenizer(engine, family=family, lowercase=lowercase if kind != "bpe" else None)
     tok.backend.post_processor = post_processor(tok.backend, fam, tok._specials)
     tok.training_report = {"lines": corpus.lines, "replaced_bytes": dict(corpus.replaced),  # type: ignore[attr-defined]
-                           "vocab_size": len(tok)}
+                           "vocab_size": len(tok), "vocab_size_asked": vocab_size}
+    if len(tok) < vocab_size:
+        log("warning: " + smaller_vocabulary(kind, len(tok), vocab_size, corpus.lines, min_frequency))
     return tok
+
+
+def smaller_vocabulary(kind: str, got: int, asked: int, lines: int, min_frequency: int) -> str:
+    """Why the trainer stopped short of ``asked``: it ran out of text, not of room."""
+    if kind == "unigram":
+        why = "the corpus has no more distinct pieces worth keeping"
+        fix = "give more text"
+    else:
+        why = f"no pair of pieces is left that occurs at least {min_frequency} times, the minimum frequency"
+        fix = "give more text" + (" or lower the minimum frequency (--min-frequency)" if min_frequency > 1 else "")
+    return (f"the vocabulary has {got:,} tokens, not the {asked:,} asked: {lines:,} line(s) of text are too few "
+            f"({why}); {fix}")
 
 
 def _run(engine: Engine, trainer: Any, corpus: Corpus, vocab_size: int, specials: list[str]) -> None:

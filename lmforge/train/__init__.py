@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 from lmforge.train.config import TrainConfig
-from lmforge.train.loop import Trainer, TrainingDiverged, TrainResult, list_source, objective_evaluator
+from lmforge.train.loop import (Trainer, TrainingDiverged, TrainingInterrupted, TrainResult, list_source,
+                               objective_evaluator)
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "list_source", "objective_evaluator"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingInterrupted", "list_source",
+           "objective_evaluator"]

@@ -59,6 +59,21 @@ def _fsync_tree(path: Path) -> None:
     _fsync_dir(path)
 
 
+def umask_modes(path: Path) -> None:
+    """Give every file under ``path`` the mode a new file gets under the umask (safetensors writes 0600).
+
+    The mode is read from a probe file: os.umask() would change the umask of the whole process for a moment.
+    """
+    probe = path / f"{_TMP}mode-{os.getpid()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    mode = os.fstat(fd).st_mode & 0o777
+    os.close(fd)
+    probe.unlink()
+    for item in path.rglob("*"):
+        if item.is_file() and not item.is_symlink():
+            os.chmod(item, mode)
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``final`` only when the block completes."""
@@ -69,6 +84,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        umask_modes(tmp)
         _fsync_tree(tmp)
         if final.exists():  # re-saving the same step (a resumed run): move the old one out of the way first
             old = final.parent / f"{_TMP}old-{final.name}-{os.getpid()}"
@@ -229,5 +245,5 @@ def load_checkpoint(path: Path, *, rank: int = 0) -> dict[str, Any]:
             "extra": {p.name[len("extra-"):-len(".safetensors")]: p for p in path.glob("extra-*.safetensors")}}
 
 
-__all__ = ["atomic_dir", "atomic_write_text", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+__all__ = ["atomic_dir", "atomic_write_text", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "umask_modes",
            "load_weights", "rng_state", "save_checkpoint", "save_weights", "set_rng_state"]

@@ -92,10 +92,12 @@ class TrainConfig:
         for name in positive_or_none:
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"TrainConfig.{name} must be positive (or unset), got {value}")
+                raise ConfigError(f"TrainConfig.{name} must be positive (or unset), got {value}",
+                                  cli=f"{_flag(name)} must be positive, got {value}")
         for name in ("batch_size", "seq_len", "keep", "log_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}",
+                                  cli=f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
             raise ConfigError(f"learning rates must be positive, got lr={self.lr}, head_lr={self.head_lr}")
         if not 0 < self.layer_lr_decay <= 1:
@@ -174,6 +176,11 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+def _flag(name: str) -> str:
+    """The command-line flag (and YAML key) of a field, for messages printed by the CLI."""
+    return {"max_tokens": "--tokens"}.get(name, "--" + name.replace("_", "-"))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

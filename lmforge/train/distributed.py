@@ -114,6 +114,20 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
+def all_reduce_grads(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of ``params`` over ranks in place (networks outside DDP: ELECTRA's generator)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not info.distributed or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of one per tensor
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
     if not info.distributed:
@@ -164,5 +178,5 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["DistInfo", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
+__all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
            "gather_objects", "init_distributed", "is_fsdp", "load_optimizer_state", "unwrap", "wrap_model"]

@@ -11,7 +11,11 @@
   micro-steps ``(s % E) * A ... + A - 1`` of epoch ``s // E`` (E = optimizer steps per epoch): the data
   position is a pure function of the step.
 * Exact resume: weights, optimizer, scheduler, every RNG (per rank) and the step are checkpointed
-  atomically; a resumed run continues bitwise-identically on CPU.
+  atomically; a resumed run continues bitwise-identically on CPU. ``train(resume=True)`` refuses settings
+  that differ from the saved run's (listing them all) unless ``allow_changes``, and a finished run is left
+  untouched unless its length was raised.
+* Ctrl-C (SIGINT) stops at the next step boundary with a checkpoint (``TrainingInterrupted``); a second
+  Ctrl-C stops at once.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
@@ -29,10 +35,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lmforge.errors import ConfigError, DataError, LmforgeError
+from lmforge.errors import CheckpointError, ConfigError, DataError, LmforgeError
 import lmforge.train.checkpoint as ckpt
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
+from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
                                        wrap_model)
 from lmforge.train.logging import RunLogger, plot_loss
@@ -44,6 +50,32 @@ Evaluate = Callable[[torch.nn.Module], dict[str, float]]
 
 class TrainingDiverged(LmforgeError):
     """The loss became NaN or infinite; the run stopped before applying that step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run: at a step boundary after writing ``checkpoint`` (``written``), or at once
+    (a second Ctrl-C; ``checkpoint`` is then the newest earlier one, or None)."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None, written: bool) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint, self.written = step, checkpoint, written
+
+
+# settings a resumed run may change: its length, how often it saves / logs / evaluates, and speed or
+# placement knobs that do not change what is computed; every other difference needs allow_changes
+RESUME_MAY_CHANGE = frozenset({
+    "max_steps", "max_tokens", "epochs", "save_every", "keep", "log_every", "progress", "tensorboard",
+    "eval_every", "eval_every_epoch", "compile", "grad_checkpointing", "device", "out", "val_batches",
+    "eval_batch_size"})
+# ... and these cannot change even then: the optimizer state would not fit
+RESUME_FIXED = ("optimizer",)
+
+
+def settings_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, new)}`` for every setting that differs (keys only one side has are not compared)."""
+    new = json.loads(json.dumps(new, default=str))  # as the saved side went through JSON: tuples are lists
+    return {k: (saved[k], v) for k, v in new.items()
+            if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v}
 
 
 class BatchSourceLike(Protocol):
@@ -64,7 +96,7 @@ class TrainResult:
 
     step: int  # optimizer steps done
     total_steps: int  # steps planned
-    stopped: str  # "completed" | "early_stopping"
+    stopped: str  # "completed" | "early_stopping" | "already_complete" (a finished run resumed: nothing done)
     final_loss: float | None  # mean training loss of the last logging window
     last_eval: dict[str, float] = field(default_factory=dict)  # the last evaluation's metrics
     best_metric: float | None = None  # best value of config.best_metric seen
@@ -151,13 +183,18 @@ class Trainer:
         tokenizer: saved beside the final and best models (``save_pretrained``).
         dist: the DistInfo (default: ``init_distributed()``, which reads torchrun's environment).
         save_extra: ``save_extra(dir)`` writes additional files into the final / best model dirs.
+        run_config: the caller's own settings (objective, data, model ...; JSON values), saved with every
+            checkpoint and compared like the TrainConfig when the run is resumed.
     """
 
     def __init__(self, model: torch.nn.Module, objective: LossObjective, source: BatchSourceLike,
                  config: TrainConfig, *, out_dir: str | Path, evaluate: Evaluate | None = None,
                  groups: list[dict] | None = None, tokenizer: Any = None, dist: DistInfo | None = None,
-                 save_extra: Callable[[Path], None] | None = None) -> None:
+                 save_extra: Callable[[Path], None] | None = None, run_config: dict[str, Any] | None = None) -> None:
         self.config, self.objective, self.source = config, objective, source
+        self.run_config = dict(run_config or {})
+        self._sigint = False  # set by the first Ctrl-C: stop at the next step boundary
+        self._at_step = 0  # the step the loop is in (for the interruption message)
         self.out_dir = Path(out_dir)
         self.evaluate_fn, self.tokenizer, self.save_extra = evaluate, tokenizer, save_extra
         self.dist = dist or init_distributed()
@@ -188,9 +225,18 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
     def _named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         named = list(unwrap(self.model).named_parameters())
+        seen = {id(p) for _, p in named}  # an extra network may share tensors with the model (ELECTRA's embeddings)
         for name, module in self.extra.items():
-            named += [(f"objective.{name}.{n}", p) for n, p in module.named_parameters()]
+            named += [(f"objective.{name}.{n}", p) for n, p in module.named_parameters() if id(p) not in seen]
         return named
+
+    def _extra_only_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the objective's networks that the model does not hold (DDP does not see them)."""
+        own = {id(p) for p in unwrap(self.model).parameters()}
+        out: dict[int, torch.nn.Parameter] = {}
+        for module in self.extra.values():
+            out.update((id(p), p) for p in module.parameters() if id(p) not in own and p.requires_grad)
+        return list(out.values())
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -206,9 +252,21 @@ class Trainer:
             print(message, flush=True)
 
     # ------------------------------------------------------------------ the loop
-    def train(self, *, resume: bool = False) -> TrainResult:
-        """Train to ``total_steps`` (or early stopping) and write the final model to ``out_dir``."""
+    def train(self, *, resume: bool = False, allow_changes: bool = False,
+              on_start: Callable[[], None] | None = None) -> TrainResult:
+        """Train to ``total_steps`` (or early stopping) and write the final model to ``out_dir``.
+
+        ``resume``: continue from the newest checkpoint (from step 0 when there is none); a finished run
+        is left untouched (``stopped="already_complete"``) unless ``total_steps`` grew. Settings that
+        differ from the saved run's are refused, all listed, unless ``allow_changes``. ``on_start`` runs
+        on rank 0 once training is sure to start, before anything is written.
+        """
         cfg, info = self.config, self.dist
+        plan = self._resume_point(resume, allow_changes)
+        if plan["start"] == "complete":
+            return self._already_complete(plan["final"])
+        if on_start is not None and info.is_main:
+            on_start()
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         raw = unwrap(self.model)
@@ -224,16 +282,9 @@ class Trainer:
         # ---- resume or start fresh
         state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "last_eval": {},
                                  "window": []}
-        found = broadcast_object(str(ckpt.latest_checkpoint(self.ckpt_dir) or "") if info.is_main else None, info) \
-            if resume else ""
-        if found:
-            state = self._restore(Path(found), optimizer, scheduler)
+        if plan["start"] == "checkpoint":
+            state = self._restore(Path(plan["path"]), optimizer, scheduler, allow_changes=allow_changes)
         else:
-            if resume:
-                self._note(f"resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
-            elif info.is_main and ckpt.list_checkpoints(self.ckpt_dir):
-                raise ConfigError(f"{self.out_dir} already holds checkpoints of a run; pass --resume to continue "
-                                  "it, or choose another --out")
             # dropout differs per rank; the data order does not depend on these RNGs
             seed_everything(cfg.seed + 1_000_003 * info.rank)
 
@@ -243,7 +294,17 @@ class Trainer:
         logger = RunLogger(self.out_dir, enabled=info.is_main, total_steps=self.total_steps,
                            start_step=state["step"], progress=cfg.progress, tensorboard=cfg.tensorboard)
         try:
-            result = self._run(model, optimizer, scheduler, state, logger)
+            with self._sigint_stops_at_step_boundary():
+                result = self._run(model, optimizer, scheduler, state, logger)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step
+            found = ckpt.list_checkpoints(self.ckpt_dir)
+            last = found[-1] if found else None
+            where = f"the newest is {last}" if last else "there is none"
+            raise TrainingInterrupted(f"interrupted at once (a second Ctrl-C) after {self._at_step} of "
+                                      f"{self.total_steps} steps; no checkpoint was written then ({where})",
+                                      step=self._at_step, checkpoint=last, written=False) from None
         finally:
             logger.close()
         if info.is_main:
@@ -263,8 +324,10 @@ class Trainer:
         for module in self.extra.values():
             module.train()
         while step < self.total_steps:
+            self._at_step = step  # steps done, for the message of a second Ctrl-C
             stats = self._step(model, optimizer, scheduler, params, step, ddp=ddp)
             step += 1
+            self._at_step = step
             window.losses.append(stats.loss)
             window.tokens += stats.tokens * self.dist.world_size
             if step % cfg.log_every == 0 or step == self.total_steps:
@@ -273,17 +336,24 @@ class Trainer:
                 with window.paused():  # tokens/s counts training time only
                     if self._evaluate(model, step, state, logger):
                         stopped = "early_stopping"
-            # after the evaluation, so its result is part of the saved state
-            if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+            interrupted = self._interrupted()  # collective: every process stops at the same step
+            # after the evaluation, so its result is part of the saved state; one at the end too, so a
+            # finished run can be continued when its length is raised
+            end = step == self.total_steps or stopped == "early_stopping"
+            if (cfg.save_every and (step % cfg.save_every == 0 or end)) or interrupted:
                 state.update(step=step, window=window.losses)
                 with window.paused():
                     self._save_checkpoint(optimizer, scheduler, state)
+            if interrupted:
+                path = self.ckpt_dir / ckpt.checkpoint_name(step)
+                raise TrainingInterrupted(f"interrupted after step {step} of {self.total_steps}; checkpoint written: "
+                                          f"{path}", step=step, checkpoint=path, written=True)
             if stopped == "early_stopping":
                 logger.note(f"early stopping at step {step}: {cfg.best_metric} has not improved for "
                             f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")
                 break
 
-        state.update(step=step, window=window.losses)
+        state.update(step=step, window=window.losses, stopped=stopped)
         self._save_final(state)
         losses = window.losses
         return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
@@ -308,6 +378,8 @@ class Trainer:
             losses.append(loss.detach().float())
             metric_items.append(metrics)
             tokens += int(metrics["tokens"]) if "tokens" in metrics else int(batch["input_ids"].numel())
+        if info.distributed and self.extra:  # DDP averaged the model's gradients; the extra networks' here
+            all_reduce_grads(self._extra_only_parameters(), info)
         step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
         if not math.isfinite(step_loss):
             optimizer.zero_grad(set_to_none=True)
@@ -381,7 +453,8 @@ class Trainer:
                               "steps_per_epoch": self.steps_per_epoch},
             "best": state["best"], "best_step": state["best_step"], "bad_evals": state["bad_evals"],
             "last_eval": state["last_eval"], "window": state["window"],
-            "world_size": self.dist.world_size, "config": self.config.to_dict(),
+            "world_size": self.dist.world_size, "config": self.config.to_dict(), "run": self.run_config,
+            **({"stopped": state["stopped"]} if "stopped" in state else {}),
         }
 
     def _save_checkpoint(self, optimizer, scheduler, state: dict[str, Any]) -> None:
@@ -396,16 +469,124 @@ class Trainer:
                                  keep=self.config.keep)
         barrier(info)
 
-    def _restore(self, path: Path, optimizer, scheduler) -> dict[str, Any]:
+    # ------------------------------------------------------------------ resume planning
+    def _resume_point(self, resume: bool, allow_changes: bool) -> dict[str, Any]:
+        """Where this run starts, decided on rank 0 before anything in out_dir is touched: ``{"start": "fresh" |
+        "checkpoint" | "complete", "path": the checkpoint, "final": a finished run's trainer_state}``."""
+        plan: dict[str, Any] = {"start": "fresh"}
+        error: LmforgeError | None = None
+        if self.dist.is_main:
+            try:
+                plan = self._plan(resume, allow_changes)
+            except LmforgeError as err:
+                error = err
+        shared = broadcast_object(str(error) if error is not None else plan, self.dist)
+        if error is not None:
+            raise error
+        if isinstance(shared, str):  # rank 0 refused: the other processes stop with the same message
+            raise ConfigError(shared)
+        return shared
+
+    def _plan(self, resume: bool, allow_changes: bool) -> dict[str, Any]:
+        cfg = self.config
+        final_file = self.out_dir / ckpt.STATE_FILE  # written by _save_final: the run finished
+        try:
+            final = json.loads(final_file.read_text(encoding="utf-8")) if final_file.is_file() else None
+        except ValueError as err:
+            raise CheckpointError(f"{final_file} is unreadable ({err}); remove it to resume from the newest "
+                                  "checkpoint") from None
+        found = ckpt.list_checkpoints(self.ckpt_dir)
+        if not resume:
+            if found or final is not None:
+                raise ConfigError(f"{self.out_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                  "start over, or choose another --out")
+            return {"start": "fresh"}
+        if not found and final is None:
+            self._note(f"resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
+            return {"start": "fresh"}
+        newest = _read_state(found[-1]) if found else None
+        # a finished run, unless a checkpoint is past its end (it was being continued to a longer length)
+        finished = final is not None and (newest is None or newest["step"] <= final["step"])
+        saved = final if finished else newest
+        assert saved is not None
+        changes = settings_changes({**saved.get("config", {}), **saved.get("run", {})},
+                                   {**cfg.to_dict(), **self.run_config})
+        listed = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        fixed = [k for k in RESUME_FIXED if k in changes]
+        if fixed:
+            raise ConfigError(f"cannot resume the run in {self.out_dir} with another {', '.join(fixed)} ({listed}); "
+                              "its saved state would not fit. Start a new run from its weights (--model with its "
+                              "model directory) instead")
+        if changes and not allow_changes:
+            raise ConfigError(f"cannot resume the run in {self.out_dir}: {len(changes)} setting(s) differ from the "
+                              f"saved run (saved -> now): {listed}. Give the saved values, or pass --allow-changes "
+                              "to continue with the new ones")
+        if finished:
+            assert final is not None
+            done, planned = int(final["step"]), int(final.get("total_steps", final["step"]))
+            if self.total_steps <= planned:
+                return {"start": "complete", "final": final}
+            if newest is None or newest["step"] != done:
+                kept = f"its newest is {found[-1].name}" if found else "it kept none"
+                raise ConfigError(f"{self.out_dir} holds a run that finished at step {done} without a checkpoint at "
+                                  f"that step ({kept}; --save-every keeps one at the end), so it cannot continue to "
+                                  f"step {self.total_steps}. Start a new run from its weights: --model "
+                                  f"{self.out_dir} --out NEW_DIR")
+        elif newest is not None and newest["step"] > self.total_steps:
+            raise ConfigError(f"the newest checkpoint {found[-1]} is at step {newest['step']}, past this run's end at "
+                              f"step {self.total_steps}; give the saved length (or a longer one)")
+        if changes:
+            self._note(f"resume: continuing with changed settings (saved -> now): {listed}")
+        latest = ckpt.latest_checkpoint(self.ckpt_dir)  # also clears what a killed save left behind
+        return {"start": "checkpoint", "path": str(latest)}
+
+    def _already_complete(self, final: dict[str, Any]) -> TrainResult:
+        """A finished run resumed without a longer length: say so, touch nothing."""
+        cfg = self.config
+        longer = "--epochs" if cfg.max_steps is None and cfg.max_tokens is None and cfg.epochs is not None \
+            else "--max-steps or --tokens"
+        self._note(f"{self.out_dir} holds a finished run ({final['step']} of {final.get('total_steps', final['step'])} "
+                   f"steps); nothing to do. Raise {longer} to train further.")
+        return TrainResult(step=int(final["step"]), total_steps=int(final.get("total_steps", final["step"])),
+                           stopped="already_complete", final_loss=_last_train_loss(self.out_dir),
+                           last_eval=final.get("last_eval", {}), best_metric=final.get("best"),
+                           best_step=final.get("best_step"), out_dir=self.out_dir)
+
+    # ------------------------------------------------------------------ Ctrl-C
+    @contextmanager
+    def _sigint_stops_at_step_boundary(self):
+        """The first SIGINT asks the loop to stop after the current step, with a checkpoint; a second one
+        raises KeyboardInterrupt at once. Only the main thread can own a signal handler."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):  # no printing here: a handler may run in the middle of a print
+            if self._sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._sigint = True
+
+        self._sigint = False
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+    def _interrupted(self) -> bool:
+        """Whether any process got Ctrl-C (one tiny all-reduce per step under torchrun, so all stop together)."""
+        if not self.dist.distributed:
+            return self._sigint
+        flag = torch.tensor(1.0 if self._sigint else 0.0, device=self.device)
+        return float(all_reduce_mean(flag, self.dist)) > 0
+
+    # ------------------------------------------------------------------ restoring
+    def _restore(self, path: Path, optimizer, scheduler, *, allow_changes: bool = False) -> dict[str, Any]:
         info, cfg = self.dist, self.config
         loaded = ckpt.load_checkpoint(path, rank=info.rank)
         ts = loaded["trainer_state"]
-        saved = ts.get("config", {})
-        # these change which data each step sees or how the weights move: a resumed run must keep them
-        for key in ("seed", "batch_size", "global_batch_size", "global_batch_tokens", "seq_len", "optimizer"):
-            if key in saved and saved[key] != getattr(cfg, key):
-                raise ConfigError(f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, this run "
-                                  f"has {key}={getattr(cfg, key)!r}; use the same value (or a new --out)")
         if ts.get("world_size", info.world_size) != info.world_size:
             raise ConfigError(f"cannot resume exactly from {path}: it ran on {ts['world_size']} process(es), this "
                               f"run has {info.world_size}; launch with the same --nproc_per_node")
@@ -417,14 +598,31 @@ class Trainer:
                                  options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             ckpt.load_weights(unwrap(self.model), loaded["weights"])
+        if set(loaded["extra"]) != set(self.extra):
+            raise ConfigError(
+                f"cannot resume from {path}: it holds the objective's network(s) {sorted(loaded['extra']) or 'none'} "
+                f"and this run's objective trains {sorted(self.extra) or 'none'} (an rtd run keeps its generator "
+                "there); resume with the objective the run was started with, or choose a new --out")
         for name, file in loaded["extra"].items():
-            if name in self.extra:
-                ckpt.load_weights(self.extra[name], file)
-        load_optimizer_state(self.model, optimizer, loaded["optimizer"])
+            ckpt.load_weights(self.extra[name], file)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        try:
+            load_optimizer_state(self.model, optimizer, loaded["optimizer"])
+        except (ValueError, KeyError) as err:  # other parameter groups (e.g. an accepted head_lr change)
+            raise CheckpointError(f"the optimizer state in {path} does not fit this run's parameter groups ({err}); "
+                                  "resume with the saved settings") from None
         scheduler.load_state_dict(loaded["scheduler"])
         for factor in getattr(scheduler, "lr_lambdas", []):  # a longer --max-steps stretches the schedule
             if hasattr(factor, "total"):
                 factor.total, factor.warmup = self.total_steps, cfg.warmup_for(self.total_steps)
+                if allow_changes:
+                    factor.schedule, factor.min_ratio = cfg.schedule, cfg.min_lr_ratio
+        if allow_changes:  # the loaded state carries the saved hyperparameters: put the accepted new ones back
+            for group, new in zip(optimizer.param_groups, fresh):
+                group.update({k: new[k] for k in ("initial_lr", "betas", "eps", "weight_decay") if k in new})
+            scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+            for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
         if loaded["rng"] is not None:
             ckpt.set_rng_state(loaded["rng"])
         self._note(f"resumed from {path} at step {ts['step']} (epoch {ts['data_position']['epoch']}, "
@@ -472,6 +670,7 @@ class Trainer:
             self._write_model(staging, model_state)
             summary = self._trainer_state(state)
             (staging / ckpt.STATE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            ckpt.umask_modes(staging)
             ckpt._fsync_tree(staging)
             for item in staging.iterdir():
                 target = self.out_dir / item.name
@@ -487,6 +686,14 @@ class Trainer:
                  "or clipping)" if last else "no checkpoint was written before it (set --save-every)")
         return TrainingDiverged(f"the loss became {value} at step {step}; training stopped without applying that "
                                 f"step; {where}")
+
+
+def _read_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(checkpoint) / ckpt.STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {checkpoint} cannot be read ({err}); delete it to resume from the one "
+                              "before") from None
 
 
 def _metric_summary(items: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -507,6 +714,10 @@ def _last_train_loss(out_dir: Path) -> float | None:
     return records[-1]["loss"] if records else None
 
 
+# what rtd's validation reports besides the generator's MLM loss / accuracy
+RTD_METRICS = ("disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction")
+
+
 def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torch.device | str = "cpu",
                         max_batches: int | None = None) -> Evaluate:
     """An ``evaluate`` callback for pre-training: loss, perplexity and the objective's accuracies.
@@ -514,7 +725,7 @@ def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torc
     ``source`` should be a non-shuffled validation BatchSource (always read at epoch 0, so the masks and
     pairs are the same at every evaluation). Returns ``loss``, ``perplexity`` (exp of the LM loss: clm
     loss, or the MLM loss for masked objectives), ``mlm_accuracy``, ``nsp_accuracy`` / ``sop_accuracy``
-    when the objective reports them.
+    when the objective reports them, and rtd's discriminator metrics (``disc_accuracy`` ...).
     """
     device = torch.device(device)
     n = source.steps_per_epoch if max_batches is None else min(max_batches, source.steps_per_epoch)
@@ -528,7 +739,7 @@ def objective_evaluator(objective: Any, source: BatchSourceLike, *, device: torc
         lm = r.get("clm_loss", r.get("mlm_loss"))
         if lm is not None:
             out["perplexity"] = math.exp(min(lm, 80.0))
-        for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "sop_loss", "sop_accuracy"):
+        for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "sop_loss", "sop_accuracy", *RTD_METRICS):
             if key in r:
                 out[key] = r[key]
         return out
@@ -566,5 +777,5 @@ def list_source(examples: Sequence[Any], collate: Callable[[Sequence[Any]], Batc
                        world_size=world_size, shuffle=shuffle)
 
 
-__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "enable_grad_checkpointing", "list_source",
-           "objective_evaluator", "seed_everything", "to_device"]
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "enable_grad_checkpointing",
+           "list_source", "objective_evaluator", "seed_everything", "settings_changes", "to_device"]

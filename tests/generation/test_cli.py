@@ -3,6 +3,7 @@ equals the API's, JSON batches, seeded sampling, bad input, --compile and --devi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,17 +14,6 @@ from lmforge.cli import main
 
 Model = pytest.importorskip("lmforge.models.model").Model
 Tokenizer = pytest.importorskip("lmforge.tokenization.tokenizer").Tokenizer
-
-
-@pytest.fixture(scope="module")
-def gpt_dir(tmp_path_factory: pytest.TempPathFactory, refdata: Path) -> Path:
-    """gpt-tiny (L2/H128) with a clm head over the real GPT-2 vocabulary, 64 positions."""
-    d = tmp_path_factory.mktemp("gpt")
-    torch.manual_seed(0)
-    Model.from_preset("gpt-tiny", head="clm", vocab_size=50257, max_positions=64).save_pretrained(d)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(refdata / "tokenizers" / "gpt2" / name, d / name)
-    return d
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -78,10 +68,17 @@ def test_generate_bad_input(gpt_dir: Path, capsys: pytest.CaptureFixture[str]) -
     code, out, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", "Hi", "--max-new-tokens", "100",
                          "--json")
     assert code == 0 and len(json.loads(out)["tokens"]) == 63 and "stops after 63 new tokens" in err
-    for flags, needle in ((("--temperature", "0"), "temperature"), (("--top-p", "1.5"), "top_p"),
-                          (("--top-k", "-2"), "top_k")):
+    # the flags' names, not generate()'s arguments; a negative number in any spelling parses as one
+    for flags, needle in ((("--temperature", "0"), "--temperature must be > 0 when sampling, got 0.0; for "
+                                                   "deterministic output decode greedily (--greedy"),
+                          (("--top-p", "1.5"), "--top-p must be in (0, 1], got 1.5"),
+                          (("--top-k", "-2"), "--top-k must be >= 0, got -2"),
+                          (("--repetition-penalty", "-1e-2"), "--repetition-penalty must be > 0, got -0.01"),
+                          (("--num-beams", "2", "--do-sample"), "give either --num-beams N (deterministic) or the "
+                                                                "sampling flags")):
         code, out, err = run(capsys, "generate", "--model", str(gpt_dir), "--prompt", "Hi", *flags)
-        assert code == 2 and needle in err and out == ""
+        assert code == 2 and needle in err and out == "", err
+        assert not re.search(r"[a-z_]=", err), err  # no do_sample= / top_p= Python advice
 
 
 def test_generate_compile_and_device(gpt_dir: Path, capsys: pytest.CaptureFixture[str],
@@ -103,9 +100,35 @@ def test_generate_compile_and_device(gpt_dir: Path, capsys: pytest.CaptureFixtur
     code, compiled, _ = run(capsys, *args, "--compile")
     assert code == 0 and compiled == plain and len(calls) == 5  # one step per token after the prefill's
     code, out, err = run(capsys, *args, "--compile", "graph")  # args say --device cpu
-    assert code == 2 and "CUDA" in err and out == ""
+    assert code == 2 and out == ""
+    assert "--compile graph captures a CUDA graph and needs a CUDA device (the model is on cpu); use plain " \
+        "--compile" in err
     code, out, err = run(capsys, *args[:-2], "--device", "tpu:9")
     assert code == 2 and "--device" in err and out == ""
     if not torch.cuda.is_available():
         code, out, err = run(capsys, *args[:-2], "--device", "cuda")
         assert code == 2 and "no CUDA device" in err and out == ""
+
+
+def test_generate_on_a_model_without_an_lm_head_gives_the_command_line_fix(
+        gpt_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fine-tuned classifier (seq-cls head) and a BERT: the CLI names what to give instead, the Python
+    error names the call."""
+    from lmforge.errors import InputError
+    from lmforge.generation import lm_field
+
+    for name, preset, head in (("cls", "gpt-tiny", "seq-cls"), ("bert", "bert-tiny", "mlm")):
+        d = tmp_path / name
+        Model.from_preset(preset, head=head, vocab_size=50257, max_positions=64, num_labels=2).save_pretrained(d)
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copy(gpt_dir / f, d / f)
+        code, out, err = run(capsys, "generate", "--model", str(d), "--prompt", "Hi")
+        assert code == 2 and out == "" and "from_pretrained" not in err and "lmforge.fill_mask" not in err, err
+        with pytest.raises(InputError) as py:
+            lm_field(Model.from_pretrained(d))
+        assert err == f"lmforge generate: error: {py.value.cli}\n"
+        if head == "seq-cls":
+            assert "give the directory of a model pre-trained with `lmforge pretrain --objective clm`" in err
+            assert "Model.from_pretrained(DIR, head='clm')" in str(py.value)
+        else:
+            assert "use `lmforge fill-mask` for masked language models" in err

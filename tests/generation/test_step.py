@@ -1,5 +1,5 @@
 """The decode fast path: the preallocated KV cache against the tuple cache and a full forward, its bad input,
-beam reordering, and MKL-packed decode steps against plain ones (same tokens, model left as it was)."""
+beam reordering, and packed decode steps (oneDNN / MKL) against plain ones (same tokens, model left as it was)."""
 from __future__ import annotations
 
 import pytest
@@ -89,3 +89,34 @@ def test_pack_weights_needs_a_cpu_float32_model(model: Model) -> None:
     with pytest.raises(InputError, match="pack_weights=True needs a float32 model on CPU"):
         generate(doubled, ids, max_new_tokens=2, pack_weights=True)
     assert generate(doubled, ids, max_new_tokens=2, return_prompt=False).shape == (2, 2)  # automatic: not packed
+
+
+def test_packed_linear_is_f_linear_and_its_copies_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PackedLinear == F.linear up to fp32 rounding for one row (MKL), several rows (oneDNN, any count) and a
+    prompt (plain); the packed copy is made once, reused by later calls, remade after an in-place update
+    of the weight, and dropped by release_packed."""
+    layer = torch.nn.Linear(96, 200)
+    if not can_pack(torch.nn.Sequential(layer)):
+        pytest.skip("no oneDNN / MKL in this torch build")
+    made = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+
+    def counting(weight, rows):
+        made.append(rows)
+        return reorder(weight, rows)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", counting)
+    packed = step.PackedLinear(layer.weight, layer.bias)
+    with torch.no_grad():
+        for shape in ((1, 96), (1, 1, 96), (3, 96), (5, 1, 96), (2, 7, 96)):
+            x = torch.randn(shape)
+            torch.testing.assert_close(packed(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        assert made == [3]  # one oneDNN copy served 3 and 5 rows
+        step.PackedLinear(layer.weight, layer.bias)(torch.randn(4, 96))  # a new generate call: reused
+        assert made == [3]
+        layer.weight.mul_(2)  # trained further: the copy follows
+        x = torch.randn(4, 96)
+        torch.testing.assert_close(packed(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        assert made == [3, 4]
+    step.release_packed(torch.nn.Sequential(layer))
+    assert layer.weight not in step._PACKS

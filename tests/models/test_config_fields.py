@@ -47,6 +47,10 @@ def test_every_field_has_a_comment():
     ({"extract_combine": "mean"}, "extract_combine"),
     ({"mlm_activation": 3}, "mlm_activation must be a name"),  # unknown names: tests/models/test_model.py
     ({"head": "seq-cls", "family": "distilbert", "pooler": False}, "no pooler"),
+    ({"qkv_bias": "no"}, "qkv_bias must be true or false"),
+    ({"attention_scale": 0.0}, "attention_scale=0.0 must be a positive number or null"),
+    ({"qa_head": "mlp"}, "qa_head='mlp' is not one of: linear, bigbird"),
+    ({"sep_token_id": 30522}, "sep_token_id=30522 must be a token id"),
 ])
 def test_impossible_values_name_the_field(fields, match):
     with pytest.raises(ConfigError, match=match):

@@ -194,6 +194,26 @@ def test_save_load_roundtrip(tmp_path):
     torch.testing.assert_close(cls.body.embeddings.word.weight, model.body.embeddings.word.weight)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
+def test_saved_files_respect_the_umask(tmp_path, umask):
+    """model.safetensors and config.json get the mode any new file gets (safetensors alone writes 0600)."""
+    import os
+
+    model = Model.from_preset("bert-tiny", head="mlm", vocab_size=V, num_layers=1)
+    previous = os.umask(umask)
+    try:
+        model.save_pretrained(tmp_path / "lm")
+        model.export_hf(tmp_path / "hf")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    want = 0o666 & ~umask
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == want
+    for d in ("lm", "hf"):
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / d).iterdir()} == \
+            {"config.json": oct(want), "model.safetensors": oct(want)}
+
+
 def test_new_head_keeps_shared_head_tensors(tmp_path):
     """As HF: an MLM model loaded from a pre-training checkpoint keeps the trained MLM head."""
     pre = Model.from_preset("bert-tiny", head="pretraining", vocab_size=V).eval()

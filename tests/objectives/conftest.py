@@ -1,25 +1,11 @@
-"""Fixtures for the objective tests: real tokenizers and tiny-shakespeare shards made with them."""
+"""Fixtures for the objective tests: tiny-shakespeare shards made with the real tokenizers."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-import tokfixtures  # noqa: E402
-
-from lmforge.data.shards import ShardDataset, prepare_shards  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def bert_tok(refdata):
-    return tokfixtures.bert_tokenizer(refdata)
-
-
-@pytest.fixture(scope="session")
-def gpt2_tok(refdata):
-    return tokfixtures.gpt2_tokenizer(refdata)
+from lmforge.data.shards import ShardDataset, prepare_shards
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ vocabularies."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,26 @@ def test_fill_mask(bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.count("mask #") == 2
     code, _, err = run(capsys, "fill-mask", "--model", str(bert_dir), "nothing to fill")
     assert code == 2 and "[MASK]" in err
+    code, _, err = run(capsys, "fill-mask", "--model", str(bert_dir), "the [MASK].", "--top-k", "0")
+    assert code == 2 and "--top-k must be >= 1, got 0" in err
+
+
+def test_fill_mask_on_a_gpt_says_it_needs_a_masked_lm(gpt_dir: Path, bert_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from lmforge import Model
+    from lmforge.errors import InputError
+    from lmforge.prompting.fill_mask import check_mlm
+
+    code, out, err = run(capsys, "fill-mask", "--model", str(gpt_dir), "the man went to the <mask>.")
+    assert code == 2 and out == ""
+    assert err.startswith("lmforge fill-mask: error: fill-mask needs a masked language model, a checkpoint with an "
+                          "MLM head such as a BERT pre-trained with `lmforge pretrain --objective mlm`"), err
+    assert "causal decoder, continue text with `lmforge generate`" in err and "from_pretrained" not in err
+    # a fine-tuned encoder: the pre-trained model's directory, never a fresh (untrained) MLM head
+    tuned = tmp_path / "tuned"
+    Model.from_preset("bert-tiny", head="seq-cls", num_labels=2).save_pretrained(tuned)
+    shutil.copy(bert_dir / "vocab.txt", tuned / "vocab.txt")
+    code, out, err = run(capsys, "fill-mask", "--model", str(tuned), "the [MASK].")
+    assert code == 2 and "give the pre-trained model's directory, not a fine-tuned one" in err
+    with pytest.raises(InputError, match=r"Model.from_pretrained\(DIR, head='mlm'\)"):
+        check_mlm(Model.from_pretrained(tuned))  # the Python fix stays for the library

@@ -17,7 +17,7 @@ def test_top_k_per_mask_from_the_model_softmax(bert_dir: Path) -> None:
 
     model, tok = Model.from_pretrained(bert_dir).eval(), Tokenizer.from_pretrained(bert_dir)
     text = "the man went to the [MASK] and bought a [MASK]."
-    result = fill_mask(model, tok, text, k=3)
+    result = fill_mask(model, tok, text, top_k=3)
     assert len(result) == 2 and all(len(r) == 3 for r in result)
     enc = tok(text, return_tensors="pt")
     with torch.no_grad():
@@ -29,4 +29,8 @@ def test_top_k_per_mask_from_the_model_softmax(bert_dir: Path) -> None:
         torch.testing.assert_close(torch.tensor([c["score"] for c in result[m]]), top.values)
     assert result[0][0]["sequence"].count("[MASK]") == 1
     with pytest.raises(InputError, match="no mask token"):
-        fill_mask(model, tok, "no mask here", k=3)
+        fill_mask(model, tok, "no mask here", top_k=3)
+    # the old keyword still works, with a DeprecationWarning; the CLI's --top-k is the same top_k
+    with pytest.warns(DeprecationWarning, match=r"fill_mask\(k=\) is deprecated; use top_k="):
+        assert fill_mask(model, tok, text, k=3) == result
+    assert fill_mask(model, tok, text, 3) == result

@@ -1,35 +1,15 @@
 """Fixtures for the recipe tests: tiny "pre-trained" checkpoints (random bodies with the head
 pre-training leaves) with tokenizers trained on the reference samples, for the end-to-end fine-tuning
-runs, and the real BERT uncased tokenizer (via tests/data/tokfixtures)."""
+runs."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-import tokfixtures  # noqa: E402
-
 TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max_positions=128,
             hidden_dropout=0.0, attention_dropout=0.0)
-
-
-@pytest.fixture(scope="session")
-def bert_tok(refdata):
-    return tokfixtures.bert_tokenizer(refdata)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per tiny op only fight each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sentences(refdata: Path) -> list[str]:
@@ -68,3 +48,31 @@ def tiny_decoder(refdata, tmp_path_factory) -> Path:
     Model(config).save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+TINY_GPT_YAML = "preset: gpt-tiny\nnum_layers: 1\nhidden_size: 32\nnum_heads: 2\nintermediate_size: 64\nmax_positions: 64\n"
+TINY_BERT_YAML = "preset: bert-tiny\nnum_layers: 1\nhidden_size: 32\nnum_heads: 2\nintermediate_size: 64\nmax_positions: 64\n"
+
+
+@pytest.fixture(scope="session")
+def toy_shards(tmp_path_factory) -> dict[str, Path]:
+    """Shards of 150 toy-language stories (no reference data needed) made with a WordPiece and a byte-level
+    BPE tokenizer of the same size (300 tokens), and tiny model configs: pre-training runs of a second."""
+    from lmforge.data.shards import prepare_shards
+    from lmforge.data.toyland.tasks import write_corpus
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("toy-shards")
+    corpus = write_corpus(root / "corpus.txt", docs=150, seed=0).path
+    out = {"corpus": corpus, "root": root}
+    for kind in ("wordpiece", "bpe"):
+        tok = Tokenizer.train([str(corpus)], kind=kind, vocab_size=300, show_progress=False)
+        assert len(tok) == 300
+        tok.save_pretrained(root / f"tok-{kind}")
+        out[f"tok-{kind}"] = root / f"tok-{kind}"
+        out[kind] = prepare_shards([corpus], tokenizer=tok, out=root / f"shards-{kind}", val_fraction=0.05,
+                                   progress=False).out
+    for name, text in (("gpt", TINY_GPT_YAML), ("bert", TINY_BERT_YAML)):
+        out[name] = root / f"{name}.yaml"
+        out[name].write_text(text)
+    return out

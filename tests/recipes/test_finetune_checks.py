@@ -158,7 +158,7 @@ def test_lr_head_lr_and_layer_decay_reach_the_optimizer(tiny_encoder, refdata, t
     monkeypatch.setattr(loop, "build_optimizer", spy)
     lr, head_lr, decay = 1e-3, 5e-2, 0.5
     assert _finetune(tiny_encoder, refdata / "glue" / "SST-2", tmp_path / "o", "--train-split", "dev", "--epochs",
-                     "0.1", "--max-length", "16", "--lr", str(lr), "--head-lr", str(head_lr), "--layer-decay",
+                     "0.1", "--max-length", "16", "--lr", str(lr), "--head-lr", str(head_lr), "--layer-lr-decay",
                      str(decay)) == 0
     (groups,) = seen
     lr_of = {name: g["lr"] for g in groups for name in g["names"]}
@@ -279,3 +279,56 @@ def test_roberta_body_with_a_pair_template_that_numbers_segments(tiny_decoder, r
                      "val", "--epochs", "0.2", "--max-length", "32", task="glue-rte") == 0, capsys.readouterr().err
     assert main(["evaluate", "--model", str(out), "--data", str(refdata / "glue" / "RTE"), "--split", "val"]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- Ctrl-C, --resume, the output directory
+
+def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+def test_ctrl_c_then_resume_ends_as_an_uninterrupted_run(tiny_encoder, refdata, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from lmforge.recipes.finetune import TaskObjective
+
+    sst = refdata / "glue" / "SST-2"
+    args = ["--train-split", "dev", "--eval-split", "dev", "--epochs", "2", "--batch-size", "16", "--max-length", "24",
+            "--lr", "1e-3"]
+    assert _finetune(tiny_encoder, sst, tmp_path / "ref", *args) == 0
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    real_loss = TaskObjective.loss
+
+    def ctrl_c_in_call_5(self, model, batch):  # as a Ctrl-C in the middle of step 5 would
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(TaskObjective, "loss", ctrl_c_in_call_5)
+    capsys.readouterr()
+    assert _finetune(tiny_encoder, sst, run, *args) == 130
+    err = capsys.readouterr().err
+    assert f"lmforge finetune: interrupted after step 5 of " in err
+    assert f"checkpoint written: {run / 'checkpoints' / 'step-00000005'}" in err
+    assert "to continue, run: lmforge finetune --model" in err and err.rstrip().endswith(" --resume")
+    monkeypatch.setattr(TaskObjective, "loss", real_loss)
+    assert _finetune(tiny_encoder, sst, run, *args, "--resume") == 0
+    assert (run / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    # finished: --resume leaves it as it is; without --resume (or --overwrite) the directory is refused
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert _finetune(tiny_encoder, sst, run, *args, "--resume") == 0
+    assert "holds a finished run" in capsys.readouterr().out
+    assert _finetune(tiny_encoder, sst, run, *args, "--resume", "--lr", "2e-3") == 2  # other settings: listed
+    assert "lr 0.001 -> 0.002" in capsys.readouterr().err
+    assert _snapshot(run) == before
+    assert _finetune(tiny_encoder, sst, run, *args) == 2
+    err = capsys.readouterr().err
+    assert "holds a training run" in err and "--resume" in err and "--overwrite" in err
+    assert _finetune(tiny_encoder, sst, run, *args, "--overwrite", "--epochs", "1") == 0
+    assert not (run / "checkpoints").exists()  # the interrupted run's checkpoint went with --overwrite

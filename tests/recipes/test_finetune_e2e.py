@@ -171,8 +171,8 @@ def test_finetune_maps_optimisation_flags_onto_the_trainer(tmp_path):
     from lmforge.recipes.finetune import FinetuneConfig, train_config
     from lmforge.tasks import get_task
 
-    cfg = FinetuneConfig(model="m", task="glue-cola", data="d", out="o", lr=2e-5, head_lr=1e-3, layer_decay=0.8,
-                         warmup_ratio=0.06, weight_decay=0.1, epochs=3, patience=2, seed=7)
+    cfg = FinetuneConfig(model="m", task="glue-cola", data="d", out="o", lr=2e-5, head_lr=1e-3, layer_lr_decay=0.8,
+                         warmup=0.06, weight_decay=0.1, epochs=3, patience=2, seed=7)
     tc = train_config(cfg, get_task("glue-cola"), batch_size=16, max_length=128, steps_per_epoch=10)
     assert (tc.lr, tc.head_lr, tc.layer_lr_decay, tc.warmup_ratio, tc.weight_decay) == (2e-5, 1e-3, 0.8, 0.06, 0.1)
     assert (tc.epochs, tc.patience, tc.seed, tc.best_metric, tc.best_mode) == (3, 2, 7, "mcc", "max")

@@ -173,3 +173,161 @@ def test_grad_checkpointing_gives_the_same_training(shards, tmp_path):
         assert main(args) == 0
         runs.append([r["loss"] for r in read_metrics(tmp_path / name)])
     assert torch.allclose(torch.tensor(runs[0]), torch.tensor(runs[1]), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- on the toy shards (no refdata)
+
+def _toy(toy_shards, out: Path, *extra: str, objective: str = "clm", model: str = "gpt",
+         data: str = "wordpiece") -> list[str]:
+    return ["pretrain", "--model", str(toy_shards[model]), "--objective", objective, "--data", str(toy_shards[data]),
+            "--out", str(out), "--batch-size", "4", "--seq-len", "32", "--log-every", "1", "--val-batches", "1",
+            "--no-progress", *extra]
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+def test_continuing_from_a_model_dir_needs_shards_of_its_own_tokenizer(toy_shards, tmp_path, capsys):
+    """A WordPiece model continued on byte-level BPE shards of the same size ran to the end before, and its
+    output directory then held the BPE tokenizer."""
+    import shutil
+
+    from lmforge import Tokenizer
+    from lmforge.data.shards import tokenizer_hash
+
+    base = tmp_path / "base"
+    assert main(_toy(toy_shards, base, "--max-steps", "2")) == 0  # a model directory with its WordPiece tokenizer
+    capsys.readouterr()
+    wordpiece, bpe = (tokenizer_hash(Tokenizer.from_pretrained(toy_shards[f"tok-{kind}"]))[:12]
+                      for kind in ("wordpiece", "bpe"))
+
+    def cont(out: Path, data: str, model: Path = base) -> int:
+        args = _toy(toy_shards, out, "--max-steps", "1", data=data)
+        args[args.index("--model") + 1] = str(model)
+        return main(args)
+
+    assert cont(tmp_path / "bad", "bpe") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"the model's is a wordpiece tokenizer of 300 tokens (hash {wordpiece})" in err
+    assert f"the shards' a bpe tokenizer of 300 tokens (hash {bpe})" in err
+    assert f"`lmforge prepare --tokenizer {base} --out NEW_SHARDS FILES...`" in err
+    assert not (tmp_path / "bad").exists()
+    # the shards of its own tokenizer: continues, and the output keeps that tokenizer
+    assert cont(tmp_path / "good", "wordpiece") == 0
+    same = tokenizer_hash(Tokenizer.from_pretrained(base))
+    assert tokenizer_hash(Tokenizer.from_pretrained(tmp_path / "good")) == same
+    # the same tokenizer kept as vocab.txt only (another hash, the same ids): accepted
+    shutil.copytree(base, tmp_path / "vocab-only")
+    (tmp_path / "vocab-only" / "tokenizer.json").unlink()
+    assert cont(tmp_path / "good2", "wordpiece", tmp_path / "vocab-only") == 0, capsys.readouterr().err
+
+
+def test_resume_rules_and_the_output_directory_through_the_cli(toy_shards, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    args = _toy(toy_shards, out, "--max-steps", "4", "--save-every", "2", objective="mlm", model="bert")
+    previous = os.umask(0o022)
+    try:
+        assert main(args) == 0
+    finally:
+        os.umask(previous)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()} == {"0o644"}  # safetensors too
+    before = _snapshot(out)
+    capsys.readouterr()
+    # a finished run: says so, exit 0, no file touched
+    assert main([*args, "--resume"]) == 0
+    assert f"{out} holds a finished run (4 of 4 steps); nothing to do" in capsys.readouterr().out
+    assert _snapshot(out) == before
+    # the progress bar is no setting to compare (the CLI turns it off when the output is not a terminal)
+    from lmforge.commands import pretrain as command
+
+    monkeypatch.setattr(command, "interactive", lambda: True)
+    assert main([*[a for a in args if a != "--no-progress"], "--resume"]) == 0, capsys.readouterr().err
+    assert "nothing to do" in capsys.readouterr().out and _snapshot(out) == before
+    # without --resume: one line naming --resume and --overwrite
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds a training run" in err and "--resume" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    # other settings: refused with every difference (saved -> now); --log-every may change freely
+    changed = ["--lr", "1e-3", "--batch-size", "8", "--masking", "static", "--log-every", "2"]
+    assert main([*args, "--resume", *changed]) == 2
+    err = capsys.readouterr().err
+    for part in ("4 setting(s) differ", "lr 0.0001 -> 0.001", "batch_size 4 -> 8", "masking 'dynamic' -> 'static'",
+                 "dupe_factor None -> 10", "--allow-changes"):  # static masks come in dupe_factor copies
+        assert part in err, err
+    assert main([*args, "--resume", "--masking", "dynamic"]) == 0  # mlm's default: no change
+    assert _snapshot(out) == before
+    # a longer run continues from the checkpoint kept at the end
+    assert main([*args, "--resume", "--max-steps", "6"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 6
+    assert [r["step"] for r in read_metrics(out) if r["split"] == "train"] == list(range(1, 7))
+    # --overwrite starts over: the old run's checkpoints and metrics go, other files stay
+    (out / "notes.txt").write_text("mine")
+    assert main([*args, "--overwrite", "--max-steps", "2"]) == 0
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000002"]
+    assert [r["step"] for r in read_metrics(out) if r["split"] == "train"] == [1, 2]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(toy_shards, tmp_path, capsys):
+    import shlex
+
+    args = _toy(toy_shards, tmp_path / "run", "--max-steps", "60", objective="mlm", model="bert")
+    ref = [*args[:args.index("--out") + 1], str(tmp_path / "ref"), *args[args.index("--out") + 2:]]
+    assert main(ref) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.stat().st_size):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)  # after step 1, at some point of a later step
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, f"the run was not interrupted (too fast?): {out[-1000:]} {err[-1000:]}"
+    step = int(err.split("interrupted after step ")[1].split(" ")[0])
+    checkpoint = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
+    assert f"interrupted after step {step} of 60; checkpoint written: {checkpoint}" in err
+    assert (checkpoint / "trainer_state.json").is_file() and not (tmp_path / "run" / "model.safetensors").exists()
+    command = err.split("to continue, run: ")[1].strip()
+    assert command == "python -m lmforge " + shlex.join([*args, "--resume"])
+    assert main(shlex.split(command)[3:]) == 0  # the printed command, run here (a process start costs seconds)
+    assert f"resumed from {checkpoint} at step {step}" in capsys.readouterr().out
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("ref", "run"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in read_metrics(tmp_path / "run")] == [r["loss"] for r in read_metrics(tmp_path / "ref")]
+
+
+def test_data_that_is_not_a_shard_dir_says_run_prepare_never_over_the_text(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    base = ["pretrain", "--model", "bert-tiny", "--out", str(tmp_path / "run"), "--data"]
+    assert main([*base, str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lmforge pretrain: error: --data {corpus} is a text file, not a shard directory; run `lmforge "
+                   f"prepare --tokenizer TOK --out SHARDS {corpus}` and pass --data SHARDS\n")
+    assert main([*base, str(tmp_path)]) == 2  # a folder of text files
+    assert f"{tmp_path} is not a shard directory (no meta.json; it holds corpus.txt); run `lmforge prepare " \
+           f"--tokenizer TOK --out SHARDS {tmp_path}/*.txt`" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "shard directory not found" in err and "--out SHARDS FILES..." in err and "--out " + str(tmp_path) not in err
+    assert corpus.read_text() == "some text\n" and not (tmp_path / "run").exists()
+
+
+def test_training_settings_errors_name_the_flag_on_the_command_line(tmp_path, capsys):
+    from lmforge.errors import ConfigError
+    from lmforge.train import TrainConfig
+
+    base = ["pretrain", "--model", "bert-tiny", "--data", "d", "--out", "o", "--dry-run"]
+    for flags, said in ((["--max-steps", "-5"], "--max-steps must be positive, got -5"),
+                        (["--tokens", "-2e6"], "--tokens must be positive, got -2000000"),
+                        (["--batch-size", "0"], "--batch-size must be at least 1, got 0")):
+        assert main([*base, *flags]) == 2
+        assert capsys.readouterr().err == f"lmforge pretrain: error: {said}\n"
+    with pytest.raises(ConfigError, match=r"TrainConfig.batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)  # Python names the field

@@ -88,11 +88,15 @@ def test_cased_training_keeps_case(corpus):
 
 # ------------------------------------------------------------------ bad input
 
-def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, corpus):
+def test_non_utf8_bytes_fail_or_with_replace_are_replaced_and_counted(tmp_path, corpus):
     bad = tmp_path / "bad.txt"
-    bad.write_bytes(corpus.read_bytes()[:20000] + b"\nbroken \xff\xfe bytes \xc3\n")
+    head = corpus.read_bytes()[:20000]
+    bad.write_bytes(head + b"\nbroken \xff\xfe bytes \xc3\n")
+    line = head.count(b"\n") + 2  # the head's lines, then the "\n" added before "broken"
+    with pytest.raises(DataError, match=rf"bad.txt:{line}: not UTF-8 text: byte 0xff at byte offset {len(head) + 8} "):
+        _train(bad)
     seen: list[str] = []
-    tok = _train(bad, log=seen.append)
+    tok = _train(bad, log=seen.append, encoding_errors="replace")
     assert tok.training_report["replaced_bytes"] == {str(bad): 3}
     assert seen == [f"warning: {bad}: replaced 3 invalid UTF-8 byte(s) with U+FFFD"]
 

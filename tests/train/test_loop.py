@@ -99,7 +99,7 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path):
     Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path).train()
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path).train()
-    with pytest.raises(ConfigError, match="seed=0"):
+    with pytest.raises(ConfigError, match="seed 0 -> 5"):
         Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg.replace(seed=5), out_dir=tmp_path).train(resume=True)
 
 
@@ -183,3 +183,141 @@ def test_evaluation_every_epoch(tmp_path):
     trainer = Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path,
                       evaluate=lambda m: seen.append(1) or {"x": 1.0})
     assert trainer.train().step == 8 and len(seen) == 2
+
+
+# ----------------------------------------------------------------------------- resume rules, Ctrl-C
+
+def _toy_trainer(out: Path, cfg: TrainConfig, *, objective=None, run_config=None) -> Trainer:
+    seed_everything(0)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=cfg.batch_size, seed=cfg.seed)
+    return Trainer(toy.ToyLM(), objective or toy.ToyObjective(), src, cfg, out_dir=out, run_config=run_config)
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``out`` with its mtime and content: a run that touches nothing leaves it equal."""
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+# constant lr: a run continued to a longer length is then exactly a straight run of that length
+CONSTANT = TrainConfig(max_steps=6, batch_size=8, lr=3e-3, schedule="constant", save_every=3, keep=2, log_every=1,
+                       progress=False)
+
+
+def test_resume_of_a_finished_run_touches_nothing_unless_its_length_grows(tmp_path):
+    _toy_trainer(tmp_path / "a", CONSTANT).train()
+    before = _snapshot(tmp_path / "a")
+    result = _toy_trainer(tmp_path / "a", CONSTANT).train(resume=True)
+    assert (result.stopped, result.step) == ("already_complete", 6)
+    assert _snapshot(tmp_path / "a") == before
+    # a longer run continues from the checkpoint written at the end: the same as 9 steps straight
+    assert _toy_trainer(tmp_path / "a", CONSTANT.replace(max_steps=9)).train(resume=True).step == 9
+    _toy_trainer(tmp_path / "b", CONSTANT.replace(max_steps=9)).train()
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert [r["step"] for r in read_metrics(tmp_path / "a")] == list(range(1, 10))
+    # without --save-every no checkpoint is kept at the end: a longer run is refused, not restarted
+    _toy_trainer(tmp_path / "c", CONSTANT.replace(save_every=None)).train()
+    before = _snapshot(tmp_path / "c")
+    with pytest.raises(ConfigError, match="finished at step 6 without a checkpoint at that step"):
+        _toy_trainer(tmp_path / "c", CONSTANT.replace(save_every=None, max_steps=9)).train(resume=True)
+    assert _snapshot(tmp_path / "c") == before
+
+
+def test_resume_with_other_settings_lists_every_difference(tmp_path):
+    run = {"objective": "clm", "data": "/shards/a"}
+    _toy_trainer(tmp_path, CONSTANT, run_config=run).train()
+    before = _snapshot(tmp_path)
+    # max_steps, save_every and log_every may change; lr and weight_decay may not, nor the caller's objective
+    changed = CONSTANT.replace(max_steps=8, lr=1e-3, weight_decay=0.1, save_every=4, log_every=2)
+    with pytest.raises(ConfigError) as err:
+        _toy_trainer(tmp_path, changed, run_config={**run, "objective": "mlm"}).train(resume=True)
+    message = str(err.value)
+    assert "3 setting(s) differ" in message and "--allow-changes" in message, message
+    for part in ("lr 0.003 -> 0.001", "weight_decay 0.01 -> 0.1", "objective 'clm' -> 'mlm'"):
+        assert part in message, message
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(ConfigError, match="another optimizer"):  # its state would not fit: refused even then
+        lamb = CONSTANT.replace(max_steps=8, optimizer="lamb")
+        _toy_trainer(tmp_path, lamb, run_config=run).train(resume=True, allow_changes=True)
+    # accepted: the new learning rate and weight decay are the ones the continued steps use
+    trainer = _toy_trainer(tmp_path, changed, run_config=run)
+    assert trainer.train(resume=True, allow_changes=True).step == 8
+    records = {r["step"]: r for r in read_metrics(tmp_path)}
+    assert records[6]["lr"] == 3e-3 and records[8]["lr"] == 1e-3
+    optimizer_state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-00000008")["optimizer"]
+    assert {g["weight_decay"] for g in optimizer_state["param_groups"]} == {0.0, 0.1}  # none on biases / norms
+
+
+class _CtrlC(toy.ToyObjective):
+    """Sends SIGINT to this process during the loss of the given calls (as a Ctrl-C mid-step would)."""
+
+    def __init__(self, at_calls: set[int]) -> None:
+        super().__init__()
+        self.at_calls = at_calls
+
+    def loss(self, model, batch):
+        if self.calls + 1 in self.at_calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().loss(model, batch)
+
+
+def test_ctrl_c_checkpoints_at_the_step_boundary_and_resume_is_exact(tmp_path):
+    from lmforge.train import TrainingInterrupted
+
+    cfg = TrainConfig(max_steps=10, batch_size=8, global_batch_size=16, lr=3e-3, warmup_steps=2, log_every=1,
+                      progress=False)  # no --save-every: Ctrl-C writes a checkpoint anyway
+    _toy_trainer(tmp_path / "ref", cfg).train()
+    with pytest.raises(TrainingInterrupted) as err:  # 2 micro-batches per step: call 7 is in step 4
+        _toy_trainer(tmp_path / "run", cfg, objective=_CtrlC({7})).train()
+    assert (err.value.step, err.value.written) == (4, True)
+    assert err.value.checkpoint == tmp_path / "run" / "checkpoints" / "step-00000004"
+    assert "interrupted after step 4 of 10; checkpoint written" in str(err.value)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    _toy_trainer(tmp_path / "run", cfg).train(resume=True)
+    _assert_same_weights(tmp_path / "ref", tmp_path / "run")
+    assert [r["loss"] for r in read_metrics(tmp_path / "run")] == [r["loss"] for r in read_metrics(tmp_path / "ref")]
+    # a second Ctrl-C stops at once: no new checkpoint, the newest earlier one is named
+    with pytest.raises(TrainingInterrupted) as err:
+        _toy_trainer(tmp_path / "twice", cfg.replace(save_every=2), objective=_CtrlC({7, 8})).train()
+    assert (err.value.step, err.value.written) == (3, False)
+    assert err.value.checkpoint == tmp_path / "twice" / "checkpoints" / "step-00000002"
+    assert "no checkpoint was written then" in str(err.value)
+
+
+class _WithHelper(toy.ToyObjective):
+    """An objective owning a helper network that shares the model's embedding (as ELECTRA's generator does)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.helper = torch.nn.Module()
+        self.helper.embeddings = model.body.embeddings  # the same module: one tensor
+        self.helper.proj = torch.nn.Linear(32, toy.VOCAB)
+
+    def extra_modules(self):
+        return {"helper": self.helper}
+
+    def loss(self, model, batch):
+        loss, metrics = super().loss(model, batch)
+        h = self.helper.proj(self.helper.embeddings(batch["input_ids"]))
+        extra = torch.nn.functional.cross_entropy(h.reshape(-1, toy.VOCAB), batch["input_ids"].reshape(-1))
+        return loss + extra, metrics
+
+
+def test_extra_networks_sharing_tensors_train_once_and_must_match_on_resume(tmp_path):
+    seed_everything(0)
+    model = toy.ToyLM()
+    objective = _WithHelper(model)
+    cfg = TrainConfig(max_steps=4, batch_size=8, save_every=2, progress=False, lr=1e-2)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=8)
+    trainer = Trainer(model, objective, src, cfg, out_dir=tmp_path)
+    names = [n for n, _ in trainer._named_parameters()]
+    assert names.count("body.embeddings.weight") == 1 and not any(n.startswith("objective.helper.embeddings")
+                                                                  for n in names)
+    before = objective.helper.proj.weight.detach().clone()
+    trainer.train()  # an optimizer given one tensor twice would refuse to build
+    assert not torch.equal(before, objective.helper.proj.weight)
+    assert model.body.embeddings is objective.helper.embeddings
+    assert (tmp_path / "checkpoints" / "step-00000002" / "extra-helper.safetensors").is_file()
+    with pytest.raises(ConfigError, match=r"network\(s\) \['helper'\].*trains none"):
+        Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg.replace(max_steps=6), out_dir=tmp_path).train(resume=True)

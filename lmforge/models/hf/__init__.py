@@ -23,7 +23,8 @@ from lmforge.models.hf.adapter import HFSource, StateDictAdapter
 from lmforge.models.hf.base import HFFamily, StateDict
 from lmforge.models.hf.pruned import unpruned
 
-# HF config.json "model_type" -> module holding its FAMILY (lmforge ModelConfig.family uses the same names)
+# HF config.json "model_type" -> module holding its FAMILY (lmforge ModelConfig.family uses the same names, but
+# for FAMILY_MODEL_TYPES)
 FAMILIES: dict[str, str] = {
     "bert": "lmforge.models.hf.bert",
     "roberta": "lmforge.models.hf.roberta",
@@ -32,13 +33,18 @@ FAMILIES: dict[str, str] = {
     "distilbert": "lmforge.models.hf.distilbert",
     "gpt2": "lmforge.models.hf.gpt2",
     "openai-gpt": "lmforge.models.hf.openai_gpt",
+    "big_bird": "lmforge.models.hf.big_bird",
+    "gpt_neo": "lmforge.models.hf.gpt_neo",
 }
+# lmforge ModelConfig.family names that HF spells otherwise (export picks the adapter by the family)
+FAMILY_MODEL_TYPES: dict[str, str] = {"bigbird": "big_bird", "gpt-neo": "gpt_neo"}
 
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def get_family(model_type: str) -> HFFamily:
-    """The converter of one HF model_type; LmforgeError listing the supported ones otherwise."""
+    """The converter of one HF model_type (or lmforge family); LmforgeError listing the supported ones otherwise."""
+    model_type = FAMILY_MODEL_TYPES.get(model_type, model_type)
     if model_type not in FAMILIES:
         raise LmforgeError(f"HF model_type {model_type!r} is not supported; supported model types: "
                            f"{', '.join(FAMILIES)}.")
@@ -119,5 +125,5 @@ def read_hf_weights(path: Path) -> StateDict:
                           f"(found: {present}).")
 
 
-__all__ = ["FAMILIES", "WEIGHTS_FILES", "HFSource", "StateDictAdapter", "get_adapter", "get_family", "is_hf_dir",
-           "read_hf_config", "read_hf_weights", "unpruned"]
+__all__ = ["FAMILIES", "FAMILY_MODEL_TYPES", "WEIGHTS_FILES", "HFSource", "StateDictAdapter", "get_adapter",
+           "get_family", "is_hf_dir", "read_hf_config", "read_hf_weights", "unpruned"]

@@ -33,6 +33,8 @@ def unpruned(state: StateDict, config: ModelConfig) -> tuple[StateDict, ModelCon
         p = f"body.layers.{i}."
         if config.heads_in_layer(i) < config.num_heads:
             for name in ("weight", "bias"):
+                if f"{p}attn.qkv.{name}" not in state:  # qkv_bias=False
+                    continue
                 q, k, v = state[f"{p}attn.qkv.{name}"].chunk(3, dim=0)  # each (n hs, ...)
                 out[f"{p}attn.qkv.{name}"] = torch.cat([_pad_rows(t, H) for t in (q, k, v)])  # (3H, ...)
             out[f"{p}attn.out.weight"] = _pad_cols(state[f"{p}attn.out.weight"], H)  # (H, H)

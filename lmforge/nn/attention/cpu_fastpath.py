@@ -17,7 +17,6 @@ cache and no attention maps in either):
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
@@ -31,6 +30,7 @@ from lmforge.nn.dropout import keep_mask
 class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
     num_heads: int
     head_size: int
+    scale: float
     dropout_p: float
     training: bool
     qkv: nn.Linear
@@ -55,9 +55,9 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
     H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
     w, b = attn.qkv.weight, attn.qkv.bias
-    if explicit:  # fold 1/sqrt(hs) into the q rows of the (3H, H) weight: scales 3H x H numbers, not B x T x H
+    if explicit:  # fold the scale (1/sqrt(hs)) into the q rows of the (3H, H) weight: 3H x H numbers, not B x T x H
         qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
-        qscale[:H] = 1.0 / math.sqrt(hs)
+        qscale[:H] = attn.scale
         w, b = w * qscale, None if b is None else b * qscale[:, 0]
     if query_index is None:
         q_rows = T
@@ -73,7 +73,7 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
         q = q.view(B, q_rows, nh, hs).transpose(1, 2).contiguous()  # (B, nh, M, hs)
     if not explicit:  # e.g. on GPU: SDPA's fused kernels handle dropout themselves
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
-                                           dropout_p=attn.dropout_p if attn.training else 0.0)
+                                           dropout_p=attn.dropout_p if attn.training else 0.0, scale=attn.scale)
         return attn.out(y.transpose(1, 2).reshape(B, q_rows, H))
     p = attn.dropout_p
     q3, k3, v3 = q.reshape(B * nh, q_rows, hs), k.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)

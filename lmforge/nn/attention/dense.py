@@ -31,14 +31,17 @@ class AttentionMask:
 
 
 class DenseAttention(nn.Module):
-    def __init__(self, config: ModelConfig, *, num_heads: int | None = None) -> None:
-        """``num_heads``: this layer's heads when head pruning left fewer than ``config.num_heads`` (the head
-        size stays ``config.head_size``, so the projections narrow to ``num_heads * head_size``)."""
+    def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
+        """``layer``: the stored layer; head pruning may leave it fewer than ``config.num_heads`` heads
+        (``config.heads_in_layer``; the head size stays ``config.head_size``, so the projections narrow)."""
         super().__init__()
-        self.num_heads = config.num_heads if num_heads is None else num_heads
+        self.num_heads = config.heads_in_layer(layer)
         self.head_size = config.head_size
         inner = self.num_heads * self.head_size  # = hidden_size unless pruned
-        self.qkv = nn.Linear(config.hidden_size, 3 * inner)  # q, k, v fused in that order
+        # the factor on q.k: SDPA's default 1 / sqrt(hs) unless the config sets one (GPT-Neo: 1.0)
+        self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
+        # q, k, v fused in that order
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
         self.out = nn.Linear(inner, config.hidden_size)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
@@ -68,7 +71,7 @@ class DenseAttention(nn.Module):
             present = (k, v) if use_cache else None
         probs = None
         if output_attentions:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
+            scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
             allowed = mask.dense
             if mask.is_causal:
                 allowed = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
@@ -79,6 +82,6 @@ class DenseAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
                                                dropout_p=self.dropout_p if self.training else 0.0,
-                                               is_causal=mask.is_causal)
+                                               is_causal=mask.is_causal, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, nh * hs)
         return self.out(y), present, probs
