@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_bert, tiny_gpt
+from .conftest import tiny_bert, tiny_gpt
 from lmforge.compression import prune as pruning
 
 transformers = pytest.importorskip("transformers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_bert, tiny_gpt
+from .conftest import tiny_bert, tiny_gpt
 from lmforge.compression import prune as pruning
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, InputError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import tiny_bert, tiny_gpt
+from .conftest import tiny_bert, tiny_gpt
 from lmforge.compression import prune as pruning
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.models.model import Model
