@@ -239,6 +239,11 @@ def apply_method(model: Any, config: CompressConfig, quality: Quality | None, ou
         if quality is None:
             raise InputError(f"{config.method} scores heads / neurons on data: give --eval-task + --eval-data "
                              "(a fine-tuned model) or --eval-text (a language model).")
+        if config.method == "prune-heads":  # what cannot be done is said before the importance pass
+            if "bigbird" in model.config.attention_kinds:
+                raise InputError("prune-heads cannot prune BigBird attention (its random blocks are drawn per head "
+                                 "index); use --method prune-ffn, or a quantization method.")
+            pruning.heads_to_keep([torch.zeros(layer.attn.num_heads) for layer in model.body.layers], config.amount)
         heads, neurons = pruning.importance(model, quality.calib, quality.loss)
         if config.method == "prune-heads":
             keep = pruning.heads_to_keep(pruning.normalize_head_scores(heads), config.amount)

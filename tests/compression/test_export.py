@@ -27,3 +27,30 @@ def test_pruned_model_exports_with_hf_parity(tmp_path, build, auto):
         theirs = hf(input_ids=IDS, attention_mask=MASK).logits
     keep = MASK.bool() if ours.dim() == 3 else slice(None)  # padded positions of a decoder are not compared
     assert (ours[keep] - theirs[keep]).abs().max() <= 1e-5
+
+
+def test_pruned_gpt_neo_exports_with_hf_parity(tmp_path):
+    """GPT-Neo (dense + local layers, no q / k / v bias) from HF, pruned, back to HF: the same logits."""
+    from lmforge.models.model import Model
+
+    torch.manual_seed(0)
+    config = transformers.GPTNeoConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4,
+                                       max_position_embeddings=64, attention_types=[[["global", "local"], 1]],
+                                       window_size=4, intermediate_size=48)
+    hf = transformers.GPTNeoForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    hf.save_pretrained(tmp_path / "hf")
+    model = Model.from_pretrained(tmp_path / "hf").eval()
+    assert model.config.attention_pattern == ["dense", "banded"] and not model.config.qkv_bias
+    pruned = pruning.prune(model, heads=[[2], [0, 1, 3]], neurons=[list(range(0, 48, 3)), list(range(40))])
+    pruned.export_hf(tmp_path / "out")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        ours = pruned(IDS, attention_mask=MASK).logits
+        theirs = back(input_ids=IDS, attention_mask=MASK).logits
+        full = hf(input_ids=IDS, attention_mask=MASK).logits
+    keep = MASK.bool()
+    assert (ours[keep] - theirs[keep]).abs().max() <= 1e-5
+    assert (ours[keep] - full[keep]).abs().max() > 1e-3  # the pruned heads / neurons did matter

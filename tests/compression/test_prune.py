@@ -126,3 +126,42 @@ def test_a_quantized_model_is_not_pruned():
     model = tiny_bert().quantize("bf16")
     with pytest.raises(InputError, match="prune the float model first"):
         pruning.prune(model, heads=[[0], [0]])
+
+
+def test_pruned_banded_layers_without_qkv_bias_equal_the_masked_model():
+    """Per-layer attention kinds (a dense and a banded layer, window 4 < 11 tokens: the block-sparse path),
+    no q / k / v bias and unscaled scores, as GPT-Neo: pruning follows each layer's own kind."""
+    model = tiny_gpt(attention_pattern=["dense", "banded"], attention_window=4, qkv_bias=False, attention_scale=1.0)
+    assert "attn.qkv.bias" not in dict(model.body.layers[0].named_parameters())
+    heads = [[0, 3], [2]]
+    pruned = pruning.prune(model, heads=heads, neurons=[list(range(10)), list(range(0, 48, 2))])
+    assert type(pruned.body.layers[1].attn).__name__ == "BandedAttention"
+    assert pruned.body.layers[1].attn.qkv.weight.shape == (3 * 8, 32)
+    with torch.no_grad():
+        got = pruned(IDS, attention_mask=MASK).logits
+    want = masked_logits(model, heads, [list(range(10)), list(range(0, 48, 2))], attention_mask=MASK)
+    real = MASK.bool()
+    assert torch.allclose(got[real], want[real], atol=1e-5, rtol=1e-5)
+    prompt = IDS[:1, :6]  # the banded layer's KV cache holds its one head
+    assert torch.equal(pruned.generate(prompt, max_new_tokens=8), pruned.generate(prompt, max_new_tokens=8,
+                                                                                   use_cache=False))
+
+
+def test_bigbird_layers_refuse_head_pruning():
+    with pytest.raises(ConfigError, match="does not work with attention_kind 'bigbird'"):
+        ModelConfig.from_preset("bigbird-roberta-base", num_layers=2, layer_heads=[6, 6])
+    # MLP pruning is fine there
+    ModelConfig.from_preset("bigbird-roberta-base", num_layers=2, layer_ffn_sizes=[100, 200])
+
+
+def test_compress_refuses_bigbird_head_pruning_before_scoring(tmp_path):
+    from lmforge.recipes.compress import CompressConfig, apply_method
+
+    model = Model.from_preset("bigbird-roberta-base", head="mlm", vocab_size=100, num_layers=2, hidden_size=32,
+                              num_heads=4, intermediate_size=48, max_positions=256, block_size=8)
+    config = CompressConfig(model="m", method="prune-heads", out=str(tmp_path))
+    with pytest.raises(InputError, match="cannot prune BigBird attention"):
+        apply_method(model, config, object(), tmp_path, print)  # no calibration data is touched
+    config = CompressConfig(model="m", method="prune-heads", out=str(tmp_path), amount=0.9)
+    with pytest.raises(InputError, match="each of the 2 layers keeps at least one head"):
+        apply_method(tiny_bert(), config, object(), tmp_path, print)
