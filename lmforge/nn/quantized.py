@@ -313,6 +313,17 @@ def output_linear(x: torch.Tensor, module: nn.Module, bias: torch.Tensor | None 
     return F.linear(x, module.weight, bias)
 
 
+def check_device(config: Any, device: Any) -> None:
+    """QuantizationError when a model of ``config`` (a ModelConfig) has CPU-only int8 kernels and is asked to run
+    on another ``device``: said when the model is placed, not at its first product."""
+    q = getattr(config, "quantization", None)
+    if device is None or q is None or q.get("method") not in KERNELS or torch.device(device).type == "cpu":
+        return
+    raise QuantizationError(f"this model holds {q['method']} weights, whose kernels run on CPU only, and the device is "
+                            f"{device}; pass --device cpu (or compress the float model with --method bf16 for this "
+                            "device).")
+
+
 def quantize_modules(root: nn.Module, spec: dict[str, Any], *, embedding: str | None = None) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` under ``root`` (and the ``nn.Embedding`` named ``embedding``, the
     word embedding) by its int8 form with the kernel of ``spec``; ``bf16`` casts everything to bfloat16.
@@ -333,5 +344,5 @@ def quantize_modules(root: nn.Module, spec: dict[str, Any], *, embedding: str | 
 
 
 __all__ = ["FUSED_MAX_ROWS", "Int8Embedding", "Int8Linear", "KERNELS", "Kernel", "QuantizationError",
-           "available_kernels", "dequantize", "get_kernel", "is_quantized", "output_linear", "quantize_modules",
+           "available_kernels", "check_device", "dequantize", "get_kernel", "is_quantized", "output_linear", "quantize_modules",
            "quantize_rows"]

@@ -82,3 +82,18 @@ def test_pruned_and_then_quantized(tmp_path):
     assert again.config.layer_heads == [2, 1] and again.body.layers[1].attn.qkv.weight.dtype == torch.int8
     with torch.no_grad():
         assert torch.equal(again(IDS).logits, model(IDS).logits)
+
+
+def test_an_int8_directory_is_refused_on_another_device_when_loaded(tmp_path, bert_mlm_dir):
+    """The commands place the model on --device (cuda when available): an int8 one says so at load time."""
+    import shutil
+
+    from lmforge.nn.quantized import QuantizationError
+    from lmforge.recipes.loading import load_model_and_tokenizer
+
+    Model.from_pretrained(bert_mlm_dir).quantize("int8", kernel="int-mm").save_pretrained(tmp_path)
+    shutil.copy(bert_mlm_dir / "vocab.txt", tmp_path / "vocab.txt")
+    with pytest.raises(QuantizationError, match="kernels run on CPU only, and the device is meta; pass --device cpu"):
+        load_model_and_tokenizer(tmp_path, torch.device("meta"))
+    model, _ = load_model_and_tokenizer(tmp_path, torch.device("cpu"))
+    assert model.body.layers[0].attn.qkv.weight.dtype == torch.int8
