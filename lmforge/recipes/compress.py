@@ -101,14 +101,19 @@ class Quality:
     extra_files: list[Path] = dataclasses.field(default_factory=list)  # copied into out (task.json)
 
 
+# what a previous compress run leaves in --out besides the model files (which are replaced): --overwrite removes
+# them so an old recovery log or report cannot sit beside the new model
+OWNED = ("recover", "report.md", "report.json", "report.png", "task.json")
+
+
 def check_out(model_dir: Path, out: Path, *, overwrite: bool) -> None:
+    """The output-directory rule of every command (recipes/outputs.py), and never the model directory itself."""
+    from lmforge.recipes.outputs import check_out_dir
+
     if out.resolve() == model_dir.resolve():
         raise InputError(f"--out {out} is the model directory; nothing was written. Give a new directory: the "
                          "compressed model must not replace the original.")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} is not empty; choose a new directory or pass --overwrite.")
+    check_out_dir(out, overwrite=overwrite, owned=OWNED)
 
 
 # ------------------------------------------------------------------ quality and calibration data

@@ -121,3 +121,16 @@ def test_a_quantized_model_is_not_fine_tuned(cola_dir: Path, refdata: Path, tmp_
     code, _, err = run(capsys, "finetune", "--model", quantized, "--task", "glue-cola", "--data",
                        refdata / "glue" / "CoLA", "--out", tmp_path / "ft", "--epochs", "1")
     assert code == 2 and "fine-tune the float model, then compress it" in err
+
+
+def test_overwrite_removes_a_previous_runs_files_only(tmp_path: Path):
+    from lmforge.recipes.compress import check_out
+
+    model, out = tmp_path / "model", tmp_path / "out"
+    model.mkdir()
+    (out / "recover").mkdir(parents=True)
+    (out / "recover" / "metrics.jsonl").write_text("{}")
+    (out / "report.md").write_text("old")
+    (out / "mine.txt").write_text("keep me")
+    check_out(model, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
