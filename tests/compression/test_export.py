@@ -54,3 +54,29 @@ def test_pruned_gpt_neo_exports_with_hf_parity(tmp_path):
     keep = MASK.bool()
     assert (ours[keep] - theirs[keep]).abs().max() <= 1e-5
     assert (ours[keep] - full[keep]).abs().max() > 1e-3  # the pruned heads / neurons did matter
+
+
+def test_mlp_pruned_bigbird_exports_with_hf_parity(tmp_path):
+    """BigBird (block-sparse at 400 tokens) keeps its heads but prunes MLP neurons; HF computes the same."""
+    from lmforge.models.model import Model
+
+    torch.manual_seed(0)
+    config = transformers.BigBirdConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=48, max_position_embeddings=512, block_size=16,
+                                        num_random_blocks=2, attention_type="block_sparse", hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.0)
+    hf = transformers.BigBirdForMaskedLM(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    hf.save_pretrained(tmp_path / "hf")
+    model = Model.from_pretrained(tmp_path / "hf").eval()
+    pruned = pruning.prune(model, neurons=[list(range(0, 48, 2)), list(range(30))])
+    pruned.export_hf(tmp_path / "out")
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(8, 99, (1, 400), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = pruned(ids).logits, back(input_ids=ids).logits
+        full = hf(input_ids=ids).logits
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (ours - full).abs().max() > 1e-3
