@@ -18,7 +18,8 @@ from torch import nn
 from lmforge.config import CONFIG_NAME, ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, InputError
 from lmforge.models import hf
-from lmforge.models.heads import CHOICE_HEADS, HEAD_INPUTS, ROW_HEADS, HeadContext, LMPrediction, build_head
+from lmforge.models.heads import (CHOICE_HEADS, HEAD_INPUTS, POOLER_FREE_HEADS, ROW_HEADS, HeadContext, LMPrediction,
+                                  build_head)
 from lmforge.models.heads import CausalLMHead, ExtractHead
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
@@ -305,13 +306,14 @@ class Model(nn.Module):
         # an MLM training step needs the final hidden states at the masked positions only: the last layer
         # computes just those (lmforge/models/transformer.py, output_rows); last_hidden_state is then (N, H)
         rows = None
+        has_targets = labels is not None or any(v is not None for v in head_inputs.values())
         if (head_name in ROW_HEADS and labels is not None and self.training and not self.config.causal
                 and past_key_values is None and not (use_cache or output_hidden_states or output_attentions)):
             rows = labels.ne(IGNORE_INDEX)  # (B, L)
         body = self.body(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                          position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
                          output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                         output_rows=rows)
+                         output_rows=rows, pool=not (head_name in POOLER_FREE_HEADS and has_targets))
         if self.head is None:
             return body
         ctx = HeadContext(input_ids=input_ids, attention_mask=attention_mask, num_choices=num_choices,
