@@ -77,6 +77,26 @@ class ModelConfig:
     # where FlexAttention has no backward); "flex"; "blocks"; "mask" = dense SDPA under the pattern's mask, O(T^2)
     sparse_impl: str = "auto"
     qkv_bias: bool = True  # biases on the q / k / v projections (GPT-Neo has none)
+    attention_out_bias: bool = True  # bias on the attention output projection (Reformer has none)
+    # ---- Reformer (Kitaev et al. 2020; HF models/reformer): "lsh" / "local" kinds, chunked FF, reversible ----
+    # "lsh": tokens hashed by random rotations into num_buckets (an int, or [a, b] factorised: a * b buckets),
+    # num_hashes rounds, sorted by bucket, chunks of lsh_chunk_length attending to themselves and the previous
+    # chunk; num_buckets None = HF's rule, 2 * length / chunk rounded down to a power of two
+    num_buckets: int | list[int] | None = None
+    num_hashes: int = 1  # "lsh": hashing rounds, combined by their softmax weights (HF num_hashes)
+    lsh_chunk_length: int = 64  # HF lsh_attn_chunk_length
+    local_chunk_length: int = 64  # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
+    hash_seed: int | None = None  # fixed seed of the LSH rotations (HF hash_seed); None = drawn from torch's generator
+    ff_chunk_size: int = 0  # > 0: the MLP runs on this many positions at a time (HF chunk_size_feed_forward); 0 = at once
+    # RevNet blocks (needs norm_placement="pre"): two streams, y1 = x1 + Attn(x2), y2 = x2 + MLP(y1); backward
+    # recomputes each layer's inputs from its outputs instead of storing activations; the body's output is
+    # LayerNorm(concat(y1, y2)), 2 * hidden_size wide (HF ReformerModel)
+    reversible: bool = False
+    lm_head_bias: bool = False  # a bias on the causal LM head's vocabulary projection (HF Reformer; GPT: none)
+    # position_kind="axial": the (max_positions, E) table concatenates factor tables broadcast over the grid
+    # axial_pos_shape (its product = max_positions), axial_pos_embds_dim columns each (their sum = embedding size)
+    axial_pos_shape: list[int] | None = None  # "axial": the grid of positions (HF axial_pos_shape)
+    axial_pos_embds_dim: list[int] | None = None  # "axial": columns of each factor table (HF axial_pos_embds_dim)
     attention_scale: float | None = None  # factor on q.k; None = 1 / sqrt(head_size) (GPT-Neo: 1.0, unscaled)
     # Cross-layer sharing: number of distinct layers stored; layer i uses layer i * groups // num_layers
     # (ALBERT's num_hidden_groups). None = every layer distinct, 1 = one layer shared by all (ALBERT).
@@ -259,6 +279,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
                                   f"{self.vocab_size}) or null.")
         self._validate_attention()
+        self._validate_reformer()
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
             raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
                               "set pooler=True or classifier_activation (first-token classifier).")
@@ -308,6 +329,76 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.attention_window={self.attention_window} is larger than the context "
                               f"({self.max_length} positions): every query would see every earlier key. Use a "
                               "smaller window, or attention_kind='dense'.")
+
+    @property
+    def output_size(self) -> int:
+        """Width of the body's output: 2 * hidden_size for reversible stacks (concat of the two streams)."""
+        return 2 * self.hidden_size if self.reversible else self.hidden_size
+
+    @property
+    def chunk_multiple(self) -> int:
+        """Lengths the "lsh" / "local" kinds need: the least common multiple of their chunk lengths (1 = any)."""
+        lengths = [n for kind, n in (("lsh", self.lsh_chunk_length), ("local", self.local_chunk_length))
+                   if kind in self.attention_kinds]
+        return math.lcm(*lengths) if lengths else 1
+
+    @property
+    def min_chunk_length(self) -> int:
+        lengths = [n for kind, n in (("lsh", self.lsh_chunk_length), ("local", self.local_chunk_length))
+                   if kind in self.attention_kinds]
+        return min(lengths) if lengths else 1
+
+    def _validate_reformer(self) -> None:
+        """The Reformer fields: LSH buckets, chunks, reversible blocks, axial positions."""
+        for name in ("num_hashes", "lsh_chunk_length", "local_chunk_length"):
+            _positive(name, getattr(self, name))
+        if not isinstance(self.ff_chunk_size, int) or isinstance(self.ff_chunk_size, bool) or self.ff_chunk_size < 0:
+            raise ConfigError(f"ModelConfig.ff_chunk_size must be an integer >= 0 (0 = no chunking), got "
+                              f"{self.ff_chunk_size!r}.")
+        if isinstance(self.num_buckets, tuple):
+            self.num_buckets = list(self.num_buckets)
+        b = self.num_buckets
+        factors = b if isinstance(b, list) else [b] if b is not None else []
+        if b is not None and (not factors or len(factors) > 2 or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f >= 2 and f % 2 == 0 for f in factors)):
+            raise ConfigError(f"ModelConfig.num_buckets={b!r} must be an even integer >= 2, a pair [a, b] of even "
+                              "integers (factorised buckets, a * b in all), or null (HF's rule from the length).")
+        if self.hash_seed is not None and (not isinstance(self.hash_seed, int) or isinstance(self.hash_seed, bool)):
+            raise ConfigError(f"ModelConfig.hash_seed must be an integer or null, got {self.hash_seed!r}.")
+        if not isinstance(self.reversible, bool) or not isinstance(self.attention_out_bias, bool):
+            raise ConfigError("ModelConfig.reversible and attention_out_bias must be true or false.")
+        if self.reversible and self.norm_placement != "pre":
+            raise ConfigError("ModelConfig.reversible=True needs norm_placement='pre': a reversible block adds "
+                              "each sublayer's output to a stream (y1 = x1 + Attn(LN(x2))), which a post-LN norm "
+                              "after the sum would make impossible to invert.")
+        if not isinstance(self.lm_head_bias, bool):
+            raise ConfigError(f"ModelConfig.lm_head_bias must be true or false, got {self.lm_head_bias!r}.")
+        if self.reversible and self.head not in (None, "clm", "mlm", "token-cls"):
+            raise ConfigError(f"ModelConfig.reversible=True supports the heads clm, mlm and token-cls (they read the "
+                              f"{2 * self.hidden_size}-wide two-stream output), not head={self.head!r}.")
+        if self.reversible and self.has_pooler:
+            raise ConfigError("ModelConfig.reversible=True has no pooler (the output is two streams wide); set "
+                              "pooler=False.")
+        if self.reversible and self.tie_word_embeddings and self.head in ("clm", "mlm", "pretraining", "extract"):
+            raise ConfigError(f"ModelConfig.reversible=True gives a {self.output_size}-wide output (both streams), "
+                              f"which cannot share the ({self.vocab_size}, {self.embed_size}) word embedding: set "
+                              "tie_word_embeddings=False (HF Reformer's LM head is its own Linear(2H, V)).")
+        if self.position_kind == "axial":
+            shape, dims = self.axial_pos_shape, self.axial_pos_embds_dim
+            ok = (isinstance(shape, list) and isinstance(dims, list) and len(shape) == len(dims) >= 2
+                  and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape + dims))
+            if not ok:
+                raise ConfigError(f"position_kind='axial' needs axial_pos_shape and axial_pos_embds_dim, two lists of "
+                                  f"positive integers of the same length >= 2, got {shape!r} and {dims!r}.")
+            if math.prod(shape) != self.max_positions:
+                raise ConfigError(f"ModelConfig.axial_pos_shape={shape} multiplies to {math.prod(shape)} but "
+                                  f"max_positions={self.max_positions}: the axial factors must multiply to the "
+                                  f"position table's length; set max_positions={math.prod(shape)} or change the "
+                                  "shape (e.g. [64, 64] for 4096).")
+            if sum(dims) != self.embed_size:
+                raise ConfigError(f"ModelConfig.axial_pos_embds_dim={dims} sums to {sum(dims)} but the embedding "
+                                  f"size is {self.embed_size}: the axial factors are concatenated, so their widths "
+                                  "must add up to it.")
 
     # ------------------------------------------------------------------ dict / file round trips
     @classmethod
@@ -374,7 +465,7 @@ class ModelConfig:
 # families whose HF base model builds the pooler (tanh(dense(first token)))
 FAMILIES_WITH_POOLER = frozenset({"bert", "roberta", "albert", "bigbird"})
 # families whose embeddings are summed without a LayerNorm
-FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo"})
+FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo", "reformer"})
 
 
 def _positive(name: str, value: Any) -> None:
