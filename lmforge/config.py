@@ -83,6 +83,9 @@ class ModelConfig:
     # num_hashes rounds, sorted by bucket, chunks of lsh_chunk_length attending to themselves and the previous
     # chunk; num_buckets None = HF's rule, 2 * length / chunk rounded down to a power of two
     num_buckets: int | list[int] | None = None
+    # "lsh" / "local": width of each head; None = hidden_size / num_heads. HF Reformer sets it on its own
+    # (reformer-crime-and-punishment: 2 heads of 64 on a 256 hidden size); the other kinds need the default
+    attention_head_size: int | None = None
     num_hashes: int = 1  # "lsh": hashing rounds, combined by their softmax weights (HF num_hashes)
     lsh_chunk_length: int = 64  # HF lsh_attn_chunk_length
     local_chunk_length: int = 64  # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
@@ -348,8 +351,20 @@ class ModelConfig:
                    if kind in self.attention_kinds]
         return min(lengths) if lengths else 1
 
+    @property
+    def reformer_head_size(self) -> int:
+        """Width of one head of the "lsh" / "local" kinds."""
+        return self.attention_head_size if self.attention_head_size is not None else self.head_size
+
     def _validate_reformer(self) -> None:
         """The Reformer fields: LSH buckets, chunks, reversible blocks, axial positions."""
+        if self.attention_head_size is not None:
+            _positive("attention_head_size", self.attention_head_size)
+            others = sorted(self.attention_kinds - {"lsh", "local"})
+            if others and self.attention_head_size != self.head_size:
+                raise ConfigError(f"ModelConfig.attention_head_size={self.attention_head_size} is for the 'lsh' / "
+                                  f"'local' kinds; the {others} layers use hidden_size / num_heads = "
+                                  f"{self.head_size}. Leave it null or use lsh / local layers only.")
         for name in ("num_hashes", "lsh_chunk_length", "local_chunk_length"):
             _positive(name, getattr(self, name))
         if not isinstance(self.ff_chunk_size, int) or isinstance(self.ff_chunk_size, bool) or self.ff_chunk_size < 0:

@@ -91,19 +91,25 @@ def check_chunks(length: int, chunk_length: int, kind: str) -> None:
 
 
 class LocalAttention(DenseAttention):
-    """``attention_kind="local"``: DenseAttention's parameters (``qkv``, ``out``), chunked local attention."""
+    """``attention_kind="local"``: DenseAttention's parameter names (``qkv``, ``out``; heads of
+    ``attention_head_size``), chunked local attention."""
 
     def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
-        super().__init__(config, layer=layer)
+        nn.Module.__init__(self)
+        self.num_heads, self.head_size = config.num_heads, config.reformer_head_size
+        inner = self.num_heads * self.head_size  # HF: num_heads * attention_head_size, may differ from H
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
+        self.out = nn.Linear(inner, config.hidden_size, bias=config.attention_out_bias)
+        self.dropout_p = config.attention_dropout
         self.causal = config.causal
         self.chunk_length = config.local_chunk_length
 
     def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | LayerSlot | None = None,
                 use_cache: bool = False, output_attentions: bool = False, query_index: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
-        B, T, H = x.shape
-        nh, hs, c = self.num_heads, self.head_size, self.chunk_length
-        q, k, v = (t.reshape(B, T, nh, hs).transpose(1, 2) for t in self.qkv(x).split(H, dim=-1))
+        B, T, _ = x.shape
+        nh, hs = self.num_heads, self.head_size
+        q, k, v = (t.reshape(B, T, nh, hs).transpose(1, 2) for t in self.qkv(x).split(nh * hs, dim=-1))
         p = self.dropout_p if self.training else 0.0
         present = None
         if past is not None or use_cache:
@@ -116,7 +122,7 @@ class LocalAttention(DenseAttention):
             y = self._cached(q, k, v, mask, past, p)
         else:
             y = self._chunked(q, k, v, mask.key_padding, p)
-        y = y.transpose(1, 2).reshape(B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, nh * hs)
         if query_index is not None:
             y = gather_rows(y, query_index)
         return self.out(y), present, None
@@ -165,10 +171,11 @@ class LSHAttention(nn.Module):
     def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
         super().__init__()
         self.config = config
-        self.num_heads, self.head_size = config.num_heads, config.head_size
-        self.qk = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-        self.v = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_out_bias)
+        self.num_heads, self.head_size = config.num_heads, config.reformer_head_size
+        inner = self.num_heads * self.head_size
+        self.qk = nn.Linear(config.hidden_size, inner, bias=config.qkv_bias)
+        self.v = nn.Linear(config.hidden_size, inner, bias=config.qkv_bias)
+        self.out = nn.Linear(inner, config.hidden_size, bias=config.attention_out_bias)
         self.dropout_p = config.attention_dropout
         self.chunk_length = config.lsh_chunk_length
         self.causal = config.causal
@@ -220,7 +227,7 @@ class LSHAttention(nn.Module):
             raise InputError("attention_kind='lsh' has no KV cache: its buckets are recomputed over the whole "
                              "sequence. Generate with use_cache=False (each step recomputes the prefix), or use "
                              "'local' / 'dense' layers for cached decoding.")
-        B, T, H = x.shape
+        B, T, _ = x.shape
         nh, hs, c = self.num_heads, self.head_size, self.chunk_length
         qk = self.qk(x).reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.v(x).reshape(B, T, nh, hs).transpose(1, 2)
@@ -233,7 +240,7 @@ class LSHAttention(nn.Module):
         else:
             check_chunks(T, c, "lsh")
             y = self._hashed(qk, v, padding, p)
-        y = y.transpose(1, 2).reshape(B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, nh * hs)
         if query_index is not None:
             y = gather_rows(y, query_index)
         return self.out(y), None, None
