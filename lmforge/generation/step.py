@@ -52,7 +52,8 @@ def lm_weight(model: Any) -> torch.Tensor | None:
     """The (V, H) matrix of a lmforge model's LM head (the tied embedding or the untied decoder; both heads,
     clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models."""
     body, head = getattr(model, "body", None), getattr(model, "head", None)
-    if isinstance(body, Transformer) and hasattr(head, "decoder"):
+    # a head with a vocabulary bias (Reformer's) is not F.linear(hidden, W): the step calls the head then
+    if isinstance(body, Transformer) and hasattr(head, "decoder") and getattr(head, "bias", None) is None:
         return body.embeddings.word.weight if head.decoder is None else head.decoder.weight
     return None
 

@@ -195,7 +195,8 @@ class Transformer(nn.Module):
         """The "lsh" / "local" kinds need lengths that are a multiple of their chunk lengths (the lcm when both are
         used) once above the shortest chunk: pad at the end with masked pad tokens, as HF ReformerModel does in
         evaluation (it refuses in training; here training pads too, the pads are masked keys and the outputs
-        are cut back). None when no padding is needed (or with a cache: one step at a time)."""
+        and new cache entries are cut back). None when no padding is needed or when decoding from a cache
+        (the cached path of "local" needs no chunks)."""
         c = self.config
         B, T = input_ids.shape
         multiple = c.chunk_multiple
@@ -235,7 +236,7 @@ class Transformer(nn.Module):
         if c.chunk_multiple > 1 and input_ids.dim() == 2:
             length = input_ids.size(1)
             padded = self.pad_to_chunks(input_ids, attention_mask, token_type_ids, position_ids, output_rows,
-                                        cached=past_key_values is not None or use_cache)
+                                        cached=past_key_values is not None)
             if padded is not None:
                 out = self.forward(*padded[:4], use_cache=use_cache, output_hidden_states=output_hidden_states,
                                    output_attentions=output_attentions, output_rows=padded[4])
@@ -243,8 +244,15 @@ class Transformer(nn.Module):
                     out.last_hidden_state = out.last_hidden_state[:, :length]
                 if output_hidden_states:
                     out.hidden_states = tuple(h[:, :length] for h in out.hidden_states)
+                if use_cache:  # the pads' keys / values are not part of the sequence
+                    out.past_key_values = tuple(None if kv is None else (kv[0][:, :, :length], kv[1][:, :, :length])
+                                                for kv in out.past_key_values)
                 return out
         B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
+        if past_key_values is not None and "lsh" in c.attention_kinds:
+            raise InputError("attention_kind='lsh' has no KV cache: its buckets are recomputed over the whole "
+                             "sequence. Generate with use_cache=False (lmforge.generate does so for lsh models: each "
+                             "step recomputes the prefix), or use 'local' / 'dense' layers for cached decoding.")
         if past_key_values is not None and len(past_key_values) != c.num_layers:
             raise InputError(f"past_key_values has {len(past_key_values)} layers; the model has {c.num_layers}.")
         static = isinstance(past_key_values, KVCache)

@@ -223,7 +223,7 @@ class LSHAttention(nn.Module):
     def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | LayerSlot | None = None,
                 use_cache: bool = False, output_attentions: bool = False, query_index: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
-        if past is not None or use_cache:
+        if past is not None:  # use_cache alone computes as usual and caches nothing (present None)
             raise InputError("attention_kind='lsh' has no KV cache: its buckets are recomputed over the whole "
                              "sequence. Generate with use_cache=False (each step recomputes the prefix), or use "
                              "'local' / 'dense' layers for cached decoding.")

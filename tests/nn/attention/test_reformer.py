@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lmforge import Model, ModelConfig
 from lmforge.errors import ConfigError, InputError
+from lmforge.models.transformer import _warn_padding
 from lmforge.nn.attention.dense import AttentionMask
 from lmforge.nn.attention.reformer import LocalAttention, LSHAttention
 
@@ -121,6 +122,7 @@ def test_model_pads_to_the_chunk_multiple_and_padding_does_not_leak():
     torch.manual_seed(0)
     m = Model(cfg(attention_pattern=["lsh", "local"])).eval()
     ids = torch.randint(1, 50, (2, 21))
+    _warn_padding.cache_clear()  # one warning per length and process
     with pytest.warns(UserWarning, match="padded to 24"):
         out = m(ids).logits
     assert out.shape == (2, 21, 50)
@@ -145,8 +147,14 @@ def test_kv_cache_local_works_and_lsh_refuses():
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     lsh = Model(cfg()).eval()
+    out = lsh(ids[:, :4], use_cache=True)  # computes, caches nothing
     with pytest.raises(InputError, match="no KV cache"):
-        lsh(ids[:, :4], use_cache=True)
+        lsh(ids[:, 4:5], past_key_values=out.past_key_values, use_cache=True)
+    with pytest.raises(InputError, match="no KV cache"):
+        lsh.body.layers[0].attn(torch.randn(1, 1, 16), mask=AttentionMask(None, False), past=(ids, ids))
+    # generate recomputes the prefix for lsh models: the same tokens as an explicit use_cache=False
+    assert torch.equal(lsh.generate(ids[:, :5], max_new_tokens=12),
+                       lsh.generate(ids[:, :5], max_new_tokens=12, use_cache=False))
 
 
 def test_reversible_lsh_model_trains_with_replayed_rotations():
