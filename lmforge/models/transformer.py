@@ -55,6 +55,9 @@ class Transformer(nn.Module):
         self.final_norm = nn.LayerNorm(config.output_size, eps=config.layer_norm_eps) if pre else None
         self.pooler = Pooler(config) if config.has_pooler else None
         self.gradient_checkpointing = False  # recompute each layer in backward (the trainer's flag)
+        # reversible=True: recompute the layers' inputs in backward; False runs the same two-stream stack with
+        # stored activations (the reference of tests and benchmarks/reformer.py)
+        self.reversible_backward = True
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_length: int,
@@ -177,7 +180,7 @@ class Transformer(nn.Module):
         c = self.config
         blocks = [self.layers[c.layer_index(i)] for i in range(c.num_layers)]
         extras = use_cache or output_attentions or output_hidden_states or pasts is not None
-        if torch.is_grad_enabled() and not extras:
+        if torch.is_grad_enabled() and not extras and self.reversible_backward:
             y1, y2 = run_reversible(blocks, x, x, mask=mask)
             out = LayerOutputs(torch.cat([y1, y2], dim=-1), [], [], [])
         else:
