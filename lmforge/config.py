@@ -409,7 +409,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.axial_pos_shape={shape} multiplies to {math.prod(shape)} but "
                                   f"max_positions={self.max_positions}: the axial factors must multiply to the "
                                   f"position table's length; set max_positions={math.prod(shape)} or change the "
-                                  "shape (e.g. [64, 64] for 4096).")
+                                  f"shape (e.g. {_two_factors(self.max_positions)} for {self.max_positions}).")
             if sum(dims) != self.embed_size:
                 raise ConfigError(f"ModelConfig.axial_pos_embds_dim={dims} sums to {sum(dims)} but the embedding "
                                   f"size is {self.embed_size}: the axial factors are concatenated, so their widths "
@@ -492,3 +492,9 @@ def _choice(name: str, value: Any, choices: Any) -> None:
     if value not in choices:
         raise ConfigError(f"ModelConfig.{name}={value!r} is not one of: {', '.join(map(str, choices))}."
                           f"{suggest(str(value), [str(c) for c in choices])}")
+
+
+def _two_factors(n: int) -> list[int]:
+    """[a, n / a] with a the largest divisor of n up to sqrt(n): an axial shape for n positions."""
+    a = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return [a, n // a]

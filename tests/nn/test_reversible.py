@@ -94,3 +94,24 @@ def test_reversible_bad_configs():
         config(tie_word_embeddings=True)
     with pytest.raises(ConfigError, match="heads clm, mlm and token-cls"):
         config(head="seq-cls")
+
+
+def test_reversible_lsh_encoder_mlm_rows_and_padding():
+    """An MLM training step (only the labelled rows computed at the end, the length padded to the chunk) gives
+    the loss of the full evaluation forward; the MLM head reads the 2H-wide output."""
+    torch.manual_seed(0)
+    m = Model(config(causal=False, head="mlm", attention_pattern=["lsh", "local"], lsh_chunk_length=8,
+                     local_chunk_length=4, num_buckets=4, hash_seed=2, hidden_dropout=0.0, attention_dropout=0.0,
+                     num_layers=2, pad_token_id=0))
+    ids = torch.randint(1, 50, (2, 21))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::3] = ids[:, ::3]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # padded 21 -> 24
+        train_loss = m.train()(ids, labels=labels).loss
+        train_loss.backward()
+        with torch.no_grad():
+            eval_loss = m.eval()(ids, labels=labels).loss
+    torch.testing.assert_close(train_loss, eval_loss, atol=1e-5, rtol=1e-5)
+    assert m.head.mlm.dense.weight.grad is not None and m.body.layers[0].attn.qk.weight.grad is not None
