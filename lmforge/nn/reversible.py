@@ -77,8 +77,8 @@ def run_plain(blocks: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor, *
 
 
 class ReversibleStack(torch.autograd.Function):
-    """``apply(x1, x2, blocks, kwargs, *params)`` -> (y1, y2); ``params``: every parameter of ``blocks`` (so
-    autograd hands their gradients back through this function)."""
+    """``apply(x1, x2, blocks, kwargs, *params)`` -> (y1, y2); ``params``: every parameter of ``blocks``, inputs so
+    that the backward runs whenever one needs a gradient (even with frozen embeddings)."""
 
     @staticmethod
     def forward(ctx: Any, x1: torch.Tensor, x2: torch.Tensor, blocks: Sequence[nn.Module], kwargs: dict[str, Any],
@@ -97,37 +97,31 @@ class ReversibleStack(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy1: torch.Tensor, dy2: torch.Tensor) -> tuple[Any, ...]:
+        # The parameters' gradients are accumulated into their .grad by nested backward calls, layer by layer
+        # (as HF's _ReversibleFunction and torch's reentrant checkpoint do), so no more than one layer's worth
+        # of gradients is in flight: returning them from here would hold every layer's at once. As with
+        # reentrant checkpointing, this supports loss.backward() (and DDP), not torch.autograd.grad(params).
         y1, y2 = ctx.saved_tensors
-        grads: dict[int, torch.Tensor] = {}
         device = y1.device
         for block, (attn_state, mlp_state) in zip(reversed(ctx.blocks), reversed(ctx.states)):
-            params = [p for p in block.parameters() if p.requires_grad]
-            # x2 = y2 - MLP(y1); the MLP branch's gradients: d/dy1 and d/dparams of <MLP(y1), dy2>
+            # x2 = y2 - MLP(y1); backward through the MLP branch gives d/dy1 and the MLP's parameter gradients
             with torch.enable_grad(), _Replay(mlp_state, device):
                 y1 = y1.detach().requires_grad_(True)
                 g = block.mlp_branch(y1)
-                dy1_mlp, *dparams = torch.autograd.grad(g, [y1, *params], dy2, allow_unused=True)
-            _add(grads, params, dparams)
+                torch.autograd.backward(g, dy2)
             with torch.no_grad():
                 x2 = y2 - g
-                dy1 = dy1 + dy1_mlp  # y1 feeds the MLP and is the first stream's output
+                dy1 = dy1 + y1.grad  # y1 feeds the MLP and is the first stream's output
             # x1 = y1 - Attn(x2)
             with torch.enable_grad(), _Replay(attn_state, device):
                 x2 = x2.detach().requires_grad_(True)
                 f = block.attention_branch(x2, **ctx.kwargs)[0]
-                dx2_attn, *dparams = torch.autograd.grad(f, [x2, *params], dy1, allow_unused=True)
-            _add(grads, params, dparams)
+                torch.autograd.backward(f, dy1)
             with torch.no_grad():
                 x1 = y1 - f
-                dy2 = dy2 + dx2_attn  # dL/dx2: the skip into y2 plus the attention branch
+                dy2 = dy2 + x2.grad  # dL/dx2: the skip into y2 plus the attention branch
             y1, y2 = x1.detach(), x2.detach()
-        return (dy1, dy2, None, None, *(grads.get(id(p)) for p in ctx.params))
-
-
-def _add(grads: dict[int, torch.Tensor], params: Sequence[nn.Parameter], values: Sequence[torch.Tensor | None]) -> None:
-    for p, g in zip(params, values):
-        if g is not None:
-            grads[id(p)] = grads[id(p)] + g if id(p) in grads else g
+        return (dy1, dy2, None, None, *(None for _ in ctx.params))
 
 
 def run_reversible(blocks: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor, *, mask: Any,
