@@ -209,3 +209,21 @@ def test_bad_lsh_configs():
     with pytest.raises(ConfigError, match="even integer"):
         cfg(num_buckets=[2, 4, 2])
     assert LSHAttention(cfg(num_buckets=None), layer=0).num_buckets(64) == 16  # 2 * 64 / 8
+
+
+def test_causality_local_strict_lsh_only_through_the_buckets(monkeypatch):
+    """local: outputs before position 20 ignore every later token. lsh: its masks are causal, but the buckets of
+    later tokens move the chunk boundaries of the sorted order (the paper's and HF's scheme), so earlier outputs
+    can change with later tokens; with buckets that do not depend on the tokens it is strictly causal."""
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (1, 32))
+    later = ids.clone()
+    later[0, 20:] = torch.randint(1, 50, (12,))
+    local = Model(cfg(attention_kind="local")).eval()
+    assert torch.equal(local(ids).logits[0, :20], local(later).logits[0, :20])
+    lsh = Model(cfg(attention_kind="lsh", num_buckets=8, num_hashes=2)).eval()
+    assert not torch.allclose(lsh(ids).logits[0, :20], lsh(later).logits[0, :20])  # the buckets moved
+    for layer in lsh.body.layers:  # bucket = position mod 4: no token dependence
+        monkeypatch.setattr(layer.attn, "hash", lambda v, n, pad: (torch.arange(n * v.size(2)) % 4 + 4 * (
+            torch.arange(n * v.size(2)) // v.size(2))).expand(v.size(0), v.size(1), -1))
+    torch.testing.assert_close(lsh(ids).logits[0, :20], lsh(later).logits[0, :20], atol=0, rtol=0)
