@@ -172,7 +172,7 @@ def part_lengths(lengths: list[int], repeats: int) -> dict[str, Any]:
     return rows
 
 
-def part_loss(steps: int, seq: int = 256, batch: int = 8) -> dict[str, Any]:
+def part_loss(steps: int, seq: int = 256, batch: int = 8, only: list[str] | None = None) -> dict[str, Any]:
     from lmforge import Model
 
     data = torch.frombuffer(bytearray(SHAKESPEARE.read_bytes()), dtype=torch.uint8).long()
@@ -189,6 +189,8 @@ def part_loss(steps: int, seq: int = 256, batch: int = 8) -> dict[str, Any]:
                 "reformer (lsh + reversible)": dict(attention_kind="lsh", reversible=True)}
     runs = {}
     for name, kw in variants.items():
+        if only and name.split()[0] not in only:
+            continue
         torch.manual_seed(0)
         m = Model(reformer_config(4, seq, **{**common, **kw}, head="clm")).train()
         runs[name] = {"model": m, "opt": torch.optim.AdamW(m.parameters(), lr=1e-3), "time": 0.0}
@@ -204,7 +206,7 @@ def part_loss(steps: int, seq: int = 256, batch: int = 8) -> dict[str, Any]:
             r["opt"].zero_grad(set_to_none=True)
             r["time"] += time.perf_counter() - t
             r["train_loss"] = loss.item()
-        if (s + 1) % 50 == 0:
+        if (s + 1) % 50 == 0 or s + 1 == steps:
             print(f"step {s + 1}: " + "  ".join(f"{k} {v['train_loss']:.3f}" for k, v in runs.items()), flush=True)
     out = {}
     for name, r in runs.items():
@@ -253,6 +255,8 @@ def main() -> None:
     p.add_argument("--depth-length", type=int, default=1024)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--loss-variants", nargs="+", default=None, help="dense local lsh reformer (default all)")
+    p.add_argument("--loss-key", default="loss", help="the results key of this loss run (default loss)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
@@ -261,12 +265,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"machine": machine("cpu"), "load_before": load(), "date": time.strftime("%Y-%m-%d")}
     print(results["machine"], "| load", results["load_before"], flush=True)
+    def run(key: str, fn: Any) -> None:  # each part records the machine, date and load it ran under
+        before = load()
+        results[key] = fn()
+        results[f"meta_{key}"] = {"machine": results["machine"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "load_before": before, "load_after": load(), "threads": args.threads}
+
     if args.part in ("layers", "all"):
-        results["layers"] = part_layers(args.layers, args.depth_length, args.repeats)
+        run("layers", lambda: part_layers(args.layers, args.depth_length, args.repeats))
     if args.part in ("lengths", "all"):
-        results["lengths"] = part_lengths(args.lengths, args.repeats)
+        run("lengths", lambda: part_lengths(args.lengths, args.repeats))
     if args.part in ("loss", "all"):
-        results["loss"] = part_loss(args.steps)
+        run(args.loss_key, lambda: {"steps": args.steps, **part_loss(args.steps, only=args.loss_variants)})
     results["load_after"] = load()
     print("load after", results["load_after"])
     if args.json:

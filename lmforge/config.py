@@ -89,6 +89,10 @@ class ModelConfig:
     num_hashes: int = 1  # "lsh": hashing rounds, combined by their softmax weights (HF num_hashes)
     lsh_chunk_length: int = 64  # HF lsh_attn_chunk_length
     local_chunk_length: int = 64  # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
+    # "lsh" with num_hashes > 1: count a key found in several rounds once (the paper's de-duplication: its scores
+    # lose log(times seen), so the rounds combine to a softmax over the union of their keys). False = HF's (no
+    # de-duplication: a key seen in k rounds weighs k times)
+    lsh_dedup: bool = False
     hash_seed: int | None = None  # fixed seed of the LSH rotations (HF hash_seed); None = drawn from torch's generator
     ff_chunk_size: int = 0  # > 0: the MLP runs on this many positions at a time (HF chunk_size_feed_forward); 0 = at once
     # RevNet blocks (needs norm_placement="pre"): two streams, y1 = x1 + Attn(x2), y2 = x2 + MLP(y1); backward
@@ -380,8 +384,8 @@ class ModelConfig:
                               "integers (factorised buckets, a * b in all), or null (HF's rule from the length).")
         if self.hash_seed is not None and (not isinstance(self.hash_seed, int) or isinstance(self.hash_seed, bool)):
             raise ConfigError(f"ModelConfig.hash_seed must be an integer or null, got {self.hash_seed!r}.")
-        if not isinstance(self.reversible, bool) or not isinstance(self.attention_out_bias, bool):
-            raise ConfigError("ModelConfig.reversible and attention_out_bias must be true or false.")
+        if not all(isinstance(getattr(self, n), bool) for n in ("reversible", "attention_out_bias", "lsh_dedup")):
+            raise ConfigError("ModelConfig.reversible, attention_out_bias and lsh_dedup must be true or false.")
         if self.reversible and self.norm_placement != "pre":
             raise ConfigError("ModelConfig.reversible=True needs norm_placement='pre': a reversible block adds "
                               "each sublayer's output to a stream (y1 = x1 + Attn(LN(x2))), which a post-LN norm "

@@ -119,6 +119,8 @@ def config_to_hf(config: Any) -> dict[str, Any]:
         problems.append("reversible=True, qkv_bias=False, attention_out_bias=False, every layer stored")
     if config.has_embedding_norm or config.type_vocab_size or config.position_kind not in ("axial", "learned"):
         problems.append("no embedding LayerNorm, no segments, axial or learned positions")
+    if config.lsh_dedup and config.num_hashes > 1 and "lsh" in kinds:
+        problems.append("lsh_dedup=False (HF does not de-duplicate keys across hash rounds)")
     if config.head == "clm" and not config.lm_head_bias:
         problems.append("lm_head_bias=True (HF's LM head has a bias)")
     if problems:

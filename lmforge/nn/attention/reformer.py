@@ -14,9 +14,9 @@ step, so HF checkpoints give the same logits (tests/parity/test_hf_reformer.py):
   ``lsh_chunk_length``, and each chunk attends to itself and the previous chunk of the sorted order. A token
   does not attend to itself (its shared-QK self-score dominates) unless it has nothing else: the self score is
   -1e5 while masked (future / padding) scores are -1e9. The rounds are combined by the softmax of their
-  log-sum-exps: out = sum_r exp(lse_r - logsumexp_r(lse_r)) out_r, which is the attention over the union of
-  every round's keys when no key is seen twice. A key found in several rounds is counted once per round here,
-  as in HF; the paper's de-duplication (subtracting log(count) from such scores) is not done (docs/long-sequences.md).
+  log-sum-exps: out = sum_r exp(lse_r - logsumexp_r(lse_r)) out_r. A key found in k rounds then weighs k times
+  (HF); ``lsh_dedup=True`` subtracts log(k) from such scores (the paper's de-duplication, section 2.1 / trax), and
+  the rounds then combine to exactly the softmax over the union of the keys each query saw in any round.
   Sequences of at most one chunk use full attention with the same self / causal masks and no hashing (HF).
 
 Lengths above one chunk must be a multiple of the chunk length; the body pads to it
@@ -61,10 +61,13 @@ def chunk(x: torch.Tensor, length: int) -> torch.Tensor:
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor, *,
            causal: bool, key_real: torch.Tensor | None, self_mask: bool, dropout_p: float,
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+           bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of q (..., Q, hs) over k, v (..., K, hs) with HF Reformer's masks by original position
-    (``q_pos`` (..., Q), ``k_pos`` (..., K)); ``key_real`` (..., K) False = padding. -> (out, log-sum-exp (..., Q))."""
+    (``q_pos`` (..., Q), ``k_pos`` (..., K)); ``key_real`` (..., K) False = padding; ``bias`` (..., Q, K) added to
+    the scores. -> (out, log-sum-exp (..., Q))."""
     dots = q @ k.transpose(-1, -2)  # (..., Q, K)
+    if bias is not None:
+        dots = dots + bias
     masked, own = mask_values(dots.dtype)
     allowed = None
     if key_real is not None:
@@ -245,6 +248,26 @@ class LSHAttention(nn.Module):
             y = gather_rows(y, query_index)
         return self.out(y), None, None
 
+    def times_seen(self, undo: torch.Tensor, pos: torch.Tensor, n: int, T: int) -> torch.Tensor:
+        """(B, nh, n * T / c, c, 2c) int32: for each (query slot, key slot) of the chunked attention, how many times
+        that (query position, key position) pair meets over all rounds (>= 1). A position's chunk in round r is
+        its sorted slot // c (``undo``); a query slot in chunk g sees chunks g and g - 1 (wrapping over all rounds'
+        chunks, as ``look_back``), so the pair meets once per (r, r') with chunk_r'(key) in {chunk_r(query),
+        chunk_r(query) - 1}."""
+        B, nh = pos.shape[:2]
+        c = self.chunk_length
+        total = n * T // c
+        chunk_of = (undo // c).reshape(B, nh, n, T)  # (B, nh, round, position) -> global chunk index
+        q_pos, k_pos = chunk(pos, c), look_back(chunk(pos, c))  # (B, nh, N, c), (B, nh, N, 2c)
+        flat = lambda p: p.reshape(B, nh, -1)  # noqa: E731
+        count = torch.zeros(q_pos.shape + (2 * c,), device=pos.device, dtype=torch.int32)
+        for r in range(n):
+            q_chunk = chunk_of[:, :, r].gather(2, flat(q_pos)).reshape(q_pos.shape)[..., :, None]  # (.., c, 1)
+            for r2 in range(n):
+                k_chunk = chunk_of[:, :, r2].gather(2, flat(k_pos)).reshape(k_pos.shape)[..., None, :]  # (.., 1, 2c)
+                count += (k_chunk == q_chunk) | (k_chunk == (q_chunk - 1) % total)
+        return count.clamp_(min=1)
+
     def _hashed(self, qk: torch.Tensor, v: torch.Tensor, padding: torch.Tensor | None, p: float) -> torch.Tensor:
         B, nh, T, hs = qk.shape
         n, c = self.config.num_hashes, self.chunk_length
@@ -262,8 +285,11 @@ class LSHAttention(nn.Module):
         if padding is not None:
             real = look_back(chunk(padding[:, None, :].expand(B, nh, T).gather(2, pos), c))
         qp = chunk(pos, c)
+        bias = None
+        if self.config.lsh_dedup and n > 1:
+            bias = -self.times_seen(undo, pos, n, T).to(qk.dtype).log()
         y, lse = attend(chunk(sq, c), look_back(chunk(key_norm(sq), c)), look_back(chunk(sv, c)), qp, look_back(qp),
-                        causal=self.causal, key_real=real, self_mask=True, dropout_p=p)
+                        causal=self.causal, key_real=real, self_mask=True, dropout_p=p, bias=bias)
         y, lse = y.reshape(B, nh, n * T, hs), lse.reshape(B, nh, n * T)
         y = y.gather(2, undo.unsqueeze(-1).expand(-1, -1, -1, hs))  # back to (round, position) order
         lse = lse.gather(2, undo)

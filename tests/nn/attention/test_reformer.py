@@ -227,3 +227,39 @@ def test_causality_local_strict_lsh_only_through_the_buckets(monkeypatch):
         monkeypatch.setattr(layer.attn, "hash", lambda v, n, pad: (torch.arange(n * v.size(2)) % 4 + 4 * (
             torch.arange(n * v.size(2)) // v.size(2))).expand(v.size(0), v.size(1), -1))
     torch.testing.assert_close(lsh(ids).logits[0, :20], lsh(later).logits[0, :20], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_lsh_dedup_is_softmax_over_the_union_of_every_rounds_keys(causal):
+    """lsh_dedup=True (the paper's de-duplication): 3 rounds combine to exactly the softmax over the keys each
+    query met in any round, found here by sorting each round in plain Python; without it a key met in several
+    rounds weighs more (HF), so the two differ."""
+    torch.manual_seed(0)
+    c, T, n = 4, 24, 3
+    attn = LSHAttention(cfg(causal=causal, lsh_chunk_length=c, num_buckets=4, num_hashes=n, lsh_dedup=True),
+                        layer=0).double().eval()
+    x = torch.randn(1, T, 16, dtype=torch.float64)
+    out = attn(x, mask=AttentionMask(None, causal))[0]
+    qk, v = split(attn.qk(x), 2), split(attn.v(x), 2)
+    buckets = attn.hash(qk, n, None)[0]  # (nh, n * T): round r's buckets offset by 4 r
+    keys = unit_keys(qk)
+    ref = torch.zeros_like(v)
+    for h in range(2):
+        slots = sorted(range(n * T), key=lambda s: (int(buckets[h, s]), s))  # (round, bucket, position) order
+        chunks = [[s % T for s in slots[i:i + c]] for i in range(0, n * T, c)]
+        seen = [set() for _ in range(T)]
+        for g, members in enumerate(chunks):
+            window = chunks[g - 1] + members  # the previous chunk, wrapping over every round's chunks
+            for i in members:
+                seen[i].update(window)
+        for i in range(T):
+            allowed = [j for j in sorted(seen[i]) if j != i and (j <= i or not causal)]
+            if not allowed:
+                ref[0, h, i] = v[0, h, i]
+                continue
+            scores = torch.stack([qk[0, h, i] @ keys[0, h, j] for j in allowed])
+            ref[0, h, i] = scores.softmax(0) @ v[0, h, allowed]
+    torch.testing.assert_close(out, attn.out(ref.transpose(1, 2).reshape(1, T, 16)), atol=1e-10, rtol=1e-8)
+    plain = LSHAttention(attn.config.replace(lsh_dedup=False), layer=0).double().eval()
+    plain.load_state_dict(attn.state_dict())
+    assert not torch.allclose(plain(x, mask=AttentionMask(None, causal))[0], out)
