@@ -32,7 +32,7 @@ class ModelConfig:
     """The whole architecture of one lmforge model. Defaults are BERT-base's."""
 
     # ---- identity ----
-    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "custom"; HF export picks its converter by it
+    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "reformer", "custom"; HF export picks its converter by it
 
     # ---- sizes ----
     vocab_size: int = 30522  # rows of the token embedding (and of tied output layers)
@@ -44,7 +44,7 @@ class ModelConfig:
     max_positions: int = 512  # rows of the position table; longest input = max_positions - position_offset
 
     # ---- embeddings ----
-    position_kind: str = "learned"  # key of lmforge.nn.embeddings.POSITION_KINDS: "learned" table or fixed "sinusoidal"
+    position_kind: str = "learned"  # key of lmforge.nn.embeddings.POSITION_KINDS: "learned" table, fixed "sinusoidal", Reformer's "axial"
     # RoBERTa (fairseq) numbering: real tokens get positions offset, offset+1, ...; pads get pad_token_id.
     # HF RoBERTa: offset = pad_token_id + 1 = 2 with a 514-row table (512 usable). 0 = plain 0, 1, 2, ...
     position_offset: int = 0
@@ -59,7 +59,8 @@ class ModelConfig:
     norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
     layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
     causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
-    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window)
+    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window),
+    # "local" / "lsh" (Reformer's chunked local and locality-sensitive-hashing attention)
     attention_kind: str = "dense"
     # Per-layer attention kinds (ATTENTION_KINDS keys), cycled over the stored layers: ["dense", "banded"] alternates
     # them (GPT-3; GPT-Neo's global / local). Its length must divide the stored layers. None = attention_kind everywhere
