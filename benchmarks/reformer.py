@@ -268,7 +268,8 @@ def main() -> None:
     def run(key: str, fn: Any) -> None:  # each part records the machine, date and load it ran under
         before = load()
         results[key] = fn()
-        results[f"meta_{key}"] = {"machine": results["machine"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        results[f"meta_{key}"] = {"machine": results["machine"],
+                                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                   "load_before": before, "load_after": load(), "threads": args.threads}
 
     if args.part in ("layers", "all"):

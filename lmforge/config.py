@@ -89,13 +89,15 @@ class ModelConfig:
     attention_head_size: int | None = None
     num_hashes: int = 1  # "lsh": hashing rounds, combined by their softmax weights (HF num_hashes)
     lsh_chunk_length: int = 64  # HF lsh_attn_chunk_length
-    local_chunk_length: int = 64  # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
+    # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
+    local_chunk_length: int = 64
     # "lsh" with num_hashes > 1: count a key found in several rounds once (the paper's de-duplication: its scores
     # lose log(times seen), so the rounds combine to a softmax over the union of their keys). False = HF's (no
     # de-duplication: a key seen in k rounds weighs k times)
     lsh_dedup: bool = False
     hash_seed: int | None = None  # fixed seed of the LSH rotations (HF hash_seed); None = drawn from torch's generator
-    ff_chunk_size: int = 0  # > 0: the MLP runs on this many positions at a time (HF chunk_size_feed_forward); 0 = at once
+    # > 0: the MLP runs on this many positions at a time (HF chunk_size_feed_forward); 0 = all at once
+    ff_chunk_size: int = 0
     # RevNet blocks (needs norm_placement="pre"): two streams, y1 = x1 + Attn(x2), y2 = x2 + MLP(y1); backward
     # recomputes each layer's inputs from its outputs instead of storing activations; the body's output is
     # LayerNorm(concat(y1, y2)), 2 * hidden_size wide (HF ReformerModel)

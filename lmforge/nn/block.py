@@ -33,7 +33,8 @@ class MLP(nn.Module):
         chunk's activations are kept for backward all the same."""
         out = torch.empty_like(x)
         for start in range(0, x.size(-2), self.chunk_size):
-            out[..., start:start + self.chunk_size, :] = self.fc2(self.act(self.fc1(x[..., start:start + self.chunk_size, :])))
+            part = x[..., start:start + self.chunk_size, :]
+            out[..., start:start + self.chunk_size, :] = self.fc2(self.act(self.fc1(part)))
         return out
 
 

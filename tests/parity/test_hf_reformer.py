@@ -45,7 +45,8 @@ def build_hf(tmp_path: Path, shape: dict[str, Any], cls: str = "ReformerModelWit
 @pytest.mark.parametrize("name", list(SHAPES))
 @pytest.mark.parametrize("length", [32, 27, 8])
 def test_lm_logits_equal_hf(name: str, length: int, tmp_path: Path) -> None:
-    """32: several chunks; 27: padded to 32 by both; 8: within one chunk (full attention, no hashing; HF chunks the FF only at multiples of its size)."""
+    """32: several chunks; 27: padded to 32 by both; 8: within one chunk (full attention, no hashing; HF
+    chunks the feed-forward only at multiples of its chunk size)."""
     shape = SHAPES[name]
     hf = build_hf(tmp_path, shape)
     ours = Model.from_pretrained(tmp_path).eval()

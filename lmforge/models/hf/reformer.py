@@ -23,7 +23,8 @@ def reformer_layer(config: Any, i: int) -> list[Entry]:
     lm, hf = f"body.layers.{i}", f"encoder.layers.{i}"
     sa = f"{hf}.attention.self_attention"
     if config.layer_attention_kind(i) == "lsh":
-        attn = [*linear(f"{lm}.attn.qk", f"{sa}.query_key", bias=False), *linear(f"{lm}.attn.v", f"{sa}.value", bias=False)]
+        attn = [*linear(f"{lm}.attn.qk", f"{sa}.query_key", bias=False),
+                *linear(f"{lm}.attn.v", f"{sa}.value", bias=False)]
     else:
         attn = [Entry(f"{lm}.attn.qkv.weight", (f"{sa}.query.weight", f"{sa}.key.weight", f"{sa}.value.weight"))]
     return [*linear(f"{lm}.attn_norm", f"{hf}.attention.layer_norm"), *attn,
@@ -115,7 +116,8 @@ def config_to_hf(config: Any) -> dict[str, Any]:
     problems = []
     if not set(kinds) <= {"lsh", "local"}:
         problems.append("lsh / local attention layers only")
-    if not config.reversible or config.qkv_bias or config.attention_out_bias or config.num_stored_layers != config.num_layers:
+    if (not config.reversible or config.qkv_bias or config.attention_out_bias
+            or config.num_stored_layers != config.num_layers):
         problems.append("reversible=True, qkv_bias=False, attention_out_bias=False, every layer stored")
     if config.has_embedding_norm or config.type_vocab_size or config.position_kind not in ("axial", "learned"):
         problems.append("no embedding LayerNorm, no segments, axial or learned positions")

@@ -155,7 +155,8 @@ class LocalAttention(DenseAttention):
         last = past.index if isinstance(past, StaticSlot) else torch.tensor(S - 1, device=q.device)
         qpos = last - torch.arange(T - 1, -1, -1, device=q.device)  # (T,)
         kpos = torch.arange(S, device=q.device)
-        allowed = (kpos[None] <= qpos[:, None]) & (kpos[None] >= (torch.div(qpos, c, rounding_mode="floor")[:, None] - 1) * c)
+        first = (torch.div(qpos, c, rounding_mode="floor") - 1) * c  # start of the previous chunk
+        allowed = (kpos[None] <= qpos[:, None]) & (kpos[None] >= first[:, None])
         allowed = allowed[None, None]  # (1, 1, T, S)
         if mask.dense is not None:  # padding of the body's mask (cache columns included)
             allowed = allowed & mask.dense[..., -S:]
