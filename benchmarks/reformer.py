@@ -1,7 +1,7 @@
 """Reformer's claims, measured: reversible layers (memory vs depth), LSH attention (time / memory vs length), and
 what LSH costs in learning (loss after equal steps), side by side with HF transformers' Reformer.
 
-    python benchmarks/reformer.py [--part layers|lengths|loss|all] [--layers 2 4 8 12] [--depth-length 1024]
+    python benchmarks/reformer.py [--part layers|lengths|ff|loss|all] [--layers 2 4 8 12] [--depth-length 1024]
                                   [--lengths 1024 2048 4096 8192 16384] [--steps 150] [--threads 1]
                                   [--json FILE] [--plot FILE]
 
@@ -14,6 +14,8 @@ what LSH costs in learning (loss after equal steps), side by side with HF transf
   backward against the length: lmforge ``dense`` (SDPA), ``local`` (chunks of 64), ``lsh`` (chunks of 64, 2 hash
   rounds, HF's bucket rule: 2 * length / 64 buckets, factorised above 128) and HF ``LSHSelfAttention`` with
   lmforge lsh's weights and hash seed (max |difference| printed: they compute the same function).
+* ``ff``: peak memory of an evaluation forward and of a reversible training step (2 layers, H 256, FFN 4096,
+  ``--ff-length`` tokens) against ``ff_chunk_size`` (the outputs equal the unchunked ones).
 * ``loss``: a 4-layer causal LM (H 128, 4 heads, chunks of 32, 256-token sequences, batch 8, AdamW 1e-3)
   trained for ``--steps`` equal steps on tiny-shakespeare (bytes as tokens, ../shared/refdata) with ``dense``,
   ``local``, ``lsh`` and ``lsh`` + reversible layers (the Reformer); validation loss (nats / byte) on held-out
@@ -220,6 +222,35 @@ def part_loss(steps: int, seq: int = 256, batch: int = 8, only: list[str] | None
     return out
 
 
+def part_ff_chunks(length: int, chunks: list[int]) -> dict[str, Any]:
+    """Peak memory of an evaluation forward and of a reversible training step against ``ff_chunk_size``
+    (2 layers, H 256, FFN 4096: the (T, F) intermediate dominates)."""
+    from lmforge import Model
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 256, (1, length))
+    rows = {}
+    base = None
+    for size in chunks:
+        m = Model(reformer_config(2, length, intermediate_size=4096, ff_chunk_size=size))
+        if base is None:
+            base = m
+        else:
+            m.load_state_dict(base.state_dict())
+        m.eval()
+        with torch.no_grad():
+            infer = cpu_peak_bytes(lambda: m.body(ids)) / 2**20
+            y = m.body(ids).last_hidden_state
+        m.train()
+        train_step(lambda: m.body(ids).last_hidden_state, [m])
+        train = cpu_peak_bytes(lambda: train_step(lambda: m.body(ids).last_hidden_state, [m])) / 2**20
+        ref = y if size == chunks[0] else ref
+        rows[size] = {"eval_peak_mb": infer, "train_peak_mb": train, "max_diff": float((y - ref).abs().max())}
+        print(f"ff_chunk_size {size}: eval {infer:.0f} MB, reversible training step {train:.0f} MB, "
+              f"|output - unchunked| {rows[size]['max_diff']:.1e}", flush=True)
+    return rows
+
+
 def plot(results: dict[str, Any], file: str) -> None:
     import matplotlib
 
@@ -250,7 +281,9 @@ def plot(results: dict[str, Any], file: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", default="all", choices=["layers", "lengths", "loss", "all"])
+    p.add_argument("--part", default="all", choices=["layers", "lengths", "loss", "ff", "all"])
+    p.add_argument("--ff-length", type=int, default=4096)
+    p.add_argument("--ff-chunks", type=int, nargs="+", default=[0, 512, 64])
     p.add_argument("--layers", type=int, nargs="+", default=[2, 4, 8, 12])
     p.add_argument("--depth-length", type=int, default=1024)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
@@ -276,6 +309,8 @@ def main() -> None:
         run("layers", lambda: part_layers(args.layers, args.depth_length, args.repeats))
     if args.part in ("lengths", "all"):
         run("lengths", lambda: part_lengths(args.lengths, args.repeats))
+    if args.part in ("ff", "all"):
+        run("ff_chunks", lambda: part_ff_chunks(args.ff_length, args.ff_chunks))
     if args.part in ("loss", "all"):
         run(args.loss_key, lambda: {"steps": args.steps, **part_loss(args.steps, only=args.loss_variants)})
     results["load_after"] = load()
