@@ -30,6 +30,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "serving": ("serving.py", ["--quick", "--shapes", "tiny", "bert-base"]),
     "electra": ("electra.py", ["--steps", "2", "--warmup", "1"]),
     "compression": ("compression.py", ["--sections", "kernels", "decode", "encoder", "--new", "16", "--repeats", "1"]),
+    "reformer": ("reformer.py", ["--layers", "2", "4", "--depth-length", "256", "--lengths", "512", "1024",
+                                 "--ff-length", "512", "--steps", "4", "--repeats", "1"]),
 }
 
 ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda

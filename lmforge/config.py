@@ -34,7 +34,7 @@ class ModelConfig:
     """The whole architecture of one lmforge model. Defaults are BERT-base's."""
 
     # ---- identity ----
-    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "custom"; HF export picks its converter by it
+    family: str = "custom"  # "bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "gpt3", "gpt-neo", "bigbird", "reformer", "custom"; HF export picks its converter by it
 
     # ---- sizes ----
     vocab_size: int = 30522  # rows of the token embedding (and of tied output layers)
@@ -46,7 +46,7 @@ class ModelConfig:
     max_positions: int = 512  # rows of the position table; longest input = max_positions - position_offset
 
     # ---- embeddings ----
-    position_kind: str = "learned"  # key of lmforge.nn.embeddings.POSITION_KINDS: "learned" table or fixed "sinusoidal"
+    position_kind: str = "learned"  # key of lmforge.nn.embeddings.POSITION_KINDS: "learned" table, fixed "sinusoidal", Reformer's "axial"
     # RoBERTa (fairseq) numbering: real tokens get positions offset, offset+1, ...; pads get pad_token_id.
     # HF RoBERTa: offset = pad_token_id + 1 = 2 with a 514-row table (512 usable). 0 = plain 0, 1, 2, ...
     position_offset: int = 0
@@ -61,7 +61,8 @@ class ModelConfig:
     norm_placement: str = "post"  # "post" (BERT, GPT-1) or "pre" (GPT-2/3: adds body.final_norm)
     layer_norm_eps: float = 1e-12  # BERT 1e-12, GPT 1e-5
     causal: bool = False  # decoder (each position sees only the past) vs bidirectional encoder
-    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window)
+    # key of lmforge.nn.attention.ATTENTION_KINDS: "dense", "bigbird" (block-sparse encoder), "banded" (causal window),
+    # "local" / "lsh" (Reformer's chunked local and locality-sensitive-hashing attention)
     attention_kind: str = "dense"
     # Per-layer attention kinds (ATTENTION_KINDS keys), cycled over the stored layers: ["dense", "banded"] alternates
     # them (GPT-3; GPT-Neo's global / local). Its length must divide the stored layers. None = attention_kind everywhere
@@ -79,6 +80,35 @@ class ModelConfig:
     # where FlexAttention has no backward); "flex"; "blocks"; "mask" = dense SDPA under the pattern's mask, O(T^2)
     sparse_impl: str = "auto"
     qkv_bias: bool = True  # biases on the q / k / v projections (GPT-Neo has none)
+    attention_out_bias: bool = True  # bias on the attention output projection (Reformer has none)
+    # ---- Reformer (Kitaev et al. 2020; HF models/reformer): "lsh" / "local" kinds, chunked FF, reversible ----
+    # "lsh": tokens hashed by random rotations into num_buckets (an int, or [a, b] factorised: a * b buckets),
+    # num_hashes rounds, sorted by bucket, chunks of lsh_chunk_length attending to themselves and the previous
+    # chunk; num_buckets None = HF's rule, 2 * length / chunk rounded down to a power of two
+    num_buckets: int | list[int] | None = None
+    # "lsh" / "local": width of each head; None = hidden_size / num_heads. HF Reformer sets it on its own
+    # (reformer-crime-and-punishment: 2 heads of 64 on a 256 hidden size); the other kinds need the default
+    attention_head_size: int | None = None
+    num_hashes: int = 1  # "lsh": hashing rounds, combined by their softmax weights (HF num_hashes)
+    lsh_chunk_length: int = 64  # HF lsh_attn_chunk_length
+    # "local": chunks of this many queries see their own and the previous chunk (HF local_attn_chunk_length)
+    local_chunk_length: int = 64
+    # "lsh" with num_hashes > 1: count a key found in several rounds once (the paper's de-duplication: its scores
+    # lose log(times seen), so the rounds combine to a softmax over the union of their keys). False = HF's (no
+    # de-duplication: a key seen in k rounds weighs k times)
+    lsh_dedup: bool = False
+    hash_seed: int | None = None  # fixed seed of the LSH rotations (HF hash_seed); None = drawn from torch's generator
+    # > 0: the MLP runs on this many positions at a time (HF chunk_size_feed_forward); 0 = all at once
+    ff_chunk_size: int = 0
+    # RevNet blocks (needs norm_placement="pre"): two streams, y1 = x1 + Attn(x2), y2 = x2 + MLP(y1); backward
+    # recomputes each layer's inputs from its outputs instead of storing activations; the body's output is
+    # LayerNorm(concat(y1, y2)), 2 * hidden_size wide (HF ReformerModel)
+    reversible: bool = False
+    lm_head_bias: bool = False  # a bias on the causal LM head's vocabulary projection (HF Reformer; GPT: none)
+    # position_kind="axial": the (max_positions, E) table concatenates factor tables broadcast over the grid
+    # axial_pos_shape (its product = max_positions), axial_pos_embds_dim columns each (their sum = embedding size)
+    axial_pos_shape: list[int] | None = None  # "axial": the grid of positions (HF axial_pos_shape)
+    axial_pos_embds_dim: list[int] | None = None  # "axial": columns of each factor table (HF axial_pos_embds_dim)
     attention_scale: float | None = None  # factor on q.k; None = 1 / sqrt(head_size) (GPT-Neo: 1.0, unscaled)
     # Cross-layer sharing: number of distinct layers stored; layer i uses layer i * groups // num_layers
     # (ALBERT's num_hidden_groups). None = every layer distinct, 1 = one layer shared by all (ALBERT).
@@ -280,6 +310,7 @@ class ModelConfig:
                                   f"{self.vocab_size}) or null.")
         self._validate_attention()
         self._validate_compression()
+        self._validate_reformer()
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
             raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
                               "set pooler=True or classifier_activation (first-token classifier).")
@@ -343,12 +374,98 @@ class ModelConfig:
             # other heads' patterns
             raise ConfigError("ModelConfig.layer_heads (head pruning) does not work with attention_kind 'bigbird': its "
                               "random blocks are drawn per head index. Prune the MLP (prune-ffn) instead.")
+        if self.layer_heads is not None and self.attention_kinds & {"lsh", "local"}:
+            # Reformer's attention keeps its own projections (shared query-key), which head pruning does not cut
+            raise ConfigError("ModelConfig.layer_heads (head pruning) does not work with the Reformer kinds 'lsh' / "
+                              "'local'. Prune the MLP (prune-ffn) instead.")
         q = self.quantization
         if q is None:
             return
         if not isinstance(q, dict) or set(q) - {"method", "kernel"} or not isinstance(q.get("kernel", ""), str):
             raise ConfigError(f"ModelConfig.quantization must be null or {{\"method\": ..., \"kernel\": ...}}, got {q!r}.")
         _choice("quantization.method", q.get("method"), QUANTIZATION_METHODS)
+
+    @property
+    def output_size(self) -> int:
+        """Width of the body's output: 2 * hidden_size for reversible stacks (concat of the two streams)."""
+        return 2 * self.hidden_size if self.reversible else self.hidden_size
+
+    @property
+    def chunk_multiple(self) -> int:
+        """Lengths the "lsh" / "local" kinds need: the least common multiple of their chunk lengths (1 = any)."""
+        lengths = [n for kind, n in (("lsh", self.lsh_chunk_length), ("local", self.local_chunk_length))
+                   if kind in self.attention_kinds]
+        return math.lcm(*lengths) if lengths else 1
+
+    @property
+    def min_chunk_length(self) -> int:
+        lengths = [n for kind, n in (("lsh", self.lsh_chunk_length), ("local", self.local_chunk_length))
+                   if kind in self.attention_kinds]
+        return min(lengths) if lengths else 1
+
+    @property
+    def reformer_head_size(self) -> int:
+        """Width of one head of the "lsh" / "local" kinds."""
+        return self.attention_head_size if self.attention_head_size is not None else self.head_size
+
+    def _validate_reformer(self) -> None:
+        """The Reformer fields: LSH buckets, chunks, reversible blocks, axial positions."""
+        if self.attention_head_size is not None:
+            _positive("attention_head_size", self.attention_head_size)
+            others = sorted(self.attention_kinds - {"lsh", "local"})
+            if others and self.attention_head_size != self.head_size:
+                raise ConfigError(f"ModelConfig.attention_head_size={self.attention_head_size} is for the 'lsh' / "
+                                  f"'local' kinds; the {others} layers use hidden_size / num_heads = "
+                                  f"{self.head_size}. Leave it null or use lsh / local layers only.")
+        for name in ("num_hashes", "lsh_chunk_length", "local_chunk_length"):
+            _positive(name, getattr(self, name))
+        if not isinstance(self.ff_chunk_size, int) or isinstance(self.ff_chunk_size, bool) or self.ff_chunk_size < 0:
+            raise ConfigError(f"ModelConfig.ff_chunk_size must be an integer >= 0 (0 = no chunking), got "
+                              f"{self.ff_chunk_size!r}.")
+        if isinstance(self.num_buckets, tuple):
+            self.num_buckets = list(self.num_buckets)
+        b = self.num_buckets
+        factors = b if isinstance(b, list) else [b] if b is not None else []
+        if b is not None and (not factors or len(factors) > 2 or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f >= 2 and f % 2 == 0 for f in factors)):
+            raise ConfigError(f"ModelConfig.num_buckets={b!r} must be an even integer >= 2, a pair [a, b] of even "
+                              "integers (factorised buckets, a * b in all), or null (HF's rule from the length).")
+        if self.hash_seed is not None and (not isinstance(self.hash_seed, int) or isinstance(self.hash_seed, bool)):
+            raise ConfigError(f"ModelConfig.hash_seed must be an integer or null, got {self.hash_seed!r}.")
+        if not all(isinstance(getattr(self, n), bool) for n in ("reversible", "attention_out_bias", "lsh_dedup")):
+            raise ConfigError("ModelConfig.reversible, attention_out_bias and lsh_dedup must be true or false.")
+        if self.reversible and self.norm_placement != "pre":
+            raise ConfigError("ModelConfig.reversible=True needs norm_placement='pre': a reversible block adds "
+                              "each sublayer's output to a stream (y1 = x1 + Attn(LN(x2))), which a post-LN norm "
+                              "after the sum would make impossible to invert.")
+        if not isinstance(self.lm_head_bias, bool):
+            raise ConfigError(f"ModelConfig.lm_head_bias must be true or false, got {self.lm_head_bias!r}.")
+        if self.reversible and self.head not in (None, "clm", "mlm", "token-cls"):
+            raise ConfigError(f"ModelConfig.reversible=True supports the heads clm, mlm and token-cls (they read the "
+                              f"{2 * self.hidden_size}-wide two-stream output), not head={self.head!r}.")
+        if self.reversible and self.has_pooler:
+            raise ConfigError("ModelConfig.reversible=True has no pooler (the output is two streams wide); set "
+                              "pooler=False.")
+        if self.reversible and self.tie_word_embeddings and self.head in ("clm", "mlm", "pretraining", "extract"):
+            raise ConfigError(f"ModelConfig.reversible=True gives a {self.output_size}-wide output (both streams), "
+                              f"which cannot share the ({self.vocab_size}, {self.embed_size}) word embedding: set "
+                              "tie_word_embeddings=False (HF Reformer's LM head is its own Linear(2H, V)).")
+        if self.position_kind == "axial":
+            shape, dims = self.axial_pos_shape, self.axial_pos_embds_dim
+            ok = (isinstance(shape, list) and isinstance(dims, list) and len(shape) == len(dims) >= 2
+                  and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape + dims))
+            if not ok:
+                raise ConfigError(f"position_kind='axial' needs axial_pos_shape and axial_pos_embds_dim, two lists of "
+                                  f"positive integers of the same length >= 2, got {shape!r} and {dims!r}.")
+            if math.prod(shape) != self.max_positions:
+                raise ConfigError(f"ModelConfig.axial_pos_shape={shape} multiplies to {math.prod(shape)} but "
+                                  f"max_positions={self.max_positions}: the axial factors must multiply to the "
+                                  f"position table's length; set max_positions={math.prod(shape)} or change the "
+                                  f"shape (e.g. {_two_factors(self.max_positions)} for {self.max_positions}).")
+            if sum(dims) != self.embed_size:
+                raise ConfigError(f"ModelConfig.axial_pos_embds_dim={dims} sums to {sum(dims)} but the embedding "
+                                  f"size is {self.embed_size}: the axial factors are concatenated, so their widths "
+                                  "must add up to it.")
 
     # ------------------------------------------------------------------ dict / file round trips
     @classmethod
@@ -415,7 +532,7 @@ class ModelConfig:
 # families whose HF base model builds the pooler (tanh(dense(first token)))
 FAMILIES_WITH_POOLER = frozenset({"bert", "roberta", "albert", "bigbird"})
 # families whose embeddings are summed without a LayerNorm
-FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo"})
+FAMILIES_WITHOUT_EMBEDDING_NORM = frozenset({"openai-gpt", "gpt2", "gpt3", "gpt-neo", "reformer"})
 
 
 def _positive(name: str, value: Any) -> None:
@@ -427,3 +544,9 @@ def _choice(name: str, value: Any, choices: Any) -> None:
     if value not in choices:
         raise ConfigError(f"ModelConfig.{name}={value!r} is not one of: {', '.join(map(str, choices))}."
                           f"{suggest(str(value), [str(c) for c in choices])}")
+
+
+def _two_factors(n: int) -> list[int]:
+    """[a, n / a] with a the largest divisor of n up to sqrt(n): an axial shape for n positions."""
+    a = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return [a, n // a]

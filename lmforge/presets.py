@@ -12,6 +12,8 @@ the same (``attention_pattern`` ["dense", "banded"]) with a 256-key band: the pa
 the open reproduction's. The parameter count does not depend on it.
 BigBird (Zaheer et al. 2020) uses block-sparse attention (64-token blocks, 3 random, 3 window, 2 global blocks, HF's
 defaults); its heads are HF's (seq-cls on the first token with the body activation, the QA head with its MLP).
+Reformer's sizes are those of HF's google/reformer-crime-and-punishment config (6 layers, 2 heads of 64 on a 256
+hidden size, 524288 axial positions); its base model count leaves out the untied LM head.
 """
 from __future__ import annotations
 
@@ -60,6 +62,15 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
                     norm_placement="post", layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                     sep_token_id=66, attention_kind="bigbird", block_size=64, num_random_blocks=3,
                     classifier_activation="gelu_new", qa_head="bigbird"),
+    # Reformer (Kitaev et al. 2020), HF ReformerConfig as google/reformer-crime-and-punishment sets it
+    "reformer": dict(family="reformer", vocab_size=320, hidden_size=256, num_layers=6, num_heads=2,
+                     attention_head_size=64, intermediate_size=512, activation="relu", max_positions=524288,
+                     position_kind="axial", axial_pos_shape=[512, 1024], axial_pos_embds_dim=[64, 192],
+                     type_vocab_size=0, embedding_norm=False, pooler=False, norm_placement="pre",
+                     layer_norm_eps=1e-12, causal=True, reversible=True, qkv_bias=False, attention_out_bias=False,
+                     lm_head_bias=True, tie_word_embeddings=False, attention_pattern=["local", "lsh"],
+                     lsh_chunk_length=64, local_chunk_length=64, num_buckets=[64, 128], num_hashes=1,
+                     hidden_dropout=0.05, attention_dropout=0.05, pad_token_id=0, eos_token_id=2),
 }
 FAMILY_DEFAULTS["gpt1"] = FAMILY_DEFAULTS["openai-gpt"]  # the name the seeds use
 
@@ -137,6 +148,8 @@ PRESETS: dict[str, Preset] = {
     "gpt3-175b": Preset("gpt3", GPT3 + ": 175B", 174_604_259_328, _size(96, 12288, 96)),
     # ---- BigBird (Zaheer et al. 2020): block-sparse attention, HF attention_type='block_sparse' ----
     "bigbird-roberta-base": Preset("bigbird", _hf("google/bigbird-roberta-base"), 127_468_800, _size(12, 768, 12)),
+    # ---- Reformer (Kitaev et al. 2020): reversible layers, local / LSH attention alternating, axial positions ----
+    "reformer-crime": Preset("reformer", _hf("google/reformer-crime-and-punishment"), 2_584_064, {}),
     # ---- compact decoders for CPU work: GPT-2 body, 1024 positions, mirroring the compact BERTs ----
     "gpt-tiny": Preset("gpt2", "lmforge: GPT-2 body at bert-tiny's size (L2/H128/A2)", 6_960_768, _size(2, 128, 2)),
     "gpt-mini": Preset("gpt2", "lmforge: GPT-2 body at bert-mini's size (L4/H256/A4)", 16_287_488, _size(4, 256, 4)),

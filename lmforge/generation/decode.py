@@ -50,6 +50,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
     (GPU only, nothing to compile). Same tokens as the eager path up to float rounding.
     """
     field = lm_field(model)
+    if use_cache and "lsh" in getattr(getattr(model, "config", None), "attention_kinds", ()):
+        use_cache = False  # LSH buckets are recomputed over the whole sequence: decoding recomputes the prefix
     check_sampling_args(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                         num_beams=num_beams, repetition_penalty=repetition_penalty,
                         max_new_tokens=max_new_tokens)

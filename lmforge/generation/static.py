@@ -103,7 +103,7 @@ class StaticDecoder:
         capacity = min(-(-capacity // CAPACITY_STEP) * CAPACITY_STEP, max(c.max_length, capacity))
         w = self.lm_weight
         self.cache = StaticKVCache(num_layers=c.num_layers, batch=batch, num_heads=applied_heads(c),
-                                   head_size=c.head_size, capacity=capacity, dtype=w.dtype, device=w.device)
+                                   head_size=c.reformer_head_size, capacity=capacity, dtype=w.dtype, device=w.device)
         self.graph = self.graph_logits = None
         cache = self.cache
         self.token = torch.zeros((batch, 1), dtype=torch.long, device=w.device)

@@ -53,7 +53,8 @@ def lm_weight(model: Any) -> torch.Tensor | None:
     clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models and for int8 weights
     (the model's own head then runs the quantized product)."""
     body, head = getattr(model, "body", None), getattr(model, "head", None)
-    if isinstance(body, Transformer) and hasattr(head, "decoder"):
+    # a head with a vocabulary bias (Reformer's) is not F.linear(hidden, W): the step calls the head then
+    if isinstance(body, Transformer) and hasattr(head, "decoder") and getattr(head, "bias", None) is None:
         weight = body.embeddings.word.weight if head.decoder is None else head.decoder.weight
         return weight if weight.is_floating_point() else None
     return None

@@ -73,7 +73,7 @@ class LMPrediction(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         e = config.embed_size
-        self.dense = nn.Linear(config.hidden_size, e)
+        self.dense = nn.Linear(config.output_size, e)
         self.act = Activation(config.mlm_activation or config.activation)
         self.norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.decoder = None if config.tie_word_embeddings else nn.Linear(e, config.vocab_size, bias=False)
@@ -142,14 +142,19 @@ class CausalLMHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         _check_lm_tying(config)
-        self.decoder = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
+        self.decoder = None if config.tie_word_embeddings else nn.Linear(config.output_size, config.vocab_size,
                                                                          bias=False)
+        # HF Reformer's LM head has a bias (ModelConfig.lm_head_bias); GPT's has none
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.lm_head_bias else None
 
     def forward(self, body: ModelOutput, ctx: HeadContext, labels: Tensor | None = None) -> ModelOutput:
         hidden = body.last_hidden_state
         loss = logits = None
         weight = ctx.word_embedding.weight if self.decoder is None else self.decoder.weight
-        if labels is not None and not ctx.compute_logits and weight.is_floating_point():  # (int8: logits first)
+        if self.bias is not None:  # the fused loss has no bias: through the logits
+            logits = _lm_logits(self.decoder, hidden, ctx) + self.bias
+            loss = losses.causal_lm_loss(logits, labels) if labels is not None else None
+        elif labels is not None and not ctx.compute_logits and weight.is_floating_point():  # (int8: logits first)
             loss = losses.causal_lm_loss_from_hidden(hidden, weight, labels)  # fused: no (B, L, V) tensor
         else:
             logits = _lm_logits(self.decoder, hidden, ctx)
@@ -178,7 +183,7 @@ class TokenClassificationHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dropout = _dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.output_size, config.num_labels)
 
     def forward(self, body: ModelOutput, ctx: HeadContext, labels: Tensor | None = None) -> ModelOutput:
         logits = self.classifier(self.dropout(body.last_hidden_state))  # (B, L, C)

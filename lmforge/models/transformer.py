@@ -2,10 +2,13 @@
 final norm of pre-LN stacks and the pooler; bidirectional encoder or causal decoder with a KV cache."""
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -14,8 +17,10 @@ from lmforge.errors import InputError
 from lmforge.models.output import ModelOutput
 from lmforge.nn.attention import AttentionMask, KVCache, LayerSlot
 from lmforge.nn.attention.dense import KV
+from lmforge.nn.attention.cpu_fastpath import gather_rows
 from lmforge.nn.block import Block
 from lmforge.nn.embeddings import Embeddings
+from lmforge.nn.reversible import run_plain, run_reversible
 
 
 class LayerOutputs(NamedTuple):
@@ -47,9 +52,12 @@ class Transformer(nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config, layer=i) for i in range(config.num_stored_layers))
         pre = config.norm_placement == "pre"
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
+        self.final_norm = nn.LayerNorm(config.output_size, eps=config.layer_norm_eps) if pre else None
         self.pooler = Pooler(config) if config.has_pooler else None
         self.gradient_checkpointing = False  # recompute each layer in backward (the trainer's flag)
+        # reversible=True: recompute the layers' inputs in backward; False runs the same two-stream stack with
+        # stored activations (the reference of tests and benchmarks/reformer.py)
+        self.reversible_backward = True
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_length: int,
@@ -143,6 +151,9 @@ class Transformer(nn.Module):
         layer computes only those query positions (x becomes (B, M, H)). ``forward`` and the fixed-shape
         decode step (``lmforge.generation.static``) both run their layers here."""
         c = self.config
+        if c.reversible:
+            return self.run_reversible_layers(x, mask, pasts, use_cache=use_cache, output_attentions=output_attentions,
+                                              output_hidden_states=output_hidden_states, last_rows=last_rows)
         hidden_states: list[torch.Tensor] = [x] if output_hidden_states else []
         attentions: list[torch.Tensor] = []
         presents: list[KV] = []
@@ -165,6 +176,59 @@ class Transformer(nn.Module):
                 hidden_states.append(x)
         return LayerOutputs(x, presents, attentions, hidden_states)
 
+    def run_reversible_layers(self, x: torch.Tensor, mask: AttentionMask, pasts: Sequence[Any] | None, *,
+                              use_cache: bool, output_attentions: bool, output_hidden_states: bool,
+                              last_rows: torch.Tensor | None) -> LayerOutputs:
+        """``reversible=True``: both streams start as ``x``; the output is concat(y1, y2) (B, T, 2H). Training
+        runs ``ReversibleStack`` (inputs recomputed in backward); caches, maps and evaluation the plain loop."""
+        c = self.config
+        blocks = [self.layers[c.layer_index(i)] for i in range(c.num_layers)]
+        extras = use_cache or output_attentions or output_hidden_states or pasts is not None
+        if torch.is_grad_enabled() and not extras and self.reversible_backward:
+            y1, y2 = run_reversible(blocks, x, x, mask=mask)
+            out = LayerOutputs(torch.cat([y1, y2], dim=-1), [], [], [])
+        else:
+            plain = run_plain(blocks, x, x, mask=mask, pasts=pasts, use_cache=use_cache,
+                              output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+            out = LayerOutputs(torch.cat([plain.y1, plain.y2], dim=-1), plain.presents, plain.attentions,
+                               plain.hidden_states)
+        if last_rows is not None:  # every position was computed: keep the asked rows (B, M, 2H)
+            out = out._replace(hidden=gather_rows(out.hidden, last_rows))
+        return out
+
+    def pad_to_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None,
+                      output_rows: torch.Tensor | None, *, cached: bool) -> tuple[Any, ...] | None:
+        """The "lsh" / "local" kinds need lengths that are a multiple of their chunk lengths (the lcm when both are
+        used) once above the shortest chunk: pad at the end with masked pad tokens, as HF ReformerModel does in
+        evaluation (it refuses in training; here training pads too, the pads are masked keys and the outputs
+        and new cache entries are cut back). None when no padding is needed or when decoding from a cache
+        (the cached path of "local" needs no chunks)."""
+        c = self.config
+        B, T = input_ids.shape
+        multiple = c.chunk_multiple
+        if cached or T <= c.min_chunk_length or T % multiple == 0:
+            return None
+        extra = multiple - T % multiple
+        if T + extra > c.max_length:
+            raise InputError(f"a sequence of {T} tokens is padded to {T + extra} (a multiple of the chunk length "
+                             f"{multiple} of the lsh / local layers), more than this model's {c.max_length} "
+                             f"positions; pass at most {c.max_length - c.max_length % multiple} tokens.")
+        _warn_padding(T, T + extra, multiple)
+        pad_id = c.pad_token_id if c.pad_token_id is not None else 0
+        input_ids = F.pad(input_ids, (0, extra), value=pad_id)
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.long, device=input_ids.device)
+        attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        if token_type_ids is not None:
+            token_type_ids = F.pad(token_type_ids, (0, extra), value=0)
+        if position_ids is not None:  # continue each row's numbering (HF: arange from the length)
+            more = torch.arange(T, T + extra, device=input_ids.device) + c.position_offset
+            position_ids = torch.cat([position_ids, more.expand(B, -1)], dim=1)
+        if output_rows is not None:
+            output_rows = F.pad(output_rows, (0, extra), value=False)
+        return input_ids, attention_mask, token_type_ids, position_ids, output_rows
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
@@ -177,7 +241,26 @@ class Transformer(nn.Module):
         # of an MLM training step). The last layer computes them alone (every position still serves as a key
         # and value) and last_hidden_state is (N, H) = h[output_rows]; the pooler still reads position 0.
         c = self.config
+        if c.chunk_multiple > 1 and input_ids.dim() == 2:
+            length = input_ids.size(1)
+            padded = self.pad_to_chunks(input_ids, attention_mask, token_type_ids, position_ids, output_rows,
+                                        cached=past_key_values is not None)
+            if padded is not None:
+                out = self.forward(*padded[:4], use_cache=use_cache, output_hidden_states=output_hidden_states,
+                                   output_attentions=output_attentions, output_rows=padded[4])
+                if output_rows is None:
+                    out.last_hidden_state = out.last_hidden_state[:, :length]
+                if output_hidden_states:
+                    out.hidden_states = tuple(h[:, :length] for h in out.hidden_states)
+                if use_cache:  # the pads' keys / values are not part of the sequence
+                    out.past_key_values = tuple(None if kv is None else (kv[0][:, :, :length], kv[1][:, :, :length])
+                                                for kv in out.past_key_values)
+                return out
         B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
+        if past_key_values is not None and "lsh" in c.attention_kinds:
+            raise InputError("attention_kind='lsh' has no KV cache: its buckets are recomputed over the whole "
+                             "sequence. Generate with use_cache=False (lmforge.generate does so for lsh models: each "
+                             "step recomputes the prefix), or use 'local' / 'dense' layers for cached decoding.")
         if past_key_values is not None and len(past_key_values) != c.num_layers:
             raise InputError(f"past_key_values has {len(past_key_values)} layers; the model has {c.num_layers}.")
         static = isinstance(past_key_values, KVCache)
@@ -218,3 +301,11 @@ class Transformer(nn.Module):
                            past_key_values=past_key_values if static else tuple(layers.presents) if use_cache else None,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,
                            attentions=tuple(layers.attentions) if output_attentions else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_padding(length: int, padded: int, multiple: int) -> None:
+    # once per length: the cost is real (padded positions are computed) but expected
+    warnings.warn(f"the input of {length} tokens is padded to {padded}, a multiple of the chunk length {multiple} of "
+                  "the lsh / local attention layers (as HF Reformer does); pass such lengths to avoid the extra work.",
+                  stacklevel=4)

@@ -20,9 +20,23 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(config.hidden_size, width)
         self.act = Activation(config.activation)
         self.fc2 = nn.Linear(width, config.hidden_size)
+        self.chunk_size = config.ff_chunk_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chunk_size and x.size(-2) > self.chunk_size:
+            return self.chunked(x)
         return self.fc2(self.act(self.fc1(x)))  # (B, T, F) inside
+
+    def chunked(self, x: torch.Tensor) -> torch.Tensor:
+        """Reformer's chunked feed-forward: positions are independent in the MLP, so ``ff_chunk_size`` of them at
+        a time give the same output with a (B, chunk, F) intermediate instead of (B, T, F). The saving is in
+        what is alive at once: inference and the no-grad forward of reversible stacks; under autograd every
+        chunk's activations are kept for backward all the same."""
+        out = torch.empty_like(x)
+        for start in range(0, x.size(-2), self.chunk_size):
+            part = x[..., start:start + self.chunk_size, :]
+            out[..., start:start + self.chunk_size, :] = self.fc2(self.act(self.fc1(part)))
+        return out
 
 
 class Block(nn.Module):
@@ -59,3 +73,16 @@ class Block(nn.Module):
             x = self.attn_norm(self.dropout(a, residual=x))
             x = self.mlp_norm(self.dropout(self.mlp(x), residual=x))
         return x, present, probs
+
+    # ---- the two sublayers of a reversible block (lmforge/nn/reversible.py): pre-LN, no residual of their own
+    def attention_branch(self, x: torch.Tensor, residual: torch.Tensor | None = None, *, mask: AttentionMask,
+                         past: KV | None = None, use_cache: bool = False, output_attentions: bool = False,
+                         ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+        """residual + dropout(attention(LN(x))) (no residual: the branch alone), the cache entry, the maps."""
+        a, present, probs = self.attn(self.attn_norm(x), mask=mask, past=past, use_cache=use_cache,
+                                      output_attentions=output_attentions)
+        return self.dropout(a, residual=residual), present, probs
+
+    def mlp_branch(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """residual + dropout(mlp(LN(x)))."""
+        return self.dropout(self.mlp(self.mlp_norm(x)), residual=residual)

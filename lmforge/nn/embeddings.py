@@ -48,10 +48,36 @@ class SinusoidalPositions(nn.Module):
         return self.table[position_ids]
 
 
+class AxialPositions(nn.Module):
+    """Reformer's factorised positions (HF ``AxialPositionEmbeddings``): position p of a grid ``axial_pos_shape``
+    (d1, d2, ...) is the concatenation of one row per axis, of ``axial_pos_embds_dim`` (e1, e2, ...) columns each:
+    d1 * e1 + d2 * e2 + ... parameters instead of d1 * d2 * ... * E. State-dict names
+    ``body.embeddings.position.weights.{i}``, shaped (1, .., d_i, .., 1, e_i) as HF's (without the batch axis).
+    Any length up to max_positions works (HF requires exactly the grid's product in training)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.shape = list(config.axial_pos_shape or [])
+        self.weights = nn.ParameterList()
+        for axis, (size, dim) in enumerate(zip(self.shape, config.axial_pos_embds_dim or [])):
+            view = [1] * len(self.shape)
+            view[axis] = size
+            self.weights.append(nn.Parameter(torch.randn(*view, dim) * config.initializer_range))
+
+    def table(self) -> torch.Tensor:
+        """(max_positions, E): every position's vector, in row-major order of the grid."""
+        parts = [w.expand(*self.shape, w.size(-1)) for w in self.weights]
+        return torch.cat(parts, dim=-1).reshape(-1, sum(w.size(-1) for w in self.weights))
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.table()[position_ids]
+
+
 # ModelConfig.position_kind -> module mapping position ids (B, L) to (B, L, E)
 POSITION_KINDS: Registry[type[nn.Module]] = Registry("position_kind", {
     "learned": LearnedPositions,
     "sinusoidal": SinusoidalPositions,
+    "axial": AxialPositions,  # Reformer (axial_pos_shape, axial_pos_embds_dim)
 })
 
 

@@ -63,6 +63,10 @@ def _hf_config(name: str):
     if f == "openai-gpt":
         return transformers.OpenAIGPTModel, transformers.OpenAIGPTConfig(
             n_embd=c.hidden_size, n_layer=c.num_layers, n_head=c.num_heads, n_positions=c.max_positions, **common)
+    if f == "reformer":
+        from lmforge.models.hf import get_adapter
+        hf = {k: v for k, v in get_adapter("reformer").config_to_hf(c).items() if k not in ("model_type", "architectures")}
+        return transformers.ReformerModel, transformers.ReformerConfig(**hf)
     raise AssertionError(f)
 
 

@@ -35,6 +35,7 @@ FAMILIES: dict[str, str] = {
     "openai-gpt": "lmforge.models.hf.openai_gpt",
     "big_bird": "lmforge.models.hf.big_bird",
     "gpt_neo": "lmforge.models.hf.gpt_neo",
+    "reformer": "lmforge.models.hf.reformer",
 }
 # lmforge ModelConfig.family names that HF spells otherwise (export picks the adapter by the family)
 FAMILY_MODEL_TYPES: dict[str, str] = {"bigbird": "big_bird", "gpt-neo": "gpt_neo"}

@@ -41,7 +41,7 @@ class KVCache:
         """A cache shaped for ``model`` (a lmforge Model or Transformer body), on its device and dtype."""
         c = model.config
         weight = next(model.parameters())
-        return cls(num_layers=c.num_layers, batch=batch, num_heads=applied_heads(c), head_size=c.head_size,
+        return cls(num_layers=c.num_layers, batch=batch, num_heads=applied_heads(c), head_size=c.reformer_head_size,
                    capacity=capacity, dtype=weight.dtype, device=weight.device)
 
     def __len__(self) -> int:

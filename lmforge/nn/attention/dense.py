@@ -42,7 +42,7 @@ class DenseAttention(nn.Module):
         self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
         # q, k, v fused in that order
         self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
-        self.out = nn.Linear(inner, config.hidden_size)
+        self.out = nn.Linear(inner, config.hidden_size, bias=config.attention_out_bias)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 
