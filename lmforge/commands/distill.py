@@ -15,7 +15,8 @@ TRAIN_KEYS = ("max_steps", "batch_size", "lr", "weight_decay", "precision", "see
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--teacher", required=True, metavar="DIR", help="the trained teacher (lmforge or HF directory, mlm / clm head)")
-    a("--data", required=True, metavar="SHARDS", help="shards `lmforge prepare` made with the teacher's tokenizer")
+    a("--data", default=None, metavar="SHARDS", help="shards `lmforge prepare` made with the teacher's tokenizer "
+      "(required but with --task)")
     a("--out", required=True, metavar="DIR", help="the output directory (the student model)")
     a("--student", default=None, help="preset, ModelConfig .yaml/.json or model dir (default: the teacher with "
       "half its layers; a BERT teacher gives a DistilBERT student)")
@@ -31,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--alpha-cos", type=float, default=None, help="weight of the cosine loss (default 1.0 for distilbert, else 0)")
     a("--ce-positions", default="masked", choices=["masked", "all"], help="KL rows: masked tokens or all real tokens")
     a("--mask-prob", type=float, default=None, help="MLM masking rate (default 0.15)")
-    a("--seq-len", type=int, default=128, help="tokens per sequence")
+    a("--task", default=None, help="tinybert task distillation on this task (a fine-tuned --teacher, the general "
+      "student as --student): stage 1 intermediate layers, stage 2 prediction layer")
+    a("--task-data", default=None, metavar="DIR", help="the task's data directory (with --task)")
+    a("--task-epochs", type=float, default=10.0, help="task stage 1 epochs")
+    a("--pred-epochs", type=float, default=3.0, help="task stage 2 epochs")
+    a("--seq-len", type=int, default=128, help="tokens per sequence (the task's max length with --task)")
     a("--log-every", type=int, default=10, help="metrics.jsonl record every N steps")
     a("--eval-every", type=int, default=None, help="validation every N steps (default: at the end only)")
     a("--val-batches", type=int, default=20, help="validation batches per evaluation (0 = off)")
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         student_layers=args.student_layers, layer_map=layer_map, student_init=args.student_init,
         temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
         ce_positions=args.ce_positions, mask_prob=args.mask_prob, val_batches=args.val_batches, device=args.device,
+        task=args.task, task_data=args.task_data, task_epochs=args.task_epochs, pred_epochs=args.pred_epochs,
         resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes,
         train=TrainConfig.from_dict(train))
     distill(config)

@@ -53,6 +53,10 @@ class DistillConfig:
     ce_positions: str = "masked"  # KL rows: masked tokens, or "all" real tokens
     mask_prob: float | None = None  # MLM masking rate (0.15)
     val_batches: int = 20  # validation batches per evaluation (0 = none)
+    task: str | None = None  # tinybert task distillation: a task name (lmforge.tasks.TASKS); then no ``data``
+    task_data: str | None = None  # the task's data directory
+    task_epochs: float = 10.0  # task stage 1 (intermediate layers) epochs (TinyBERT's README: 10 on GLUE)
+    pred_epochs: float = 3.0  # task stage 2 (prediction layer) epochs (TinyBERT's README: 3)
     device: str | None = None  # "cpu" / "cuda"; default: CUDA when available
     resume: bool = False  # continue from the newest checkpoint in ``out``
     overwrite: bool = False  # start over in a non-empty ``out``
@@ -60,9 +64,12 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000))  # the training loop's knobs
 
     def __post_init__(self) -> None:
-        for name in ("teacher", "data", "out"):
+        for name in ("teacher", "out", *(("task_data",) if self.task else ("data",))):
             if not getattr(self, name):
-                raise ConfigError(f"--{name} is required")
+                raise ConfigError(f"--{name.replace('_', '-')} is required" + (" with --task" if self.task else ""))
+        if self.task and self.recipe != "tinybert":
+            raise ConfigError(f"task distillation (--task) is TinyBERT's second step; use --recipe tinybert (the "
+                              f"{self.recipe} recipe distils on pre-training shards, then `lmforge finetune` the student)")
         if self.student_init not in STUDENT_INITS:
             raise ConfigError(f"--student-init must be one of {', '.join(STUDENT_INITS)}, got {self.student_init!r}")
 
@@ -209,6 +216,106 @@ def load_teacher(path: str) -> Any:
     return Model.from_pretrained(teacher_dir)
 
 
+class TaskDistillation:
+    """TinyBERT's task-specific distillation on fine-tuning batches (task_distill.py): stage "intermediate" =
+    the attention-score and projected hidden-state losses of general distillation; stage "prediction" = soft
+    cross-entropy to the fine-tuned teacher's logits at ``temperature`` (1), or, for a regression task, MSE to
+    the gold scores as the reference does. Collation is the fine-tuning objective's."""
+
+    name = "distill-task"
+
+    def __init__(self, base: Any, teacher: Any, student: Any, *, stage: str, temperature: float = 1.0) -> None:
+        from lmforge.objectives.distill import DistillLoss, Distillation
+
+        self.base, self.teacher, self.stage, self.temperature = base, teacher, stage, temperature
+        self.head, self.seq_len = base.head, base.seq_len
+        # the general recipe's checks, maps and projection (the task batch replaces the MLM batch)
+        self.inner = Distillation(SimpleNamespace(head=base.head, seq_len=0), teacher, DistillLoss(recipe="tinybert"),
+                                  student_config=student.config)
+        if stage == "prediction" and teacher.config.num_labels != student.config.num_labels:
+            raise ConfigError(f"the teacher predicts {teacher.config.num_labels} label(s), the student "
+                              f"{student.config.num_labels}; both must be heads of the same task")
+
+    def heads(self, config: Any) -> str:
+        return self.base.heads(config)
+
+    def extra_modules(self) -> dict[str, Any]:
+        return self.inner.extra_modules() if self.stage == "intermediate" else {}
+
+    def examples(self, features: Any) -> Any:
+        return self.base.examples(features)
+
+    def collate(self, features: Any) -> Any:
+        return self.base.collate(features)
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        import torch
+
+        from lmforge.nn import losses
+        from lmforge.objectives.distill import tinybert_terms
+
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if next(self.teacher.parameters()).device != batch["input_ids"].device:
+            self.teacher.to(batch["input_ids"].device)
+        self.teacher.eval()
+        if self.stage == "intermediate":
+            kw = {"output_hidden_states": True, "output_attentions": "scores"}
+            s = model(**inputs, **kw)
+            with torch.no_grad():
+                t = self.teacher(**inputs, **kw)
+            att, hidden = tinybert_terms(s, t, att_map=self.inner.att_map, hidden_map=self.inner.hidden_map,
+                                         projection=self.inner.projection, key_padding=batch.get("attention_mask"))
+            loss = att + hidden
+            return loss, {"loss": loss.detach(), "att_loss": att.detach(), "hidden_loss": hidden.detach()}
+        s = model(**inputs).logits  # (B, C)
+        if s.size(-1) == 1:  # regression: MSE to the gold scores (task_distill.py)
+            loss = losses.sequence_classification_loss(s, batch["labels"])
+        else:
+            with torch.no_grad():
+                t = self.teacher(**inputs).logits
+            loss = losses.soft_cross_entropy(s, t, temperature=self.temperature)
+        return loss, {"loss": loss.detach(), "pred_loss": loss.detach()}
+
+
+def distill_task(config: DistillConfig, *, log: Log) -> dict[str, float]:
+    """TinyBERT's task distillation: stage 1 (intermediate layers, ``task_epochs``) into OUT/intermediate,
+    then stage 2 (prediction layer, ``pred_epochs``) into OUT/prediction (the student to use), each a fine-tuning run of the student with
+    the teacher's loss in place of the task loss. Returns the final student's scores on the dev split."""
+    from lmforge.recipes.finetune import FinetuneConfig, finetune
+
+    teacher = load_teacher(str(config.teacher))
+    task_file = Path(str(config.teacher)) / "task.json"
+    saved_task = json.loads(task_file.read_text()).get("task") if task_file.is_file() else None
+    if saved_task != config.task:
+        what = f"was fine-tuned on {saved_task}" if saved_task else "was not fine-tuned on a task (no task.json)"
+        raise ConfigError(f"task distillation needs a teacher fine-tuned on {config.task}, and {config.teacher} "
+                          f"{what}; fine-tune it first (`lmforge finetune --task {config.task} ...`) and pass that "
+                          "directory as --teacher")
+    if not config.student or not Path(config.student).is_dir():
+        raise ConfigError("task distillation starts from a student directory (the --out of the general tinybert "
+                          f"run); got --student {config.student}")
+    out, train = Path(str(config.out)), config.train
+    common = dict(task=config.task, data=str(config.task_data), lr=train.lr, batch_size=train.batch_size,
+                  max_length=train.seq_len, seed=train.seed, warmup=train.warmup_ratio or train.warmup_steps,
+                  device=config.device, progress=train.progress, overwrite=config.overwrite, resume=config.resume,
+                  allow_changes=config.allow_changes)
+    stages = (("intermediate", str(config.student), out / "intermediate", config.task_epochs),
+              ("prediction", str(out / "intermediate"), out / "prediction", config.pred_epochs))
+    scores: dict[str, float] = {}
+    for stage, model, where, epochs in stages:
+        log(f"tinybert task distillation, stage {'1: intermediate layers' if stage == 'intermediate' else '2: prediction layer'}"
+            f" ({epochs:g} epochs) -> {where}")
+
+        def wrap(base: Any, student: Any, stage: str = stage) -> TaskDistillation:
+            return TaskDistillation(base, teacher, student, stage=stage)
+
+        # stage 1 has no meaningful score (the classifier is not trained yet): keep its last epoch
+        changes = {"best_metric": None, "load_best_at_end": False, "patience": None} if stage == "intermediate" else None
+        scores = finetune(FinetuneConfig(model=model, out=str(where), epochs=epochs, **common), log=log,
+                          wrap_objective=wrap, train_changes=changes)
+    return scores
+
+
 def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
     """Distil as ``config`` says; writes the student, tokenizer, metrics.jsonl and loss.png to ``out``.
     Returns the Trainer's TrainResult."""
@@ -227,6 +334,8 @@ def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
         def log(message: str) -> None:
             if info.is_main:
                 print(message, flush=True)
+    if config.task:
+        return distill_task(config, log=log)
     loss = config.loss()
     out, train = Path(str(config.out)), config.train
     check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=RUN_STATE, remove=False)

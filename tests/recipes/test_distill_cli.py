@@ -129,3 +129,47 @@ def test_bad_input(teachers, toy_shards, tmp_path, capsys):
     # the GPT teacher's tokenizer did not make the WordPiece shards
     assert "another tokenizer than the shards" in refused(teacher=teachers["gpt"])
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_tinybert_task_distillation_two_stages(teachers, toy_shards, tmp_path, capsys):
+    """General student -> stage 1 (intermediate layers) -> stage 2 (soft cross-entropy to a 'fine-tuned'
+    teacher); a teacher that was not fine-tuned on the task is refused."""
+    from lmforge.data.toyland import generate
+
+    generate(tmp_path / "toy", docs=5, examples=48, seed=0)
+    teacher = tmp_path / "cola-teacher"
+    Model.from_pretrained(teachers["bert"], head="seq-cls").save_pretrained(teacher)
+    Tokenizer.from_pretrained(teachers["bert"]).save_pretrained(teacher)
+    general = tmp_path / "general"
+    assert main(_args(teachers["bert"], toy_shards["wordpiece"], general, "--recipe", "tinybert", "--student",
+                      str(teachers["student_yaml"]), "--max-steps", "2")) == 0
+    task = ["distill", "--teacher", str(teacher), "--student", str(general), "--recipe", "tinybert", "--task",
+            "glue-cola", "--task-data", str(tmp_path / "toy" / "cola"), "--out", str(tmp_path / "task"),
+            "--task-epochs", "2", "--pred-epochs", "1", "--batch-size", "16", "--seq-len", "32", "--lr", "3e-3",
+            "--no-progress"]
+    assert main(task) == 2
+    assert "needs a teacher fine-tuned on glue-cola" in capsys.readouterr().err
+    (teacher / "task.json").write_text('{"task": "glue-cola", "labels": ["0", "1"]}')
+    assert main(task) == 0
+    stage1 = _train(tmp_path / "task" / "intermediate")
+    stage2 = _train(tmp_path / "task" / "prediction")
+    assert {"att_loss", "hidden_loss"} <= stage1[0].keys() and "pred_loss" in stage2[0]
+    assert stage1[-1]["hidden_loss"] < stage1[0]["hidden_loss"]
+    assert (tmp_path / "task" / "prediction" / "metrics.json").is_file()
+
+
+def test_prediction_stage_is_soft_cross_entropy_at_t1(teachers):
+    from lmforge.recipes.distill import TaskDistillation
+
+    torch.manual_seed(0)
+    teacher = Model.from_pretrained(teachers["bert"], head="seq-cls").eval()
+    student = Model(ModelConfig.from_preset("bert-tiny", head="seq-cls", vocab_size=300, num_layers=2,
+                                            hidden_size=16, num_heads=2, intermediate_size=32, max_positions=64)).eval()
+    base = type("Base", (), {"head": "", "seq_len": 0})()
+    objective = TaskDistillation(base, teacher, student, stage="prediction")
+    ids = torch.randint(5, 300, (4, 10))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1, 0])}
+    loss, _ = objective.loss(student, batch)
+    s, t = student(ids).logits.double(), teacher(ids).logits.double()
+    want = (-(t.softmax(-1)) * s.log_softmax(-1)).mean()  # task_distill.py soft_cross_entropy, T = 1
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
