@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--alpha-cos", type=float, default=None, help="weight of the cosine loss (default 1.0 for distilbert, else 0)")
     a("--ce-positions", default="masked", choices=["masked", "all"], help="KL rows: masked tokens or all real tokens")
     a("--mask-prob", type=float, default=None, help="MLM masking rate (default 0.15)")
+    a("--cache-topk", type=int, default=None, metavar="K", help="logits recipe, causal teacher: store its top-K "
+      "logits per position once (OUT/teacher-topk) instead of running it every step (default: run it)")
     a("--task", default=None, help="tinybert task distillation on this task (a fine-tuned --teacher, the general "
       "student as --student): stage 1 intermediate layers, stage 2 prediction layer")
     a("--task-data", default=None, metavar="DIR", help="the task's data directory (with --task)")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         student_layers=args.student_layers, layer_map=layer_map, student_init=args.student_init,
         temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
         ce_positions=args.ce_positions, mask_prob=args.mask_prob, val_batches=args.val_batches, device=args.device,
-        task=args.task, task_data=args.task_data, task_epochs=args.task_epochs, pred_epochs=args.pred_epochs,
+        cache_topk=args.cache_topk, task=args.task, task_data=args.task_data, task_epochs=args.task_epochs, pred_epochs=args.pred_epochs,
         resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes,
         train=TrainConfig.from_dict(train))
     distill(config)

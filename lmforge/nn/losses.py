@@ -223,3 +223,14 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     t = temperature
     target = F.softmax(teacher_logits.float() / t, dim=-1)
     return (-target * F.log_softmax(student_logits.float() / t, dim=-1)).mean()
+
+
+def topk_distillation_kl_loss(student_logits: torch.Tensor, teacher_values: torch.Tensor,
+                              teacher_indices: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """``distillation_kl_loss`` against cached teacher logits kept for the top k ids of each row only: the
+    teacher's distribution is softmax(values / T) renormalised over those k ids, the student's log-probabilities
+    are its full softmax read at the same ids. With k = V it is the full KL. student (N, V); values, indices (N, k)."""
+    t = temperature
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1).gather(-1, teacher_indices.long())  # (N, k)
+    log_q = F.log_softmax(teacher_values.float() / t, dim=-1)  # (N, k)
+    return (log_q.exp() * (log_q - log_p_student)).sum(-1).mean() * (t * t)

@@ -24,10 +24,14 @@ when the student has none (DistilBERT has none; the script drops them too).
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -165,6 +169,83 @@ def check_pair(teacher_config: Any, student_config: Any, *, recipe: str) -> None
                               "12 heads of 26)")
 
 
+# ---------------------------------------------------------------------------------------------- cached teacher logits
+class TopKCache:
+    """The teacher's top-k logits at every position of every training window of a causal LM, computed once
+    (``build``) and memory-mapped from ``directory`` (``values.npy`` float32 (N, L, k), ``indices.npy`` int32
+    (N, L, k), ``meta.json``), so later steps and epochs never run the teacher. Only for windows that are the
+    same every epoch (the clm objective's); dynamic MLM masks change the teacher's input every epoch."""
+
+    def __init__(self, directory: Path) -> None:
+        import numpy as np
+
+        self.directory = directory
+        self.meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        self.values = np.load(directory / "values.npy", mmap_mode="r")
+        self.indices = np.load(directory / "indices.npy", mmap_mode="r")
+
+    @classmethod
+    def open_or_build(cls, directory: str | Path, teacher: nn.Module, windows: Any, *, k: int, identity: dict,
+                      batch_size: int = 32, log: Any = print) -> TopKCache:
+        """The cache in ``directory`` when it was built for the same teacher, windows and k, else a new one
+        (written to a temporary folder, then renamed: a killed build leaves nothing that looks complete)."""
+        import shutil
+
+        import numpy as np
+
+        directory = Path(directory)
+        meta = {"k": k, "windows": len(windows), "seq_len": int(windows.seq_len), **identity}
+        if (directory / "meta.json").is_file():
+            cache = cls(directory)
+            if cache.meta == meta:
+                return cache
+            log(f"the teacher cache in {directory} was built for other settings; building it again")
+            shutil.rmtree(directory)
+        vocab = teacher.config.vocab_size
+        if not 1 <= k <= vocab:
+            raise ConfigError(f"--cache-topk must be between 1 and the vocabulary size {vocab}, got {k}")
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shape = (len(windows), int(windows.seq_len), k)
+        values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.float32, shape=shape)
+        indices = np.lib.format.open_memmap(tmp / "indices.npy", mode="w+", dtype=np.int32, shape=shape)
+        device = next(teacher.parameters()).device
+        teacher.eval()
+        log(f"caching the teacher's top-{k} logits of {len(windows):,} windows in {directory}")
+        with torch.no_grad():
+            for start in range(0, len(windows), batch_size):
+                ids = np.stack([windows.window(i) for i in range(start, min(start + batch_size, len(windows)))])
+                logits = teacher(torch.from_numpy(ids).to(device)).logits.float()  # (b, L, V)
+                top = logits.topk(k, dim=-1)
+                values[start:start + len(ids)] = top.values.cpu().numpy()
+                indices[start:start + len(ids)] = top.indices.to(torch.int32).cpu().numpy()
+        values.flush()
+        indices.flush()
+        del values, indices
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        tmp.rename(directory)
+        return cls(directory)
+
+    def rows(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices), each (B, L, k), of the given window ids."""
+        ids = windows.cpu().numpy()
+        return torch.from_numpy(self.values[ids]), torch.from_numpy(self.indices[ids])
+
+
+class _IndexedWindows:
+    """The clm objective's windows, each example carrying its window id (the cache's row)."""
+
+    def __init__(self, windows: Any) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def example(self, index: int, *, seed: int, epoch: int) -> dict[str, Any]:
+        return {**self.windows.example(index, seed=seed, epoch=epoch), "window": index}
+
+
 # ---------------------------------------------------------------------------------------------- the objective
 class Distillation(ObjectiveBase):
     """A pre-training objective (mlm or clm) for the data, a frozen teacher and one recipe's loss.
@@ -174,8 +255,12 @@ class Distillation(ObjectiveBase):
     projection, which the Trainer optimizes and checkpoints (``extra_modules``)."""
 
     def __init__(self, base: Any, teacher: nn.Module, loss: DistillLoss, *, student_config: Any,
-                 layer_maps: tuple[list[int], list[int]] | None = None) -> None:
+                 layer_maps: tuple[list[int], list[int]] | None = None, cache: TopKCache | None = None) -> None:
         check_pair(teacher.config, student_config, recipe=loss.recipe)
+        if cache is not None and (loss.recipe != "logits" or base.head != "clm"):
+            raise ConfigError("cached teacher logits (--cache-topk) are for --recipe logits with a causal teacher: "
+                              "its windows are the same every epoch, while MLM masks change")
+        self.cache = cache
         self.base, self.teacher, self.config = base, teacher, loss
         self.name = f"distill-{loss.recipe}"
         self.head, self.seq_len = base.head, base.seq_len
@@ -196,10 +281,16 @@ class Distillation(ObjectiveBase):
         return self.base.heads(config)
 
     def examples(self, dataset: Any) -> Any:
-        return self.base.examples(dataset)
+        windows = self.base.examples(dataset)
+        if self.cache is not None and getattr(dataset, "split", None) == "train":
+            return _IndexedWindows(windows)  # validation windows run the teacher
+        return windows
 
     def collate(self, examples: Sequence[Any]) -> Batch:
-        return self.base.collate(examples)
+        batch = self.base.collate(examples)
+        if examples and "window" in examples[0]:
+            batch["window"] = torch.tensor([int(e["window"]) for e in examples])
+        return batch
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"projection": self.projection} if self.projection is not None else {}
@@ -235,7 +326,12 @@ class Distillation(ObjectiveBase):
         kw = {"output_hidden_states": want_hidden}
         s = model(ids, attention_mask=mask, token_type_ids=self._types(model, batch),
                   labels=labels if gathered else None, **kw)
-        t = self._teacher(batch, labels=labels if gathered else None, **kw)
+        cached = self.cache is not None and "window" in batch
+        if cached:  # the teacher's top-k logits of these windows, computed once
+            values, indices = (x.to(ids.device) for x in self.cache.rows(batch["window"]))  # (B, L, k) each
+            t = SimpleNamespace(logits=values)
+        else:
+            t = self._teacher(batch, labels=labels if gathered else None, **kw)
         if gathered:  # (N masked, V) each
             s_rows, t_rows, hard = s.logits, t.logits, s.loss
         elif causal:  # position j predicts token j + 1: every position but the last, where a label follows
@@ -245,7 +341,12 @@ class Distillation(ObjectiveBase):
         else:  # every real token
             s_rows, t_rows = s.logits[real], t.logits[real]
             hard = losses.masked_lm_loss(s.logits, labels)
-        kl = losses.distillation_kl_loss(s_rows, t_rows, temperature=c.temperature)
+        if cached:
+            t_idx = indices[:, :-1][rows]  # (N, k)
+            kl = losses.topk_distillation_kl_loss(s_rows, t_rows, t_idx, temperature=c.temperature)
+            t_rows = t_idx[:, :1].squeeze(-1)  # the teacher's top id (for the agreement metric)
+        else:
+            kl = losses.distillation_kl_loss(s_rows, t_rows, temperature=c.temperature)
         loss = c.alpha_ce * kl + c.alpha_mlm * hard
         metrics: Metrics = {"kl_loss": kl.detach(), f"{'clm' if causal else 'mlm'}_loss": hard.detach()}
         if want_hidden:
@@ -253,7 +354,8 @@ class Distillation(ObjectiveBase):
             loss = loss + c.alpha_cos * cos
             metrics["cos_loss"] = cos.detach()
         with torch.no_grad():
-            agree = (s_rows.argmax(-1) == t_rows.argmax(-1)).float().mean() if len(s_rows) else torch.zeros(())
+            top = t_rows if cached else t_rows.argmax(-1)
+            agree = (s_rows.argmax(-1) == top).float().mean() if len(s_rows) else torch.zeros(())
         tokens = real.sum()
         metrics.update(loss=loss.detach(), teacher_agreement=agree, weight=tokens, tokens=tokens)
         return loss, metrics
@@ -283,5 +385,5 @@ def tinybert_terms(student_out: Any, teacher_out: Any, *, att_map: Sequence[int]
     return att, hidden  # type: ignore[return-value]
 
 
-__all__ = ["CE_POSITIONS", "RECIPES", "DistillLoss", "Distillation", "check_layer_map", "check_pair",
+__all__ = ["CE_POSITIONS", "RECIPES", "DistillLoss", "Distillation", "TopKCache", "check_layer_map", "check_pair",
            "distilbert_layer_map", "init_from_teacher", "tinybert_layer_maps", "tinybert_terms"]

@@ -52,6 +52,7 @@ class DistillConfig:
     alpha_cos: float | None = None  # weight of the cosine loss (distilbert 1.0, else 0)
     ce_positions: str = "masked"  # KL rows: masked tokens, or "all" real tokens
     mask_prob: float | None = None  # MLM masking rate (0.15)
+    cache_topk: int | None = None  # logits recipe, causal teacher: cache its top-k logits per position once (OUT/teacher-topk)
     val_batches: int = 20  # validation batches per evaluation (0 = none)
     task: str | None = None  # tinybert task distillation: a task name (lmforge.tasks.TASKS); then no ``data``
     task_data: str | None = None  # the task's data directory
@@ -182,7 +183,7 @@ def _run_record(config: DistillConfig, loss: Any, train_set: Any, layer_map: lis
     """The settings a resume compares: the recipe and its resolved weights, both models, the data."""
     run = {"teacher": config.teacher, "student": config.student, "data": config.data, **dataclasses.asdict(loss),
            "student_layers": config.student_layers, "layer_map": layer_map, "student_init": config.student_init,
-           "mask_prob": config.mask_prob, "val_batches": config.val_batches}
+           "mask_prob": config.mask_prob, "val_batches": config.val_batches, "cache_topk": config.cache_topk}
     for name in ("teacher", "student", "data"):
         if run[name] is not None and Path(str(run[name])).exists():
             run[name] = str(Path(str(run[name])).resolve())
@@ -204,6 +205,22 @@ def evaluator(objective: Any, source: Any, *, device: Any, max_batches: int) -> 
         return {k: v for k, v in reduce_metrics(items).items() if k not in COUNT_METRICS}
 
     return evaluate
+
+
+CACHE_DIR = "teacher-topk"
+
+
+def _cache(config: DistillConfig, teacher: Any, windows: Any, train_set: Any, *, log: Log) -> Any:
+    """OUT/teacher-topk for this teacher (path, size and time of its weights) and these shards."""
+    from lmforge.objectives.distill import TopKCache
+
+    weights = Path(str(config.teacher)) / "model.safetensors"
+    stat = weights.stat() if weights.is_file() else None
+    identity = {"teacher": str(Path(str(config.teacher)).resolve()), "teacher_bytes": stat.st_size if stat else None,
+                "teacher_mtime_ns": stat.st_mtime_ns if stat else None, "data_tokenizer_hash": train_set.tokenizer_hash,
+                "data_train_tokens": train_set.num_tokens}
+    return TopKCache.open_or_build(Path(str(config.out)) / CACHE_DIR, teacher, windows, k=int(config.cache_topk),
+                                   identity=identity, batch_size=config.train.batch_size, log=log)
 
 
 def load_teacher(path: str) -> Any:
@@ -338,7 +355,8 @@ def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
         return distill_task(config, log=log)
     loss = config.loss()
     out, train = Path(str(config.out)), config.train
-    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=RUN_STATE, remove=False)
+    owned = (*RUN_STATE, CACHE_DIR, CACHE_DIR + ".tmp")
+    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=False)
     train_set, tokenizer = _train_set(SimpleNamespace(data=config.data, tokenizer=None))
     teacher = load_teacher(str(config.teacher))
     check_model_tokenizer(SimpleNamespace(model=config.teacher, data=config.data), train_set, log=log)
@@ -354,6 +372,9 @@ def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
     base = build_objective(name, tokenizer=tokenizer, seq_len=train.seq_len, masking=masking)
     seed_everything(train.seed)
     student, layer_map = build_student(config, teacher, head=base.head, log=log)
+    if config.cache_topk and (loss.recipe != "logits" or name != "clm"):
+        raise ConfigError("cached teacher logits (--cache-topk) are for --recipe logits with a causal teacher: its "
+                          "windows are the same every epoch, while MLM masks change")
     objective = Distillation(base, teacher, loss, student_config=student.config)
     if loss.recipe == "tinybert":
         log(f"tinybert: attention map {objective.att_map}, hidden-state map {objective.hidden_map} (0 = embeddings), "
@@ -374,7 +395,11 @@ def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
                                                     f"{loss.alpha_mlm:g} x {name} + {loss.alpha_cos:g} x cos")
     log(f"distill {loss.recipe}{weights}; teacher {t_params:,} parameters -> student {s_params:,} "
         f"({s_params / t_params:.0%}), {train_set.num_tokens:,} tokens")
-    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=RUN_STATE, remove=info.is_main)
+    check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=info.is_main)
+    if config.cache_topk:
+        objective.cache = _cache(config, teacher.to(info.device), base.examples(train_set), train_set, log=log)
+        source = BatchSource(objective, train_set, batch_size=train.batch_size, seed=train.seed, rank=info.rank,
+                             world_size=info.world_size)  # the examples now carry their window (cache row)
     trainer = Trainer(student, objective, source, train, out_dir=out, evaluate=evaluate, tokenizer=tokenizer,
                       dist=info, run_config=_run_record(config, loss, train_set, layer_map))
     result = trainer.train(resume=config.resume, allow_changes=config.allow_changes)

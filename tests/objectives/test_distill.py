@@ -216,3 +216,18 @@ def test_tinybert_terms_pick_the_mapped_layers() -> None:
     assert set(objective.extra_modules()) == {"projection"}
     att, hid = tinybert_terms(s, s, att_map=[0, 1], hidden_map=[0, 1, 2], projection=None, key_padding=None)
     assert att.item() == 0 and hid.item() == 0
+
+
+def test_topk_kl_with_every_id_is_the_full_kl_and_renormalises_a_few() -> None:
+    s, t = torch.randn(6, 11, generator=G) * 2, torch.randn(6, 11, generator=G) * 2
+    full = losses.distillation_kl_loss(s, t, temperature=2.0)
+    values, indices = t.topk(11, dim=-1)
+    torch.testing.assert_close(losses.topk_distillation_kl_loss(s, values, indices, temperature=2.0), full)
+    values, indices = t.topk(3, dim=-1)
+    want = 0.0
+    for row in range(6):  # the teacher's 3 best ids renormalised; the student's full softmax at those ids
+        q = _softmax64([float(v) / 2.0 for v in values[row]])
+        ps = _softmax64([float(x) / 2.0 for x in s[row]])
+        want += sum(qj * (math.log(qj) - math.log(ps[int(i)])) for qj, i in zip(q, indices[row]))
+    got = losses.topk_distillation_kl_loss(s, values, indices, temperature=2.0)
+    assert got.item() == pytest.approx(4.0 * want / 6, rel=1e-5)

@@ -3,6 +3,7 @@ each term, a resumed run is bitwise the uninterrupted one, a resume with other r
 and bad input gets one message (exit 2)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -173,3 +174,32 @@ def test_prediction_stage_is_soft_cross_entropy_at_t1(teachers):
     s, t = student(ids).logits.double(), teacher(ids).logits.double()
     want = (-(t.softmax(-1)) * s.log_softmax(-1)).mean()  # task_distill.py soft_cross_entropy, T = 1
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_cached_teacher_logits_for_a_decoder(teachers, toy_shards, tmp_path, capsys, monkeypatch):
+    """--cache-topk: the teacher runs once over the training windows; with k = the vocabulary the cached run
+    is the live run (same losses), and a second run reuses the cache without calling the teacher."""
+    common = ("--recipe", "logits", "--student-layers", "1", "--max-steps", "6", "--val-batches", "0")
+    live, cached = tmp_path / "live", tmp_path / "cached"
+    assert main(_args(teachers["gpt"], toy_shards["bpe"], live, *common)) == 0
+    assert main(_args(teachers["gpt"], toy_shards["bpe"], cached, *common, "--cache-topk", "300")) == 0
+    assert "caching the teacher's top-300 logits" in capsys.readouterr().out
+    for a, b in zip(_train(live), _train(cached)):
+        assert a["kl_loss"] == pytest.approx(b["kl_loss"], rel=1e-4, abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    meta = json.loads((cached / "teacher-topk" / "meta.json").read_text())
+    assert meta["k"] == 300 and meta["seq_len"] == 32
+
+    forward = Model.forward
+
+    def student_only(self, *a, **k):  # the teacher has 2 layers, the student 1
+        assert self.config.num_layers == 1, "the teacher ran although its logits are cached"
+        return forward(self, *a, **k)
+
+    again = tmp_path / "again"
+    shutil.copytree(cached / "teacher-topk", again / "teacher-topk")
+    monkeypatch.setattr(Model, "forward", student_only)
+    assert main(_args(teachers["gpt"], toy_shards["bpe"], again, *common, "--cache-topk", "300", "--resume")) == 0
+    assert "caching" not in capsys.readouterr().out
+    assert main(_args(teachers["bert"], toy_shards["wordpiece"], tmp_path / "bad", "--cache-topk", "5")) == 2
+    assert "for --recipe logits with a causal teacher" in capsys.readouterr().err
