@@ -123,7 +123,7 @@ def task_distill(out: Path, teacher_cola: Path, general: Path, cola: Path, seed:
     return json.loads((where / "scores.json").read_text()) | {"dir": str(where / "prediction")}
 
 
-def latencies(dirs: dict[str, str], rounds: int = 30) -> dict[str, dict[str, float]]:
+def latencies(dirs: dict[str, str], rounds: int = 90) -> dict[str, dict[str, float]]:
     """Median forward time of each classifier at batch 1 and 32 (one thread, eval, no grad), in turns."""
     import torch
 
