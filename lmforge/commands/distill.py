@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--cache-topk", type=int, default=None, metavar="K", help="logits recipe, causal teacher: store its top-K "
       "logits per position once (OUT/teacher-topk) instead of running it every step (default: run it)")
     a("--task", default=None, help="tinybert task distillation on this task (a fine-tuned --teacher, the general "
-      "student as --student): stage 1 intermediate layers, stage 2 prediction layer")
-    a("--task-data", default=None, metavar="DIR", help="the task's data directory (with --task)")
+      "student as --student): stage 1 intermediate layers, stage 2 prediction layer (default: none, general "
+      "distillation on --data)")
+    a("--task-data", default=None, metavar="DIR", help="the task's data directory (required with --task)")
     a("--task-epochs", type=float, default=10.0, help="task stage 1 epochs")
     a("--pred-epochs", type=float, default=3.0, help="task stage 2 epochs")
     a("--seq-len", type=int, default=128, help="tokens per sequence (the task's max length with --task)")
