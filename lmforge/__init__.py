@@ -1,4 +1,4 @@
-"""lmforge: pre-train, fine-tune, evaluate and prompt Transformer language models.
+"""lmforge: pre-train, fine-tune, distil, compress, evaluate, prompt and serve Transformer language models.
 
 The public API, nothing else. Names resolve lazily so `import lmforge` stays fast and a CLI call
 pays only for what it uses.

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("lmforge.commands.tokenize", "Print the tokens and ids a tokenizer gives for a text (or a pair)."),
     "prepare": ("lmforge.commands.prepare", "Tokenize a corpus into memory-mapped shards for pre-training."),
     "pretrain": ("lmforge.commands.pretrain", "Pre-train a model with clm / mlm / mlm+nsp / mlm+sop."),
+    "distill": ("lmforge.commands.distill", "Distil a teacher into a smaller student (DistilBERT, TinyBERT, logits)."),
     "finetune": ("lmforge.commands.finetune", "Fine-tune a model on a task (GLUE, SQuAD, SWAG, tagging, your csv/jsonl)."),
     "evaluate": ("lmforge.commands.evaluate", "Evaluate a fine-tuned model on a task split."),
     "predict": ("lmforge.commands.predict", "Write a fine-tuned model's predictions for a task split."),
@@ -37,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # commands that continue after Ctrl-C -> the flag that makes them ("": the same command line again)
-RESUMABLE = {"pretrain": "--resume", "finetune": "--resume", "quickstart": ""}
+RESUMABLE = {"pretrain": "--resume", "distill": "--resume", "finetune": "--resume", "quickstart": ""}
 
 
 # argparse reads "-1e-4" as an option (it only knows -1 and -0.5): accept every float spelling as a number

@@ -175,3 +175,62 @@ def causal_lm_loss_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, label
     Position t predicts ``labels[:, t + 1]``; the last position predicts nothing and is skipped.
     """
     return linear_cross_entropy(hidden[:, :-1], weight, labels[:, 1:], bias, chunk=chunk)
+
+
+# --------------------------------------------------------------------------- distillation (lmforge distill)
+def distillation_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
+                         temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), summed over the vocabulary and averaged over
+    the rows (HF distillation/distiller.py: ``KLDivLoss(reduction="batchmean")`` on the selected rows, times
+    ``temperature ** 2`` so the gradient scale does not depend on T; Hinton et al. 2015).
+    Both (N, V): one row per position taking part (masked tokens, or every real token)."""
+    t = temperature
+    s = F.log_softmax(student_logits.float() / t, dim=-1)
+    p = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return F.kl_div(s, p, reduction="batchmean", log_target=True) * (t * t)
+
+
+def cosine_embedding_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """DistilBERT's L_cos: mean over rows of 1 - cos(student, teacher) (``CosineEmbeddingLoss`` with target 1
+    on the last hidden states of the real tokens, distiller.py). Both (N, H)."""
+    return (1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)).mean()
+
+
+def attention_score_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                         key_padding: torch.Tensor | None = None) -> torch.Tensor:
+    """TinyBERT's attention loss for one layer pair: MSE of the pre-softmax scores (B, nh, T, T) with the
+    entries of padding keys zeroed in both (general_distill.py / task_distill.py zero what the -10000 mask
+    made <= -1e2). ``key_padding`` (B, T), True = real token; None = no padding."""
+    s, t = student_scores.float(), teacher_scores.float()
+    if key_padding is not None:
+        keep = key_padding.bool()[:, None, None, :]  # (B, 1, 1, T)
+        s, t = s.masked_fill(~keep, 0.0), t.masked_fill(~keep, 0.0)
+    return F.mse_loss(s, t)
+
+
+def hidden_state_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                      projection: torch.nn.Module | None = None) -> torch.Tensor:
+    """TinyBERT's hidden / embedding loss for one layer pair: MSE(student @ W + b, teacher), W the learned
+    (H_student -> H_teacher) projection (``fit_dense``), over every position as the reference does."""
+    s = projection(student_hidden) if projection is not None else student_hidden
+    return F.mse_loss(s.float(), teacher_hidden.float())
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """TinyBERT's prediction-layer loss (task_distill.py ``soft_cross_entropy``):
+    mean over every (row, class) element of -softmax(teacher / T) * log_softmax(student / T)."""
+    t = temperature
+    target = F.softmax(teacher_logits.float() / t, dim=-1)
+    return (-target * F.log_softmax(student_logits.float() / t, dim=-1)).mean()
+
+
+def topk_distillation_kl_loss(student_logits: torch.Tensor, teacher_values: torch.Tensor,
+                              teacher_indices: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """``distillation_kl_loss`` against cached teacher logits kept for the top k ids of each row only: the
+    teacher's distribution is softmax(values / T) renormalised over those k ids, the student's log-probabilities
+    are its full softmax read at the same ids. With k = V it is the full KL. student (N, V); values, indices (N, k)."""
+    t = temperature
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1).gather(-1, teacher_indices.long())  # (N, k)
+    log_q = F.log_softmax(teacher_values.float() / t, dim=-1)  # (N, k)
+    return (log_q.exp() * (log_q - log_p_student)).sum(-1).mean() * (t * t)

@@ -444,8 +444,12 @@ def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_len
         progress=config.progress, log_every=max(1, steps_per_epoch // 4))
 
 
-def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
-    """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
+def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Callable[[Any, Any], Any] | None = None,
+             train_changes: dict[str, Any] | None = None) -> dict[str, float]:
+    """One fine-tuning run (see the module docstring); returns the best epoch's metrics.
+
+    ``wrap_objective(task_objective, model)`` replaces the loss (TinyBERT's task distillation, recipes/distill.py)
+    and ``train_changes`` fields of the TrainConfig (e.g. no keep-best for a stage without a meaningful score)."""
     from lmforge.objectives.base import BatchSource
     from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer
@@ -478,6 +482,8 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
                      for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
+    if wrap_objective is not None:
+        objective = wrap_objective(objective, model)
     dist = init_distributed(config.device)  # under torchrun each process trains on its slice of each batch
     # everything is read and checked: only now does --overwrite remove the previous run's files
     check_out_dir(out, overwrite=config.overwrite, resume=config.resume, owned=owned, remove=dist.is_main)
@@ -487,6 +493,8 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
                          world_size=dist.world_size, drop_last=dist.world_size > 1)
     tc = train_config(config, task, batch_size=batch_size, max_length=max_length, steps_per_epoch=len(source))
+    if train_changes:
+        tc = dataclasses.replace(tc, **train_changes)
 
     def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
         scores: dict[str, float] = {}

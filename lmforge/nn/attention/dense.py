@@ -48,7 +48,7 @@ class DenseAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, *, mask: AttentionMask, past: KV | LayerSlot | None = None,
                 use_cache: bool = False,
-                output_attentions: bool = False, query_index: torch.Tensor | None = None,
+                output_attentions: bool | str = False, query_index: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
         if past is None and not use_cache and not output_attentions and (
                 query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
@@ -72,6 +72,7 @@ class DenseAttention(nn.Module):
         probs = None
         if output_attentions:
             scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
+            raw = scores  # output_attentions="scores": the pre-softmax maps, unmasked (TinyBERT's loss reads them)
             allowed = mask.dense
             if mask.is_causal:
                 allowed = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
@@ -79,6 +80,8 @@ class DenseAttention(nn.Module):
                 scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
             probs = scores.softmax(dim=-1)
             y = self.dropout(probs) @ v  # (B, nh, T, hs)
+            if output_attentions == "scores":
+                probs = raw
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
                                                dropout_p=self.dropout_p if self.training else 0.0,
