@@ -4,6 +4,7 @@ Also a script: ``python toy.py OUT --steps N --save-every K [--resume] [--sleep 
 trains the toy model with the real Trainer (used by the SIGKILL, torchrun, FSDP and fault tests).
 ``--model gpt``: a tiny lmforge GPT instead (tied embeddings: its decoder reads the word embedding);
 ``--enospc-at-save N``: the N-th checkpoint write fails with "No space left on device";
+``--save-pause S``: every checkpoint write pauses S seconds before its manifest (a window to kill it in);
 ``--shards FILE``: each rank writes its local shard of the word embedding before and after training.
 """
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--on-nan", default="stop")
     ap.add_argument("--enospc-at-save", type=int, default=None)
     ap.add_argument("--shards", default=None)
+    ap.add_argument("--save-pause", type=float, default=0.0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     info = init_distributed(args.device)
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return inner(model, batch)
 
         objective.loss = slow
+    if args.save_pause:
+        _pause_checkpoint_writes(args.save_pause)
     if args.enospc_at_save:
         _fail_checkpoint_write(args.enospc_at_save)
     trainer = Trainer(model, objective, source, cfg, out_dir=args.out, dist=info)
@@ -153,6 +157,18 @@ def _fail_checkpoint_write(n: int) -> None:
 
     ckpt.save_weights = wrap(ckpt.save_weights)
     dcp.save = wrap(dcp.save)
+
+
+def _pause_checkpoint_writes(seconds: float) -> None:
+    from lmforge.train import checkpoint as ckpt
+
+    write = ckpt.write_manifest
+
+    def paused(directory):
+        time.sleep(seconds)  # the checkpoint's files are half there: a kill now must leave the previous one usable
+        return write(directory)
+
+    ckpt.write_manifest = paused
 
 
 _SHARDS: dict[str, torch.Tensor] = {}
