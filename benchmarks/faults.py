@@ -7,7 +7,8 @@ final weights are bitwise identical to an uninterrupted run.
 The run is ``tests/train/toy.py --model gpt``: a 2-layer lmforge GPT (tied embeddings, dropout 0.1, so the
 RNG state matters) trained by the real Trainer with real checkpoints every 5 steps. Every 4th kill lands
 inside a checkpoint write (the write pauses before its manifest, the kill comes during the pause: files
-half there); the others at a uniformly random moment of the run. Half the single-process kills use
+half there); the others at a uniformly random point of the training (a random step, a random moment in
+it, placed by the run's progress so that load on the machine cannot push it past the end). Half the single-process kills use
 sharded (``--distributed fsdp``, DCP) checkpoints, half plain ones. Under torchrun (2 processes, FSDP)
 one rank is SIGKILLed; torchrun stops the other; ``--resume`` under torchrun continues.
 
@@ -108,8 +109,10 @@ def _in_write(out: Path) -> bool:
 
 def one_kill(n: int, ref: Path, work: Path, *, fmt: str, procs: int, moment: str, at: float,
              rng: random.Random, plan: Plan) -> Kill:
-    """Start a run, SIGKILL it (a rank of it under torchrun) at ``at`` seconds or inside a checkpoint write,
-    resume it to the end and compare with ``ref``."""
+    """Start a run, SIGKILL it (a rank of it under torchrun) at ``at`` (a fractional step: when step
+    ``int(at)`` has been logged, plus that fraction of a step's time) or inside a checkpoint write, resume
+    it to the end and compare with ``ref``. Progress, not wall time, places the kill: the machine's load
+    cannot push it past the end of the run."""
     out = work / f"kill-{n:02d}"
     shutil.rmtree(out, ignore_errors=True)
     start = time.monotonic()
@@ -126,8 +129,11 @@ def one_kill(n: int, ref: Path, work: Path, *, fmt: str, procs: int, moment: str
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, plan.pause * 0.8))
     else:
-        while proc.poll() is None and time.monotonic() - start < at:
-            time.sleep(0.005)
+        step, fraction = int(at), at - int(at)
+        while proc.poll() is None and len(_train_records(out)) < step:
+            time.sleep(0.002)
+        per_step = SLEEP * 1.5  # about a step's time (the run sleeps SLEEP per micro-batch)
+        time.sleep(fraction * per_step)
     if procs == 1:
         victim = proc.pid
     else:  # one rank: a worker of torchrun's agent
@@ -195,8 +201,8 @@ def campaign(kills: int, torchrun_kills: int, seed: int, work: Path, log=print, 
             log(f"reference ({fmt} checkpoints, {procs} process(es)): {took:.1f} s, first step logged at {first:.1f} s")
         ref, first, took = refs[fmt, procs]
         rng = random.Random(seed * 1000 + n)
-        # a moment of the training (not of python's start-up): uniform over the reference's training time
-        at = first + rng.uniform(0.0, 0.9) * (took - first)
+        # a moment of the training, uniform over its steps (0: before the first step is logged)
+        at = rng.uniform(0.0, plan.steps - 1)
         row = one_kill(n, ref, work, fmt=fmt, procs=procs, moment=moment, at=at, rng=rng, plan=plan)
         log(f"kill {n:2d}: {row.launcher}, {fmt}, {moment}, at {row.killed_at_s:.2f} s ({row.steps_logged} steps "
             f"logged{', in a checkpoint write' if row.in_write else ''}), resumed from step {row.resumed_from}: "

@@ -40,6 +40,12 @@ class Model(nn.Module):
         self.config = config
         self.body = Transformer(config)
         self.head = build_head(config)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The initialisation of a fresh model (``Model(config)`` runs it; a model built on the meta device
+        and sharded runs it after ``to_empty``, each process on its shards)."""
+        config = self.config
         self.apply(self._init_module)
         if config.scaled_residual_init:
             # GPT-2: residual projections scaled by 1 / sqrt(2 * n_layers) (two residual adds per layer)

@@ -39,6 +39,11 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(config.max_positions, config.embed_size), persistent=False)
 
+    def reset_buffers(self) -> None:
+        """Recompute the table (after ``to_empty`` of a model built on the meta device)."""
+        with torch.no_grad():
+            self.table.copy_(sinusoidal_table(self.table.size(0), self.table.size(1)).to(self.table.device))
+
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return self.table[position_ids]
 

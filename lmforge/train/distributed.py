@@ -96,6 +96,34 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp",
     return DDP(model, device_ids=ids, find_unused_parameters=True)
 
 
+def on_meta(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device (shapes only, no memory)."""
+    return any(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()])
+
+
+def materialize(model: torch.nn.Module, device: torch.device, *, seed: int | None = None) -> torch.nn.Module:
+    """Allocate a meta-device model on ``device`` and initialise it: after ``fully_shard`` each process
+    allocates and initialises only its shards, so a model larger than one process's memory never exists
+    whole. Uses the model's ``init_weights`` (else each module's ``reset_parameters``) and recomputes
+    fixed buffers (``reset_buffers``). ``seed``: seed the init with it first (per rank: on CPU a DTensor's
+    random init draws each shard from the local generator, so equal seeds would give equal shards)."""
+    model.to_empty(device=device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        raw = unwrap(model)
+        if hasattr(raw, "init_weights"):
+            raw.init_weights()
+        else:
+            for module in raw.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        for module in raw.modules():
+            if hasattr(module, "reset_buffers"):
+                module.reset_buffers()
+    return model
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The user's module inside DDP / torch.compile wrappers."""
     while True:
@@ -206,5 +234,5 @@ def cleanup() -> None:
 
 
 __all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
-           "gather_objects", "init_distributed", "is_fsdp", "load_optimizer_state", "load_sharded_state_dicts",
+           "gather_objects", "init_distributed", "is_fsdp", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
            "sharded_state_dicts", "unwrap", "wrap_model"]

@@ -45,8 +45,8 @@ from lmforge.errors import CheckpointError, ConfigError, DataError, LmforgeError
 import lmforge.train.checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
-                                       gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
-                                       wrap_model)
+                                       gather_objects, init_distributed, is_fsdp, load_optimizer_state, materialize,
+                                       on_meta, unwrap, wrap_model)
 from lmforge.train.logging import RunLogger, plot_loss
 from lmforge.train.optim import build_optimizer, build_scheduler, param_groups
 
@@ -208,7 +208,9 @@ class Trainer:
         self.evaluate_fn, self.tokenizer, self.save_extra = evaluate, tokenizer, save_extra
         self.dist = dist or init_distributed()
         self.device = self.dist.device
-        self.model = model.to(self.device)
+        # a model built on the meta device is allocated after FSDP sharded it (train()), each rank its shards
+        self._meta = on_meta(model) and config.distributed == "fsdp"
+        self.model = model if self._meta else (materialize(model, self.device) if on_meta(model) else model.to(self.device))
         self.extra = dict(objective.extra_modules()) if hasattr(objective, "extra_modules") else {}
         for module in self.extra.values():
             module.to(self.device)
@@ -282,6 +284,9 @@ class Trainer:
         fsdp = cfg.distributed == "fsdp"
         if fsdp:  # FSDP2 shards parameters in place; the optimizer must see the sharded ones
             self.model = wrap_model(self.model, info, strategy="fsdp", precision=self.autocast_dtype)
+            if self._meta:
+                self.model = materialize(self.model, self.device, seed=cfg.seed + 7919 * (info.rank + 1))
+                self._meta = False
         groups = self._groups or param_groups(self._named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                               head_lr=cfg.head_lr, layer_lr_decay=cfg.layer_lr_decay,
                                               num_layers=getattr(getattr(raw, "config", None), "num_layers", None))

@@ -105,14 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--enospc-at-save", type=int, default=None)
     ap.add_argument("--shards", default=None)
     ap.add_argument("--save-pause", type=float, default=0.0)
+    ap.add_argument("--meta", action="store_true", help="build the model on the meta device")
+    ap.add_argument("--grad-ckpt", action="store_true", help="recompute activations (grad_checkpointing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     info = init_distributed(args.device)
     seed_everything(0)
-    model = ToyLM(args.dropout) if args.model == "toy" else tiny_gpt(args.dropout)
+    with torch.device("meta") if args.meta else torch.device("cpu"):
+        model = ToyLM(args.dropout) if args.model == "toy" else tiny_gpt(args.dropout)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, global_batch_size=args.global_batch,
                       lr=3e-3, warmup_steps=3, save_every=args.save_every, keep=2, log_every=1, progress=False,
-                      seq_len=SEQ, distributed=args.distributed, on_nan=args.on_nan)
+                      seq_len=SEQ, distributed=args.distributed, on_nan=args.on_nan, grad_checkpointing=args.grad_ckpt)
     source = list_source(toy_examples(), collate, batch_size=args.batch_size, seed=0, rank=info.rank,
                          world_size=info.world_size)
     objective = ToyObjective(nan_at_call=args.nan_at)
