@@ -133,3 +133,29 @@ def test_gpt3_presets_build_on_the_meta_device_without_memory(preset):
     assert on_meta(model) and all(p.device.type == "meta" for p in model.parameters())
     billions = {"gpt3-175b": 175, "gpt3-13b": 13, "gpt3-xl": 1.3}[preset]
     assert abs(model.num_parameters() / 1e9 - billions) / billions < 0.05
+
+
+def test_another_number_of_processes_with_another_global_batch_is_refused_naming_the_flag(tmp_path):
+    """A run saved on 2 processes x 1 micro-batch resumed on 1 process without --global-batch-size would
+    take half the global batch: refused, naming the flag and value that keep it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import toy
+
+    from lmforge.errors import ConfigError
+    from lmforge.train import TrainConfig, Trainer, list_source
+    from lmforge.train import checkpoint as ckpt
+
+    def trainer(out: Path) -> Trainer:
+        cfg = TrainConfig(max_steps=4, batch_size=8, save_every=2, progress=False, distributed="fsdp")
+        return Trainer(toy.ToyLM(), toy.ToyObjective(), list_source(toy.toy_examples(), toy.collate, batch_size=8),
+                       cfg, out_dir=out)
+
+    trainer(tmp_path).train()
+    for name in ("model.safetensors", "trainer_state.json"):
+        (tmp_path / name).unlink()
+    step = tmp_path / "checkpoints" / "step-00000004"
+    state = json.loads((step / "trainer_state.json").read_text())
+    (step / "trainer_state.json").write_text(json.dumps({**state, "world_size": 2}))
+    ckpt.write_manifest(step)  # as a 2-process run would have written it
+    with pytest.raises(ConfigError, match="ran on 2 with 2 micro-batch.*--global-batch-size 16"):
+        trainer(tmp_path).train(resume=True)
