@@ -210,6 +210,35 @@ def test_sigterm_checkpoints_at_the_step_boundary_exits_0_and_resume_continues(b
     _same_final(tmp_path / "ref", tmp_path / "run")
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    """Under torchrun (2 processes, FSDP) only rank 1 gets SIGTERM: the flag is all-reduced, so both ranks
+    write the sharded checkpoint of the same step and exit 0 (torchrun too)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(REPO / "tests" / "train" / "toy.py"), str(out), "--model", "gpt", "--steps", "200",
+                             "--global-batch", "16", "--distributed", "fsdp", "--sleep", "0.02"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_lines(out / "metrics.jsonl")) < 2:
+        time.sleep(0.01)
+    ranks = {}
+    for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        rank = next(e for e in environ if e.startswith(b"RANK=")).split(b"=")[1]
+        ranks[int(rank)] = int(pid)
+    os.kill(ranks[1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped by SIGTERM after step" in err, err[-3000:]
+    stopped = json.loads(_lines(out / "metrics.jsonl")[-1])["step"]
+    assert stopped < 200
+    step = out / "checkpoints" / ckpt.checkpoint_name(stopped)
+    assert ckpt.verify_checkpoint(step) is None
+    assert sorted(p.name for p in (step / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+
+
 def _lines(path: Path) -> list[str]:
     try:
         return [x for x in path.read_text().splitlines() if x.strip()]

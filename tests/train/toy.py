@@ -134,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model, objective, source, cfg, out_dir=args.out, dist=info)
     if args.shards:
         _record_shards(trainer, args.shards, info.rank)
-    trainer.train(resume=args.resume)
+    from lmforge.train.loop import TrainingInterrupted
+
+    try:
+        trainer.train(resume=args.resume)
+    except TrainingInterrupted as stop:  # as the CLI: SIGTERM is a clean stop (exit 0), Ctrl-C 130
+        print(f"toy: {stop}", file=sys.stderr, flush=True)
+        return 0 if stop.preempted else 130
     if args.shards:
         _record_shards(trainer, args.shards, info.rank, after=True)
     return 0
