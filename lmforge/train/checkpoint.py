@@ -297,9 +297,9 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict[str, torch.Tenso
             write_manifest(tmp)
             if on_written is not None:
                 on_written(tmp)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its writer
         where = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        raise CheckpointError(f"could not write checkpoint {final.name} ({err}); {where}. "
+        raise CheckpointError(f"could not write checkpoint {final.name} ({err}{_free_space(root)}); {where}. "
                               "Free disk space (or lower --keep) and resume with --resume.") from err
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -313,6 +313,7 @@ def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], inf
     and optimizer, ``sharded_state_dicts``) into one temporary directory, rank 0 adds the scheduler, RNG and
     trainer state and a manifest, and renames it: valid only when complete. Call on every rank."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     from lmforge.train.distributed import barrier, broadcast_object
 
@@ -332,7 +333,7 @@ def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], inf
     if error is None:
         try:
             dcp.save(state, checkpoint_id=str(tmp / SHARDED_DIR))  # collective: every rank's shards
-        except Exception as err:  # dcp gathers each rank's failure (OSError inside CheckpointException)
+        except (Exception, CheckpointException) as err:  # (a BaseException) gathering each rank's OSError
             error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     barrier(info)
     errors = [error] if not info.distributed else _gather_errors(error, info)
@@ -355,12 +356,13 @@ def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], inf
             else:
                 os.replace(tmp, final)
             _fsync_dir(root)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # RuntimeError: torch.save's writer on a full disk
             error = str(err)
     error = broadcast_object(error, info)
     if error is not None:
         if info.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
+        error += _free_space(root)
         previous = broadcast_object(str(previous) if previous else None, info)
         where = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"could not write checkpoint {final.name} ({error}); {where}. "
@@ -370,6 +372,14 @@ def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], inf
             shutil.rmtree(old, ignore_errors=True)
     barrier(info)
     return final
+
+
+def _free_space(root: Path) -> str:
+    """``; DIR has N MiB free`` (a full disk is the usual reason a write fails), or nothing."""
+    try:
+        return f"; {root} has {shutil.disk_usage(root).free / 2**20:.1f} MiB free"
+    except OSError:
+        return ""
 
 
 def _gather_errors(error: str | None, info: Any) -> list[str | None]:
@@ -383,9 +393,11 @@ def load_sharded_checkpoint(path: Path, state: dict[str, Any]) -> None:
     re-sharding to this run's number of processes."""
     import torch.distributed.checkpoint as dcp
 
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         dcp.load(state, checkpoint_id=str(Path(path) / SHARDED_DIR))
-    except Exception as err:  # CheckpointException wraps each rank's error
+    except (Exception, CheckpointException) as err:  # CheckpointException (a BaseException) wraps each rank's
         raise CheckpointError(f"the sharded checkpoint in {path} cannot be loaded ({str(err).strip()[-300:]}); "
                               "delete it to resume from the one before") from None
 

@@ -244,3 +244,39 @@ def _lines(path: Path) -> list[str]:
         return [x for x in path.read_text().splitlines() if x.strip()]
     except OSError:
         return []
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 4 MiB tmpfs (root only: skipped where mount is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("fmt", ["ddp", "fsdp"])
+def test_a_really_full_disk_keeps_the_previous_checkpoint_and_the_run_resumable(small_fs, tmp_path, fmt):
+    """Not an injected error: the run's disk really fills (a filler file leaves 24 KiB, less than a checkpoint)."""
+    ref = tmp_path / "ref"
+    _trainer(ref, fmt, steps=4).train()
+    _trainer(ref, fmt, steps=8).train(resume=True)  # continued to 8 steps, as the run below
+    run = small_fs / "run"
+    _trainer(run, fmt, steps=4).train()
+    filler = small_fs / "filler"
+    free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * (free - 24 * 1024))
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint step-00000006 .* MiB free\); the "
+                       r"previous checkpoint .*step-00000004 is intact\. Free disk space"):
+        _trainer(run, fmt, steps=8).train(resume=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert ckpt.verify_checkpoint(run / "checkpoints" / "step-00000004") is None
+    filler.unlink()  # space freed: the run resumes and ends as if nothing happened
+    _trainer(run, fmt, steps=8).train(resume=True)
+    _same_final(ref, run)
