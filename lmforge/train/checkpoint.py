@@ -281,6 +281,7 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict[str, torch.Tenso
                     trainer_state: dict[str, Any], extra_states: dict[str, dict[str, torch.Tensor]] | None = None,
                     keep: int = 3, on_written: Callable[[Path], None] | None = None) -> Path:
     """Write checkpoint ``step`` atomically under ``root`` and keep the newest ``keep``; rank 0 only."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     final = Path(root) / checkpoint_name(step)
@@ -297,7 +298,7 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict[str, torch.Tenso
             write_manifest(tmp)
             if on_written is not None:
                 on_written(tmp)
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its writer
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: a RuntimeError of its writer on a full disk
         where = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"could not write checkpoint {final.name} ({err}{_free_space(root)}); {where}. "
                               "Free disk space (or lower --keep) and resume with --resume.") from err

@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -312,6 +313,14 @@ class Trainer:
                 result = self._run(model, optimizer, scheduler, state, logger)
         except TrainingInterrupted:
             raise
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the disk filled outside a checkpoint write (metrics.jsonl, the final model): one message, exit 2
+            found = ckpt.list_checkpoints(self.ckpt_dir)
+            where = f"the newest complete checkpoint is {found[-1]}" if found else "no checkpoint was written"
+            raise CheckpointError(f"the disk of {self.out_dir} is full ({err}) after step {self._at_step}; {where}. "
+                                  "Free disk space and run again with --resume") from None
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step
             found = ckpt.list_checkpoints(self.ckpt_dir)
             last = found[-1] if found else None
@@ -320,7 +329,10 @@ class Trainer:
                                       f"{self.total_steps} steps; no checkpoint was written then ({where})",
                                       step=self._at_step, checkpoint=last, written=False) from None
         finally:
-            logger.close()
+            try:
+                logger.close()
+            except OSError as err:  # a full disk: the log's tail is lost; an error in flight says why
+                self._note(f"warning: could not finish writing {self.out_dir / 'metrics.jsonl'} ({err})")
         if info.is_main:
             plot_loss(self.out_dir)
         barrier(info)

@@ -39,9 +39,10 @@ def _campaign_module():
     return module
 
 
-def _trainer(out: Path, fmt: str = "ddp", *, nan_at: int | None = None, on_nan: str = "stop", steps: int = 8):
+def _trainer(out: Path, fmt: str = "ddp", *, nan_at: int | None = None, on_nan: str = "stop", steps: int = 8,
+             save_every: int | None = 2):
     seed_everything(0)
-    cfg = TrainConfig(max_steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, save_every=2, keep=3, log_every=1,
+    cfg = TrainConfig(max_steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, save_every=save_every, keep=3, log_every=1,
                       progress=False, distributed=fmt, on_nan=on_nan)
     source = list_source(toy.toy_examples(), toy.collate, batch_size=8, seed=1)
     return Trainer(toy.ToyLM(), toy.ToyObjective(nan_at), source, cfg, out_dir=out)
@@ -261,8 +262,10 @@ def small_fs(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["ddp", "fsdp"])
-def test_a_really_full_disk_keeps_the_previous_checkpoint_and_the_run_resumable(small_fs, tmp_path, fmt):
-    """Not an injected error: the run's disk really fills (a filler file leaves 24 KiB, less than a checkpoint)."""
+@pytest.mark.parametrize("left_kib", [24, 0])
+def test_a_really_full_disk_keeps_the_previous_checkpoint_and_the_run_resumable(small_fs, tmp_path, fmt, left_kib):
+    """Not an injected error: the run's disk really fills (a filler file leaves 24 KiB, less than a checkpoint,
+    or nothing: then another writer is the first to fail)."""
     ref = tmp_path / "ref"
     _trainer(ref, fmt, steps=4).train()
     _trainer(ref, fmt, steps=8).train(resume=True)  # continued to 8 steps, as the run below
@@ -271,7 +274,7 @@ def test_a_really_full_disk_keeps_the_previous_checkpoint_and_the_run_resumable(
     filler = small_fs / "filler"
     free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
     with open(filler, "wb") as fh:
-        fh.write(b"\0" * (free - 24 * 1024))
+        fh.write(b"\0" * (free - left_kib * 1024))
     with pytest.raises(CheckpointError, match=r"could not write checkpoint step-00000006 .* MiB free\); the "
                        r"previous checkpoint .*step-00000004 is intact\. Free disk space"):
         _trainer(run, fmt, steps=8).train(resume=True)
@@ -280,3 +283,17 @@ def test_a_really_full_disk_keeps_the_previous_checkpoint_and_the_run_resumable(
     filler.unlink()  # space freed: the run resumes and ends as if nothing happened
     _trainer(run, fmt, steps=8).train(resume=True)
     _same_final(ref, run)
+
+
+def test_a_disk_full_outside_a_checkpoint_write_is_one_message(small_fs):
+    """The disk is full before the run writes anything (metrics.jsonl is the first file): a CheckpointError
+    saying so, not a traceback."""
+    filler = small_fs / "filler"
+    with open(filler, "wb", buffering=0) as fh:  # every byte
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(CheckpointError, match=r"is full .*after step \d+; no checkpoint was written.*--resume"):
+        _trainer(small_fs / "run", steps=4, save_every=None).train()
