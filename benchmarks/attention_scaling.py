@@ -23,7 +23,7 @@ the order reversed every round; the table gives each side's fastest round. lmfor
 (max |output difference| printed; both draw HF's random blocks). The growth exponent is the least-squares
 slope of log(time) and log(memory) against log(length) over the lengths >= 1024. The load average is printed
 before and after, since the machine may be shared. A last table times bigbird's inference forward through the
-gathered blocks and through FlexAttention, eager and compiled (``--flex-length``; CPU only).
+gathered blocks and through FlexAttention, eager and compiled (``--flex-length``), on the chosen device.
 """
 from __future__ import annotations
 
@@ -238,33 +238,40 @@ def measure(sides: dict[str, Any], repeats: int, device: str) -> dict[str, dict[
     return out
 
 
-def flex_table(length: int, repeats: int) -> str:
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def flex_table(length: int, repeats: int, device: str = "cpu") -> str:
     """Inference (no grad) of one bigbird attention module: gathered blocks vs FlexAttention, eager and compiled."""
     from lmforge.nn.attention import sparse
 
     torch.manual_seed(0)
-    x = torch.randn(1, length, 768)
-    reference = Sublayer(lm_config("bigbird", length)).eval()
+    x = torch.randn(1, length, 768, device=device)
+    reference = Sublayer(lm_config("bigbird", length)).to(device).eval()
     rows = []
     outputs = {}
     for name, impl, compiled in (("blocks", "blocks", False), ("flex, eager", "flex", False),
                                  ("flex, torch.compile", "flex", True)):
-        module = Sublayer(lm_config("bigbird", length).replace(sparse_impl=impl)).eval()
+        module = Sublayer(lm_config("bigbird", length).replace(sparse_impl=impl)).to(device).eval()
         module.load_state_dict(reference.state_dict())
         sparse.COMPILE_FLEX = compiled
         with torch.no_grad():
             t = time.perf_counter()
             outputs[name] = module(x)  # the first call (compiles)
+            sync(device)
             first = time.perf_counter() - t
             times = []
             for _ in range(repeats):
                 t = time.perf_counter()
                 module(x)
+                sync(device)
                 times.append(time.perf_counter() - t)
         diff = float((outputs[name] - outputs["blocks"]).abs().max())
         rows.append(f"| {name} | {first:.2f} s | {min(times):.3f} s | {diff:.1e} |")
     sparse.COMPILE_FLEX = None
-    return "\n".join([f"**bigbird attention, forward only (no grad), {length} tokens**", "",
+    return "\n".join([f"**bigbird attention, forward only (no grad), {length} tokens, {device}**", "",
                       "| path | first call | fastest later call | max abs diff vs blocks |", "|---|---:|---:|---:|",
                       *rows])
 
@@ -367,7 +374,7 @@ def main() -> None:
     for n in args.model_lengths:
         all_results["model"][n] = measure(model_sides(n, args.device), args.model_repeats, args.device)
         print(f"model {n}: {json.dumps(all_results['model'][n])}  (load {load()})", flush=True)
-    flex = flex_table(args.flex_length, max(args.repeats, 2)) if args.flex_length and args.device == "cpu" else ""
+    flex = flex_table(args.flex_length, max(args.repeats, 2), args.device) if args.flex_length else ""
     print(f"\nload average after: {load()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(table("one attention layer", all_results["layer"], LAYER_KINDS))
     if all_results["model"]:

@@ -2,7 +2,8 @@
 
     python benchmarks/pretraining.py [--steps 12] [--warmup 2] [--threads 2] [--only mlm|clm]
                                      [--device cpu|cuda] [--size mini|base] [--precision fp32|bf16]
-                                     [--batch 32] [--refdata DIR]
+                                     [--batch 32] [--seq 128] [--compile] [--wrap none|ddp|fsdp]
+                                     [--refdata DIR]
 
 Two workloads (the issue's): a bert-mini shaped MLM (L4 / H256 / A4, vocab 30,522, seq 128, batch 32)
 and a GPT-2 of the same shape doing CLM (vocab 50,257). Both sides run one full training step per
@@ -27,6 +28,12 @@ device synchronisation. The batch is still built on the host inside the step, fo
 per second / the GPU's dense peak for the precision (H100 SXM: 989 TFLOP/s bf16, 67 fp32 without tensor
 cores; an unknown GPU gets no MFU), with model FLOPs per token = 6 x (non-embedding parameters + the
 V x H output product) + 12 x layers x H x seq (attention scores and mixing; Kaplan et al. 2020 / PaLM's count).
+
+``--seq`` sets the sequence length (GPT-2's 1024 for the CLM MFU row), ``--compile`` wraps BOTH sides'
+models in ``torch.compile`` (untimed warm-up steps include the compilation), and ``--wrap ddp|fsdp`` runs
+lmforge's side inside a one-process group (nccl on CUDA, gloo on CPU) wrapped in DDP or FSDP2
+(``fully_shard`` per block, then the root, as ``lmforge.train.distributed.wrap_model`` does): with one
+process this measures what the wrapper costs per step, not scaling.
 """
 from __future__ import annotations
 
@@ -56,6 +63,8 @@ class Setup:
         self.device = args.device
         self.size = args.size
         self.bf16 = args.precision == "bf16"
+        self.compile = args.compile
+        self.wrap = args.wrap
 
     def autocast(self):
         import contextlib
@@ -110,11 +119,14 @@ def _lmforge(kind: str, shards: Path, setup: Setup):
     model = Model(config).to(setup.device)
     model.train()
     cfg = TrainConfig(lr=1e-4)
+    wrapped = _wrap(model, setup)
     opt = build_optimizer(param_groups(model.named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), cfg)
+    model = torch.compile(wrapped) if setup.compile else wrapped
     source = BatchSource(objective, ds, batch_size=BATCH, seed=0)
 
     def step(i: int) -> float:
-        batch = to_device(source.batch(0, i), torch.device(setup.device))
+        epoch, at = divmod(i, source.steps_per_epoch)  # long sequences x big batches outrun one epoch
+        batch = to_device(source.batch(epoch, at), torch.device(setup.device))
         with setup.autocast():
             loss, _ = objective.loss(model, batch)
         loss.backward()
@@ -124,6 +136,27 @@ def _lmforge(kind: str, shards: Path, setup: Setup):
         return float(loss.detach())
 
     return step, model
+
+
+def _wrap(model, setup: Setup):
+    """``model`` in a one-process DDP / FSDP2 wrapper (``--wrap``), or itself."""
+    if setup.wrap == "none":
+        return model
+    import torch
+    import torch.distributed as dist
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    dist.init_process_group("nccl" if setup.device == "cuda" else "gloo", rank=0, world_size=1)
+    if setup.wrap == "ddp":
+        ids = [torch.cuda.current_device()] if setup.device == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.body.layers:  # as lmforge.train.distributed.wrap_model: one group per block, then the root
+        fully_shard(layer)
+    fully_shard(model)
+    return model
 
 
 def _hf(kind: str, shards: Path, setup: Setup):
@@ -156,6 +189,8 @@ def _hf(kind: str, shards: Path, setup: Setup):
         body = SEQ
     model.to(setup.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)  # HF Trainer's default
+    if setup.compile:
+        model = torch.compile(model)
     tokens = ds.tokens(0, ds.num_tokens).astype(np.int64)
 
     def step(i: int) -> float:
@@ -206,7 +241,8 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
     procs = {lib: subprocess.Popen([sys.executable, __file__, "--child", lib, kind, str(shards), "--warmup",
                                     str(args.warmup), "--threads", str(args.threads), "--device", args.device,
                                     "--size", args.size, "--precision", args.precision, "--batch",
-                                    str(args.batch), "--refdata", str(REFDATA)], env=env, text=True,
+                                    str(args.batch), "--seq", str(SEQ), "--wrap", args.wrap,
+                                    *(["--compile"] if args.compile else []), "--refdata", str(REFDATA)], env=env, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
              for lib in ("hf", "lmforge")}
 
@@ -250,7 +286,7 @@ def model_flops_per_token(dense_params: int, kind: str, size: str) -> float:
 
 
 def main() -> int:
-    global BATCH, REFDATA
+    global BATCH, REFDATA, SEQ
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12, help="timed steps per library, taken in turns")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
@@ -259,11 +295,15 @@ def main() -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--size", choices=list(SIZES), default="mini", help="mini: L4/H256/A4; base: L12/H768/A12")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast on both sides")
-    ap.add_argument("--batch", type=int, default=BATCH, help="sequences of 128 tokens per step")
+    ap.add_argument("--batch", type=int, default=BATCH, help="sequences of --seq tokens per step")
+    ap.add_argument("--seq", type=int, default=SEQ, help="tokens per sequence")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both sides' models")
+    ap.add_argument("--wrap", choices=["none", "ddp", "fsdp"], default="none",
+                    help="lmforge's model in a one-process DDP / FSDP2 wrapper")
     ap.add_argument("--refdata", type=Path, default=REFDATA, help="the shared reference data folder")
     ap.add_argument("--child", nargs=3, metavar=("LIB", "KIND", "SHARDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    BATCH, REFDATA = args.batch, args.refdata.resolve()
+    BATCH, REFDATA, SEQ = args.batch, args.refdata.resolve(), args.seq
     setup = Setup(args)
     if args.child:
         lib, kind, shards = args.child
@@ -286,7 +326,9 @@ def main() -> int:
     peak = next((v for k, v in PEAK_TFLOPS.items() if cuda and k in where), {}).get(args.precision)
     print(f"\n{time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}, {args.threads} threads per process; "
           f"HF and lmforge stepped in turns, median of {args.steps} steps each after {args.warmup} warm-up; "
-          f"batch {BATCH} x {SEQ} tokens, {args.precision}{' autocast' if setup.bf16 else ''}, dropout 0.1\n")
+          f"batch {BATCH} x {SEQ} tokens, {args.precision}{' autocast' if setup.bf16 else ''}, dropout 0.1"
+          f"{', torch.compile on both sides' if args.compile else ''}"
+          f"{f', lmforge in one-process {args.wrap.upper()}' if args.wrap != 'none' else ''}\n")
     memory = "GPU peak memory" if cuda else "peak RSS"
     mfu_head = " HF MFU | lmforge MFU |" if peak else ""
     print(f"| workload | params | HF tokens/s | lmforge tokens/s | speed-up |{mfu_head} HF {memory} | lmforge {memory} |")

@@ -68,6 +68,10 @@ class Transformer(nn.Module):
                              f"model's position table allows at most {c.max_length} (max_positions="
                              f"{c.max_positions}); truncate the input (tokenizer truncation=True, max_length="
                              f"{c.max_length}).")
+        if torch.compiler.is_compiling():
+            # reading values out (.item()) breaks the compiled graph in two every step (seen on an H200:
+            # compiled lmforge 0.93x compiled HF); the shape checks above still run
+            return
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= c.vocab_size:
             bad = hi if hi >= c.vocab_size else lo
@@ -165,9 +169,10 @@ class Transformer(nn.Module):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                output_rows: torch.Tensor | None = None) -> ModelOutput:
+                output_rows: torch.Tensor | None = None, pool: bool = True) -> ModelOutput:
         """``past_key_values``: the tuple cache of the contract, or a preallocated ``KVCache``, which every
-        layer writes in place (whatever ``use_cache`` says) and which comes back as the output's cache."""
+        layer writes in place (whatever ``use_cache`` says) and which comes back as the output's cache.
+        ``pool=False``: no pooler_output (a training loss that never reads it)."""
         # output_rows (B, T) bool: only those positions' final hidden states are wanted (the masked positions
         # of an MLM training step). The last layer computes them alone (every position still serves as a key
         # and value) and last_hidden_state is (N, H) = h[output_rows]; the pooler still reads position 0.
@@ -191,7 +196,7 @@ class Transformer(nn.Module):
             if c.causal or past_key_values is not None or use_cache or output_hidden_states or output_attentions:
                 raise InputError("output_rows is for encoder training steps: no KV cache, hidden states or "
                                  "attention maps with it.")
-            query_index, pick = self.row_index(output_rows.bool(), first=self.pooler is not None)
+            query_index, pick = self.row_index(output_rows.bool(), first=pool and self.pooler is not None)
 
         pasts = None
         if past_key_values:
@@ -206,7 +211,7 @@ class Transformer(nn.Module):
             x = self.final_norm(x)
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = self.pooler(x) if pool and self.pooler is not None else None
         if pick is not None:
             x = x[pick]  # (N, H)
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,

@@ -105,7 +105,7 @@ def materialize(model: torch.nn.Module, device: torch.device, *, seed: int | Non
     """Allocate a meta-device model on ``device`` and initialise it: after ``fully_shard`` each process
     allocates and initialises only its shards, so a model larger than one process's memory never exists
     whole. Uses the model's ``init_weights`` (else each module's ``reset_parameters``) and recomputes
-    fixed buffers (``reset_buffers``). ``seed``: seed the init with it first (per rank: on CPU a DTensor's
+    fixed buffers (``reset_parameters`` of modules without parameters). ``seed``: seed the init with it first (per rank: on CPU a DTensor's
     random init draws each shard from the local generator, so equal seeds would give equal shards)."""
     model.to_empty(device=device)
     if seed is not None:
@@ -118,9 +118,9 @@ def materialize(model: torch.nn.Module, device: torch.device, *, seed: int | Non
             for module in raw.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-        for module in raw.modules():
-            if hasattr(module, "reset_buffers"):
-                module.reset_buffers()
+        for module in raw.modules():  # modules of buffers only (the sinusoidal table): recompute them
+            if hasattr(module, "reset_parameters") and next(module.parameters(recurse=False), None) is None:
+                module.reset_parameters()
     return model
 
 

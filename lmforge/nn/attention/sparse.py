@@ -249,6 +249,7 @@ _COMPILED: dict[str, Any] = {}
 # compile flex_attention: None = on CUDA only (on CPU compiling took ~25 s and the result ran slower than the
 # gathered blocks, docs/long-sequences.md); True / False force it (benchmarks/attention_scaling.py sets True)
 COMPILE_FLEX: bool | None = None
+FLEX_LENGTHS = 64  # distinct shapes compiled before torch falls back (see run_flex)
 
 
 def flex_available() -> bool:
@@ -274,8 +275,31 @@ def run_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any,
         compiled = q.device.type == "cuda" if COMPILE_FLEX is None else COMPILE_FLEX
     fn = flex_attention
     if compiled:
+        # one compiled kernel per sequence length (dynamic shapes do not compile for flex on CPU in torch 2.13).
+        # Past dynamo's default limit of 8 lengths it silently runs flex EAGER, which materialises the whole
+        # (T, T) score matrix: seen on an H200 as 24 GiB allocations at 16k tokens. 64 covers every multiple of
+        # 64 tokens up to 4096 (BigBird pads to its block size).
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, FLEX_LENGTHS)
         fn = _COMPILED.setdefault("flex", torch.compile(flex_attention, dynamic=False))
-    return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
+              kernel_options=kernel_options(block_mask, q))
+
+
+def kernel_options(block_mask: Any, q: torch.Tensor) -> dict[str, int] | None:
+    """Triton tile sizes that divide the mask's blocks. The GPU kernels' default tiles are 128 wide and
+    refuse BigBird's 64-token blocks ("Q and KV block size must be divisible by BLOCK_M and BLOCK_N",
+    seen on an H200 with torch 2.11); these are the forward / backward tiles torch's own small configs use."""
+    if q.device.type != "cuda":
+        return None
+    size = block_mask.BLOCK_SIZE
+    bq, bk = (size, size) if isinstance(size, int) else size
+    if bq >= 128 and bk >= 128:
+        return None
+    m, n = min(64, bq), min(64, bk)
+    return {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_M1": min(32, m), "BLOCK_N1": n, "BLOCK_M2": m,
+            "BLOCK_N2": min(32, n)}
 
 
 def flex_block_mask(kv_blocks: torch.Tensor, *, block_size: int, seq_len: int,
