@@ -159,3 +159,20 @@ def test_another_number_of_processes_with_another_global_batch_is_refused_naming
     ckpt.write_manifest(step)  # as a 2-process run would have written it
     with pytest.raises(ConfigError, match="ran on 2 with 2 micro-batch.*--global-batch-size 16"):
         trainer(tmp_path).train(resume=True)
+
+
+def test_materialize_initialises_weights_and_recomputes_fixed_buffers():
+    from lmforge import Model, ModelConfig
+    from lmforge.train.distributed import materialize, on_meta
+
+    config = ModelConfig.from_preset("gpt-tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
+                                     max_positions=16, vocab_size=51, position_kind="sinusoidal", head="clm")
+    with torch.device("meta"):
+        model = Model(config)
+    materialize(model, torch.device("cpu"), seed=0)
+    assert not on_meta(model)
+    eager = Model(config)
+    assert torch.equal(model.body.embeddings.position.table, eager.body.embeddings.position.table)
+    assert torch.equal(model.body.final_norm.weight, torch.ones(32))
+    assert abs(float(model.body.embeddings.word.weight.std()) - config.initializer_range) < 0.005
+    assert torch.isfinite(model(torch.randint(0, 51, (2, 8))).logits).all()
