@@ -134,15 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model, objective, source, cfg, out_dir=args.out, dist=info)
     if args.shards:
         _record_shards(trainer, args.shards, info.rank)
+    from lmforge.train.distributed import cleanup
     from lmforge.train.loop import TrainingInterrupted
 
     try:
         trainer.train(resume=args.resume)
+        if args.shards:
+            _record_shards(trainer, args.shards, info.rank, after=True)
     except TrainingInterrupted as stop:  # as the CLI: SIGTERM is a clean stop (exit 0), Ctrl-C 130
         print(f"toy: {stop}", file=sys.stderr, flush=True)
         return 0 if stop.preempted else 130
-    if args.shards:
-        _record_shards(trainer, args.shards, info.rank, after=True)
+    finally:  # as the recipes: leave the process group, or gloo's threads may abort the exit
+        cleanup()
     return 0
 
 
