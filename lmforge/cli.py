@@ -109,15 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C; a training run stops at a step boundary with a checkpoint
         import os
 
+        preempted = getattr(err, "preempted", False)  # SIGTERM: stopped cleanly with a checkpoint
         if os.environ.get("RANK", "0") != "0":  # under torchrun every process stops; rank 0 says so
-            return 130
+            return 0 if preempted else 130
         flag = RESUMABLE.get(args.command)
         plain = "interrupted; no checkpoint was written" if flag else "interrupted"
         print(f"lmforge {args.command}: {str(err) or plain}", file=sys.stderr)
         if flag == "" or (flag and getattr(err, "checkpoint", None) is not None):
             again = argv if not flag or flag in argv else [*argv, flag]
             print(f"lmforge {args.command}: to continue, run: {command_line(again)}", file=sys.stderr)
-        return 130
+        return 0 if preempted else 130
 
 
 def command_line(argv: list[str]) -> str:

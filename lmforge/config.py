@@ -523,8 +523,8 @@ class ModelConfig:
         if not file.is_file():
             raise ConfigError(f"{file} does not exist; a model directory needs config.json.")
         try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
             raise ConfigError(f"{file} is not valid JSON ({err}).") from err
         return cls.from_dict(data)
 

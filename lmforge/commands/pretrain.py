@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--val-batches", type=int, default=_S, help="validation batches per evaluation (default 20; 0 = off)")
     a("--compile", action="store_true", default=_S, help="torch.compile the model")
     a("--grad-checkpointing", action="store_true", default=_S, help="recompute activations (less memory)")
-    a("--distributed", default=_S, choices=["ddp", "fsdp"], help="under torchrun: fsdp needs a GPU (default ddp)")
+    a("--distributed", default=_S, choices=["ddp", "fsdp"], help="under torchrun: ddp replicates, fsdp shards the "
+      "model and writes sharded checkpoints that resume on another number of processes; CPU or GPU (default ddp)")
+    a("--on-nan", default=_S, choices=["stop", "skip"], help="a NaN / inf loss stops the run or skips that step's "
+      "update, naming the step (default stop)")
     a("--mask-prob", type=float, default=_S, help="MLM: fraction of tokens to predict (default 0.15)")
     a("--masking", default=_S, choices=["static", "dynamic"], help="MLM masks: static (BERT) or dynamic "
       "(RoBERTa) (default: static for mlm+nsp / mlm+sop, dynamic for mlm)")

@@ -369,6 +369,31 @@ def _tokenize_into(inputs: Sequence[str | Path], backend: Any, writers: dict[str
 # --- reading -------------------------------------------------------------------------------------
 
 
+def _check_split_files(folder: Path, info: dict[str, Any], dtype: np.dtype, shard_tokens: int) -> None:
+    """Every file of a split has the size meta.json implies (a cut, missing or re-typed file fails here, not as
+    a crash mid-training), and the offsets end where the tokens do."""
+    if not all(isinstance(info[k], int) and info[k] >= 0 for k in ("tokens", "documents", "sentences")) or \
+            not isinstance(shard_tokens, int) or shard_tokens < 1 or dtype.kind not in "ui":
+        raise DataError(f"{folder.parent / 'meta.json'} holds impossible values (token counts must be integers, the "
+                        f"dtype an integer type, not {dtype}); re-run `lmforge prepare`")
+    want = {name: min(shard_tokens, info["tokens"] - i * shard_tokens) * dtype.itemsize
+            for i, name in enumerate(info["shards"])}
+    want |= {"docs.bin": (info["documents"] + 1) * 8, "sents.bin": (info["sentences"] + 1) * 8,
+             "doc_sents.bin": (info["documents"] + 1) * 8}
+    for name, size in want.items():
+        file = folder / str(name)
+        if not file.is_file():
+            raise DataError(f"{file} is missing; the shard directory is incomplete: re-run `lmforge prepare`")
+        if file.stat().st_size != size:
+            raise DataError(f"{file} has {file.stat().st_size} bytes where meta.json implies {size} (cut, or written "
+                            f"with another dtype than {dtype}); re-run `lmforge prepare`")
+    ends = [int(np.fromfile(folder / name, dtype=np.int64, offset=(count) * 8)[0])
+            for name, count in (("docs.bin", info["documents"]), ("sents.bin", info["sentences"]))]
+    if ends != [info["tokens"]] * 2 or sum(want[n] for n in info["shards"]) != info["tokens"] * dtype.itemsize:
+        raise DataError(f"{folder}: the document offsets do not end at the {info['tokens']} tokens meta.json "
+                        "counts; re-run `lmforge prepare`")
+
+
 class ShardDataset:
     """One split of a shard directory, memory-mapped: O(1) access to tokens, documents, sentences.
 
@@ -384,10 +409,25 @@ class ShardDataset:
         if not meta_path.is_file():
             raise DataError(f"{self.directory} is not a shard directory (no meta.json); "
                             "create one with `lmforge prepare --tokenizer TOK --out SHARDS FILES...`")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
+            raise DataError(f"{meta_path} is damaged ({err}); re-run `lmforge prepare`") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise DataError(f"{meta_path}: not an lmforge shard directory of version {VERSION}; "
                             "re-run `lmforge prepare`")
+        try:
+            self._open(split)
+        except DataError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as err:
+            raise DataError(f"{self.directory} is damaged ({type(err).__name__}: {err}); re-run `lmforge prepare` "
+                            "to write it again") from None
+        if tokenizer is not None:
+            self.verify_tokenizer(tokenizer)
+
+    def _open(self, split: str) -> None:
+        """Read meta.json's fields for ``split`` and map its files, checking every size against meta.json."""
         if split not in self.meta["splits"]:
             raise DataError(f"unknown split {split!r}; this shard directory has {sorted(self.meta['splits'])}")
         info = self.meta["splits"][split]
@@ -404,13 +444,12 @@ class ShardDataset:
         self.num_sentences: int = info["sentences"]
         self._shard_tokens: int = self.meta["settings"]["shard_tokens"]
         folder = self.directory / split
+        _check_split_files(folder, info, self.dtype, self._shard_tokens)
         self._shards = [np.memmap(folder / name, dtype=self.dtype, mode="r") for name in info["shards"]]
         # (num_documents + 1,) token offsets; (num_sentences + 1,) token offsets; (num_documents + 1,) sentence ids
         self.doc_offsets = np.memmap(folder / "docs.bin", dtype=np.int64, mode="r")
         self.sent_offsets = np.memmap(folder / "sents.bin", dtype=np.int64, mode="r")
         self.doc_sent_offsets = np.memmap(folder / "doc_sents.bin", dtype=np.int64, mode="r")
-        if tokenizer is not None:
-            self.verify_tokenizer(tokenizer)
 
     def __reduce__(self):
         # re-open the memory maps in the receiving process instead of pickling their contents

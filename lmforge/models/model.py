@@ -42,6 +42,14 @@ class Model(nn.Module):
         self.config = config
         self.body = Transformer(config)
         self.head = build_head(config)
+        self.init_weights()
+        if config.quantization is not None:  # int8 / bf16 storage (lmforge compress): the modules change form
+            quantize_modules(self, config.quantization, embedding="body.embeddings.word")
+
+    def init_weights(self) -> None:
+        """The initialisation of a fresh model (``Model(config)`` runs it; a model built on the meta device
+        and sharded runs it after ``to_empty``, each process on its shards)."""
+        config = self.config
         self.apply(self._init_module)
         if config.scaled_residual_init:
             # GPT-2: residual projections scaled by 1 / sqrt(2 * n_layers) (two residual adds per layer)
@@ -49,8 +57,6 @@ class Model(nn.Module):
             for layer in self.body.layers:
                 nn.init.normal_(layer.attn.out.weight, mean=0.0, std=std)
                 nn.init.normal_(layer.mlp.fc2.weight, mean=0.0, std=std)
-        if config.quantization is not None:  # int8 / bf16 storage (lmforge compress): the modules change form
-            quantize_modules(self, config.quantization, embedding="body.embeddings.word")
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -160,7 +161,15 @@ def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -
     if model_config.vocab_size != vocab:
         log(f"{what} has a vocabulary of {model_config.vocab_size:,}; using the data's tokenizer's {vocab:,} instead")
         overrides["vocab_size"] = vocab
-    return Model(ModelConfig.from_dict({**model_config.to_dict(), **overrides}))
+    fresh = ModelConfig.from_dict({**model_config.to_dict(), **overrides})
+    if config.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        # shapes only: each process allocates and initialises its own shards once FSDP has sharded the model,
+        # so a model larger than one process's memory never exists whole
+        with torch.device("meta"):
+            return Model(fresh)
+    return Model(fresh)
 
 
 def _train_set(config: PretrainConfig) -> tuple[Any, Any]:

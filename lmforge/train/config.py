@@ -25,6 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "bf16"),
     "distributed": ("ddp", "fsdp"),
     "best_mode": ("max", "min"),
+    "on_nan": ("stop", "skip"),
 }
 
 
@@ -60,7 +61,8 @@ class TrainConfig:
     precision: Precision = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or force "fp32" / "bf16"
     compile: bool = False  # wrap the model in torch.compile
     grad_checkpointing: bool = False  # recompute layer activations in the backward pass (less memory)
-    distributed: Strategy = "ddp"  # under torchrun: "ddp" (CPU gloo / GPU nccl) or "fsdp" (GPU only)
+    distributed: Strategy = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, DCP checkpoints); gloo CPU / nccl GPU
+    on_nan: Literal["stop", "skip"] = "stop"  # a NaN / inf loss: stop the run, or skip that step's update
     seed: int = 0  # seeds python, numpy and torch (CPU and CUDA); the data order uses it too
     # --- evaluation, keep-best, early stopping ---
     eval_every: int | None = None  # run the evaluate callback every N optimizer steps (None = never by steps)

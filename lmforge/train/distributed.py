@@ -2,7 +2,7 @@
 
 Under ``torchrun --nproc_per_node N`` the environment carries RANK / LOCAL_RANK / WORLD_SIZE; we join
 the process group (gloo on CPU, nccl on CUDA) and wrap the model in DistributedDataParallel, or in
-FSDP (``fully_shard``, GPU only). Without those variables everything is a plain single process.
+FSDP2 (``fully_shard``, CPU or GPU). Without those variables everything is a plain single process.
 Rank 0 alone logs and writes files; every rank reads its own slice of each global batch.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lmforge.errors import ConfigError, InputError
+from lmforge.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,27 @@ def init_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
-def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp") -> torch.nn.Module:
-    """DDP (or FSDP) around ``model`` when there are several processes; ``model`` itself otherwise."""
-    if strategy == "fsdp":
-        if info.device.type != "cuda":
-            raise ConfigError("FSDP needs CUDA devices; use distributed: ddp on CPU")
-        from torch.distributed.fsdp import fully_shard
+def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp",
+               precision: torch.dtype | None = None) -> torch.nn.Module:
+    """DDP (or FSDP2) around ``model`` when there are several processes; ``model`` itself otherwise.
 
+    FSDP (gloo on CPU, nccl on GPU, the same code): every transformer block is its own shard group, so one
+    block's weights are gathered at a time; what is left - the embeddings, the head with its tied decoder
+    (which reads the word embedding's weight directly), the final norm - forms the root group, so a tied
+    matrix is one sharded parameter updated once. ``precision`` bf16 on GPU: bf16 compute, fp32 reduction.
+    """
+    if strategy == "fsdp":
+        if not info.distributed:  # one process: nothing to shard (checkpoints are still DCP, to re-shard later)
+            return model
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy()
+        if precision is not None and info.device.type == "cuda":
+            mp = MixedPrecisionPolicy(param_dtype=precision, reduce_dtype=torch.float32)
         layers = getattr(getattr(model, "body", None), "layers", None)
         for layer in layers or []:  # shard layer by layer so only one layer's weights are gathered at a time
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
         return model
     if not info.distributed:
         return model
@@ -84,6 +94,34 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp")
     ids = [info.device.index] if info.device.type == "cuda" else None
     # find_unused_parameters: a BERT body has a pooler the MLM head never uses
     return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+
+def on_meta(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device (shapes only, no memory)."""
+    return any(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()])
+
+
+def materialize(model: torch.nn.Module, device: torch.device, *, seed: int | None = None) -> torch.nn.Module:
+    """Allocate a meta-device model on ``device`` and initialise it: after ``fully_shard`` each process
+    allocates and initialises only its shards, so a model larger than one process's memory never exists
+    whole. Uses the model's ``init_weights`` (else each module's ``reset_parameters``) and recomputes
+    fixed buffers (``reset_parameters`` of modules without parameters). ``seed``: seed the init with it first (per rank: on CPU a DTensor's
+    random init draws each shard from the local generator, so equal seeds would give equal shards)."""
+    model.to_empty(device=device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        raw = unwrap(model)
+        if hasattr(raw, "init_weights"):
+            raw.init_weights()
+        else:
+            for module in raw.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        for module in raw.modules():  # modules of buffers only (the sinusoidal table): recompute them
+            if hasattr(module, "reset_parameters") and next(module.parameters(recurse=False), None) is None:
+                module.reset_parameters()
+    return model
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -173,10 +211,28 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
         optimizer.load_state_dict(state)
 
 
+def sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``{"model": ..., "optimizer": ...}`` as torch distributed checkpoint saves them: each rank's shards
+    under FSDP (plain tensors otherwise), keyed by parameter name, so they load on any number of processes."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd, osd = get_state_dict(unwrap(model) if not is_fsdp(model) else model, optimizer)
+    return {"model": msd, "optimizer": osd}
+
+
+def load_sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Put what ``sharded_state_dicts`` gave (after ``dcp.load`` filled it) back into the model and optimizer."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    set_state_dict(unwrap(model) if not is_fsdp(model) else model, optimizer,
+                   model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 __all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
-           "gather_objects", "init_distributed", "is_fsdp", "load_optimizer_state", "unwrap", "wrap_model"]
+           "gather_objects", "init_distributed", "is_fsdp", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
+           "sharded_state_dicts", "unwrap", "wrap_model"]

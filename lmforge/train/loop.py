@@ -15,10 +15,17 @@
   that differ from the saved run's (listing them all) unless ``allow_changes``, and a finished run is left
   untouched unless its length was raised.
 * Ctrl-C (SIGINT) stops at the next step boundary with a checkpoint (``TrainingInterrupted``); a second
-  Ctrl-C stops at once.
+  Ctrl-C stops at once. SIGTERM (a scheduler's preemption) does the same, with ``preempted`` set (the CLI
+  then exits 0).
+* ``distributed="fsdp"``: FSDP2 on CPU or GPU and sharded DCP checkpoints; a checkpoint (sharded or not)
+  resumes on another number of processes when the global batch stays the same (the data position is a
+  function of the step and the global batch).
+* A NaN / inf loss stops the run (``on_nan="stop"``, ``TrainingDiverged``) or skips that step's update
+  (``"skip"``); both name the step. A damaged newest checkpoint is moved aside and the one before used.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -39,8 +46,8 @@ from lmforge.errors import CheckpointError, ConfigError, DataError, LmforgeError
 import lmforge.train.checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
-                                       gather_objects, init_distributed, is_fsdp, load_optimizer_state, unwrap,
-                                       wrap_model)
+                                       gather_objects, init_distributed, is_fsdp, load_optimizer_state, materialize,
+                                       on_meta, unwrap, wrap_model)
 from lmforge.train.logging import RunLogger, plot_loss
 from lmforge.train.optim import build_optimizer, build_scheduler, param_groups
 
@@ -56,9 +63,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the run: at a step boundary after writing ``checkpoint`` (``written``), or at once
     (a second Ctrl-C; ``checkpoint`` is then the newest earlier one, or None)."""
 
-    def __init__(self, message: str, *, step: int, checkpoint: Path | None, written: bool) -> None:
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None, written: bool,
+                 preempted: bool = False) -> None:
         super().__init__(message)
         self.step, self.checkpoint, self.written = step, checkpoint, written
+        self.preempted = preempted  # SIGTERM, not Ctrl-C: a clean stop, exit status 0
 
 
 # settings a resumed run may change: its length, how often it saves / logs / evaluates, and speed or
@@ -66,7 +75,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 RESUME_MAY_CHANGE = frozenset({
     "max_steps", "max_tokens", "epochs", "save_every", "keep", "log_every", "progress", "tensorboard",
     "eval_every", "eval_every_epoch", "compile", "grad_checkpointing", "device", "out", "val_batches",
-    "eval_batch_size"})
+    "eval_batch_size", "on_nan"})
 # ... and these cannot change even then: the optimizer state would not fit
 RESUME_FIXED = ("optimizer",)
 
@@ -194,12 +203,15 @@ class Trainer:
         self.config, self.objective, self.source = config, objective, source
         self.run_config = dict(run_config or {})
         self._sigint = False  # set by the first Ctrl-C: stop at the next step boundary
+        self._sigterm = False  # set by SIGTERM: the same, then a clean exit
         self._at_step = 0  # the step the loop is in (for the interruption message)
         self.out_dir = Path(out_dir)
         self.evaluate_fn, self.tokenizer, self.save_extra = evaluate, tokenizer, save_extra
         self.dist = dist or init_distributed()
         self.device = self.dist.device
-        self.model = model.to(self.device)
+        # a model built on the meta device is allocated after FSDP sharded it (train()), each rank its shards
+        self._meta = on_meta(model) and config.distributed == "fsdp"
+        self.model = model if self._meta else (materialize(model, self.device) if on_meta(model) else model.to(self.device))
         self.extra = dict(objective.extra_modules()) if hasattr(objective, "extra_modules") else {}
         for module in self.extra.values():
             module.to(self.device)
@@ -270,9 +282,12 @@ class Trainer:
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         raw = unwrap(self.model)
-        fsdp = cfg.distributed == "fsdp" and self.device.type == "cuda"
+        fsdp = cfg.distributed == "fsdp"
         if fsdp:  # FSDP2 shards parameters in place; the optimizer must see the sharded ones
-            self.model = wrap_model(self.model, info, strategy="fsdp")
+            self.model = wrap_model(self.model, info, strategy="fsdp", precision=self.autocast_dtype)
+            if self._meta:
+                self.model = materialize(self.model, self.device, seed=cfg.seed + 7919 * (info.rank + 1))
+                self._meta = False
         groups = self._groups or param_groups(self._named_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                               head_lr=cfg.head_lr, layer_lr_decay=cfg.layer_lr_decay,
                                               num_layers=getattr(getattr(raw, "config", None), "num_layers", None))
@@ -298,6 +313,14 @@ class Trainer:
                 result = self._run(model, optimizer, scheduler, state, logger)
         except TrainingInterrupted:
             raise
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the disk filled outside a checkpoint write (metrics.jsonl, the final model): one message, exit 2
+            found = ckpt.list_checkpoints(self.ckpt_dir)
+            where = f"the newest complete checkpoint is {found[-1]}" if found else "no checkpoint was written"
+            raise CheckpointError(f"the disk of {self.out_dir} is full ({err}) after step {self._at_step}; {where}. "
+                                  "Free disk space and run again with --resume") from None
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step
             found = ckpt.list_checkpoints(self.ckpt_dir)
             last = found[-1] if found else None
@@ -306,7 +329,10 @@ class Trainer:
                                       f"{self.total_steps} steps; no checkpoint was written then ({where})",
                                       step=self._at_step, checkpoint=last, written=False) from None
         finally:
-            logger.close()
+            try:
+                logger.close()
+            except OSError as err:  # a full disk: the log's tail is lost; an error in flight says why
+                self._note(f"warning: could not finish writing {self.out_dir / 'metrics.jsonl'} ({err})")
         if info.is_main:
             plot_loss(self.out_dir)
         barrier(info)
@@ -326,9 +352,12 @@ class Trainer:
         while step < self.total_steps:
             self._at_step = step  # steps done, for the message of a second Ctrl-C
             stats = self._step(model, optimizer, scheduler, params, step, ddp=ddp)
+            if not math.isfinite(stats.loss):
+                logger.note(f"step {step + 1}: the loss is {stats.loss}; its update was skipped (on_nan=skip)")
             step += 1
             self._at_step = step
-            window.losses.append(stats.loss)
+            if math.isfinite(stats.loss):  # a skipped step's NaN would poison the window's mean
+                window.losses.append(stats.loss)
             window.tokens += stats.tokens * self.dist.world_size
             if step % cfg.log_every == 0 or step == self.total_steps:
                 self._log(logger, step, stats, window)
@@ -336,7 +365,7 @@ class Trainer:
                 with window.paused():  # tokens/s counts training time only
                     if self._evaluate(model, step, state, logger):
                         stopped = "early_stopping"
-            interrupted = self._interrupted()  # collective: every process stops at the same step
+            interrupted, preempted = self._interrupted()  # collective: every process stops at the same step
             # after the evaluation, so its result is part of the saved state; one at the end too, so a
             # finished run can be continued when its length is raised
             end = step == self.total_steps or stopped == "early_stopping"
@@ -346,8 +375,9 @@ class Trainer:
                     self._save_checkpoint(optimizer, scheduler, state)
             if interrupted:
                 path = self.ckpt_dir / ckpt.checkpoint_name(step)
-                raise TrainingInterrupted(f"interrupted after step {step} of {self.total_steps}; checkpoint written: "
-                                          f"{path}", step=step, checkpoint=path, written=True)
+                how = "stopped by SIGTERM" if preempted else "interrupted"
+                raise TrainingInterrupted(f"{how} after step {step} of {self.total_steps}; checkpoint written: "
+                                          f"{path}", step=step, checkpoint=path, written=True, preempted=preempted)
             if stopped == "early_stopping":
                 logger.note(f"early stopping at step {step}: {cfg.best_metric} has not improved for "
                             f"{cfg.patience} evaluation(s) (best {state['best']:.6g} at step {state['best_step']})")
@@ -383,9 +413,15 @@ class Trainer:
         step_loss = float(all_reduce_mean(torch.stack(losses).mean(), info))
         if not math.isfinite(step_loss):
             optimizer.zero_grad(set_to_none=True)
-            raise self._diverged(step + 1, step_loss)
+            if cfg.on_nan == "stop":
+                raise self._diverged(step + 1, step_loss)
+            # skip: no update, but the schedule and the data move on (both are functions of the step)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            return _StepStats(loss=step_loss, grad_norm=None, lr=lr, tokens=tokens, metric_items=metric_items)
         if cfg.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
         else:
             grad_norm = None
         lr = optimizer.param_groups[0]["lr"]
@@ -399,7 +435,8 @@ class Trainer:
         now = time.perf_counter()
         tps = window.tokens / max(now - window.t_last, 1e-9)
         record: dict[str, Any] = {"split": "train", "step": step, "epoch": round(step / self.steps_per_epoch, 4),
-                                  "loss": sum(window.losses) / len(window.losses), "lr": stats.lr,
+                                  "loss": sum(window.losses) / len(window.losses) if window.losses else stats.loss,
+                                  "lr": stats.lr,
                                   "tokens_per_s": round(tps, 1)}
         if stats.grad_norm is not None:
             record["grad_norm"] = stats.grad_norm
@@ -459,6 +496,16 @@ class Trainer:
 
     def _save_checkpoint(self, optimizer, scheduler, state: dict[str, Any]) -> None:
         info = self.dist
+        if self.config.distributed == "fsdp":
+            if self.extra:
+                raise ConfigError("sharded (fsdp) checkpoints do not hold an objective's own networks; use ddp")
+            from lmforge.train.distributed import sharded_state_dicts
+
+            ckpt.save_sharded_checkpoint(self.ckpt_dir, state["step"], state=sharded_state_dicts(self.model, optimizer),
+                                         info=info, scheduler_state=scheduler.state_dict(),
+                                         rng_states=gather_objects(ckpt.rng_state(), info),
+                                         trainer_state=self._trainer_state(state), keep=self.config.keep)
+            return
         model_state, optim_state = full_state_dicts(self.model, optimizer)
         rngs = gather_objects(ckpt.rng_state(), info)
         if info.is_main:
@@ -495,7 +542,8 @@ class Trainer:
         except ValueError as err:
             raise CheckpointError(f"{final_file} is unreadable ({err}); remove it to resume from the newest "
                                   "checkpoint") from None
-        found = ckpt.list_checkpoints(self.ckpt_dir)
+        # on resume a damaged newest checkpoint is moved aside (said, not deleted): the one before is used
+        found = ckpt.usable_checkpoints(self.ckpt_dir, self._note) if resume else ckpt.list_checkpoints(self.ckpt_dir)
         if not resume:
             if found or final is not None:
                 raise ConfigError(f"{self.out_dir} already holds a run; pass --resume to continue it, --overwrite to "
@@ -561,6 +609,7 @@ class Trainer:
             yield
             return
         previous = signal.getsignal(signal.SIGINT)
+        previous_term = signal.getsignal(signal.SIGTERM)
 
         def handler(signum, frame):  # no printing here: a handler may run in the middle of a print
             if self._sigint:
@@ -568,29 +617,44 @@ class Trainer:
                 raise KeyboardInterrupt
             self._sigint = True
 
-        self._sigint = False
+        def term(signum, frame):  # preemption: checkpoint at the step boundary, then a clean exit
+            self._sigterm = True
+
+        self._sigint = self._sigterm = False
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, term)
         try:
             yield
         finally:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous_term if previous_term is not None else signal.SIG_DFL)
 
-    def _interrupted(self) -> bool:
-        """Whether any process got Ctrl-C (one tiny all-reduce per step under torchrun, so all stop together)."""
+    def _interrupted(self) -> tuple[bool, bool]:
+        """(stop, preempted): whether any process got Ctrl-C or SIGTERM, and whether SIGTERM (one tiny
+        all-reduce per step under torchrun, so all stop together)."""
         if not self.dist.distributed:
-            return self._sigint
-        flag = torch.tensor(1.0 if self._sigint else 0.0, device=self.device)
-        return float(all_reduce_mean(flag, self.dist)) > 0
+            return self._sigint or self._sigterm, self._sigterm
+        flag = torch.tensor([float(self._sigint), float(self._sigterm)], device=self.device)
+        flag = all_reduce_mean(flag, self.dist)
+        return bool(flag.sum() > 0), bool(flag[1] > 0)
 
     # ------------------------------------------------------------------ restoring
     def _restore(self, path: Path, optimizer, scheduler, *, allow_changes: bool = False) -> dict[str, Any]:
         info, cfg = self.dist, self.config
         loaded = ckpt.load_checkpoint(path, rank=info.rank)
         ts = loaded["trainer_state"]
-        if ts.get("world_size", info.world_size) != info.world_size:
-            raise ConfigError(f"cannot resume exactly from {path}: it ran on {ts['world_size']} process(es), this "
-                              f"run has {info.world_size}; launch with the same --nproc_per_node")
-        if is_fsdp(self.model):
+        self._check_world(path, ts)
+        if (loaded["sharded"] is not None) != (cfg.distributed == "fsdp"):
+            kind = "a sharded (fsdp)" if loaded["sharded"] is not None else "an unsharded (ddp)"
+            raise ConfigError(f"{path} is {kind} checkpoint; resume with --distributed "
+                              f"{'fsdp' if loaded['sharded'] is not None else 'ddp'}")
+        if loaded["sharded"] is not None:
+            from lmforge.train.distributed import load_sharded_state_dicts, sharded_state_dicts
+
+            sharded = sharded_state_dicts(self.model, optimizer)
+            ckpt.load_sharded_checkpoint(path, sharded)
+            load_sharded_state_dicts(self.model, optimizer, sharded)
+        elif is_fsdp(self.model):
             from safetensors.torch import load_file
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
@@ -607,7 +671,8 @@ class Trainer:
             ckpt.load_weights(self.extra[name], file)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         try:
-            load_optimizer_state(self.model, optimizer, loaded["optimizer"])
+            if loaded["optimizer"] is not None:  # (a sharded checkpoint's came with the model above)
+                load_optimizer_state(self.model, optimizer, loaded["optimizer"])
         except (ValueError, KeyError) as err:  # other parameter groups (e.g. an accepted head_lr change)
             raise CheckpointError(f"the optimizer state in {path} does not fit this run's parameter groups ({err}); "
                                   "resume with the saved settings") from None
@@ -625,11 +690,28 @@ class Trainer:
                 group["lr"] = base * factor(scheduler.last_epoch)
         if loaded["rng"] is not None:
             ckpt.set_rng_state(loaded["rng"])
+        else:  # a rank the saved run did not have: its own fresh streams (dropout; the data order does not use them)
+            seed_everything(cfg.seed + 1_000_003 * info.rank + int(ts["step"]))
         self._note(f"resumed from {path} at step {ts['step']} (epoch {ts['data_position']['epoch']}, "
                    f"micro-step {ts['data_position']['micro_step']}: seeked directly, nothing replayed)")
         return {"step": ts["step"], "best": ts.get("best"), "best_step": ts.get("best_step"),
                 "bad_evals": ts.get("bad_evals", 0), "last_eval": ts.get("last_eval", {}),
                 "window": ts.get("window", [])}
+
+    def _check_world(self, path: Path, ts: dict[str, Any]) -> None:
+        """Another number of processes resumes exactly only with the same global batch (the data position
+        and the optimizer state are functions of the step and the global batch, not of the process count)."""
+        info = self.dist
+        saved = int(ts.get("world_size", info.world_size))
+        if saved == info.world_size:
+            return
+        per_step = int(ts["data_position"]["accumulation_steps"]) * saved
+        if per_step != self.accum * info.world_size:
+            raise ConfigError(f"cannot resume {path} on {info.world_size} process(es): it ran on {saved} with "
+                              f"{per_step} micro-batch(es) of {self.config.batch_size} per step, this run would take "
+                              f"{self.accum * info.world_size}; keep the global batch with --global-batch-size "
+                              f"{per_step * self.config.batch_size}")
+        self._note(f"resume: re-sharding from {saved} to {info.world_size} process(es) (global batch unchanged)")
 
     def _save_model_dir(self, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
         """A loadable model dir (config.json + model.safetensors + tokenizer), written atomically."""

@@ -63,9 +63,10 @@ def is_hf_dir(path: str | Path) -> bool:
     if not config.is_file():
         return False
     try:
-        return "model_type" in json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not JSON, not UTF-8: ModelConfig.load says what is wrong with it
         return False
+    return isinstance(data, dict) and "model_type" in data
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
