@@ -13,7 +13,8 @@ from lmforge.config import ModelConfig
 from lmforge.errors import InputError
 from lmforge.models.output import ModelOutput
 from lmforge.nn.attention import AttentionMask, KVCache, LayerSlot
-from lmforge.nn.attention.dense import KV
+from lmforge.nn.attention.dense import KV, DenseAttention
+from lmforge.nn.attention.unpadded import Unpadding, repad, unpadding
 from lmforge.nn.block import Block
 from lmforge.nn.embeddings import Embeddings
 
@@ -50,6 +51,9 @@ class Transformer(nn.Module):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
         self.pooler = Pooler(config) if config.has_pooler else None
         self.gradient_checkpointing = False  # recompute each layer in backward (the trainer's flag)
+        # run the layers on the real tokens of a padded batch only (nn/attention/unpadded.py); padded
+        # positions of last_hidden_state are then 0. Fine-tuning switches it on (recipes/finetune.py)
+        self.padding_free = False
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_length: int,
@@ -130,6 +134,18 @@ class Transformer(nn.Module):
         valid = torch.arange(width, device=rows.device)[None, :] < counts[:, None]  # (B, M)
         return index, valid & rows.gather(1, index)
 
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               where: Unpadding | None) -> torch.Tensor:
+        """Embeddings (B, T, H); with ``where`` those of the real tokens only, (N, H)."""
+        if where is None:
+            return self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:  # (B, T) -> (1, N)
+            return None if t is None else t.expand_as(input_ids).reshape(-1).index_select(0, where.index)[None]
+
+        return self.embeddings(pick(input_ids), position_ids=pick(position_ids),
+                               token_type_ids=pick(token_type_ids))[0]  # (N, H)
+
     # ------------------------------------------------------------------ forward
     def run_layers(self, x: torch.Tensor, mask: AttentionMask, pasts: Sequence[Any] | None = None, *,
                    use_cache: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
@@ -184,8 +200,13 @@ class Transformer(nn.Module):
         if position_ids is None and input_ids.dim() == 2:
             position_ids = self.embeddings.position_ids(input_ids, past_length)
         self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
-        x = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)  # (B, T, H)
-        mask = self.attention_mask(attention_mask, B, T, past_length, x.device)
+        mask = self.attention_mask(attention_mask, B, T, past_length, input_ids.device)
+        where = None
+        if self.padding_free and mask.key_padding is not None and past_key_values is None and not (
+                use_cache or output_hidden_states or output_attentions or output_rows is not None) and all(
+                type(layer.attn) is DenseAttention for layer in self.layers):  # sparse kinds subclass it
+            where = mask.unpadded = unpadding(mask.key_padding)
+        x = self._embed(input_ids, position_ids, token_type_ids, where)  # (B, T, H), or (N, H) unpadded
         query_index = pick = None
         if output_rows is not None:
             if c.causal or past_key_values is not None or use_cache or output_hidden_states or output_attentions:
@@ -204,6 +225,8 @@ class Transformer(nn.Module):
             past_key_values.advance(T)
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if where is not None:
+            x = repad(x, where)  # (B, T, H), zeros at the padded positions
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
         pooled = self.pooler(x) if self.pooler is not None else None

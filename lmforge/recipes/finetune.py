@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import CheckpointError, ConfigError, suggest
-from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
+from lmforge.tasks import DecoderTokens, Example, Feature, Task, get_task
 from lmforge.tasks.base import IGNORE_INDEX
 from lmforge.train.distributed import resolve_device
 
@@ -81,6 +81,11 @@ class FinetuneConfig:
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. text_column, doc_stride
     overwrite: bool = False  # start over in a non-empty `out` (the previous run's state and outputs are removed)
     allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
+    # speed (docs/finetuning.md, "Speed"): batches of similar length, layers on the real tokens only,
+    # features cached beside the data
+    group_by_length: bool = True  # training batches drawn from length-sorted chunks of the shuffled order
+    padding_free: bool = True  # the body skips padded positions (same function; nn/attention/unpadded.py)
+    feature_cache: bool = True  # featurize once per dataset + tokenizer + options (tasks/cache.py)
     layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
     warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
@@ -379,7 +384,7 @@ def format_scores(scores: dict[str, Any]) -> str:
 OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json",
            "task.json")
 # what to do with `out` and how to show progress: not settings, never compared
-ACTIONS = ("resume", "overwrite", "allow_changes", "progress")
+ACTIONS = ("resume", "overwrite", "allow_changes", "progress", "feature_cache")
 
 
 def _run_record(config: FinetuneConfig) -> dict[str, Any]:
@@ -409,12 +414,14 @@ def _pad_id(tokenizer: Any) -> int:
 
 def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_length: int,
                decoder: DecoderTokens | None, training: bool, what: str, log: Log,
-               segments: bool = True) -> list[Feature]:
+               segments: bool = True, cache: Path | None = None) -> list[Feature]:
     """Features of ``examples`` (warning about truncation); ``segments=False`` drops the segment ids for a
     body with fewer than 2 segment embeddings (RoBERTa has 1): a tokenizer whose pair template numbers
     the second text 1 (a byte-level BPE one trained by lmforge) would index past that table."""
-    features, cut = featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
-                                  training=training)
+    from lmforge.tasks.cache import cached_featurize_all
+
+    features, cut, _ = cached_featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
+                                            training=training, cache_dir=cache)
     if not segments:
         for f in features:
             f.pop("token_type_ids", None)
@@ -445,7 +452,7 @@ def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_len
 
 def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics."""
-    from lmforge.objectives.base import BatchSource
+    from lmforge.objectives.base import BatchSource, LengthGroupedBatchSource
     from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer
     from lmforge.train import checkpoint as ckpt
@@ -467,10 +474,16 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     model, decoder = load_model(config.model, task, tokenizer, from_scratch=config.from_scratch, log=log)
     pad_id = _pad_id(tokenizer)
     segments = model.config.type_vocab_size > 1
+    model.body.padding_free = config.padding_free
+    cache = None
+    if config.feature_cache:
+        from lmforge.tasks.cache import cache_dir_for
+
+        cache = cache_dir_for(config.data)
     train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,
-                                training=True, what=config.train_split, log=log, segments=segments)
+                                training=True, what=config.train_split, log=log, segments=segments, cache=cache)
     eval_features = {split: _featurize(task, exs, tokenizer, max_length=max_length, decoder=decoder,
-                                       training=False, what=split, log=log, segments=segments)
+                                       training=False, what=split, log=log, segments=segments, cache=cache)
                      for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
@@ -480,8 +493,13 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     barrier(dist)
     # one process: every example every epoch, the last smaller batch kept (small GLUE sets have few
     # batches); several: equal shapes on every rank, so the last partial global batch is dropped
-    source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
-                         world_size=dist.world_size, drop_last=dist.world_size > 1)
+    layout = dict(batch_size=batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+                  drop_last=dist.world_size > 1)
+    if config.group_by_length:  # every example once per epoch, less padding (objectives/base.py)
+        source = LengthGroupedBatchSource(objective, train_features, lengths=[_length(f) for f in train_features],
+                                          **layout)
+    else:
+        source = BatchSource(objective, train_features, **layout)
     tc = train_config(config, task, batch_size=batch_size, max_length=max_length, steps_per_epoch=len(source))
 
     def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
@@ -568,6 +586,7 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
         raise CheckpointError(f"task {the_task.name} learns its labels from the training data; evaluate a "
                               "model fine-tuned by lmforge (its task.json holds them)")
     model, decoder = load_model(model_dir, the_task, tok, log=log)
+    model.body.padding_free = True  # same outputs at every real position, less work (nn/attention/unpadded.py)
     model.to(resolve_device(device))
     length = max_length or (state or {}).get("max_length") or default_max_length(the_task)
     return the_task, tok, model, decoder, int(length)
