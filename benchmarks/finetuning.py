@@ -2,6 +2,7 @@
 
     python benchmarks/finetuning.py [--tasks sst2 cola squad] [--seeds 1 2 3] [--threads 1] [--size mini|base]
                                     [--variants lmforge hf ...] [--rows 8000] [--quick] [--refdata DIR]
+    python benchmarks/finetuning.py --profile [--profile-steps N]     # where lmforge's time goes, by phase
 
 Workloads (issue 24): a bert-mini shaped encoder (L4 / H256 / A4; `--size base`: L12 / H768 / A12) with
 random weights and the bert-base-uncased vocabulary, fine-tuned from the same HF checkpoint directory on
@@ -173,6 +174,73 @@ def worker(job: dict) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
+# ------------------------------------------------------------------ where the time goes (--profile)
+def profile(data: Path, model_dir: str, threads: int, steps: int | None) -> None:
+    """lmforge's fine-tuning step by phase on SST-2, every speed-up off vs on, steps interleaved."""
+    import torch
+
+    from lmforge.objectives.base import BatchSource, LengthGroupedBatchSource
+    from lmforge.recipes.finetune import TaskObjective, _length, load_model, load_tokenizer, predict
+    from lmforge.tasks import featurize_all, get_task
+    from lmforge.train import TrainConfig
+    from lmforge.train.optim import build_optimizer, param_groups
+
+    torch.set_num_threads(threads)
+    task = get_task("glue-sst2")
+    tok = load_tokenizer(model_dir, None)
+    t = time.perf_counter()
+    train, dev = task.read(data, "train"), task.read(data, "dev")
+    read_s = time.perf_counter() - t
+    t = time.perf_counter()
+    feats, _ = featurize_all(task, train, tok, max_length=128, training=True)
+    dev_f, _ = featurize_all(task, dev, tok, max_length=128)
+    feat_s = time.perf_counter() - t
+    print(f"read {read_s:.2f} s, featurize {feat_s:.2f} s ({len(train)} + {len(dev)} rows)")
+    sides = {}
+    for name, fast in (("none", False), ("all", True)):
+        torch.manual_seed(0)
+        model, _ = load_model(model_dir, task, tok, log=lambda m: None)
+        model.body.padding_free = fast
+        obj = TaskObjective(task, pad_id=0, decoder=None, lm_weight=0.0)
+        kw = dict(batch_size=32, seed=1, drop_last=False)
+        src = (LengthGroupedBatchSource(obj, feats, lengths=[_length(f) for f in feats], **kw) if fast
+               else BatchSource(obj, feats, **kw))
+        cfg = TrainConfig(lr=LR, batch_size=32, seq_len=128, weight_decay=WD)
+        opt = build_optimizer(param_groups(model.named_parameters(), lr=LR, weight_decay=WD), cfg)
+        sides[name] = dict(model=model.train(), src=src, opt=opt, obj=obj, padded=0,
+                           t=dict(collate=0.0, forward=0.0, backward=0.0, clip=0.0, optimizer=0.0))
+    n = min(steps or 10 ** 9, len(sides["all"]["src"]))
+    for step in range(n):
+        for name in (("none", "all") if step % 2 else ("all", "none")):
+            sd, times = sides[name], sides[name]["t"]
+            t0 = time.perf_counter()
+            batch = sd["src"].batch(0, step)
+            t1 = time.perf_counter()
+            loss = sd["obj"].loss(sd["model"], batch)[0]
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(sd["model"].parameters(), 1.0)
+            t4 = time.perf_counter()
+            sd["opt"].step()
+            sd["opt"].zero_grad(set_to_none=True)
+            t5 = time.perf_counter()
+            sd["padded"] += batch["input_ids"].numel()
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                times[key] += dt
+    real = sum(len(f["input_ids"]) for f in feats[: n * 32])
+    print(f"{n} steps of 32, {real:,} real tokens; load {load()}")
+    print("| speed-ups | padded tokens | collate | forward | backward | clip | optimizer | train total | eval (1,000) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, sd in sides.items():
+        sd["model"].eval()
+        t = time.perf_counter()
+        predict(sd["model"], task, dev, dev_f, pad_id=0, batch_size=EVAL_BATCH)
+        ev = time.perf_counter() - t
+        cells = " | ".join(f"{v:.1f} s" for v in sd["t"].values())
+        print(f"| {name} | {sd['padded']:,} | {cells} | {sum(sd['t'].values()):.1f} s | {ev:.1f} s |")
+
+
 # ------------------------------------------------------------------ the parent: interleave, tabulate
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,6 +252,9 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=8000, help="SST-2 training rows (default 8000)")
     ap.add_argument("--quick", action="store_true", help="cola only, one seed (smoke test of the whole table)")
     ap.add_argument("--refdata", type=Path, default=REFDATA)
+    ap.add_argument("--profile", action="store_true",
+                    help="instead: lmforge's SST-2 step by phase, speed-ups off vs on (interleaved steps)")
+    ap.add_argument("--profile-steps", type=int, default=None, help="--profile: this many steps (default: 1 epoch)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -201,6 +272,9 @@ def main() -> int:
           f"{args.threads} thread(s) per side, load {load()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="ftbench-"))
     paths = prepare(root, args.refdata, args.rows, args.size)
+    if args.profile:
+        profile(paths["sst2"], str(paths["model"]), args.threads, args.profile_steps)
+        return 0
     results: dict[tuple[str, str], list[dict]] = {}
     for task in args.tasks:
         for i, seed in enumerate(args.seeds):
