@@ -262,6 +262,12 @@ def main() -> int:
         return 0
     if args.quick:
         args.tasks, args.seeds = ["cola"], args.seeds[:1]
+    try:
+        import accelerate  # noqa: F401 - HF's Trainer refuses to start without it
+    except ImportError:
+        print("HF's Trainer needs accelerate: pip install -e '.[bench]' (or pip install 'accelerate>=1.1')",
+              file=sys.stderr)
+        return 2
     import platform
 
     import torch
