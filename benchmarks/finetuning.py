@@ -29,7 +29,8 @@ Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(
 The sides run one after the other in an order that flips every seed (hf, lmforge, ..., then reversed),
 so a change of load on a shared machine hits both; the table gives the median wall clock over seeds,
 the ratio HF / lmforge, the metric mean +- std and the peak RSS. The load average is printed with each
-run. Results: docs/finetuning.md, "Speed".
+run, and the CPU time of the timed region (with one thread: the work done, whatever else a shared
+machine runs meanwhile). Results: docs/finetuning.md, "Speed".
 """
 from __future__ import annotations
 
@@ -100,13 +101,13 @@ def run_lmforge(job: dict) -> dict:
     os.environ["LMFORGE_CACHE"] = tempfile.mkdtemp(prefix="ftbench-cache-")  # cold: featurization counts
     options = dict(VARIANTS[job["variant"]])
     extra = {"doc_stride": 128} if name == "squad" else {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     scores = finetune(FinetuneConfig(
         model=job["model"], task=name, data=job["data"], out=tempfile.mkdtemp(prefix="ftbench-out-"),
         epochs=epochs, lr=LR, warmup=WARMUP, weight_decay=WD, batch_size=batch, eval_batch_size=EVAL_BATCH,
         max_length=length, seed=job["seed"], progress=False, device="cpu", task_options=extra, **options),
         log=lambda m: None)
-    return {"wall_s": time.perf_counter() - t0, "metric": scores[key]}
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "metric": scores[key]}
 
 
 def run_hf(job: dict) -> dict:
@@ -119,7 +120,7 @@ def run_hf(job: dict) -> dict:
 
     name, epochs, batch, length, key = TASKS[job["task"]]
     task = get_task(name, **({"doc_stride": 128} if name == "squad" else {}))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tok = BertTokenizerFast(vocab_file=str(Path(job["model"]) / "vocab.txt"), do_lower_case=True)
     train_ex, dev_ex = task.read(job["data"], "train"), task.read(job["data"], task.eval_splits[0])
     keep = ("input_ids", "attention_mask", "token_type_ids")
@@ -161,7 +162,7 @@ def run_hf(job: dict) -> dict:
     else:
         evals = [h for h in trainer.state.log_history if f"eval_{key}" in h]
         metric = max(h[f"eval_{key}"] for h in evals)  # the best epoch's, as lmforge keeps the best
-    return {"wall_s": time.perf_counter() - t0, "metric": metric}
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "metric": metric}
 
 
 def worker(job: dict) -> None:
@@ -298,19 +299,23 @@ def main() -> int:
                 r = json.loads(line[0][7:])
                 r["load"] = before
                 results.setdefault((task, variant), []).append(r)
-                print(f"{task} seed {seed} {variant}: {r['wall_s']:.1f} s, {TASKS[task][4]} {r['metric']:.4f}, "
+                print(f"{task} seed {seed} {variant}: {r['wall_s']:.1f} s (CPU {r['cpu_s']:.1f} s), "
+                      f"{TASKS[task][4]} {r['metric']:.4f}, "
                       f"peak {r['peak_rss_mb']:.0f} MB, load {before}", flush=True)
-    print(f"\n| task ({args.size}) | side | wall s (median of {len(args.seeds)}) | HF / side | metric (mean +- std) "
-          "| peak RSS MB |\n|---|---|---|---|---|---|")
+    print(f"\n| task ({args.size}) | side | wall s (median of {len(args.seeds)}) | HF / side | CPU s (median) | HF / side, "
+          "CPU | metric (mean +- std) | peak RSS MB |\n|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         hf = statistics.median(r["wall_s"] for r in results[(task, "hf")]) if (task, "hf") in results else None
+        hf_cpu = statistics.median(r["cpu_s"] for r in results[(task, "hf")]) if hf else None
         for variant in args.variants:
             rs = results[(task, variant)]
             wall = statistics.median(r["wall_s"] for r in rs)
+            cpu = statistics.median(r["cpu_s"] for r in rs)
             ms = [r["metric"] for r in rs]
             std = f" +- {statistics.stdev(ms):.4f}" if len(ms) > 1 else ""
-            ratio = f"{hf / wall:.2f}x" if hf else "-"
-            print(f"| {task} | {variant} | {wall:.1f} | {ratio} | {TASKS[task][4]} {statistics.mean(ms):.4f}{std} "
+            ratio, cpu_ratio = (f"{hf / wall:.2f}x", f"{hf_cpu / cpu:.2f}x") if hf else ("-", "-")
+            print(f"| {task} | {variant} | {wall:.1f} | {ratio} | {cpu:.1f} | {cpu_ratio} "
+                  f"| {TASKS[task][4]} {statistics.mean(ms):.4f}{std} "
                   f"| {max(r['peak_rss_mb'] for r in rs):.0f} |")
     print(f"\nload after: {load()}")
     return 0
