@@ -31,6 +31,7 @@ presets: $(STAMP)
 	$(BIN)/lmforge presets
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

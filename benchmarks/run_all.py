@@ -1,6 +1,7 @@
 """Run every side-by-side benchmark (lmforge vs HF transformers) in turn and print their tables.
 
-    python benchmarks/run_all.py [--only tokenization pretraining generation electra serving] [--quick] [--device cuda]
+    python benchmarks/run_all.py [--only tokenization pretraining generation electra serving finetuning] [--quick]
+                                 [--device cuda]
 
 Each benchmark is its own script (see its docstring for what it measures and its flags); this runner
 starts each in a subprocess so one's memory and threads do not leak into the next, prints the machine
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "compression": ("compression.py", ["--sections", "kernels", "decode", "encoder", "--new", "16", "--repeats", "1"]),
     "reformer": ("reformer.py", ["--layers", "2", "4", "--depth-length", "256", "--lengths", "512", "1024",
                                  "--ff-length", "512", "--steps", "4", "--repeats", "1"]),
+    "finetuning": ("finetuning.py", ["--quick"]),  # HF Trainer needs accelerate (the bench extra)
 }
 
 ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda

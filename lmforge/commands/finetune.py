@@ -10,6 +10,7 @@ from lmforge.commands.task_flags import add_task_arguments, task_options
 DEFAULTS = {"max_steps": None, "batch_size": 32, "lr": 2e-5, "warmup": 0.1, "weight_decay": 0.01, "precision": "auto",
             "seed": 0, "save_every": None, "device": None}
 SAID = {"max_steps": "none: --epochs decides"}
+SPEEDUPS = ("group-by-length", "padding-free", "feature-cache")  # FinetuneConfig fields, on by default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decoders (GPT-1 style): weight of the auxiliary LM loss (default 0.5)")
     parser.add_argument("--train-split", default="train", help="split to train on (default train)")
     parser.add_argument("--eval-split", default=None, help="split to evaluate each epoch (default: the task's dev)")
+    parser.add_argument("--disable", nargs="+", default=[], choices=SPEEDUPS, metavar="SPEEDUP",
+                        help=f"switch speed-ups off (to compare): {', '.join(SPEEDUPS)} (default: all on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             "train_split", "eval_split", "device", "max_steps", "precision", "save_every", "resume",
             "allow_changes", "overwrite")
     config = FinetuneConfig(**{k: getattr(args, k) for k in same}, progress=args.progress and interactive(),
-                            task_options=task_options(args))
+                            task_options=task_options(args),
+                            **{name.replace("-", "_"): name not in args.disable for name in SPEEDUPS})
     if args.seeds:
         scores = finetune_seeds(config, args.seeds)
         print(f"{args.task} over seeds {' '.join(map(str, args.seeds))}: {format_scores(scores)}")

@@ -33,6 +33,7 @@ class HeadContext:
     word_embedding: nn.Embedding  # the body's token embedding (tied output layers read its weight)
     compute_logits: bool = True  # False: a fused loss may skip the (tokens, V) logits (CLM training)
     logits_to_keep: int = 0  # > 0: LM logits of the last k positions only (generation's prefill)
+    padding_free: bool = False  # the body ran on the real tokens only (padded positions hold zeros)
 
 
 def _dropout(config: ModelConfig) -> nn.Dropout:
@@ -239,7 +240,14 @@ class QuestionAnsweringHead(nn.Module):
         start, end = logits[..., 0].contiguous(), logits[..., 1].contiguous()  # (B, L) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = losses.span_loss(start, end, start_positions, end_positions)
+            s_in, e_in = start, end
+            if ctx.padding_free and ctx.attention_mask is not None:
+                # padded positions are no answer candidates: out of the softmax (the padded path's loss
+                # depends on the batch's padding width, through the pads' hidden states)
+                pad = ctx.attention_mask.eq(0)
+                low = torch.finfo(start.dtype).min
+                s_in, e_in = start.masked_fill(pad, low), end.masked_fill(pad, low)
+            loss = losses.span_loss(s_in, e_in, start_positions, end_positions)
         return ModelOutput(loss=loss, start_logits=start, end_logits=end, logits=logits, **_tail(body))
 
 

@@ -324,7 +324,7 @@ class Model(nn.Module):
             return body
         ctx = HeadContext(input_ids=input_ids, attention_mask=attention_mask, num_choices=num_choices,
                           word_embedding=self.body.embeddings.word, compute_logits=return_logits,
-                          logits_to_keep=logits_to_keep)
+                          logits_to_keep=logits_to_keep, padding_free=self.body.padding_free)
         return self.head(body, ctx, labels, **head_inputs)
 
     def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:

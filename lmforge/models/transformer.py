@@ -16,8 +16,9 @@ from lmforge.config import ModelConfig
 from lmforge.errors import InputError
 from lmforge.models.output import ModelOutput
 from lmforge.nn.attention import AttentionMask, KVCache, LayerSlot
-from lmforge.nn.attention.dense import KV
 from lmforge.nn.attention.cpu_fastpath import gather_rows
+from lmforge.nn.attention.dense import KV, DenseAttention
+from lmforge.nn.attention.unpadded import Unpadding, repad, unpadding
 from lmforge.nn.block import Block
 from lmforge.nn.embeddings import Embeddings
 from lmforge.nn.reversible import run_plain, run_reversible
@@ -58,6 +59,9 @@ class Transformer(nn.Module):
         # reversible=True: recompute the layers' inputs in backward; False runs the same two-stream stack with
         # stored activations (the reference of tests and benchmarks/reformer.py)
         self.reversible_backward = True
+        # run the layers on the real tokens of a padded batch only (nn/attention/unpadded.py); padded
+        # positions of last_hidden_state are then 0. Fine-tuning switches it on (recipes/finetune.py)
+        self.padding_free = False
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_length: int,
@@ -141,6 +145,18 @@ class Transformer(nn.Module):
         index = torch.sort(wanted.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]
         valid = torch.arange(width, device=rows.device)[None, :] < counts[:, None]  # (B, M)
         return index, valid & rows.gather(1, index)
+
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               where: Unpadding | None) -> torch.Tensor:
+        """Embeddings (B, T, H); with ``where`` those of the real tokens only, (N, H)."""
+        if where is None:
+            return self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:  # (B, T) -> (1, N)
+            return None if t is None else t.expand_as(input_ids).reshape(-1).index_select(0, where.index)[None]
+
+        return self.embeddings(pick(input_ids), position_ids=pick(position_ids),
+                               token_type_ids=pick(token_type_ids))[0]  # (N, H)
 
     # ------------------------------------------------------------------ forward
     def run_layers(self, x: torch.Tensor, mask: AttentionMask, pasts: Sequence[Any] | None = None, *,
@@ -272,8 +288,13 @@ class Transformer(nn.Module):
         if position_ids is None and input_ids.dim() == 2:
             position_ids = self.embeddings.position_ids(input_ids, past_length)
         self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
-        x = self.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids)  # (B, T, H)
-        mask = self.attention_mask(attention_mask, B, T, past_length, x.device)
+        mask = self.attention_mask(attention_mask, B, T, past_length, input_ids.device)
+        where = None
+        if self.padding_free and mask.key_padding is not None and past_key_values is None and not (
+                use_cache or output_hidden_states or output_attentions or output_rows is not None) and all(
+                type(layer.attn) is DenseAttention for layer in self.layers) and not c.reversible:  # sparse kinds subclass it
+            where = mask.unpadded = unpadding(mask.key_padding)
+        x = self._embed(input_ids, position_ids, token_type_ids, where)  # (B, T, H), or (N, H) unpadded
         query_index = pick = None
         if output_rows is not None:
             if c.causal or past_key_values is not None or use_cache or output_hidden_states or output_attentions:
@@ -294,6 +315,8 @@ class Transformer(nn.Module):
             x = self.final_norm(x)
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
+        if where is not None:
+            x = repad(x, where)  # (B, T, H), zeros at the padded positions
         pooled = self.pooler(x) if pool and self.pooler is not None else None
         if pick is not None:
             x = x[pick]  # (N, H)

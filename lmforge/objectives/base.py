@@ -158,6 +158,58 @@ class BatchSource:
         return self.steps_per_epoch
 
 
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, *, batch_size: int, chunk_batches: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``order`` (a permutation) regrouped so each batch holds examples of similar length.
+
+    HF ``group_by_length``'s scheme (its chunks are 50 batches; 8 here: a chunk as large as a small
+    data set gives nearly the same batches every epoch, which stalled a CoLA run, docs/finetuning.md):
+    cut the shuffled order into chunks of ``chunk_batches`` batches,
+    sort each chunk by length (longest first, stable), cut it into batches and shuffle those batches
+    inside the chunk (so the steps do not run long-to-short). Only the positions change: every id of
+    ``order`` is there exactly once, and a last, partial batch stays last (the step layout of
+    ``BatchSource`` is unchanged).
+    """
+    chunk = batch_size * chunk_batches
+    out = []
+    for start in range(0, len(order), chunk):
+        ids = order[start:start + chunk]
+        ids = ids[np.argsort(-lengths[ids], kind="stable")]
+        full = len(ids) // batch_size
+        batches = [ids[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+        batches = [batches[i] for i in rng.permutation(full)]
+        if len(ids) > full * batch_size:  # only the last chunk can end with a partial batch
+            batches.append(ids[full * batch_size:])
+        out.extend(batches)
+    return np.concatenate(out) if out else order
+
+
+class LengthGroupedBatchSource(BatchSource):
+    """A ``BatchSource`` whose global batches hold examples of similar length (``group_by_length``):
+    less padding, same examples per epoch, order still a pure function of ``(seed, epoch)`` (exact
+    resume). ``lengths[i]``: the token count of example ``i`` (the padded width it would need)."""
+
+    def __init__(self, objective: Objective, dataset: Any, *, lengths: Sequence[int], chunk_batches: int = 8,
+                 **options: Any) -> None:
+        super().__init__(objective, dataset, **options)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if len(self.lengths) != self.examples_per_epoch:
+            raise DataError(f"{len(self.lengths)} lengths for {self.examples_per_epoch} examples")
+        self.chunk_batches = chunk_batches
+        self._grouped_epoch: int | None = None
+        self._grouped: np.ndarray | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._grouped_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 0x1E6647])
+            self._grouped = group_by_length(super().order(epoch), self.lengths, batch_size=self.global_batch,
+                                            chunk_batches=self.chunk_batches, rng=rng)
+            self._grouped_epoch = epoch
+        assert self._grouped is not None
+        return self._grouped
+
+
 # metric -> the count it is an average over (weights when reducing over batches)
 METRIC_WEIGHTS: dict[str, str] = {
     "mlm_loss": "masked_tokens", "mlm_accuracy": "masked_tokens",

@@ -34,7 +34,7 @@ import torch
 
 from lmforge.errors import CheckpointError, ConfigError, suggest
 from lmforge.nn.quantized import check_device
-from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
+from lmforge.tasks import DecoderTokens, Example, Feature, Task, get_task
 from lmforge.tasks.base import IGNORE_INDEX
 from lmforge.train.distributed import resolve_device
 
@@ -82,6 +82,11 @@ class FinetuneConfig:
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. text_column, doc_stride
     overwrite: bool = False  # start over in a non-empty `out` (the previous run's state and outputs are removed)
     allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
+    # speed (docs/finetuning.md, "Speed"): batches of similar length, layers on the real tokens only,
+    # features cached beside the data
+    group_by_length: bool = True  # training batches drawn from length-sorted chunks of the shuffled order
+    padding_free: bool = True  # the body skips padded positions (same function; nn/attention/unpadded.py)
+    feature_cache: bool = True  # featurize once per dataset + tokenizer + options (tasks/cache.py)
     layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
     warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
@@ -304,15 +309,16 @@ def write_predictions(out: Path, task: Task, examples: Sequence[Example], predic
 
 def write_confusion_matrix(path: Path, predictions: Sequence[int], examples: Sequence[Example],
                            labels: Sequence[str], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on the Agg canvas, not pyplot (whose import costs ~1 s of CPU, more than a small run's steps)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from lmforge.tasks.metrics import confusion_matrix
 
     cm = confusion_matrix(np.asarray(predictions), np.asarray([ex["label"] for ex in examples]), len(labels))
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    fig = Figure(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     for (r, c), v in np.ndenumerate(cm):
         ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
@@ -323,7 +329,6 @@ def write_confusion_matrix(path: Path, predictions: Sequence[int], examples: Seq
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def task_state(task: Task) -> dict[str, Any]:
@@ -380,7 +385,7 @@ def format_scores(scores: dict[str, Any]) -> str:
 OUTPUTS = ("metrics.json", "predictions.tsv", "predictions.json", "confusion_matrix.png", "null_odds.json",
            "task.json")
 # what to do with `out` and how to show progress: not settings, never compared
-ACTIONS = ("resume", "overwrite", "allow_changes", "progress")
+ACTIONS = ("resume", "overwrite", "allow_changes", "progress", "feature_cache")
 
 
 def _run_record(config: FinetuneConfig) -> dict[str, Any]:
@@ -410,12 +415,14 @@ def _pad_id(tokenizer: Any) -> int:
 
 def _featurize(task: Task, examples: Sequence[Example], tokenizer: Any, *, max_length: int,
                decoder: DecoderTokens | None, training: bool, what: str, log: Log,
-               segments: bool = True) -> list[Feature]:
+               segments: bool = True, cache: Path | None = None) -> list[Feature]:
     """Features of ``examples`` (warning about truncation); ``segments=False`` drops the segment ids for a
     body with fewer than 2 segment embeddings (RoBERTa has 1): a tokenizer whose pair template numbers
     the second text 1 (a byte-level BPE one trained by lmforge) would index past that table."""
-    features, cut = featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
-                                  training=training)
+    from lmforge.tasks.cache import cached_featurize_all
+
+    features, cut, _ = cached_featurize_all(task, examples, tokenizer, max_length=max_length, decoder=decoder,
+                                            training=training, cache_dir=cache)
     if not segments:
         for f in features:
             f.pop("token_type_ids", None)
@@ -450,7 +457,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
 
     ``wrap_objective(task_objective, model)`` replaces the loss (TinyBERT's task distillation, recipes/distill.py)
     and ``train_changes`` fields of the TrainConfig (e.g. no keep-best for a stage without a meaningful score)."""
-    from lmforge.objectives.base import BatchSource
+    from lmforge.objectives.base import BatchSource, LengthGroupedBatchSource
     from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer
     from lmforge.train import checkpoint as ckpt
@@ -475,10 +482,16 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
                           "model, then compress it (lmforge evaluate / predict run quantized models).")
     pad_id = _pad_id(tokenizer)
     segments = model.config.type_vocab_size > 1
+    model.body.padding_free = config.padding_free
+    cache = None
+    if config.feature_cache:
+        from lmforge.tasks.cache import cache_dir_for
+
+        cache = cache_dir_for(config.data)
     train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,
-                                training=True, what=config.train_split, log=log, segments=segments)
+                                training=True, what=config.train_split, log=log, segments=segments, cache=cache)
     eval_features = {split: _featurize(task, exs, tokenizer, max_length=max_length, decoder=decoder,
-                                       training=False, what=split, log=log, segments=segments)
+                                       training=False, what=split, log=log, segments=segments, cache=cache)
                      for split, exs in eval_sets.items()}
     batch_size = min(config.batch_size, len(train_features))
     objective = TaskObjective(task, pad_id=pad_id, decoder=decoder, lm_weight=config.lm_weight)
@@ -490,8 +503,13 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
     barrier(dist)
     # one process: every example every epoch, the last smaller batch kept (small GLUE sets have few
     # batches); several: equal shapes on every rank, so the last partial global batch is dropped
-    source = BatchSource(objective, train_features, batch_size=batch_size, seed=config.seed, rank=dist.rank,
-                         world_size=dist.world_size, drop_last=dist.world_size > 1)
+    layout = dict(batch_size=batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+                  drop_last=dist.world_size > 1)
+    if config.group_by_length:  # every example once per epoch, less padding (objectives/base.py)
+        source = LengthGroupedBatchSource(objective, train_features, lengths=[_length(f) for f in train_features],
+                                          **layout)
+    else:
+        source = BatchSource(objective, train_features, **layout)
     tc = train_config(config, task, batch_size=batch_size, max_length=max_length, steps_per_epoch=len(source))
     if train_changes:
         tc = dataclasses.replace(tc, **train_changes)
@@ -581,6 +599,7 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
                               "model fine-tuned by lmforge (its task.json holds them)")
     model, decoder = load_model(model_dir, the_task, tok, log=log)
     check_device(model.config, resolve_device(device))  # an int8 model from `lmforge compress`: CPU only
+    model.body.padding_free = True  # same outputs at every real position, less work (nn/attention/unpadded.py)
     model.to(resolve_device(device))
     length = max_length or (state or {}).get("max_length") or default_max_length(the_task)
     return the_task, tok, model, decoder, int(length)

@@ -122,12 +122,13 @@ def plot_loss(out_dir: Path, *, title: str = "loss") -> Path | None:
     val = [(r["step"], r["loss"]) for r in records if r.get("split") == "val" and isinstance(r.get("loss"), (int, float))]
     if not train and not val:
         return None
-    import matplotlib
+    # a Figure on the Agg canvas, not pyplot: importing pyplot costs ~1 s of CPU, more than the plot
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1.2)
     if val:
@@ -140,7 +141,6 @@ def plot_loss(out_dir: Path, *, title: str = "loss") -> Path | None:
     fig.tight_layout()
     path = out_dir / PLOT_FILE
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -12,6 +12,13 @@ TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, max
             hidden_dropout=0.0, attention_dropout=0.0)
 
 
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path_factory, monkeypatch) -> None:
+    """Fine-tuning caches features beside the data, or in the user cache for read-only data (refdata):
+    tests keep theirs in the session's temporary directory (subprocesses inherit the variable)."""
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+
+
 def _sentences(refdata: Path) -> list[str]:
     rows = (refdata / "glue" / "CoLA" / "train_sample.tsv").read_text().splitlines()
     swag = (refdata / "swag" / "val_sample.csv").read_text().splitlines()

@@ -12,6 +12,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.nn.attention.cache import LayerSlot
 from lmforge.nn.attention.cpu_fastpath import fastpath_attention, uses_cpu_fastpath
+from lmforge.nn.attention.unpadded import Unpadding, unpadded_attention
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,6 +29,7 @@ class AttentionMask:
     dense: torch.Tensor | None
     is_causal: bool
     key_padding: torch.Tensor | None = None
+    unpadded: Unpadding | None = None  # set: the layers see the real tokens only, x (N, H) (attention/unpadded.py)
 
 
 class DenseAttention(nn.Module):
@@ -50,6 +52,9 @@ class DenseAttention(nn.Module):
                 use_cache: bool = False,
                 output_attentions: bool | str = False, query_index: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
+        if mask.unpadded is not None:  # x is (N, H), the batch's real tokens (the body's padding_free mode)
+            return unpadded_attention(self, x, where=mask.unpadded, dense_mask=mask.dense,
+                                      is_causal=mask.is_causal), None, None
         if past is None and not use_cache and not output_attentions and (
                 query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
             return fastpath_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,

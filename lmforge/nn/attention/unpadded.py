@@ -1,0 +1,92 @@
+"""Padding-free ("unpadded") encoder layers: a batch of mostly short sequences costs its real tokens.
+
+The body gathers the real tokens of a right- or left-padded batch into one (N, H) matrix before the
+first layer (``unpad``), so every projection, the MLP, the LayerNorms and the dropouts run on N rows
+instead of B x T. Only the attention product itself needs the (B, T) layout: ``unpadded_attention``
+projects q / k / v for the N rows, scatters them into a zero (B, nh, T, hs) layout, attends under the
+same mask as the padded path and gathers the N outputs back before the output projection. At the end
+``repad`` puts the rows back into (B, T, H) with zeros at the padded positions (which the padded path
+fills with values no loss or metric reads). Same function on every real position (tests/nn/attention/
+test_unpadded.py checks logits, losses and gradients of every head); measurements in docs/finetuning.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.nn.attention.cpu_fastpath import uses_cpu_fastpath
+from lmforge.nn.dropout import keep_mask
+
+
+@dataclass
+class Unpadding:
+    """Where the N real tokens of a (B, T) batch sit: ``index`` (N,) flat positions in B * T."""
+
+    index: torch.Tensor
+    batch: int
+    length: int
+
+
+class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
+    num_heads: int
+    head_size: int
+    scale: float
+    dropout_p: float
+    training: bool
+    qkv: nn.Linear
+    out: nn.Linear
+
+
+def unpadding(attention_mask: torch.Tensor) -> Unpadding:
+    """The real positions of ``attention_mask`` (B, T), 1 = real token."""
+    B, T = attention_mask.shape
+    index = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+    return Unpadding(index=index, batch=B, length=T)
+
+
+def unpad(x: torch.Tensor, where: Unpadding) -> torch.Tensor:
+    """(B, T, ...) -> (N, ...): the rows of the real tokens."""
+    return x.reshape(where.batch * where.length, *x.shape[2:]).index_select(0, where.index)
+
+
+def repad(x: torch.Tensor, where: Unpadding) -> torch.Tensor:
+    """(N, H) -> (B, T, H) with zeros at the padded positions."""
+    full = x.new_zeros(where.batch * where.length, x.size(-1)).index_copy(0, where.index, x)
+    return full.view(where.batch, where.length, x.size(-1))
+
+
+def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense_mask: torch.Tensor | None,
+                       is_causal: bool) -> torch.Tensor:
+    """Self-attention of the real tokens ``x`` (N, H) -> (N, H); ``dense_mask`` True = attend, as the
+    padded path's. On CPU in training with attention dropout, the explicit softmax of cpu_fastpath.py."""
+    N, H = x.shape
+    B, T = where.batch, where.length
+    nh, hs = attn.num_heads, attn.head_size
+    explicit = uses_cpu_fastpath(attn, x)
+    w, b = attn.qkv.weight, attn.qkv.bias
+    if explicit:  # fold 1/sqrt(hs) into the q rows of the weight, as cpu_fastpath does
+        qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
+        qscale[:H] = attn.scale
+        w, b = w * qscale, None if b is None else b * qscale[:, 0]
+    qkv = F.linear(x, w, b)  # (N, 3H): the projection costs the real tokens only
+    full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
+    q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
+    if not explicit:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
+                                           dropout_p=attn.dropout_p if attn.training else 0.0, scale=attn.scale)
+    else:
+        p = attn.dropout_p
+        scores = torch.matmul(q, k.transpose(-2, -1))  # (B, nh, T, T), already scaled
+        if is_causal:
+            dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        if dense_mask is not None:
+            scores = scores.masked_fill_(~dense_mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(dim=-1)
+        probs = probs * keep_mask(probs, p).mul_(1.0 / (1.0 - p))  # attention dropout
+        y = torch.matmul(probs, v)  # (B, nh, T, hs)
+    y = y.transpose(1, 2).reshape(B * T, H).index_select(0, where.index)  # (N, H)
+    return attn.out(y)

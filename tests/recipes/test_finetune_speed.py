@@ -1,0 +1,101 @@
+"""Fine-tuning's speed-ups keep what a user gets: evaluation batches sorted by length give every example
+its own prediction in input order, features come from the cache only when nothing featurize reads has
+changed (tokenizer, max length, task options, examples), and `--disable` switches each speed-up off."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmforge import Model, ModelConfig
+from lmforge.cli import main
+from lmforge.recipes.finetune import predict
+from lmforge.tasks import featurize_all, get_task
+from lmforge.tasks.cache import cached_featurize_all
+
+SST_HEADER = "sentence\tlabel"
+
+
+def test_sorted_evaluation_restores_the_input_order(bert_tok) -> None:
+    task = get_task("glue-stsb")  # regression: the prediction is the raw score, nothing rounds it away
+    words = "a fine film that nobody saw and everyone talked about for years".split()
+    examples = [{"id": str(i), "source": f"x:{i}", "text": " ".join(words[: 1 + (7 * i) % len(words)]),
+                 "text_pair": " ".join(words[: 1 + (3 * i) % 5]), "label": 0.0} for i in range(11)]
+    features, _ = featurize_all(task, examples, bert_tok, max_length=32)
+    torch.manual_seed(0)
+    model = Model(ModelConfig.from_preset("bert-tiny", head="seq-cls", num_labels=1, vocab_size=len(bert_tok),
+                                          num_layers=1)).eval()
+    got = predict(model, task, examples, features, pad_id=0, batch_size=4)  # sorted batches, padding-free
+    model.body.padding_free = False
+    alone = [predict(model, task, [ex], [dict(f, example_index=0)], pad_id=0, batch_size=1)[0]
+             for ex, f in zip(examples, features)]  # each example on its own: no padding, no sorting
+    assert len({len(f["input_ids"]) for f in features}) > 3  # the lengths really differ
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_feature_cache_hits_and_invalidation(bert_tok, tmp_path, monkeypatch) -> None:
+    from lmforge import Tokenizer
+
+    task = get_task("glue-sst2")
+    examples = [{"id": str(i), "source": "x", "text": f"a film number {i} that was fine", "text_pair": None,
+                 "label": i % 2} for i in range(6)]
+    first, cut, hit = cached_featurize_all(task, examples, bert_tok, max_length=32, cache_dir=tmp_path)
+    assert not hit and list(tmp_path.glob("glue-sst2-*.json"))
+    calls = []
+    real = type(task).featurize
+    monkeypatch.setattr(type(task), "featurize", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    again, cut2, hit = cached_featurize_all(task, examples, bert_tok, max_length=32, cache_dir=tmp_path)
+    assert hit and not calls and again == first and cut2 == cut  # read back, featurize not called
+
+    _, _, hit = cached_featurize_all(task, examples, bert_tok, max_length=16, cache_dir=tmp_path)
+    assert not hit and calls  # another max length: featurized again
+    bert_tok.save_pretrained(tmp_path / "tok")
+    changed = Tokenizer.from_pretrained(tmp_path / "tok")
+    changed.add_tokens(["filmography"])  # another vocabulary: another key
+    calls.clear()
+    _, _, hit = cached_featurize_all(task, examples, changed, max_length=32, cache_dir=tmp_path)
+    assert not hit and calls
+    _, _, hit = cached_featurize_all(task, [dict(e, text=e["text"] + "!") for e in examples], bert_tok,
+                                     max_length=32, cache_dir=tmp_path)
+    assert not hit  # other examples
+    _, _, hit = cached_featurize_all(task, examples, bert_tok,
+                                     max_length=32, cache_dir=tmp_path)
+    assert hit
+
+
+def test_squad_windows_survive_the_cache(refdata, bert_tok, tmp_path) -> None:
+    task = get_task("squad-v2", doc_stride=32)
+    examples = task.read(refdata / "squad", "dev")
+    want, _ = featurize_all(task, examples, bert_tok, max_length=96)
+    cached_featurize_all(task, examples, bert_tok, max_length=96, cache_dir=tmp_path)
+    got, _, hit = cached_featurize_all(task, examples, bert_tok, max_length=96, cache_dir=tmp_path)
+    assert hit and got == want  # offsets come back as tuples
+    _, _, hit = cached_featurize_all(get_task("squad-v2", doc_stride=16), examples, bert_tok, max_length=96,
+                                     cache_dir=tmp_path)
+    assert not hit  # a task option changed
+
+
+def test_finetune_uses_the_cache_and_disable_switches_speedups_off(tiny_encoder, tmp_path, monkeypatch, capsys):
+    rows = [f"{' '.join(['good'] * (1 + k % 9))} film\t{k % 2}" for k in range(40)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_text("\n".join([SST_HEADER, *rows]) + "\n")
+    (data / "dev.tsv").write_text("\n".join([SST_HEADER, *rows[:10]]) + "\n")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LMFORGE_CACHE", str(cache))
+    args = ["finetune", "--model", str(tiny_encoder), "--task", "glue-sst2", "--data", str(data), "--epochs", "1",
+            "--batch-size", "8", "--lr", "1e-3", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert len(list((cache / "features").glob("*.json"))) == 2  # train and dev
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # from the cache: the same run
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert a == b
+    assert main([*args, "--out", str(tmp_path / "c"), "--disable", "group-by-length", "padding-free",
+                 "feature-cache"]) == 0
+    saved = json.loads((tmp_path / "c" / "trainer_state.json").read_text())["run"]
+    assert saved["group_by_length"] is False and saved["padding_free"] is False
+    with pytest.raises(SystemExit) as stop:  # a usage error: argparse's exit 2
+        main([*args, "--out", str(tmp_path / "d"), "--disable", "fast"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
