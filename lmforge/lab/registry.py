@@ -36,6 +36,7 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # anything the plot needs (goes to results.json too)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # more tables, by title
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ def write_report(e: Experiment, result: Result, out: Path, info: dict[str, Any])
     for c in result.checks:
         lines.append(f"| {c.what} | {c.paper} | {c.ours} | {_held(c.held)}{' - ' + c.note if c.note else ''} |")
     lines += ["", "## Measured", "", markdown_table(result.table), ""]
+    for title, rows in result.tables.items():
+        lines += [f"### {title}", "", markdown_table(rows), ""]
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     lines += [f"![{e.name}]({e.name}.png)", ""]
@@ -173,10 +176,12 @@ def run_experiment(name: str, out: str | Path, *, fast: bool = False, seeds: int
     info = {"name": name, "claim": e.claim, "source": e.source, "fast": fast, "seeds": seeds,
             "wall_s": round(time.perf_counter() - t0, 1), "machine": machine()}
     _load(e.plot)(result, out / f"{name}.png")
-    payload = {**info, "table": result.table, "checks": [asdict(c) for c in result.checks], "notes": result.notes,
+    payload = {**info, "table": result.table, "tables": result.tables, "checks": [asdict(c) for c in result.checks], "notes": result.notes,
                "data": result.data}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     log(markdown_table(result.table))
+    for title, rows in result.tables.items():
+        log(f"\n{title}\n{markdown_table(rows)}")
     for c in result.checks:
         log(f"{c.what}: paper {c.paper}, ours {c.ours} -> {_held(c.held)}")
     write_report(e, result, out, info)
