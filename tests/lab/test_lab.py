@@ -80,3 +80,21 @@ def test_albert_lecture_arithmetic_and_table_1():
     # embedding LayerNorm (2E) and the E -> H projection's weight (E x H) grow by H - E per row
     full, factored = count("albert-base", embedding_size=768), count("albert-base")
     assert full - factored == (30000 + 512 + 2 + 2 + 768) * (768 - 128)
+
+
+def test_electra_vs_mlm_reads_the_equal_compute_summary(tmp_path, monkeypatch):
+    # the recipe itself (and its --fast run) is tested in tests/recipes/test_equal_compute.py; here only the lab's
+    # reading of its summary, on a summary of the recipe's shape
+    import lmforge.recipes.equal_compute as ec
+
+    def row(obj, budget, mcc, std):
+        return {"objective": obj, "budget": budget, "flops": 1e9 * budget, "steps": 10 * budget, "test_mcc": mcc,
+                "test_mcc_std": std, "test_accuracy": 0.5 + mcc / 2, "val": {}}
+
+    summary = {"rows": [row("mlm", 1, 0.2, 0.01), row("rtd", 1, 0.3, 0.02), row("mlm", 2, 0.3, 0.1),
+                        row("rtd", 2, 0.31, 0.1), row("none (from scratch)", 0, 0.0, 0.0)]}
+    monkeypatch.setattr(ec, "equal_compute", lambda out, fast, log: summary)
+    monkeypatch.setattr(ec, "plot", lambda s, path: path.write_bytes(b"\x89PNG\r\n\x1a\n"))
+    run_experiment("electra-vs-mlm", tmp_path, fast=True, log=lambda _: None)
+    payload = _check_outputs(tmp_path, "electra-vs-mlm")
+    assert [c["held"] for c in payload["checks"]] == [True, None]  # budget 2's gap is inside the seeds' std
