@@ -69,7 +69,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("pretrain-vs-scratch", "Pre-training helps fine-tuning, more with more pre-training steps",
                "Devlin et al. 2019; Radford et al. 2018", 0, provided_by="not yet implemented (issue 22)"),
     Experiment("nsp-vs-sop", "A model trained with NSP does poorly on SOP; one trained with SOP does well on NSP",
-               "Lan et al. 2020 (ALBERT), table 5", 0, provided_by="not yet implemented (issue 22)"),
+               "Lan et al. 2020 (ALBERT), table 5", 8, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
     Experiment("electra-vs-mlm", "At equal pre-training compute, replaced-token detection beats MLM on fine-tuning",
                "Clark et al. 2020 (ELECTRA), figure 3", 25, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot"),
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",

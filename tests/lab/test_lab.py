@@ -41,7 +41,7 @@ def _check_outputs(out: Path, name: str) -> dict:
     return payload
 
 
-@pytest.mark.parametrize("name", ["albert-params", "masking-stats", "gpt3-scaling"])
+@pytest.mark.parametrize("name", ["albert-params", "masking-stats", "gpt3-scaling", "nsp-vs-sop"])
 def test_fast_mode_writes_the_outputs(name, tmp_path, monkeypatch):
     if name not in EXPERIMENTS or not EXPERIMENTS[name].runnable:
         pytest.skip(f"{name} not runnable")
