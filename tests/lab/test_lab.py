@@ -99,3 +99,33 @@ def test_electra_vs_mlm_reads_the_equal_compute_summary(tmp_path, monkeypatch):
     run_experiment("electra-vs-mlm", tmp_path, fast=True, log=lambda _: None)
     payload = _check_outputs(tmp_path, "electra-vs-mlm")
     assert [c["held"] for c in payload["checks"]] == [True, None]  # budget 2's gap is inside the seeds' std
+
+
+def test_power_law_fit_recovers_a_known_exponent():
+    import numpy as np
+
+    from lmforge.lab.gpt3_scaling import fit_power_law
+
+    n = np.array([1e4, 3e4, 1e5, 3e5, 1e6])
+    a, alpha = fit_power_law(n, 7.0 * n ** -0.076)
+    assert abs(alpha - 0.076) < 1e-9 and abs(a - 7.0) < 1e-6
+
+
+def test_runs_of_selected_tokens():
+    import numpy as np
+
+    from lmforge.lab.masking_stats import _hist3, _runs
+
+    rows = np.array([[1, 1, 0, 1, 0, 0, 1, 1, 1, 1], [0, 1, 0, 0, 1, 1, 1, 0, 0, 0]], dtype=bool)
+    assert sorted(_runs(rows).tolist()) == [1, 1, 2, 3, 4]
+    assert _hist3(_runs(rows)) == [0.4, 0.2, 0.2, 0.2]
+
+
+def test_gpt3_table_2_1_from_the_presets():
+    from lmforge.lab.gpt3_scaling import table_2_1
+
+    rows, checks = table_2_1()
+    assert [r["model"] for r in rows][:1] == ["gpt3-small"] and rows[0]["params"] == 125_226_240
+    # the two rows the paper prints but nobody can build are flagged, not hidden
+    flagged = {c.what.split()[0] for c in checks if c.note}
+    assert flagged == {"gpt3-xl", "gpt3-13b"}
