@@ -150,6 +150,12 @@ def plot(result: Result, path: Path) -> None:
     ax.plot(grid, fit["a"] * grid ** -fit["alpha"], "--", label=f"fit: {fit['a']:.3g} N^-{fit['alpha']:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())  # log axes over less than a decade: no crowded minor labels
+    ticks = np.linspace(loss.min(), loss.max(), 5)
+    ax.set_yticks(ticks, [f"{t:.2f}" for t in ticks])
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("validation loss (nats / token)")
     ax.legend()

@@ -44,7 +44,7 @@ class Experiment:
     name: str
     claim: str
     source: str  # paper, table / figure
-    minutes: float  # default run on 2 shared cores (measured)
+    minutes: float  # default run on 2 cores shared with other jobs (measured, load average ~8)
     run: str = ""  # "module:function" (out, *, fast, seeds, log) -> Result; "" when another issue provides it
     plot: str = ""  # "module:function" (result, path) -> None
     provided_by: str = ""  # where it lives when it is not (yet) runnable here
@@ -60,7 +60,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("albert-params",
                "Factorized embeddings (V x E + E x H instead of V x H) and cross-layer sharing cut BERT's parameters "
                "~9x at the same width (ALBERT-base 12M vs BERT-base 108M)",
-               "Lan et al. 2020 (ALBERT), tables 1-4", 0.5, _M + "albert_params:run", _M + "albert_params:plot"),
+               "Lan et al. 2020 (ALBERT), tables 1 and 3", 0.2, _M + "albert_params:run", _M + "albert_params:plot"),
     Experiment("masking-stats",
                "BERT selects 15% of tokens and replaces them 80/10/10; static masking repeats each mask over epochs "
                "(RoBERTa: 4 times in 40 epochs with dupe factor 10); ALBERT masks n-grams with p(n) ~ 1/n, n <= 3",
@@ -82,7 +82,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                            "wired into the lab yet"),
     Experiment("gpt3-scaling",
                "GPT-3's table 2.1 sizes; validation loss falls as a power law of model size at equal tokens",
-               "Brown et al. 2020 (GPT-3) table 2.1 and figure 3.1; Kaplan et al. 2020 figure 1", 6,
+               "Brown et al. 2020 (GPT-3) table 2.1 and figure 3.1; Kaplan et al. 2020 figure 1", 8,
                _M + "gpt3_scaling:run", _M + "gpt3_scaling:plot", seeds=1),
     Experiment("fewshot", "In-context accuracy rises with k and with model size",
                "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 0, provided_by="not yet implemented (issue 22)"),
