@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                                                    "--flex-length", "0"]),
     "serving": ("serving.py", ["--quick", "--shapes", "tiny", "bert-base"]),
     "electra": ("electra.py", ["--steps", "2", "--warmup", "1"]),
+    "compression": ("compression.py", ["--sections", "kernels", "decode", "encoder", "--new", "16", "--repeats", "1"]),
 }
 
 ON_DEVICE = ("pretraining", "generation", "attention_scaling")  # the scripts that take --device cpu|cuda

@@ -25,6 +25,8 @@ EXTRACT_COMBINE = ("auto", "sum", "choice")  # GPT-1 extract head with (B, C, L)
 QA_HEADS = ("linear", "bigbird")  # the qa head's shape, see heads.QuestionAnsweringHead
 SPARSE_FALLBACKS = ("dense", "error")  # "bigbird" on a sequence too short for its pattern
 SPARSE_IMPLS = ("auto", "flex", "blocks", "mask")  # how the sparse kinds compute (nn/attention/sparse.py)
+# how `lmforge compress` stores the weights (lmforge/nn/quantized.py runs them); None = float32
+QUANTIZATION_METHODS = ("int8", "int8-weight", "bf16")
 
 
 @dataclass
@@ -124,6 +126,16 @@ class ModelConfig:
     # sep_token_id get -1e6 (HF BigBirdForQuestionAnswering.forward)
     qa_head: str = "linear"
 
+    # ---- compression (lmforge compress; docs/compression.md) ----
+    # attention heads kept in each stored layer after head pruning (None = num_heads everywhere); the head
+    # size stays hidden_size // num_heads, so stored layer i has qkv (3 * n_i * hs, H) and out (H, n_i * hs)
+    layer_heads: list[int] | None = None
+    # MLP inner width of each stored layer after neuron pruning (None = intermediate_size everywhere)
+    layer_ffn_sizes: list[int] | None = None
+    # {"method": "int8" | "int8-weight" | "bf16", "kernel": name}: how the weights are stored and which kernel
+    # multiplies them (lmforge.nn.quantized.KERNELS checks the name when the model is built); None = float32
+    quantization: dict[str, Any] | None = None
+
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried through save/load (not read by the model)
 
     # ------------------------------------------------------------------ derived values
@@ -177,6 +189,14 @@ class ModelConfig:
     def max_length(self) -> int:
         """Longest input sequence the position table allows."""
         return self.max_positions - self.position_offset
+
+    def heads_in_layer(self, stored: int) -> int:
+        """Attention heads of stored layer ``stored`` (fewer than num_heads after head pruning)."""
+        return self.num_heads if self.layer_heads is None else self.layer_heads[stored]
+
+    def ffn_in_layer(self, stored: int) -> int:
+        """MLP inner width of stored layer ``stored`` (smaller than ffn_size after neuron pruning)."""
+        return self.ffn_size if self.layer_ffn_sizes is None else self.layer_ffn_sizes[stored]
 
     @property
     def attention_kinds(self) -> set[str]:
@@ -259,6 +279,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={value!r} must be a token id in [0, vocab_size="
                                   f"{self.vocab_size}) or null.")
         self._validate_attention()
+        self._validate_compression()
         if self.seq_cls_token == "pooler" and self.head in ("seq-cls", "choice") and not self.has_pooler:
             raise ConfigError(f"ModelConfig.classifier_token='pooler' but this {self.family} config has no pooler; "
                               "set pooler=True or classifier_activation (first-token classifier).")
@@ -308,6 +329,26 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.attention_window={self.attention_window} is larger than the context "
                               f"({self.max_length} positions): every query would see every earlier key. Use a "
                               "smaller window, or attention_kind='dense'.")
+    def _validate_compression(self) -> None:
+        for name, most in (("layer_heads", self.num_heads), ("layer_ffn_sizes", self.ffn_size)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (not isinstance(value, list) or len(value) != self.num_stored_layers
+                    or any(not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= most for n in value)):
+                raise ConfigError(f"ModelConfig.{name} must list {self.num_stored_layers} integer(s) in [1, {most}] "
+                                  f"(one per stored layer), got {value!r}.")
+        if self.layer_heads is not None and "bigbird" in self.attention_kinds:
+            # BigBird draws its random key blocks per head index (HF's plan): a pruned layer's heads would get
+            # other heads' patterns
+            raise ConfigError("ModelConfig.layer_heads (head pruning) does not work with attention_kind 'bigbird': its "
+                              "random blocks are drawn per head index. Prune the MLP (prune-ffn) instead.")
+        q = self.quantization
+        if q is None:
+            return
+        if not isinstance(q, dict) or set(q) - {"method", "kernel"} or not isinstance(q.get("kernel", ""), str):
+            raise ConfigError(f"ModelConfig.quantization must be null or {{\"method\": ..., \"kernel\": ...}}, got {q!r}.")
+        _choice("quantization.method", q.get("method"), QUANTIZATION_METHODS)
 
     # ------------------------------------------------------------------ dict / file round trips
     @classmethod

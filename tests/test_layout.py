@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmforge"
 # the root holds the public API, the CLI entry and the config; _moved keeps old import paths for one release
 ROOT_FILES = {"__init__.py", "__main__.py", "_moved.py", "cli.py", "config.py", "presets.py", "errors.py"}
 FOLDERS = {"tokenization", "data", "objectives", "train", "tasks", "generation", "prompting", "recipes", "models",
-           "nn", "commands", "serving", "lab"}
+           "nn", "commands", "serving", "compression", "lab"}
 # folder -> folders it must never import (arrows point down the data flow, never up)
 FORBIDDEN = {
     "nn": {"models", "objectives", "train", "tasks", "generation", "prompting", "recipes", "commands", "data",
@@ -25,12 +25,17 @@ FORBIDDEN = {
     "train": {"tasks", "generation", "prompting", "recipes", "commands", "serving"},
     "tasks": {"generation", "prompting", "recipes", "commands", "serving"},
     "generation": {"objectives", "train", "tasks", "prompting", "recipes", "commands", "serving"},
-    "prompting": {"recipes", "commands", "serving"},
+    "prompting": {"recipes", "commands", "serving", "compression"},
     "recipes": {"commands"},
     # the HTTP server sits on the model / generation / prompting stack; recipes/serve.py loads the checkpoint
     # and runs it, so only recipes/ and commands/ import serving (every folder above lists it)
     "serving": {"recipes", "commands", "train", "objectives", "data"},
+    # compression uses models, nn, tasks, generation and train; the model loads quantized weights through
+    # nn/quantized.py (a config field + the KERNELS registry), so nothing below imports compression
+    "compression": {"recipes", "commands", "serving"},
 }
+for _folder in ("nn", "models", "tokenization", "data", "objectives", "train", "tasks", "generation", "serving"):
+    FORBIDDEN[_folder] = FORBIDDEN[_folder] | {"compression"}
 # lab/ (`lmforge lab`'s experiments) runs pre-training / fine-tuning through recipes/: only commands/ sits above it
 FORBIDDEN["lab"] = {"commands"}
 for _folder in FORBIDDEN:

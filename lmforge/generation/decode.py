@@ -34,7 +34,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
              compile: bool | str = False, return_prompt: bool = True) -> torch.Tensor | GenerationOutput:
     """Continue each prompt row of ``input_ids`` (B, L) by up to ``max_new_tokens`` tokens.
 
-    Returns the prompt and the new tokens (B, L + N), as HF's ``generate`` — N is the longest row's count;
+    ``eos_token_id``: the id(s) that end a row; None (default) = ``model.config.eos_token_id`` as HF does,
+    ``[]`` = never stop early. Returns the prompt and the new tokens (B, L + N), as HF's ``generate`` — N is the longest row's count;
     shorter rows are filled with ``pad_token_id`` (default: the first eos id, else 0); ``return_prompt=False``:
     the new tokens only (B, N) — or a ``GenerationOutput`` (new tokens) with ``return_scores=True``. ``stop`` strings end a row once its decoded text contains one (needs
     ``tokenizer``; the tokens up to and including the one completing it are returned). ``seed`` makes
@@ -53,6 +54,8 @@ def generate(model: Any, input_ids: torch.Tensor, *, attention_mask: torch.Tenso
                         num_beams=num_beams, repetition_penalty=repetition_penalty,
                         max_new_tokens=max_new_tokens)
     ids, mask, n_new, capped = prepare_prompts(model, input_ids, attention_mask, max_new_tokens, truncate_prompt)
+    if eos_token_id is None:  # as HF's generation config: the model's own end-of-text id; [] never stops
+        eos_token_id = getattr(getattr(model, "config", None), "eos_token_id", None)
     eos = token_ids(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     stopper = StopStrings(stop, tokenizer) if stop else None

@@ -31,7 +31,7 @@ from lmforge.errors import InputError
 from lmforge.generation.output import GenerationWarning
 from lmforge.models.transformer import Transformer
 from lmforge.nn.attention import AttentionMask
-from lmforge.nn.attention.cache import StaticKVCache, StaticSlot
+from lmforge.nn.attention.cache import StaticKVCache, StaticSlot, applied_heads
 
 MODES = ("compile", "graph")
 CAPACITY_STEP = 128  # cache capacities are rounded up to a multiple of this (fewer recompiles / captures)
@@ -79,6 +79,9 @@ class StaticDecoder:
 
     def __init__(self, model: Any, lm_weight: torch.Tensor, *, mode: str) -> None:
         body = getattr(model, "body", None)
+        if isinstance(body, Transformer) and lm_weight is None and getattr(model.config, "quantization", None):
+            raise InputError("compile= decodes float models; an int8 model decodes with compile=False (its "
+                             "int8-weight kernel compiles its own product).")
         if not isinstance(body, Transformer) or lm_weight is None:
             raise InputError("compile= works with lmforge decoder models (Model with a clm / extract head); "
                              "leave compile=False for other models.")
@@ -99,7 +102,7 @@ class StaticDecoder:
         c = self.body.config
         capacity = min(-(-capacity // CAPACITY_STEP) * CAPACITY_STEP, max(c.max_length, capacity))
         w = self.lm_weight
-        self.cache = StaticKVCache(num_layers=c.num_layers, batch=batch, num_heads=c.num_heads,
+        self.cache = StaticKVCache(num_layers=c.num_layers, batch=batch, num_heads=applied_heads(c),
                                    head_size=c.head_size, capacity=capacity, dtype=w.dtype, device=w.device)
         self.graph = self.graph_logits = None
         cache = self.cache

@@ -50,10 +50,12 @@ def lm_field(model: Any) -> str:
 
 def lm_weight(model: Any) -> torch.Tensor | None:
     """The (V, H) matrix of a lmforge model's LM head (the tied embedding or the untied decoder; both heads,
-    clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models."""
+    clm and GPT-1's extract, compute ``F.linear(hidden, W)``); None for other models and for int8 weights
+    (the model's own head then runs the quantized product)."""
     body, head = getattr(model, "body", None), getattr(model, "head", None)
     if isinstance(body, Transformer) and hasattr(head, "decoder"):
-        return body.embeddings.word.weight if head.decoder is None else head.decoder.weight
+        weight = body.embeddings.word.weight if head.decoder is None else head.decoder.weight
+        return weight if weight.is_floating_point() else None
     return None
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import ModelConfig
@@ -18,6 +17,7 @@ from lmforge.errors import ConfigError, InputError
 from lmforge.models.output import ModelOutput
 from lmforge.nn.activations import ACTIVATIONS, Activation
 from lmforge.nn import losses
+from lmforge.nn.quantized import output_linear
 from lmforge.nn.registry import Registry
 
 Tensor = torch.Tensor
@@ -81,8 +81,7 @@ class LMPrediction(nn.Module):
 
     def forward(self, hidden: Tensor, word: nn.Embedding) -> Tensor:
         h = self.norm(self.act(self.dense(hidden)))  # (..., E)
-        weight = word.weight if self.decoder is None else self.decoder.weight
-        return F.linear(h, weight, self.bias)  # (..., V)
+        return output_linear(h, word if self.decoder is None else self.decoder, self.bias)  # (..., V)
 
 
 class MaskedLMHead(nn.Module):
@@ -126,10 +125,9 @@ class PretrainingHead(MaskedLMHead):
 
 
 def _lm_logits(decoder: nn.Linear | None, hidden: Tensor, ctx: HeadContext) -> Tensor:
-    weight = ctx.word_embedding.weight if decoder is None else decoder.weight
     if ctx.logits_to_keep > 0:
         hidden = hidden[..., -ctx.logits_to_keep:, :]
-    return F.linear(hidden, weight)  # (..., L, V)
+    return output_linear(hidden, ctx.word_embedding if decoder is None else decoder)  # (..., L, V)
 
 
 def _check_lm_tying(config: ModelConfig) -> None:
@@ -150,8 +148,8 @@ class CausalLMHead(nn.Module):
     def forward(self, body: ModelOutput, ctx: HeadContext, labels: Tensor | None = None) -> ModelOutput:
         hidden = body.last_hidden_state
         loss = logits = None
-        if labels is not None and not ctx.compute_logits:
-            weight = ctx.word_embedding.weight if self.decoder is None else self.decoder.weight
+        weight = ctx.word_embedding.weight if self.decoder is None else self.decoder.weight
+        if labels is not None and not ctx.compute_logits and weight.is_floating_point():  # (int8: logits first)
             loss = losses.causal_lm_loss_from_hidden(hidden, weight, labels)  # fused: no (B, L, V) tensor
         else:
             logits = _lm_logits(self.decoder, hidden, ctx)

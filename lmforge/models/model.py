@@ -24,6 +24,7 @@ from lmforge.models.heads import CausalLMHead, ExtractHead
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
 from lmforge.nn.losses import IGNORE_INDEX
+from lmforge.nn.quantized import get_kernel, quantize_modules
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -48,6 +49,8 @@ class Model(nn.Module):
             for layer in self.body.layers:
                 nn.init.normal_(layer.attn.out.weight, mean=0.0, std=std)
                 nn.init.normal_(layer.mlp.fc2.weight, mean=0.0, std=std)
+        if config.quantization is not None:  # int8 / bf16 storage (lmforge compress): the modules change form
+            quantize_modules(self, config.quantization, embedding="body.embeddings.word")
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -62,6 +65,24 @@ class Model(nn.Module):
             nn.init.zeros_(module.bias)
         elif isinstance(module, LMPrediction):
             nn.init.zeros_(module.bias)
+
+    def quantize(self, method: str, *, kernel: str | None = None) -> Model:
+        """Store the weights as ``method`` ("int8", "int8-weight" or "bf16", see lmforge.nn.quantized) in place,
+        for inference; ``kernel`` picks the int8 kernel (None: the first that runs here). The config records
+        both, so ``save_pretrained`` + ``from_pretrained`` give the same model. Returns the model."""
+        if self.config.quantization is not None:
+            raise ConfigError(f"this model is already quantized ({self.config.quantization}); quantize the float "
+                              "model instead.")
+        spec = {"method": method} if method == "bf16" else {"method": method, "kernel": get_kernel(method, kernel).name}
+        config = self.config.replace(quantization=spec)
+        quantize_modules(self, spec, embedding="body.embeddings.word")
+        self._set_config(config)
+        return self
+
+    def _set_config(self, config: ModelConfig) -> None:
+        self.config = config
+        self.body.config = config
+        self.body.embeddings.config = config
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -92,9 +113,26 @@ class Model(nn.Module):
         fields.update(overrides)
         config = ModelConfig.from_dict(fields)
         state = read_safetensors(path / WEIGHTS_NAME)
-        model = cls(config)
-        model.load_checked(state, where=str(path), head_changed=config.head != saved.head
-                           or config.num_labels != saved.num_labels)
+        head_changed = config.head != saved.head or config.num_labels != saved.num_labels
+        if head_changed and config.quantization is not None:
+            raise ConfigError(f"{path} holds a quantized model, which loads with its own head ({saved.head!r}, "
+                              f"{saved.num_labels} label(s)); change the head of the float model, then compress it.")
+        model = cls._for_loading(config)
+        model.load_checked(state, where=str(path), head_changed=head_changed)
+        return model
+
+    @classmethod
+    def _for_loading(cls, config: ModelConfig) -> Model:
+        """A model whose every stored tensor is about to be loaded. A quantized one is built on the meta device
+        and then allocated in its stored form, so loading an int8 / bf16 model never holds float32 weights."""
+        if config.quantization is None:
+            return cls(config)
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device="cpu")
+        for module in model.modules():  # non-persistent buffers (the sinusoidal table); the rest is loaded
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         return model
 
     @classmethod
@@ -151,9 +189,15 @@ class Model(nn.Module):
         that ``transformers.AutoModelFor...from_pretrained`` loads; the family's adapter maps config and names."""
         from safetensors.torch import save_file
 
+        if self.config.quantization is not None:
+            raise CheckpointError(f"HF export of a {self.config.quantization['method']} quantized model is not supported "
+                                  "(transformers would need its own quantization config); export the float model "
+                                  "that was compressed.")
         adapter = hf.get_adapter(self.config.family)
-        hf_config = adapter.config_to_hf(self.config)
-        state = adapter.to_hf(self.state_dict(), self.config)
+        # a pruned model goes out zero-padded to the HF shapes (a zero head / neuron adds exactly nothing)
+        state, config = hf.unpruned(self.state_dict(), self.config)
+        hf_config = adapter.config_to_hf(config)
+        state = adapter.to_hf(state, config)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -209,6 +253,9 @@ class Model(nn.Module):
         old = self.config.vocab_size
         if n == old:
             return self.get_input_embeddings()
+        if self.config.quantization is not None:
+            raise ConfigError("resize_token_embeddings on a quantized model is not supported: resize the float "
+                              "model, then compress it.")
         word = self.body.embeddings.word
         self.body.embeddings.word = _resized_embedding(word, n, self.config.initializer_range)
         for module in self.modules():
@@ -222,9 +269,7 @@ class Model(nn.Module):
                 module.bias = nn.Parameter(bias)
         ids = {k: v for k, v in (("pad_token_id", self.config.pad_token_id), ("bos_token_id", self.config.bos_token_id),
                                  ("eos_token_id", self.config.eos_token_id)) if v is not None and v >= n}
-        self.config = self.config.replace(vocab_size=n, **{k: None for k in ids})
-        self.body.config = self.config
-        self.body.embeddings.config = self.config
+        self._set_config(self.config.replace(vocab_size=n, **{k: None for k in ids}))
         return self.get_input_embeddings()
 
     # ------------------------------------------------------------------ forward

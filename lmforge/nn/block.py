@@ -14,11 +14,12 @@ from lmforge.nn.dropout import Dropout
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, ffn_size: int | None = None) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.ffn_size)
+        width = config.ffn_size if ffn_size is None else ffn_size  # narrower after neuron pruning
+        self.fc1 = nn.Linear(config.hidden_size, width)
         self.act = Activation(config.activation)
-        self.fc2 = nn.Linear(config.ffn_size, config.hidden_size)
+        self.fc2 = nn.Linear(width, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))  # (B, T, F) inside
@@ -34,7 +35,7 @@ class Block(nn.Module):
         field = "attention_pattern" if config.attention_pattern else "attention_kind"
         self.attn = ATTENTION_KINDS.lookup(kind, field)(config, layer=layer)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, ffn_size=config.ffn_in_layer(layer))
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)  # dropout(a, residual=x) = x + dropout(a), one kernel
 

@@ -39,6 +39,11 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(config.max_positions, config.embed_size), persistent=False)
 
+    def reset_parameters(self) -> None:
+        """Recompute the table (a model built on the meta device and then allocated calls this)."""
+        with torch.no_grad():
+            self.table.copy_(sinusoidal_table(*self.table.shape))
+
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return self.table[position_ids]
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import CheckpointError, ConfigError, suggest
+from lmforge.nn.quantized import check_device
 from lmforge.tasks import DecoderTokens, Example, Feature, Task, featurize_all, get_task
 from lmforge.tasks.base import IGNORE_INDEX
 from lmforge.train.distributed import resolve_device
@@ -465,6 +466,9 @@ def finetune(config: FinetuneConfig, *, log: Log = _print) -> dict[str, float]:
     splits = [config.eval_split] if config.eval_split else list(task.eval_splits)
     eval_sets = {split: task.read(config.data, split) for split in splits}
     model, decoder = load_model(config.model, task, tokenizer, from_scratch=config.from_scratch, log=log)
+    if model.config.quantization is not None:  # int8 / bf16 weights from `lmforge compress` are for inference
+        raise ConfigError(f"{config.model} is quantized ({model.config.quantization['method']}); fine-tune the float "
+                          "model, then compress it (lmforge evaluate / predict run quantized models).")
     pad_id = _pad_id(tokenizer)
     segments = model.config.type_vocab_size > 1
     train_features = _featurize(task, train_examples, tokenizer, max_length=max_length, decoder=decoder,
@@ -568,6 +572,7 @@ def _load_for_inference(model_dir: str, *, task: str | None, tokenizer: str | No
         raise CheckpointError(f"task {the_task.name} learns its labels from the training data; evaluate a "
                               "model fine-tuned by lmforge (its task.json holds them)")
     model, decoder = load_model(model_dir, the_task, tok, log=log)
+    check_device(model.config, resolve_device(device))  # an int8 model from `lmforge compress`: CPU only
     model.to(resolve_device(device))
     length = max_length or (state or {}).get("max_length") or default_max_length(the_task)
     return the_task, tok, model, decoder, int(length)

@@ -32,6 +32,9 @@ def load_model_and_tokenizer(path: str | Path, device: Any = None) -> tuple[Any,
                       cli=f"put the tokenizer the model was trained with in {directory} (`lmforge pretrain` and "
                           "`lmforge finetune` save it beside the model)")
     if device is not None:
+        from lmforge.nn.quantized import check_device
+
+        check_device(model.config, device)  # int8 kernels are CPU-only: say so before the first request / token
         model = model.to(device)
     return model.eval(), tokenizer
 

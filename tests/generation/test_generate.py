@@ -68,8 +68,27 @@ def test_same_tokens_as_hf_generate(pair: tuple[Any, Any], options: dict[str, An
     hf, ours = pair
     ids, mask = prompts()
     ref = hf_new(hf, ids, mask, max_new_tokens=12, eos_token_id=None, **options)
-    got = generate(ours, ids, attention_mask=mask, max_new_tokens=12, pad_token_id=PAD, return_prompt=False, **options)
+    got = generate(ours, ids, attention_mask=mask, max_new_tokens=12, pad_token_id=PAD, return_prompt=False,
+                   eos_token_id=[], **options)
     assert torch.equal(got, ref), f"\nlmforge {got}\nHF      {ref}"
+
+
+def test_eos_defaults_to_the_models_own_as_hf(pair: tuple[Any, Any]) -> None:
+    """Neither side is given an eos id: both stop on the model's configured one (HF: generation_config)."""
+    hf, ours = pair
+    ids, mask = prompts(seed=4)
+    free = generate(ours, ids, attention_mask=mask, max_new_tokens=10, pad_token_id=PAD, return_prompt=False,
+                    eos_token_id=[])
+    eos = int(free[0, 2])  # a token the model really produces early
+    saved = hf.generation_config.eos_token_id, ours.config.eos_token_id
+    hf.generation_config.eos_token_id, ours.config.eos_token_id = eos, eos
+    try:
+        ref = hf_new(hf, ids, mask, max_new_tokens=10)
+        got = generate(ours, ids, attention_mask=mask, max_new_tokens=10, pad_token_id=PAD, return_prompt=False)
+    finally:
+        hf.generation_config.eos_token_id, ours.config.eos_token_id = saved
+    assert torch.equal(got, ref), f"\nlmforge {got}\nHF      {ref}"
+    assert got.shape[1] < free.shape[1] or (got[0, 3:] == PAD).all()  # row 0 really ended at its eos
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])

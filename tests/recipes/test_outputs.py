@@ -27,11 +27,12 @@ def _argv(command: str, toy_shards: dict[str, Path], out: Path) -> list[str]:
         "tokenizer": ["tokenizer", "train", corpus, "--kind", "wordpiece", "--vocab-size", "120", "--out", str(out)],
         "prepare": ["prepare", "--tokenizer", tok, "--out", str(out), "--no-progress", corpus],
         "toydata": ["toydata", "--out", str(out), "--docs", "3", "--examples", "4"],
+        "compress": ["compress", "--model", some_dir, "--method", "int8", "--out", str(out)],
     }[command]
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "fewshot", "quickstart", "export",
-                                     "tokenizer", "prepare", "toydata"])
+                                     "tokenizer", "prepare", "toydata", "compress"])
 def test_every_command_refuses_a_non_empty_out(command, toy_shards, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -21,6 +21,7 @@ import torch
 from lmforge.errors import CheckpointError, LmforgeError
 from lmforge.models.hf.adapter import HFSource, StateDictAdapter
 from lmforge.models.hf.base import HFFamily, StateDict
+from lmforge.models.hf.pruned import unpruned
 
 # HF config.json "model_type" -> module holding its FAMILY (lmforge ModelConfig.family uses the same names, but
 # for FAMILY_MODEL_TYPES)
@@ -125,4 +126,4 @@ def read_hf_weights(path: Path) -> StateDict:
 
 
 __all__ = ["FAMILIES", "FAMILY_MODEL_TYPES", "WEIGHTS_FILES", "HFSource", "StateDictAdapter", "get_adapter",
-           "get_family", "is_hf_dir", "read_hf_config", "read_hf_weights"]
+           "get_family", "is_hf_dir", "read_hf_config", "read_hf_weights", "unpruned"]

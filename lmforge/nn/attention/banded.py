@@ -70,7 +70,8 @@ class BandedAttention(DenseAttention):
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
         B, T, H = x.shape
         nh, hs, w = self.num_heads, self.head_size, self.window
-        q, k, v = self.qkv(x).split(H, dim=-1)
+        inner = nh * hs  # = H unless head pruning narrowed this layer
+        q, k, v = self.qkv(x).split(inner, dim=-1)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)
         v = v.view(B, T, nh, hs).transpose(1, 2)
@@ -101,7 +102,7 @@ class BandedAttention(DenseAttention):
                 y = blocks_attention(q, k, v, self.pattern(Tp, x.device), key_padding=key_padding,
                                      scale=self.scale, dropout_p=self.dropout_p if self.training else 0.0)[:, :, :T]
             probs = None
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, nh * hs)
         if query_index is not None:
             y = gather_rows(y, query_index)
         return self.out(y), present, probs

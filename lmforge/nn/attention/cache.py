@@ -26,11 +26,13 @@ class KVCache:
     applied layer). ``length`` columns are filled; the body advances it once per forward, after every
     layer has written its ``T`` new columns at ``[length, length + T)``."""
 
-    def __init__(self, *, num_layers: int, batch: int, num_heads: int, head_size: int, capacity: int,
+    def __init__(self, *, num_layers: int, batch: int, num_heads: int | list[int], head_size: int, capacity: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
-        shape = (batch, num_heads, capacity, head_size)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        """``num_heads``: one count for every layer, or one per applied layer (a head-pruned model)."""
+        heads = num_heads if isinstance(num_heads, list) else [num_heads] * num_layers
+        shapes = [(batch, n, capacity, head_size) for n in heads]
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for shape in shapes]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for shape in shapes]
         self.capacity = capacity
         self.length = 0
 
@@ -39,7 +41,7 @@ class KVCache:
         """A cache shaped for ``model`` (a lmforge Model or Transformer body), on its device and dtype."""
         c = model.config
         weight = next(model.parameters())
-        return cls(num_layers=c.num_layers, batch=batch, num_heads=c.num_heads, head_size=c.head_size,
+        return cls(num_layers=c.num_layers, batch=batch, num_heads=applied_heads(c), head_size=c.head_size,
                    capacity=capacity, dtype=weight.dtype, device=weight.device)
 
     def __len__(self) -> int:
@@ -71,6 +73,11 @@ class KVCache:
         for buffers in (self.keys, self.values):
             for i, t in enumerate(buffers):
                 buffers[i] = t.index_select(0, index)
+
+
+def applied_heads(config: Any) -> list[int]:
+    """Heads of each applied layer (ALBERT-style sharing repeats a stored layer's count)."""
+    return [config.heads_in_layer(config.layer_index(i)) for i in range(config.num_layers)]
 
 
 class StaticKVCache(KVCache):

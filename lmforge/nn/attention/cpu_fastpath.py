@@ -50,8 +50,9 @@ def uses_cpu_fastpath(attn: _Dense, x: torch.Tensor) -> bool:
 def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tensor | None, is_causal: bool,
                        query_index: torch.Tensor | None = None) -> torch.Tensor:
     """Self-attention output (B, T, H), or (B, M, H) at ``query_index``; ``dense_mask`` True = attend."""
-    B, T, H = x.shape
+    B, T, _ = x.shape
     nh, hs = attn.num_heads, attn.head_size
+    H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
     w, b = attn.qkv.weight, attn.qkv.bias
     if explicit:  # fold the scale (1/sqrt(hs)) into the q rows of the (3H, H) weight: 3H x H numbers, not B x T x H

@@ -32,14 +32,17 @@ class AttentionMask:
 
 class DenseAttention(nn.Module):
     def __init__(self, config: ModelConfig, *, layer: int = 0) -> None:
+        """``layer``: the stored layer; head pruning may leave it fewer than ``config.num_heads`` heads
+        (``config.heads_in_layer``; the head size stays ``config.head_size``, so the projections narrow)."""
         super().__init__()
-        self.num_heads = config.num_heads
+        self.num_heads = config.heads_in_layer(layer)
         self.head_size = config.head_size
+        inner = self.num_heads * self.head_size  # = hidden_size unless pruned
         # the factor on q.k: SDPA's default 1 / sqrt(hs) unless the config sets one (GPT-Neo: 1.0)
         self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
         # q, k, v fused in that order
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
+        self.out = nn.Linear(inner, config.hidden_size)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 
@@ -51,9 +54,10 @@ class DenseAttention(nn.Module):
                 query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
             return fastpath_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,
                                       query_index=query_index), None, None
-        B, T, H = x.shape
+        B, T, _ = x.shape
         nh, hs = self.num_heads, self.head_size
-        q, k, v = self.qkv(x).split(H, dim=-1)
+        inner = nh * hs
+        q, k, v = self.qkv(x).split(inner, dim=-1)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)
         v = v.view(B, T, nh, hs).transpose(1, 2)
@@ -79,5 +83,5 @@ class DenseAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense,
                                                dropout_p=self.dropout_p if self.training else 0.0,
                                                is_causal=mask.is_causal, scale=self.scale)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, inner)  # (B, T, nh * hs)
         return self.out(y), present, probs
