@@ -103,7 +103,9 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
              f"lr 2e-3, {seeds} seed(s); accuracies over {batches} validation batches of 32 pairs.",
              "'held' thresholds: chance = within 8 points of 50%; 'well above chance' = over 60%; SOP on SOP must beat "
              "NSP on SOP by 5 points.",
-             "ALBERT's 'none' row (MLM only) is not run here: an MLM-only model has no sentence-pair head."]
+             "ALBERT's 'none' row (MLM only) is not run here: an MLM-only model has no sentence-pair head.",
+             "MLM accuracy is measured with mlm+nsp's BERT token masking for both models; the mlm+sop model was "
+             "trained on ALBERT's n-gram whole-word masking, so that column is not like for like."]
     return Result(table=rows, checks=checks, notes=notes, data={"mean": mean})
 
 

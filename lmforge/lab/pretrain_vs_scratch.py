@@ -24,12 +24,16 @@ def _pretrain(out: Path, *, fast: bool) -> tuple[Path, int]:
     from lmforge.tokenization.tokenizer import Tokenizer
     from lmforge.train.config import TrainConfig
 
+    steps = 20 if fast else 3000
+    run = out / "pretrain"
+    state = run / "out" / "trainer_state.json"
+    if state.is_file() and (run / "model.json").is_file() and json.loads((run / "model.json").read_text()) == MODEL \
+            and json.loads(state.read_text()).get("step") == steps and (out / "data" / "cola").is_dir():
+        return run / "out", steps  # a finished pre-training of this very setting (a re-run after a failed fine-tune)
     generate(out / "data", docs=300 if fast else 12000, examples=60 if fast else 1000, seed=0)
     corpus = out / "data" / "corpus" / "train.txt"
     tok = Tokenizer.train([str(corpus)], kind="wordpiece", vocab_size=400 if fast else 1000, show_progress=False)
     prepare_shards([corpus], tokenizer=tok, out=out / "shards", val_fraction=0.02, progress=False, overwrite=True)
-    steps = 20 if fast else 3000
-    run = out / "pretrain"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     (run / "model.json").write_text(json.dumps(MODEL) + "\n")

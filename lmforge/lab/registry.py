@@ -70,7 +70,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 12, _M + "pretrain_vs_scratch:run",
                _M + "pretrain_vs_scratch:plot", seeds=3),
     Experiment("nsp-vs-sop", "A model trained with NSP does poorly on SOP; one trained with SOP does well on NSP",
-               "Lan et al. 2020 (ALBERT), table 5", 8, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
+               "Lan et al. 2020 (ALBERT), table 5", 19, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
     Experiment("electra-vs-mlm", "At equal pre-training compute, replaced-token detection beats MLM on fine-tuning",
                "Clark et al. 2020 (ELECTRA), figure 3", 25, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot"),
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",
