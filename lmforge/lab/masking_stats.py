@@ -8,7 +8,6 @@ Without ../shared/refdata (or $LMFORGE_REFDATA) it falls back to the toy languag
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -78,11 +77,10 @@ def _hist3(lengths: np.ndarray | list[int]) -> list[float]:
 
 def split_stats(objective: Any, dataset: Any, tok: Any, *, limit: int) -> dict[str, Any]:
     """Rate of selected candidates, 80 / 10 / 10, runs of selected tokens, whole-word coverage."""
-    special = np.zeros(len(tok), dtype=bool)
-    special[list(tok.all_special_ids)] = True
-    cont = None
     from lmforge.objectives.mlm import continuation_table
 
+    special = np.zeros(len(tok), dtype=bool)
+    special[list(tok.all_special_ids)] = True
     cont = continuation_table(tok)
     sel = cand = n_mask = n_keep = n_rand = 0
     runs, partial, words = [], 0, 0
