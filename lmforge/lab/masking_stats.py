@@ -206,9 +206,10 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
              "'run n' = share of runs of n consecutive selected tokens in the collated batches (a word of several "
              "pieces or adjacent spans make longer runs than the span length in words).",
              "The last row isolates ALBERT's procedure (random single-token units, no inner [SEP]): its accepted "
-             f"lengths are already {' / '.join(f'{100 * x:.1f}' for x in procedure[:3])}%, so most of the lean "
-             "towards short spans is the procedure's (a long span is shortened to fit the budget or skipped when it "
-             "touches a chosen one); multi-piece words and the segment boundaries of mlm+sop pairs add the rest.",
+             f"lengths are {' / '.join(f'{100 * x:.1f}' for x in procedure[:3])}%: a long span is shortened to fit "
+             "the budget or skipped when it touches a chosen one. The larger lean on the real sequences should come from "
+             "multi-piece words (a span of 3 words is often more tokens than the budget has left) and from spans "
+             "stopping at the [SEP] between the two segments of an mlm+sop pair (not measured apart).",
              "The 80 / 10 / 10 check allows 4.5 binomial standard deviations of the sample; the span check that "
              "plus 3 points for the skipped overlaps.",
              f"Repetition over 40 passes (RoBERTa section 4.1): {rep}.",
