@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lmforge.commands.export", "Write a model and its tokenizer as an HF transformers directory."),
     "serve": ("lmforge.commands.serve", "Serve a model over HTTP: completions, embeddings, fill-mask, classify."),
     "compress": ("lmforge.commands.compress", "Quantize (int8 / bf16) or prune a model, with a before / after report."),
+    "lab": ("lmforge.commands.lab", "The pre-training literature's claims as runnable experiments (table, plot, report)."),
 }
 
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmforge"
 # the root holds the public API, the CLI entry and the config; _moved keeps old import paths for one release
 ROOT_FILES = {"__init__.py", "__main__.py", "_moved.py", "cli.py", "config.py", "presets.py", "errors.py"}
 FOLDERS = {"tokenization", "data", "objectives", "train", "tasks", "generation", "prompting", "recipes", "models",
-           "nn", "commands", "serving", "compression"}
+           "nn", "commands", "serving", "compression", "lab"}
 # folder -> folders it must never import (arrows point down the data flow, never up)
 FORBIDDEN = {
     "nn": {"models", "objectives", "train", "tasks", "generation", "prompting", "recipes", "commands", "data",
@@ -36,6 +36,11 @@ FORBIDDEN = {
 }
 for _folder in ("nn", "models", "tokenization", "data", "objectives", "train", "tasks", "generation", "serving"):
     FORBIDDEN[_folder] = FORBIDDEN[_folder] | {"compression"}
+# lab/ (`lmforge lab`'s experiments) runs pre-training / fine-tuning through recipes/: only commands/ sits above it
+FORBIDDEN["lab"] = {"commands"}
+for _folder in FORBIDDEN:
+    if _folder != "lab":
+        FORBIDDEN[_folder] = FORBIDDEN[_folder] | {"lab"}
 # cycles through lazy imports inside functions that the README justifies
 ALLOWED_CYCLES = [{"lmforge.tokenization.io", "lmforge.tokenization.tokenizer", "lmforge.tokenization.train"}]
 

@@ -55,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--mask-prob", type=float, default=_S, help="MLM: fraction of tokens to predict (default 0.15)")
     a("--masking", default=_S, choices=["static", "dynamic"], help="MLM masks: static (BERT) or dynamic "
       "(RoBERTa) (default: static for mlm+nsp / mlm+sop, dynamic for mlm)")
-    a("--whole-word", action="store_true", default=_S, help="MLM: mask whole words")
+    a("--whole-word", action=argparse.BooleanOptionalAction, default=_S, help="MLM: mask whole words (default: on "
+      "for mlm+sop, as ALBERT; off otherwise)")
+    a("--ngram", type=int, default=_S, help="MLM: mask spans of up to N words, p(n) ~ 1/n (ALBERT) (default 3 for "
+      "mlm+sop, 1 otherwise)")
     a("--dupe-factor", type=int, default=_S, help="static masking: masked copies of the data (default 10)")
     a("--generator-size", type=float, default=_S, help="rtd: generator hidden size / the model's (default 0.25; base 1/3)")
     a("--disc-weight", type=float, default=_S, help="rtd: weight of the discriminator loss (default 50)")

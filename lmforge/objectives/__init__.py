@@ -21,7 +21,7 @@ OBJECTIVES: dict[str, type[ObjectiveBase]] = {
     "clm": CausalLM,  # GPT-1/2/3: packed windows, EOS between documents
     "mlm": MaskedLM,  # RoBERTa: FULL-SENTENCES, dynamic masking
     "mlm+nsp": MaskedLMNextSentence,  # BERT: static masking x dupe_factor, next-sentence prediction
-    "mlm+sop": MaskedLMSentenceOrder,  # ALBERT: sentence-order prediction
+    "mlm+sop": MaskedLMSentenceOrder,  # ALBERT: sentence-order prediction, n-gram masking of whole words
     "rtd": ReplacedTokenDetection,  # ELECTRA: generator + replaced-token detection
 }
 ALIASES = {"electra": "rtd"}  # other spellings of an objective's name (the CLI accepts them)

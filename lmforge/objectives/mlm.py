@@ -7,6 +7,11 @@ Masking (``Masker``), per sequence, following BERT's create_pretraining_data:
     exactly ``mask_prob``; BERT's ``round`` over-masks short sequences), capped by ``max_predictions``;
   * k positions are drawn without replacement (or whole words, greedily in random order, skipping a
     word that would overshoot k, as BERT's whole-word masking does);
+  * n-gram masking (ALBERT, ``max_ngram`` > 1): spans of n consecutive units (words with ``whole_word``,
+    else tokens), n <= max_ngram drawn with p(n) proportional to 1/n, as google-research/albert's
+    create_pretraining_data.py (create_masked_lm_predictions): span starts are visited in random order;
+    n is shortened until the span fits in k, a span that still overshoots or touches a chosen one is
+    skipped. Difference: our spans stop at special tokens ([SEP]); ALBERT's may run across them;
   * each selected token independently becomes [MASK] with ``mask_replace_prob`` (0.8), a random
     non-special token with ``random_replace_prob`` (0.1), and stays itself otherwise (0.1);
   * labels hold the original id at selected positions and -100 everywhere else.
@@ -46,6 +51,7 @@ class MaskingConfig:
     mode: MaskingMode = "dynamic"  # "static": masks fixed per duplicated copy (BERT); "dynamic": RoBERTa
     dupe_factor: int = 10  # static only: copies of the data, each with its own masks (BERT default 10)
     max_predictions: int | None = None  # cap on selected tokens per sequence (BERT: 20 at 128 tokens)
+    max_ngram: int = 1  # ALBERT: mask spans of n <= max_ngram units, p(n) ~ 1/n (1 = BERT's single units)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_prob < 1.0:
@@ -60,6 +66,8 @@ class MaskingConfig:
             raise ConfigError(f"dupe_factor must be >= 1, got {self.dupe_factor}")
         if self.max_predictions is not None and self.max_predictions < 1:
             raise ConfigError(f"max_predictions must be >= 1, got {self.max_predictions}")
+        if not 1 <= self.max_ngram <= 10:
+            raise ConfigError(f"max_ngram (--ngram) must be between 1 and 10 (ALBERT uses 3), got {self.max_ngram}")
 
     def copies(self) -> int:
         """How many masked copies of each sequence an epoch holds."""
@@ -122,15 +130,11 @@ class Masker:
             k = min(k, self.config.max_predictions)
         if k == 0:
             return np.empty(0, dtype=np.int64)
+        if self.config.max_ngram > 1:
+            return self.select_spans(ids, rng, k)[0]
         if not self.config.whole_word:
             return np.sort(rng.choice(np.flatnonzero(cand), size=k, replace=False))
-        assert self.continuation is not None
-        # a word starts at a candidate that is not a continuation of the candidate before it
-        prev = np.concatenate([[False], cand[:-1]])
-        starts = cand & ~(self.continuation[ids] & prev)
-        word = np.cumsum(starts) - 1  # word number of each position (valid where cand)
-        positions = np.flatnonzero(cand)
-        bounds = np.searchsorted(word[positions], np.arange(int(starts.sum()) + 1))  # word w = positions[b[w]:b[w+1]]
+        positions, bounds = self._words(ids, cand)
         chosen: list[np.ndarray] = []
         total = 0
         for w in rng.permutation(len(bounds) - 1):
@@ -142,6 +146,61 @@ class Masker:
             if total >= k:
                 break
         return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+    def _words(self, ids: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate positions, bounds): word w is positions[bounds[w]:bounds[w + 1]]."""
+        assert self.continuation is not None
+        # a word starts at a candidate that is not a continuation of the candidate before it
+        prev = np.concatenate([[False], cand[:-1]])
+        starts = cand & ~(self.continuation[ids] & prev)
+        word = np.cumsum(starts) - 1  # word number of each position (valid where cand)
+        positions = np.flatnonzero(cand)
+        return positions, np.searchsorted(word[positions], np.arange(int(starts.sum()) + 1))
+
+    def select_spans(self, ids: np.ndarray, rng: np.random.Generator, k: int | None = None
+                     ) -> tuple[np.ndarray, list[int]]:
+        """ALBERT n-gram selection: (sorted chosen positions, the length in units of each chosen span).
+        ``k`` is the token budget (drawn as in ``select`` when None)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        cand = ~self.special[ids]
+        if k is None:
+            k = int(np.floor(self.config.mask_prob * int(cand.sum()) + rng.random()))
+            if self.config.max_predictions is not None:
+                k = min(k, self.config.max_predictions)
+        if self.config.whole_word:
+            positions, bounds = self._words(ids, cand)
+        else:
+            positions = np.flatnonzero(cand)
+            bounds = np.arange(len(positions) + 1)
+        units = len(bounds) - 1
+        if k == 0 or units == 0:
+            return np.empty(0, dtype=np.int64), []
+        # units left before the next special token: a span never crosses [SEP]
+        segment = np.cumsum(self.special[ids])[positions[bounds[:-1]]]
+        room = np.searchsorted(segment, segment, side="right") - np.arange(units)
+        nmax = self.config.max_ngram
+        cum = np.cumsum(1.0 / np.arange(1, nmax + 1))  # p(n) ~ 1/n, renormalized over the n that fit
+        order, draws = rng.permutation(units), rng.random(units)
+        covered = np.zeros(units, dtype=bool)
+        chosen: list[np.ndarray] = []
+        spans: list[int] = []
+        total = 0
+        for start, u in zip(order, draws):
+            if total >= k:
+                break
+            m = int(min(nmax, room[start]))
+            n = int(np.searchsorted(cum[:m], u * cum[m - 1], side="right")) + 1
+            size = int(bounds[start + n] - bounds[start])
+            while total + size > k and n > 1:  # ALBERT: try shorter n-grams before giving up
+                n -= 1
+                size = int(bounds[start + n] - bounds[start])
+            if total + size > k or covered[start:start + n].any():
+                continue
+            covered[start:start + n] = True
+            chosen.append(positions[bounds[start]:bounds[start + n]])
+            spans.append(n)
+            total += size
+        return (np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)), spans
 
     def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(masked input ids, labels) for ``ids`` (int64); labels are -100 where nothing is predicted."""

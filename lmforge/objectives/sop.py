@@ -3,7 +3,7 @@
 A and B are always two consecutive runs of sentences of one document (a chunk split at a random
 sentence boundary, as for NSP); with probability 0.5 they are swapped (label 1). The pair is
 truncated before the swap, so a negative is exactly its positive with the segments exchanged:
-``[CLS] B [SEP] A [SEP]``.
+``[CLS] B [SEP] A [SEP]``. Masking defaults to ALBERT's n-gram masking of whole words (mlm.py).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.objectives.mlm import MaskingConfig
 from lmforge.objectives.nsp import MaskedLMNextSentence, _PairExamples, truncate_pair
 
 
@@ -33,6 +34,9 @@ class MaskedLMSentenceOrder(MaskedLMNextSentence):
 
     name = "mlm+sop"
     pair_name = "sop"
+    # ALBERT's masking: n-grams of whole words, n <= 3 with p(n) ~ 1/n (google-research/albert
+    # create_pretraining_data.py: --ngram 3, --do_whole_word_mask True), static copies as BERT
+    default_masking = MaskingConfig(mode="static", dupe_factor=10, whole_word=True, max_ngram=3)
 
     def examples(self, dataset: Any) -> _SentenceOrderExamples:
         return _SentenceOrderExamples(dataset, self)

@@ -38,6 +38,7 @@ class PretrainConfig:
     masking: str | None = None  # MLM: "dynamic" (RoBERTa) or "static" (BERT); default per objective
     whole_word: bool | None = None  # MLM: mask whole words
     dupe_factor: int | None = None  # static masking: masked copies of the data
+    ngram: int | None = None  # MLM: mask spans of up to N words, p(n) ~ 1/n (ALBERT; default 3 for mlm+sop, else 1)
     generator_size: float | None = None  # rtd: generator hidden = this x the discriminator's (0.25; base 1/3)
     gen_weight: float | None = None  # rtd: weight of the generator's MLM loss (1.0)
     disc_weight: float | None = None  # rtd: weight of the discriminator's loss (50.0)
@@ -241,7 +242,7 @@ def _run_record(config: PretrainConfig, train_set: Any, objective: Any) -> dict[
     masking = getattr(objective, "masking", None)
     if masking is not None:
         run.update(mask_prob=masking.mask_prob, masking=masking.mode, whole_word=masking.whole_word,
-                   dupe_factor=masking.dupe_factor if masking.mode == "static" else None)
+                   dupe_factor=masking.dupe_factor if masking.mode == "static" else None, ngram=masking.max_ngram)
     for name in ("model", "data", "tokenizer"):
         if run[name] is not None and Path(str(run[name])).exists():
             run[name] = str(Path(str(run[name])).resolve())
@@ -264,11 +265,11 @@ def _objective(config: PretrainConfig, tokenizer: Any) -> Any:
                           f"{config.objective}")
     masking = None
     mask_fields = {"mask_prob": config.mask_prob, "mode": config.masking, "whole_word": config.whole_word,
-                   "dupe_factor": config.dupe_factor}
+                   "dupe_factor": config.dupe_factor, "max_ngram": config.ngram}
     mask_fields = {k: v for k, v in mask_fields.items() if v is not None}
     if mask_fields:
         if config.objective == "clm":
-            raise ConfigError("masking options (--mask-prob, --masking, --whole-word, --dupe-factor) apply to the "
+            raise ConfigError("masking options (--mask-prob, --masking, --whole-word, --dupe-factor, --ngram) apply to the "
                               "mlm objectives, not to clm")
         # start from the family's default (static for mlm+nsp / mlm+sop, dynamic for mlm) and change the given fields
         masking = dataclasses.replace(OBJECTIVES[config.objective].default_masking, **mask_fields)
