@@ -180,3 +180,19 @@ def test_gpt2_kv_cache_matches_hf(tmp_path: Path) -> None:
         rb = hf(nxt, attention_mask=mask2, position_ids=pos[:, -1:] + 1, past_key_values=ra.past_key_values)
     assert_close(b.logits, rb.logits, "cached step logits")
     assert len(b.past_key_values) == 2 and b.past_key_values[0][0].shape == (B, 4, L + 1, 8)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_gpt2_hidden_states_match_hf(padding_free: bool, tmp_path: Path) -> None:
+    """output_hidden_states layer by layer, the last entry the final-norm output as HF GPT-2's (a merge once
+    left it un-normed), with the fine-tuning padding-free switch on or off (it steps aside for this call)."""
+    hf = build_hf("gpt2", None, tmp_path)
+    ours = Model.from_pretrained(tmp_path).eval()
+    ours.body.padding_free = padding_free
+    batch = make_batch(None)
+    with torch.no_grad():
+        ref = hf(**batch, output_hidden_states=True)
+        out = ours(**batch, output_hidden_states=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3
+    for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
+        assert_close(real(a, batch["attention_mask"]), real(b, batch["attention_mask"]), f"hidden state {i}")
