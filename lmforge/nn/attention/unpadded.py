@@ -63,16 +63,18 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
                        is_causal: bool) -> torch.Tensor:
     """Self-attention of the real tokens ``x`` (N, H) -> (N, H); ``dense_mask`` True = attend, as the
     padded path's. On CPU in training with attention dropout, the explicit softmax of cpu_fastpath.py."""
-    N, H = x.shape
     B, T = where.batch, where.length
     nh, hs = attn.num_heads, attn.head_size
+    H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
-    w, b = attn.qkv.weight, attn.qkv.bias
-    if explicit:  # fold 1/sqrt(hs) into the q rows of the weight, as cpu_fastpath does
+    if explicit:  # fold 1/sqrt(hs) into the q rows of the weight, as cpu_fastpath does (training: float weights)
+        w, b = attn.qkv.weight, attn.qkv.bias
         qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
         qscale[:H] = attn.scale
         w, b = w * qscale, None if b is None else b * qscale[:, 0]
-    qkv = F.linear(x, w, b)  # (N, 3H): the projection costs the real tokens only
+        qkv = F.linear(x, w, b)  # (N, 3H): the projection costs the real tokens only
+    else:  # the module itself: an int8 / bf16 projection from `lmforge compress` runs its own kernel
+        qkv = attn.qkv(x)
     full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
     q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
     if not explicit:

@@ -11,6 +11,7 @@ import torch
 
 import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
 import lmforge.nn.attention.unpadded as unpadded
+import lmforge.nn.quantized as quantized
 from lmforge import Model, ModelConfig
 
 V = 300
@@ -124,3 +125,33 @@ def test_padding_free_skips_what_it_cannot_do() -> None:
     assert free.shape == ref.last_hidden_state.shape
     assert bool((free[~mask.bool()] == 0).all())  # padded positions are zeros
     torch.testing.assert_close(free[mask.bool()], ref.last_hidden_state[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("compressed", ["prune-heads", "int8:int-mm", "int8:fbgemm", "int8-weight", "bf16"])
+def test_padding_free_runs_compressed_models(compressed: str) -> None:
+    """`lmforge evaluate` runs padding-free: a head-pruned model (attention narrower than the model) and
+    int8 / bf16 projections (their own kernels, not F.linear of a float weight) give the padded path's logits.
+    fbgemm quantizes activations with one scale per call, which the pad rows take part in on the padded path:
+    close, not equal (int-mm's per-token scales are equal)."""
+    from lmforge.compression.prune import prune
+
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset("bert-mini", vocab_size=V, head="seq-cls", num_layers=2, hidden_size=64,
+                                     num_heads=4, intermediate_size=128, num_labels=3, max_positions=64)
+    model = Model(config).eval()
+    if compressed == "prune-heads":
+        model = prune(model, heads=[[0, 2], [1, 2, 3]]).eval()
+        assert model.config.layer_heads == [2, 3]
+    else:
+        method, _, kernel = compressed.partition(":")
+        if kernel and quantized.get_kernel(method, None) and quantized.available_kernels(method)[kernel]:
+            pytest.skip(f"kernel {kernel}: {quantized.available_kernels(method)[kernel]}")
+        model = model.quantize(method, kernel=kernel or None)
+    ids, mask = _batch()
+    with torch.no_grad():
+        model.body.padding_free = False
+        ref = model(ids, attention_mask=mask).logits
+        model.body.padding_free = True
+        out = model(ids, attention_mask=mask).logits
+    tol = 2e-2 if compressed in ("bf16", "int8:fbgemm") else 1e-4
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
