@@ -1,11 +1,8 @@
 """The experiment registry and the runner that writes every experiment's results.json / PNG / report.md."""
 from __future__ import annotations
 
-import datetime
 import importlib
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -108,17 +105,11 @@ def list_experiments() -> str:
 
 
 def machine() -> dict[str, Any]:
-    import torch
+    """The machine facts beside every result (one definition: lmforge/compression/measure.py)."""
+    from lmforge.compression.measure import machine as facts
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-            "cores": os.cpu_count(), "torch": torch.__version__, "load_average": [round(x, 2) for x in load]}
+    m = facts()
+    return {**m, "date": m["date_utc"]}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

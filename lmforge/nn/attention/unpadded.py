@@ -12,13 +12,11 @@ test_unpadded.py checks logits, losses and gradients of every head); measurement
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from lmforge.nn.attention.cpu_fastpath import uses_cpu_fastpath
+from lmforge.nn.attention.cpu_fastpath import _Dense, uses_cpu_fastpath
 from lmforge.nn.dropout import keep_mask
 
 
@@ -29,16 +27,6 @@ class Unpadding:
     index: torch.Tensor
     batch: int
     length: int
-
-
-class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
-    num_heads: int
-    head_size: int
-    scale: float
-    dropout_p: float
-    training: bool
-    qkv: nn.Linear
-    out: nn.Linear
 
 
 def unpadding(attention_mask: torch.Tensor) -> Unpadding:
