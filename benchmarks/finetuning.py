@@ -7,7 +7,7 @@
 Workloads (issue 24): a bert-mini shaped encoder (L4 / H256 / A4; `--size base`: L12 / H768 / A12) with
 random weights and the bert-base-uncased vocabulary, fine-tuned from the same HF checkpoint directory on
 * sst2: the first 8,000 rows of SST-2 train (`--rows`), 1 epoch, evaluated on 1,000 held-out train rows
-  (19,001-20,000): accuracy;
+  (19,001-20,000; `--dev-rows`): accuracy;
 * cola: the 400-row CoLA train sample, 3 epochs, dev sample (150): MCC;
 * squad: the SQuAD v1.1 layout sample (5 questions; the only v1.1 file in refdata) trained and evaluated
   on itself, 2 epochs, max length 384, doc stride 128: F1;
@@ -81,7 +81,7 @@ def load() -> str:
 
 
 # ------------------------------------------------------------------ data and the shared checkpoint
-def prepare(root: Path, refdata: Path, rows: int, size: str) -> dict[str, Path]:
+def prepare(root: Path, refdata: Path, rows: int, size: str, dev_rows: int = 1000) -> dict[str, Path]:
     """Data directories per task and one random-init HF BERT checkpoint both sides load."""
     import torch
     from transformers import BertConfig, BertModel
@@ -90,7 +90,7 @@ def prepare(root: Path, refdata: Path, rows: int, size: str) -> dict[str, Path]:
     sst.mkdir()
     lines = (refdata / "glue" / "SST-2" / "train_20k.tsv").read_text(encoding="utf-8").splitlines()
     (sst / "train.tsv").write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
-    (sst / "dev.tsv").write_text("\n".join([lines[0], *lines[19001:20001]]) + "\n", encoding="utf-8")
+    (sst / "dev.tsv").write_text("\n".join([lines[0], *lines[19001:19001 + dev_rows]]) + "\n", encoding="utf-8")
     squad = root / "squad"
     squad.mkdir()
     sample = (refdata / "squad" / "squad-v1.1-format-sample.json").read_text(encoding="utf-8")
@@ -268,6 +268,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per side (default 1: a shared machine)")
     ap.add_argument("--size", choices=list(SIZES), default="mini")
     ap.add_argument("--rows", type=int, default=8000, help="SST-2 training rows (default 8000)")
+    ap.add_argument("--dev-rows", type=int, default=1000, help="SST-2 evaluation rows (default 1000)")
     ap.add_argument("--quick", action="store_true", help="cola only, one seed (smoke test of the whole table)")
     ap.add_argument("--refdata", type=Path, default=REFDATA)
     ap.add_argument("--profile", action="store_true",
@@ -295,7 +296,7 @@ def main() -> int:
           f"{os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{args.threads} thread(s) per side, load {load()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="ftbench-"))
-    paths = prepare(root, args.refdata, args.rows, args.size)
+    paths = prepare(root, args.refdata, args.rows, args.size, args.dev_rows)
     if args.profile:
         profile(paths["sst2"], str(paths["model"]), args.threads, args.profile_steps)
         return 0
