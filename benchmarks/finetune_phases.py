@@ -6,8 +6,9 @@ Builds the data and the random-init bert-mini HF checkpoint as benchmarks/finetu
 ``finetune`` once in this process (one thread, cold feature cache) with the phases wrapped by a timer:
 loading the tokenizer and the model, featurizing, the optimizer steps, the evaluations (``evaluate``: each
 pass over a dev set), the best-model and final-model saves, ``loss.png`` and the outputs. What the phases do
-not cover (building the optimizer, which imports torch._dynamo on its first use, reading, logging) is the
-rest of the total. Results: docs/finetuning.md, "Fixed per-run costs".
+not cover (building the optimizer, reading, logging) is the rest of the total. Writing the HF checkpoint
+imports transformers, and with it torch._dynamo, so the lazy `import torch._dynamo` of torch.optim's first
+use (1-2 s, paid by a real run) is not in these totals. Results: docs/finetuning.md, "Fixed per-run costs".
 """
 from __future__ import annotations
 
