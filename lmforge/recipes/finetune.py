@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -165,9 +166,11 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
     else:
         raise CheckpointError(f"--model {spec!r} is neither a model directory nor a preset "
                               f"(`lmforge presets` lists them).{suggest(spec, PRESETS)}")
-    if hf:  # converted on load; the converter keeps the body and starts a head the checkpoint lacks
-        probe = Model.from_pretrained(path)
-        config = probe.config
+    if hf:  # converted on load (below, once); the converter keeps the body and starts a head the checkpoint lacks
+        from lmforge.models.hf import get_adapter, read_hf_config
+
+        hf_config = read_hf_config(path)
+        config = get_adapter(hf_config["model_type"]).config_from_hf(hf_config, where=str(path))
     assert config is not None
     want = task.head(config)
     fits = all(getattr(config, k) == v for k, v in want.items())
@@ -175,7 +178,7 @@ def load_model(spec: str, task: Task, tokenizer: Any, *, from_scratch: bool = Fa
         model = Model(config.replace(**want))
         log(f"built {spec} with fresh weights and a '{want['head']}' head ({want['num_labels']} output(s))")
     elif fits:
-        model = probe if hf else Model.from_pretrained(path)
+        model = Model.from_pretrained(path)
     else:
         model = Model.from_pretrained(path, **want)
         if config.head == want["head"] and config.num_labels == want["num_labels"]:
@@ -451,6 +454,26 @@ def train_config(config: FinetuneConfig, task: Task, *, batch_size: int, max_len
         progress=config.progress, log_every=max(1, steps_per_epoch // 4))
 
 
+def _keep_if_best(kept: dict[str, Any], scores: dict[str, float], predictions: list[Any], metric: str) -> None:
+    """Keep an evaluation's predictions and scores when it is the best so far by the trainer's own rule
+    (``train/loop.py`` ``_evaluate``: the first strictly greater finite value of the metric)."""
+    value = float(scores[metric]) if metric in scores else math.nan
+    if math.isfinite(value) and ("value" not in kept or value > kept["value"]):
+        kept.update(value=value, scores=dict(scores), predictions=predictions)
+
+
+def _best_eval_reusable(kept: dict[str, Any], metric: str, result: Any, tc: Any, trainer: Any,
+                        config: FinetuneConfig, dist: Any) -> bool:
+    """Whether the model the trainer ended with is the one whose evaluation ``kept`` holds, evaluated as the
+    final scoring would: a fresh run (a resumed one may have its best before the restart) that loaded the
+    best model at the end, kept by the task's metric, evaluated without autocast, on one process."""
+    return bool(kept.get("predictions") is not None and not config.resume and tc.load_best_at_end
+                and tc.best_mode == "max" and tc.best_metric == metric
+                and trainer.autocast_dtype is None and dist.world_size == 1
+                and result.stopped in ("completed", "early_stopping") and result.best_step is not None
+                and result.best_metric == kept["value"])
+
+
 def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Callable[[Any, Any], Any] | None = None,
              train_changes: dict[str, Any] | None = None) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics.
@@ -514,11 +537,16 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
     if train_changes:
         tc = dataclasses.replace(tc, **train_changes)
 
+    best_eval: dict[str, Any] = {}  # the best evaluation's outputs, so the end need not score the best model again
+
     def evaluate_all(m: torch.nn.Module) -> dict[str, float]:
         scores: dict[str, float] = {}
+        first: list[Any] = []
         for i, (split, exs) in enumerate(eval_sets.items()):
-            _, s = evaluate(m, task, exs, eval_features[split], pad_id=pad_id, batch_size=config.eval_batch_size)
+            p, s = evaluate(m, task, exs, eval_features[split], pad_id=pad_id, batch_size=config.eval_batch_size)
+            first = p if i == 0 else first
             scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in s.items()})
+        _keep_if_best(best_eval, scores, first, task.main_metric)
         return scores
 
     state = {**task_state(task), "max_length": max_length}
@@ -540,15 +568,19 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
     if result.stopped == "early_stopping":
         log(f"stopped early at step {result.step} of {result.total_steps}")
 
-    # the model now holds the best epoch's weights: score it once more and write the outputs
+    # the model now holds the best epoch's weights: its evaluation's outputs when this run made it, else
+    # score it once more; then write the outputs
     model = trainer.model
     first = splits[0]
-    predictions, scores = evaluate(model, task, eval_sets[first], eval_features[first], pad_id=pad_id,
-                                   batch_size=config.eval_batch_size)
-    for i, split in enumerate(splits[1:], 1):
-        _, more = evaluate(model, task, eval_sets[split], eval_features[split], pad_id=pad_id,
-                           batch_size=config.eval_batch_size)
-        scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in more.items()})
+    if _best_eval_reusable(best_eval, task.main_metric, result, tc, trainer, config, dist):
+        predictions, scores = best_eval["predictions"], dict(best_eval["scores"])
+    else:
+        predictions, scores = evaluate(model, task, eval_sets[first], eval_features[first], pad_id=pad_id,
+                                       batch_size=config.eval_batch_size)
+        for i, split in enumerate(splits[1:], 1):
+            _, more = evaluate(model, task, eval_sets[split], eval_features[split], pad_id=pad_id,
+                               batch_size=config.eval_batch_size)
+            scores.update({f"{k}{_split_suffix(i, split)}": v for k, v in more.items()})
     if not dist.is_main:
         return scores
     if task.kind == "span" and "best_f1_thresh" in scores:

@@ -99,3 +99,41 @@ def test_finetune_uses_the_cache_and_disable_switches_speedups_off(tiny_encoder,
         main([*args, "--out", str(tmp_path / "d"), "--disable", "fast"])
     assert stop.value.code == 2
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def _sst_dir(tmp_path, n: int = 40):
+    rows = [f"{' '.join(['good'] * (1 + k % 9))} {'bad ' * (k % 3)}film\t{k % 2}" for k in range(n)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_text("\n".join([SST_HEADER, *rows]) + "\n")
+    (data / "dev.tsv").write_text("\n".join([SST_HEADER, *rows[:12]]) + "\n")
+    return data
+
+
+def test_outputs_come_from_the_best_evaluation_without_scoring_it_again(tiny_encoder, tmp_path, monkeypatch):
+    """metrics.json / predictions.tsv are the best epoch's evaluation, reused: what a fresh evaluation of the
+    saved model gives, with one evaluation pass per epoch and none more. A run under autocast scores again."""
+    import lmforge.recipes.finetune as ft
+
+    data = _sst_dir(tmp_path)
+    calls: list[int] = []
+    real = ft.evaluate
+    monkeypatch.setattr(ft, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    scores = ft.finetune(ft.FinetuneConfig(model=str(tiny_encoder), task="glue-sst2", data=str(data), out=str(out),
+                                           epochs=3, lr=5e-3, batch_size=8, seed=3, progress=False, device="cpu"),
+                         log=lambda m: None)
+    assert len(calls) == 3  # one per epoch: the end reused the best one's outputs
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["value"] == scores["accuracy"]
+    again = ft.evaluate_dir(str(out), task=None, data=str(data), split="dev", out=str(tmp_path / "again"),
+                            device="cpu", log=lambda m: None)
+    assert again == scores == json.loads((out / "metrics.json").read_text())
+    assert (tmp_path / "again" / "predictions.tsv").read_text() == (out / "predictions.tsv").read_text()
+
+    calls.clear()
+    ft.finetune(ft.FinetuneConfig(model=str(tiny_encoder), task="glue-sst2", data=str(data), out=str(tmp_path / "bf"),
+                                  epochs=1, lr=5e-3, batch_size=8, seed=3, progress=False, device="cpu",
+                                  precision="bf16"), log=lambda m: None)
+    assert len(calls) == 2  # evaluated under autocast during training: the outputs are scored again
