@@ -105,7 +105,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         Check("the TL;DR: hint matters", "yes: no hint 21.58 / 4.03 / 19.47", f"hint {r3(big)} vs no hint {r3(nohint)}",
               None if fast else big["rougeL"] > nohint["rougeL"]),
         Check("TL;DR: stays below Lead-3", "yes: Lead-3 40.38 / 17.66 / 36.62", f"{r3(big)} vs Lead-3 {r3(lead)}",
-              None, note="not comparable: a news article's lead summarises it; a toy story's first 3 sentences "
+              None, note="a news article's lead summarises it; a toy story's first 3 sentences "
                          "introduce its characters, the summary is the event near its end"),
         Check("summaries improve with model size", "GPT-2 section 3.6 (only the largest model tested)",
               f"R-L {small['rougeL']:.1f} ({models[0]}) -> {big['rougeL']:.1f} ({models[-1]})",
