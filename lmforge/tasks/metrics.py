@@ -310,7 +310,7 @@ def rouge_tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _prf(overlap: int, n_pred: int, n_ref: int) -> dict[str, float]:
+def _rouge_prf(overlap: int, n_pred: int, n_ref: int) -> dict[str, float]:
     p, r = overlap / max(n_pred, 1), overlap / max(n_ref, 1)
     return {"precision": p, "recall": r, "fmeasure": 2 * p * r / (p + r) if p + r > 0 else 0.0}
 
@@ -324,7 +324,7 @@ def rouge(reference: str, prediction: str) -> dict[str, dict[str, float]]:
     for n in (1, 2):
         r = collections.Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
         p = collections.Counter(tuple(pred[i:i + n]) for i in range(len(pred) - n + 1))
-        out[f"rouge{n}"] = _prf(sum(min(c, p[g]) for g, c in r.items()), sum(p.values()), sum(r.values()))
+        out[f"rouge{n}"] = _rouge_prf(sum(min(c, p[g]) for g, c in r.items()), sum(p.values()), sum(r.values()))
     if not ref or not pred:
         out["rougeL"] = {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0}
         return out
@@ -334,5 +334,5 @@ def rouge(reference: str, prediction: str) -> dict[str, dict[str, float]]:
         for j, b in enumerate(pred, 1):
             row.append(prev[j - 1] + 1 if a == b else max(prev[j], row[-1]))
         prev = row
-    out["rougeL"] = _prf(prev[-1], len(pred), len(ref))
+    out["rougeL"] = _rouge_prf(prev[-1], len(pred), len(ref))
     return out
