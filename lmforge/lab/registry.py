@@ -71,20 +71,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("electra-vs-mlm", "At equal pre-training compute, replaced-token detection beats MLM on fine-tuning",
                "Clark et al. 2020 (ELECTRA), figure 3", 25, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot"),
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",
-               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 0,
-               provided_by="the distillation issue (16); not wired into the lab yet"),
+               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 18, _M + "distillation:run", _M + "distillation:plot",
+               seeds=2),
     Experiment("attention-scaling", "Dense attention costs O(n^2) in time and memory; sparse / LSH attention less",
-               "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 0,
-               provided_by="benchmarks/attention_scaling.py (docs/benchmarks) and the Reformer issue (19); not "
-                           "wired into the lab yet"),
+               "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 6,
+               _M + "attention_scaling:run", _M + "attention_scaling:plot"),
     Experiment("gpt3-scaling",
                "GPT-3's table 2.1 sizes; validation loss falls as a power law of model size at equal tokens",
                "Brown et al. 2020 (GPT-3) table 2.1 and figure 3.1; Kaplan et al. 2020 figure 1", 8,
                _M + "gpt3_scaling:run", _M + "gpt3_scaling:plot", seeds=1),
     Experiment("fewshot", "In-context accuracy rises with k and with model size",
-               "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 0, provided_by="not yet implemented (issue 22)"),
+               "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 17, _M + "fewshot:run", _M + "fewshot:plot", seeds=3),
     Experiment("zero-shot-tldr", "'TL;DR:' prompts a language model to summarise zero-shot",
-               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 0, provided_by="not yet implemented (issue 22)"),
+               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 14, _M + "zero_shot_tldr:run",
+               _M + "zero_shot_tldr:plot"),
 ]}
 
 

@@ -302,3 +302,37 @@ def entity_scores(predictions: Sequence[Sequence[str]], references: Sequence[Seq
     precision, recall, f1_ = _prf(tp, n_pred, n_true)
     return {"precision": precision, "recall": recall, "f1": f1_,
             "accuracy": correct_tokens / total_tokens if total_tokens else 0.0}
+
+
+# --------------------------------------------------------------------------- ROUGE
+def rouge_tokens(text: str) -> list[str]:
+    """google-research rouge-score's tokenizer without stemming: lower case, runs of [a-z0-9] are the tokens."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _rouge_prf(overlap: int, n_pred: int, n_ref: int) -> dict[str, float]:
+    p, r = overlap / max(n_pred, 1), overlap / max(n_ref, 1)
+    return {"precision": p, "recall": r, "fmeasure": 2 * p * r / (p + r) if p + r > 0 else 0.0}
+
+
+def rouge(reference: str, prediction: str) -> dict[str, dict[str, float]]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L (precision / recall / F) as rouge-score's ``RougeScorer(["rouge1", "rouge2",
+    "rougeL"], use_stemmer=False).score(reference, prediction)`` computes them (rouge_scorer.py: clipped n-gram
+    overlap; L = longest common subsequence over the whole text)."""
+    ref, pred = rouge_tokens(reference), rouge_tokens(prediction)
+    out = {}
+    for n in (1, 2):
+        r = collections.Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        p = collections.Counter(tuple(pred[i:i + n]) for i in range(len(pred) - n + 1))
+        out[f"rouge{n}"] = _rouge_prf(sum(min(c, p[g]) for g, c in r.items()), sum(p.values()), sum(r.values()))
+    if not ref or not pred:
+        out["rougeL"] = {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0}
+        return out
+    prev = [0] * (len(pred) + 1)
+    for a in ref:  # LCS length, one row of the table at a time
+        row = [0]
+        for j, b in enumerate(pred, 1):
+            row.append(prev[j - 1] + 1 if a == b else max(prev[j], row[-1]))
+        prev = row
+    out["rougeL"] = _rouge_prf(prev[-1], len(pred), len(ref))
+    return out

@@ -8,6 +8,7 @@ same bytes.
   grammar.py   tagged sentences with agreement across attractors; corruptions for CoLA negatives
   stories.py   a few entities told in a fixed script; the facts stated and the ones left out
   tasks.py     CoLA, SST-2, RTE, SQuAD v1.1 / v2.0, SWAG, POS in their official formats; ``generate``
+  demos.py     opt-in natural demonstrations in the corpus (reviews + verdicts, Q: / A:, "TL;DR:")
 """
 from lmforge.data.toyland.grammar import (
     CORRUPTION_SOURCE, CORRUPTIONS, Grammar, Sentence, Token, corrupt, other_number_form, render,

@@ -1,0 +1,105 @@
+"""Natural demonstrations: a small share of corpus documents in which a task shows up the way it does in web text
+(GPT-2's lesson, Radford et al. 2019 section 3: "TL;DR:" after articles, Q: / A: pairs, reviews with a verdict),
+so that a language model pre-trained on the corpus can do those tasks zero- / few-shot.
+
+  review   1-4 "Review: <a sentiment sentence> Sentiment: positive|negative." in a row
+  tldr     a story, then "TL;DR: " and its summary (the event and its consequence, ``summary_of``)
+  qa       a story, then 1-3 "Q: <question about a stated fact> A: <the answer>."
+
+Opt-in: ``generate_with_demonstrations`` / ``write_demo_corpus``; ``toyland.generate`` (the quickstart's corpus,
+pinned by a test) does not use this module. With a share > 0 the stories keep their order and text (the demo
+documents come from their own seeded streams and are interleaved).
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from lmforge.data.toyland.stories import Story, StoryWriter
+from lmforge.errors import DataError
+
+KINDS = ("review", "tldr", "qa")
+VERDICTS = ("negative", "positive")  # sst2 labels 0 / 1
+QA_ATTRIBUTES = ("home", "food", "colour", "species", "trait")
+
+
+def review_line(sentence: str, label: int) -> str:
+    """One demonstration: the toy sentiment task's sentence and its verdict (the lab's prompt format, one line)."""
+    return f"Review: {sentence} Sentiment: {VERDICTS[label]}."
+
+
+def summary_of(story: Story) -> str:
+    """The reference summary: the story's event (without "One day,") and its consequence."""
+    if story.event is None:
+        raise DataError("this story has no event to summarise")
+    ev, cons = story.event
+    text = ev.text.removeprefix("One day, ")
+    return f"{text[:1].upper()}{text[1:]} {cons.text}"
+
+
+def review_doc(rng: random.Random) -> str:
+    from lmforge.data.toyland.tasks import sst2_sentence
+
+    lines = []
+    for _ in range(rng.randint(1, 4)):
+        s, label = sst2_sentence(rng)
+        lines.append(review_line(s.text, label))
+    return " ".join(lines)
+
+
+def tldr_doc(writer: StoryWriter) -> str:
+    story = writer.story()
+    return f"{story.text} TL;DR: {summary_of(story)}"
+
+
+def qa_doc(rng: random.Random, writer: StoryWriter) -> str:
+    from lmforge.data.toyland.tasks import QUESTIONS
+
+    story = writer.story()
+    facts = [f for f in story.facts if f.attribute in QA_ATTRIBUTES]
+    pairs = [f"Q: {QUESTIONS[f.attribute](f.entity)} A: {f.value}." for f in rng.sample(facts, min(len(facts),
+                                                                                              rng.randint(1, 3)))]
+    return " ".join([story.text, *pairs])
+
+
+def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float, kinds: tuple[str, ...] = KINDS) -> int:
+    """The corpus with about ``share`` of its ``docs`` documents replaced by demonstrations; returns how many."""
+    from lmforge.data.toyland.tasks import _rng
+
+    if not 0.0 <= share <= 1.0:
+        raise DataError(f"--demonstrations must be a share between 0 and 1, got {share}")
+    unknown = set(kinds) - set(KINDS)
+    if not kinds or unknown:
+        raise DataError(f"demonstration kinds must be among {', '.join(KINDS)}, got {', '.join(kinds) or 'none'}")
+    stories = StoryWriter(_rng(seed, "corpus"))  # the same stream (and so the same stories) as write_corpus
+    pick, rng = _rng(seed, "demos"), _rng(seed, "demo-text")
+    writer = StoryWriter(_rng(seed, "demo-stories"))
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(docs):
+            if pick.random() < share:
+                kind = pick.choice(kinds)
+                n += 1
+                text = review_doc(rng) if kind == "review" else tldr_doc(writer) if kind == "tldr" else \
+                    qa_doc(rng, writer)
+            else:
+                text = stories.story().text
+            f.write(text + "\n")
+    return n
+
+
+def generate_with_demonstrations(out: str | Path, *, docs: int = 8000, examples: int = 1000, seed: int = 0,
+                                 share: float = 0.1, kinds: tuple[str, ...] = KINDS) -> int:
+    """``toyland.generate`` (the same tasks) with a corpus of which about ``share`` are demonstrations; returns
+    how many demonstration documents it holds (also in toyland.json)."""
+    from lmforge.data.toyland.tasks import generate
+
+    generate(out, docs=1, examples=examples, seed=seed)  # the tasks, checks and manifest; the corpus comes next
+    out = Path(out)
+    n = write_demo_corpus(out / "corpus" / "train.txt", docs=docs, seed=seed, share=share, kinds=kinds)
+    manifest = json.loads((out / "toyland.json").read_text())
+    manifest.update(docs=docs, demonstrations={"share": share, "kinds": list(kinds), "documents": n})
+    manifest["files"]["corpus/train.txt"]["count"] = docs
+    (out / "toyland.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return n
