@@ -14,7 +14,7 @@ _S = argparse.SUPPRESS  # "not given": only flags the user typed override the YA
 # the defaults --help states (TrainConfig's, and resolve_config's 1000 steps; tests check they agree)
 DEFAULTS = {"max_steps": 1000, "batch_size": 32, "lr": 1e-4, "warmup": 0, "weight_decay": 0.01, "precision": "auto",
             "seed": 0, "save_every": None, "device": None}
-SAID = {"max_steps": "1000, unless --tokens"}
+SAID = {"max_steps": "1000, unless --tokens or --time-budget"}
 USAGE = ("%(prog)s --model MODEL --data SHARDS --out DIR [options]\n"
          "       %(prog)s --config RUN.yaml [options]   (--model, --data, --out in the file or as flags)")
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--tokens", type=float, default=_S, help="training tokens (e.g. 2e6) instead of --max-steps "
                         "(default: --max-steps decides)")
+    a("--time-budget", default=_S, metavar="T", help="wall-clock budget (20m, 90s, 1.5h), planned to end on time")
     add_training_flags(parser, DEFAULTS, said=SAID, suppress=True, groups={"max_steps": length})
     a("--global-batch-size", type=int, default=_S, help="sequences per optimizer step (gradient accumulation; "
       "default --batch-size x processes)")

@@ -86,6 +86,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
                 layered.pop("max_steps")
             else:
                 raise ConfigError("give max_steps or tokens, not both")
+    _layer_time_budget(layered, given)
     warmup = layered.pop("warmup", None)
     if warmup is not None:
         if warmup < 0:
@@ -106,10 +107,30 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
         if key not in TrainConfig.field_names():
             raise ConfigError(f"unknown option {key!r}." + suggest(key, known) + " Options are the long flags of "
                               "`lmforge pretrain --help` written with _ (lr, max_steps, batch_size ...).")
-    if "max_steps" not in layered and "max_tokens" not in layered and "epochs" not in layered:
+    if not any(k in layered for k in ("max_steps", "max_tokens", "epochs", "time_budget")):
         layered["max_steps"] = 1000
     train = TrainConfig.from_dict(layered)
     return PretrainConfig(**run, **actions, train=train)
+
+
+def _layer_time_budget(layered: dict[str, Any], given: dict[str, Any]) -> None:
+    """--time-budget (20m, 90s, 1.5h) sets the length, as --max-steps / --tokens do: a flag typed beats the YAML
+    file's length, and two typed together are refused (TrainConfig says which)."""
+    from lmforge.train.budget import parse_duration
+
+    if layered.get("time_budget") is None:
+        layered.pop("time_budget", None)
+        return
+    layered["time_budget"] = parse_duration(layered["time_budget"])
+    lengths = [k for k in ("max_steps", "max_tokens") if layered.get(k) is not None]
+    if not lengths:
+        return
+    typed = {k for k in ("time_budget", "max_steps", "tokens", "max_tokens") if given.get(k) is not None}
+    if typed == {"time_budget"}:  # the file's --max-steps / --tokens give way to the typed budget
+        for k in lengths:
+            layered.pop(k)
+    elif "time_budget" not in typed and typed:  # a typed --max-steps / --tokens beats the file's budget
+        layered.pop("time_budget")
 
 
 def _rtd_defaults(layered: dict[str, Any]) -> None:
