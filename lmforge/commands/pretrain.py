@@ -20,16 +20,16 @@ USAGE = ("%(prog)s --model MODEL --data SHARDS --out DIR [options]\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    parser.usage = USAGE
+    a, parser.usage = parser.add_argument, USAGE
     req = "required, here or in the --config file: "
     a("--model", default=_S, help=req + "a preset name (lmforge presets), a ModelConfig .yaml/.json, or a model dir")
     a("--data", default=_S, metavar="SHARDS", help=req + "the shard directory `lmforge prepare` wrote")
     a("--out", default=_S, metavar="DIR", help=req + "the output directory")
     a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop | rtd (= electra) (default mlm)")
+    a("--recipe", default=_S, choices=["budget", "budget-hf"], help="Cramming's small-budget settings (default none)")
     a("--config", default=None, metavar="RUN.yaml", help="YAML file of options (keys as the long flags, with _); "
       "flags override it (default: none)")
-    a("--tokenizer", default=_S, help="check that the shards were made with this tokenizer dir (default: no check)")
+    a("--tokenizer", default=_S, help="check the shards were made with this tokenizer dir (default: no check)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--tokens", type=float, default=_S, help="training tokens (e.g. 2e6) instead of --max-steps "
                         "(default: --max-steps decides)")
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--global-batch-tokens", type=int, default=_S, help="tokens per optimizer step (gradient accumulation; "
       "default: --global-batch-size decides)")
     a("--seq-len", type=int, default=_S, help="tokens per sequence (default 128)")
-    a("--schedule", default=_S, choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
+    a("--schedule", default=_S, choices=["linear", "cosine", "constant", "triangle"], help="lr decay (default linear)")
     a("--optimizer", default=_S, choices=["adamw", "lamb"], help="(default adamw)")
     a("--max-grad-norm", type=float, default=_S, help="gradient clipping norm (0 = off; default 1.0)")
     a("--keep", type=int, default=_S, help="keep the last K checkpoints (default 3)")

@@ -30,6 +30,7 @@ class PretrainConfig:
 
     model: str | None = None  # a preset name, a ModelConfig file (.yaml / .json) or a model directory
     objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop | rtd (alias electra)
+    recipe: str | None = None  # "budget" / "budget-hf": Cramming's settings for small budgets (recipes/budget.py)
     data: str | None = None  # a shard directory written by `lmforge prepare`
     out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
     tokenizer: str | None = None  # optional: check the shards against it too (a model dir's own is always checked)
@@ -76,6 +77,10 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
     layered: dict[str, Any] = load_yaml(config_file) if config_file else {}
     layered.update(given)
     layered = {ALIASES.get(k, k): v for k, v in layered.items()}
+    if layered.get("recipe") is not None:
+        from lmforge.recipes.budget import recipe_defaults
+
+        recipe_defaults(layered)  # under the YAML file and the flags
     actions = {name: bool(layered.pop(name, False)) for name in ACTIONS}
     if layered.get("max_tokens") is not None:
         layered["max_tokens"] = int(layered["max_tokens"])
@@ -179,7 +184,9 @@ def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -
     else:
         raise ConfigError(f"--model {name!r} is neither a preset, a config file nor a model directory."
                           + suggest(name, PRESETS) + " See `lmforge presets`.")
-    overrides: dict[str, Any] = {"head": head, **specials}
+    from lmforge.recipes.budget import model_overrides
+
+    overrides: dict[str, Any] = {"head": head, **specials, **model_overrides(config.recipe, model_config.family)}
     if model_config.vocab_size != vocab:
         log(f"{what} has a vocabulary of {model_config.vocab_size:,}; using the data's tokenizer's {vocab:,} instead")
         overrides["vocab_size"] = vocab

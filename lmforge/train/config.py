@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from lmforge.errors import ConfigError, suggest
 
-Schedule = Literal["linear", "cosine", "constant"]
+Schedule = Literal["linear", "cosine", "constant", "triangle"]
 OptimizerName = Literal["adamw", "lamb"]
 Precision = Literal["auto", "fp32", "bf16"]
 Strategy = Literal["ddp", "fsdp"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "schedule": ("linear", "cosine", "constant"),
+    "schedule": ("linear", "cosine", "constant", "triangle"),
     "optimizer": ("adamw", "lamb"),
     "precision": ("auto", "fp32", "bf16"),
     "distributed": ("ddp", "fsdp"),
@@ -55,6 +55,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 switches clipping off
     # --- schedule ---
     schedule: Schedule = "linear"  # after warmup: "linear" or "cosine" decay to min_lr_ratio x lr, or "constant"
+    # ("triangle": Cramming's one-cycle, 0.25 x lr rising to lr at 75% of the steps, then linear to 0; optim.py)
     warmup_steps: int = 0  # linear warmup from 0 over this many steps
     warmup_ratio: float = 0.0  # ... or over this fraction of the total steps (exclusive with warmup_steps)
     min_lr_ratio: float = 0.0  # the decay ends at this fraction of the peak lr

@@ -397,6 +397,9 @@ class Trainer:
 
         state.update(step=step, window=window.losses, stopped=stopped)
         self._save_final(state)
+        if self.budget is not None:
+            self._note(f"time budget: {format_duration(self.budget.used())} of {format_duration(self.budget.seconds)} "
+                       f"used, {step} steps")
         losses = window.losses
         return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
                            final_loss=(sum(losses) / len(losses)) if losses else _last_train_loss(self.out_dir),
@@ -453,6 +456,7 @@ class Trainer:
         left = {}
         if self.budget is not None:
             record["time_left_s"] = round(self.budget.left(), 1)
+            record["elapsed_s"] = round(self.budget.used(), 2)  # loss against wall-clock minutes (benchmarks)
             left = {"left": format_duration(record["time_left_s"])}
         if stats.grad_norm is not None:
             record["grad_norm"] = stats.grad_norm

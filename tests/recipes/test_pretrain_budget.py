@@ -58,3 +58,71 @@ def test_budgeted_run_ends_with_a_model_and_a_budget_too_short_is_refused(toy_sh
     # resumed when finished: nothing to do, and it says how to go on
     assert main([*args, "--out", str(out), "--time-budget", "3s", "--resume"]) == 0
     assert "ended within its --time-budget" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- --recipe budget / budget-hf
+
+def test_recipe_defaults_sit_under_the_yaml_file_and_the_flags(tmp_path):
+    from lmforge.recipes.budget import RECIPES
+
+    c = resolve_config({"model": "bert-tiny", "data": "d", "out": "o", "recipe": "budget"})
+    t = c.train
+    # Cramming bert-o4.yaml / optim/adam.yaml (recipes/budget.py cites them)
+    assert (t.lr, t.schedule, t.adam_beta2, t.adam_eps, t.max_grad_norm, t.warmup_steps, t.warmup_ratio) == \
+        (1e-3, "triangle", 0.98, 1e-12, 0.5, 0, 0.0)
+    assert c.mask_prob == 0.25 and c.recipe == "budget"
+    run = tmp_path / "run.yaml"
+    run.write_text("model: bert-tiny\ndata: d\nout: o\nrecipe: budget-hf\nschedule: linear\nmask_prob: 0.15\n")
+    c = resolve_config({"lr": 5e-4, "warmup": 0.1}, run)
+    assert (c.train.lr, c.train.schedule, c.mask_prob, c.train.warmup_ratio) == (5e-4, "linear", 0.15, 0.1)
+    assert c.train.adam_beta2 == 0.98  # what neither gave comes from the recipe
+    assert set(RECIPES) == {"budget", "budget-hf"}
+    with pytest.raises(ConfigError, match="unknown --recipe 'budgte'.*Did you mean: budget"):
+        resolve_config({"model": "bert-tiny", "data": "d", "out": "o", "recipe": "budgte"})
+
+
+def test_recipe_models_budget_is_pre_ln_without_biases_budget_hf_exports(toy_shards, tmp_path, capsys):
+    import torch
+
+    from lmforge import Model
+    from lmforge.recipes.export import export_hf_dir
+
+    runs = {}
+    for recipe in ("budget", "budget-hf"):
+        out = tmp_path / recipe
+        assert main(["pretrain", "--model", str(toy_shards["bert"]), "--recipe", recipe, "--data",
+                     str(toy_shards["wordpiece"]), "--out", str(out), "--batch-size", "4", "--seq-len", "32",
+                     "--max-steps", "4", "--val-batches", "1", "--no-progress"]) == 0
+        runs[recipe] = Model.from_pretrained(out)
+    capsys.readouterr()
+    pre, post = runs["budget"].config, runs["budget-hf"].config
+    assert (pre.norm_placement, pre.qkv_bias, pre.attention_out_bias, pre.hidden_dropout, pre.attention_dropout) == \
+        ("pre", False, False, 0.0, 0.0)
+    assert pre.classifier_dropout == 0.1 and post.classifier_dropout == 0.1
+    assert (post.norm_placement, post.qkv_bias, post.hidden_dropout) == ("post", True, 0.0)
+    names = {n for n, _ in runs["budget"].named_parameters()}
+    assert not any(n.endswith(("query.bias", "q.bias", "qkv.bias")) for n in names)
+    assert any("final_norm" in n for n in names)
+    # the HF-compatible variant exports and gives HF's logits; the pre-LN one is refused, naming why
+    export_hf_dir(tmp_path / "budget-hf", tmp_path / "hf")
+    hf_dir = tmp_path / "hf"
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(str(hf_dir)).eval()
+    ids = torch.tensor([[2, 15, 27, 99, 3]])
+    runs["budget-hf"].eval()
+    with torch.no_grad():
+        ours = runs["budget-hf"](ids).logits
+        theirs = hf(input_ids=ids).logits
+    assert torch.allclose(ours.reshape(theirs.shape), theirs, atol=1e-5)
+    with pytest.raises(ConfigError, match="norm_placement='pre'"):
+        export_hf_dir(tmp_path / "budget", tmp_path / "hf-pre")
+
+
+def test_recipe_is_for_encoders(toy_shards, tmp_path, capsys):
+    assert main(["pretrain", "--model", str(toy_shards["gpt"]), "--recipe", "budget", "--objective", "clm",
+                 "--data", str(toy_shards["wordpiece"]), "--out", str(tmp_path / "g"), "--max-steps", "2",
+                 "--no-progress"]) == 2
+    assert "--recipe budget is for BERT-like encoders pre-trained with --objective mlm" in capsys.readouterr().err
+    assert main(["pretrain", "--model", str(toy_shards["gpt"]), "--recipe", "budget", "--data",
+                 str(toy_shards["wordpiece"]), "--out", str(tmp_path / "g"), "--max-steps", "2", "--no-progress"]) == 2
+    assert "this model's family is gpt2" in capsys.readouterr().err

@@ -166,3 +166,14 @@ def test_resume_of_a_finished_budgeted_run_does_nothing(tmp_path, capsys):
     again = _trainer(tmp_path, cfg, FakeClock()).train(resume=True)
     assert again.stopped == "already_complete" and again.step == first.step
     assert "--time-budget" in capsys.readouterr().out
+
+
+def test_triangle_is_crammings_budget_triangle2():
+    """cramming/backend/optimizers/schedulers.py get_budget_triangle(base_percentage=0.25, falloff=0.25):
+    min(0.25 + x * 0.75 / 0.75, 1 / 0.25 - x / 0.25) at x = step / total."""
+    from lmforge.train.optim import lr_factor
+
+    f = [lr_factor(s, total=100, warmup=0, schedule="triangle") for s in range(101)]
+    assert f[0] == 0.25 and f[50] == pytest.approx(0.75) and f[75] == pytest.approx(1.0)
+    assert f[90] == pytest.approx(0.4) and f[100] == 0.0 and max(f) == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(f[:76], f[1:76])) and all(a >= b for a, b in zip(f[75:], f[76:]))
