@@ -31,16 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "flags override it (default: none)")
     a("--tokenizer", default=_S, help="check the shards were made with this tokenizer dir (default: no check)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--tokens", type=float, default=_S, help="training tokens (e.g. 2e6) instead of --max-steps "
-                        "(default: --max-steps decides)")
-    a("--time-budget", default=_S, metavar="T", help="wall-clock budget (20m, 90s, 1.5h), planned to end on time")
+    length.add_argument("--tokens", type=float, default=_S, help="training tokens, e.g. 2e6 (default: --max-steps decides)")
+    a("--time-budget", default=_S, metavar="T", help="wall-clock budget (20m, 90s, 1.5h) (default: none)")
     add_training_flags(parser, DEFAULTS, said=SAID, suppress=True, groups={"max_steps": length})
     a("--global-batch-size", type=int, default=_S, help="sequences per optimizer step (gradient accumulation; "
       "default --batch-size x processes)")
     a("--global-batch-tokens", type=int, default=_S, help="tokens per optimizer step (gradient accumulation; "
       "default: --global-batch-size decides)")
     a("--seq-len", type=int, default=_S, help="tokens per sequence (default 128)")
-    a("--schedule", default=_S, choices=["linear", "cosine", "constant", "triangle"], help="lr decay (default linear)")
+    a("--schedule", default=_S, choices=["linear", "cosine", "constant", "triangle"],
+      help="decay after warmup (default linear)")
     a("--optimizer", default=_S, choices=["adamw", "lamb"], help="(default adamw)")
     a("--max-grad-norm", type=float, default=_S, help="gradient clipping norm (0 = off; default 1.0)")
     a("--keep", type=int, default=_S, help="keep the last K checkpoints (default 3)")
