@@ -141,11 +141,9 @@ def test_resume_of_a_budgeted_run_continues_the_plan_with_the_time_left(tmp_path
     trainer.objective.loss = loss
     with pytest.raises(Stop):
         trainer.train()
-    saved = json.loads((tmp_path / "checkpoints" / "step-00000010" / "trainer_state.json").read_text()) \
-        if (tmp_path / "checkpoints" / "step-00000010").is_dir() else None
-    if saved is None:  # the checkpoint naming is checkpoint.py's
-        from lmforge.train import checkpoint as ckpt
-        saved = json.loads((ckpt.latest_checkpoint(tmp_path / "checkpoints") / "trainer_state.json").read_text())
+    from lmforge.train import checkpoint as ckpt
+
+    saved = json.loads((ckpt.latest_checkpoint(tmp_path / "checkpoints") / ckpt.STATE_FILE).read_text())
     assert saved["step"] == 10 and saved["budget"]["used"] == pytest.approx(11 * STEP)
     capsys.readouterr()
     later = FakeClock()
