@@ -104,7 +104,7 @@ class BudgetPlan:
         left = self.left()
         if left < need:
             where = (f"only {format_duration(left)} of the {format_duration(self.seconds)} budget is left "
-                     f"({format_duration(self.used_before)} used before)" if self.used_before
+                     f"({format_duration(self.used_before)} used before), less than" if self.used_before
                      else f"the --time-budget of {format_duration(self.seconds)} is shorter than")
             raise BudgetTooShort(
                 f"{where} one optimizer step ({probe.step:.2f}s measured) plus saving the model ({probe.save:.2f}s); "

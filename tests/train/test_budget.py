@@ -175,3 +175,12 @@ def test_triangle_is_crammings_budget_triangle2():
     assert f[0] == 0.25 and f[50] == pytest.approx(0.75) and f[75] == pytest.approx(1.0)
     assert f[90] == pytest.approx(0.4) and f[100] == 0.0 and max(f) == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(f[:76], f[1:76])) and all(a >= b for a, b in zip(f[75:], f[76:]))
+
+
+def test_a_resume_with_the_budget_used_up_is_refused_saying_so():
+    clock = FakeClock()
+    plan = BudgetPlan.from_state(60.0, {"used": 59.5}, clock=clock)
+    plan.start()
+    with pytest.raises(BudgetTooShort, match=r"only 0.5s of the 1m00s budget is left \(59.5s used before\), less "
+                                             r"than one optimizer step \(1.00s measured\)"):
+        plan.check_fits(Probe(step=1.0, save=0.5))
