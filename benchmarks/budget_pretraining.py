@@ -345,6 +345,8 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--parallel", type=int, default=3)
     ap.add_argument("--ft-epochs", type=float, default=FT["epochs"], help="fine-tuning epochs (a smoke test: 0.05)")
+    ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch fine-tuning (it does not depend "
+                    "on pre-training: reuse another run's)")
     ap.add_argument("--skip-pretrain", action="store_true", help="reuse WORK/pt (evaluate and fine-tune again)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("_job", nargs="*", help=argparse.SUPPRESS)
@@ -381,7 +383,8 @@ def main() -> None:
     outs = _pool([[*common, "eval", a] for a in args.arms], args.parallel, log)
     res["mlm"] = {r["arm"]: r for r in (json.loads(line[7:]) for o in outs for line in o.splitlines()
                                         if line.startswith("RESULT "))}
-    jobs = [[*common, "finetune", a, str(s)] for s in args.seeds for a in [*args.arms, "scratch"]]
+    scratch = [] if args.no_scratch else ["scratch"]
+    jobs = [[*common, "finetune", a, str(s)] for s in args.seeds for a in [*args.arms, *scratch]]
     outs = _pool(jobs, args.parallel, log)
     res["finetune"] = [json.loads(line[7:]) for o in outs for line in o.splitlines() if line.startswith("RESULT ")]
     res["machine"] = machine()
