@@ -14,32 +14,33 @@ _S = argparse.SUPPRESS  # "not given": only flags the user typed override the YA
 # the defaults --help states (TrainConfig's, and resolve_config's 1000 steps; tests check they agree)
 DEFAULTS = {"max_steps": 1000, "batch_size": 32, "lr": 1e-4, "warmup": 0, "weight_decay": 0.01, "precision": "auto",
             "seed": 0, "save_every": None, "device": None}
-SAID = {"max_steps": "1000, unless --tokens"}
+SAID = {"max_steps": "1000, unless --tokens or --time-budget"}
 USAGE = ("%(prog)s --model MODEL --data SHARDS --out DIR [options]\n"
          "       %(prog)s --config RUN.yaml [options]   (--model, --data, --out in the file or as flags)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    parser.usage = USAGE
+    a, parser.usage = parser.add_argument, USAGE
     req = "required, here or in the --config file: "
     a("--model", default=_S, help=req + "a preset name (lmforge presets), a ModelConfig .yaml/.json, or a model dir")
     a("--data", default=_S, metavar="SHARDS", help=req + "the shard directory `lmforge prepare` wrote")
     a("--out", default=_S, metavar="DIR", help=req + "the output directory")
     a("--objective", default=_S, help="clm | mlm | mlm+nsp | mlm+sop | rtd (= electra) (default mlm)")
+    a("--recipe", default=_S, choices=["budget", "budget-hf"], help="Cramming's small-budget settings (default none)")
     a("--config", default=None, metavar="RUN.yaml", help="YAML file of options (keys as the long flags, with _); "
       "flags override it (default: none)")
-    a("--tokenizer", default=_S, help="check that the shards were made with this tokenizer dir (default: no check)")
+    a("--tokenizer", default=_S, help="check the shards were made with this tokenizer dir (default: no check)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--tokens", type=float, default=_S, help="training tokens (e.g. 2e6) instead of --max-steps "
-                        "(default: --max-steps decides)")
+    length.add_argument("--tokens", type=float, default=_S, help="training tokens, e.g. 2e6 (default: --max-steps decides)")
+    a("--time-budget", default=_S, metavar="T", help="wall-clock budget (20m, 90s, 1.5h) (default: none)")
     add_training_flags(parser, DEFAULTS, said=SAID, suppress=True, groups={"max_steps": length})
     a("--global-batch-size", type=int, default=_S, help="sequences per optimizer step (gradient accumulation; "
       "default --batch-size x processes)")
     a("--global-batch-tokens", type=int, default=_S, help="tokens per optimizer step (gradient accumulation; "
       "default: --global-batch-size decides)")
     a("--seq-len", type=int, default=_S, help="tokens per sequence (default 128)")
-    a("--schedule", default=_S, choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
+    a("--schedule", default=_S, choices=["linear", "cosine", "constant", "triangle"],
+      help="decay after warmup (default linear)")
     a("--optimizer", default=_S, choices=["adamw", "lamb"], help="(default adamw)")
     a("--max-grad-norm", type=float, default=_S, help="gradient clipping norm (0 = off; default 1.0)")
     a("--keep", type=int, default=_S, help="keep the last K checkpoints (default 3)")

@@ -30,6 +30,7 @@ class PretrainConfig:
 
     model: str | None = None  # a preset name, a ModelConfig file (.yaml / .json) or a model directory
     objective: str = "mlm"  # clm | mlm | mlm+nsp | mlm+sop | rtd (alias electra)
+    recipe: str | None = None  # "budget" / "budget-hf": Cramming's settings for small budgets (recipes/budget.py)
     data: str | None = None  # a shard directory written by `lmforge prepare`
     out: str | None = None  # output directory (final model, checkpoints/, metrics.jsonl, loss.png)
     tokenizer: str | None = None  # optional: check the shards against it too (a model dir's own is always checked)
@@ -76,6 +77,10 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
     layered: dict[str, Any] = load_yaml(config_file) if config_file else {}
     layered.update(given)
     layered = {ALIASES.get(k, k): v for k, v in layered.items()}
+    if layered.get("recipe") is not None:
+        from lmforge.recipes.budget import recipe_defaults
+
+        recipe_defaults(layered)  # under the YAML file and the flags
     actions = {name: bool(layered.pop(name, False)) for name in ACTIONS}
     if layered.get("max_tokens") is not None:
         layered["max_tokens"] = int(layered["max_tokens"])
@@ -86,6 +91,7 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
                 layered.pop("max_steps")
             else:
                 raise ConfigError("give max_steps or tokens, not both")
+    _layer_time_budget(layered, given)
     warmup = layered.pop("warmup", None)
     if warmup is not None:
         if warmup < 0:
@@ -106,10 +112,30 @@ def resolve_config(given: dict[str, Any], config_file: str | Path | None = None)
         if key not in TrainConfig.field_names():
             raise ConfigError(f"unknown option {key!r}." + suggest(key, known) + " Options are the long flags of "
                               "`lmforge pretrain --help` written with _ (lr, max_steps, batch_size ...).")
-    if "max_steps" not in layered and "max_tokens" not in layered and "epochs" not in layered:
+    if not any(k in layered for k in ("max_steps", "max_tokens", "epochs", "time_budget")):
         layered["max_steps"] = 1000
     train = TrainConfig.from_dict(layered)
     return PretrainConfig(**run, **actions, train=train)
+
+
+def _layer_time_budget(layered: dict[str, Any], given: dict[str, Any]) -> None:
+    """--time-budget (20m, 90s, 1.5h) sets the length, as --max-steps / --tokens do: a flag typed beats the YAML
+    file's length, and two typed together are refused (TrainConfig says which)."""
+    from lmforge.train.budget import parse_duration
+
+    if layered.get("time_budget") is None:
+        layered.pop("time_budget", None)
+        return
+    layered["time_budget"] = parse_duration(layered["time_budget"])
+    lengths = [k for k in ("max_steps", "max_tokens") if layered.get(k) is not None]
+    if not lengths:
+        return
+    typed = {k for k in ("time_budget", "max_steps", "tokens", "max_tokens") if given.get(k) is not None}
+    if typed == {"time_budget"}:  # the file's --max-steps / --tokens give way to the typed budget
+        for k in lengths:
+            layered.pop(k)
+    elif "time_budget" not in typed and typed:  # a typed --max-steps / --tokens beats the file's budget
+        layered.pop("time_budget")
 
 
 def _rtd_defaults(layered: dict[str, Any]) -> None:
@@ -158,7 +184,9 @@ def load_model(config: PretrainConfig, *, head: str, tokenizer: Any, log: Log) -
     else:
         raise ConfigError(f"--model {name!r} is neither a preset, a config file nor a model directory."
                           + suggest(name, PRESETS) + " See `lmforge presets`.")
-    overrides: dict[str, Any] = {"head": head, **specials}
+    from lmforge.recipes.budget import model_overrides
+
+    overrides: dict[str, Any] = {"head": head, **specials, **model_overrides(config.recipe, model_config.family)}
     if model_config.vocab_size != vocab:
         log(f"{what} has a vocabulary of {model_config.vocab_size:,}; using the data's tokenizer's {vocab:,} instead")
         overrides["vocab_size"] = vocab

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from lmforge.errors import ConfigError, suggest
 
-Schedule = Literal["linear", "cosine", "constant"]
+Schedule = Literal["linear", "cosine", "constant", "triangle"]
 OptimizerName = Literal["adamw", "lamb"]
 Precision = Literal["auto", "fp32", "bf16"]
 Strategy = Literal["ddp", "fsdp"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "schedule": ("linear", "cosine", "constant"),
+    "schedule": ("linear", "cosine", "constant", "triangle"),
     "optimizer": ("adamw", "lamb"),
     "precision": ("auto", "fp32", "bf16"),
     "distributed": ("ddp", "fsdp"),
@@ -37,6 +37,7 @@ class TrainConfig:
     max_steps: int | None = None  # optimizer steps to run
     max_tokens: int | None = None  # stop after this many training tokens (global batch tokens x steps)
     epochs: float | None = None  # passes over the training data (fine-tuning); fractions allowed
+    time_budget: float | None = None  # wall-clock seconds: the run plans its steps to end on time (train/budget.py)
     # --- batch ---
     batch_size: int = 32  # micro-batch: sequences per process per forward/backward
     global_batch_size: int | None = None  # sequences per optimizer step over all processes (None = batch_size x world)
@@ -54,6 +55,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 switches clipping off
     # --- schedule ---
     schedule: Schedule = "linear"  # after warmup: "linear" or "cosine" decay to min_lr_ratio x lr, or "constant"
+    # ("triangle": Cramming's one-cycle, 0.25 x lr rising to lr at 75% of the steps, then linear to 0; optim.py)
     warmup_steps: int = 0  # linear warmup from 0 over this many steps
     warmup_ratio: float = 0.0  # ... or over this fraction of the total steps (exclusive with warmup_steps)
     min_lr_ratio: float = 0.0  # the decay ends at this fraction of the peak lr
@@ -96,6 +98,7 @@ class TrainConfig:
             if value is not None and value <= 0:
                 raise ConfigError(f"TrainConfig.{name} must be positive (or unset), got {value}",
                                   cli=f"{_flag(name)} must be positive, got {value}")
+        self._validate_budget()
         for name in ("batch_size", "seq_len", "keep", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}",
@@ -124,6 +127,20 @@ class TrainConfig:
         if self.patience is not None and not self.best_metric:
             raise ConfigError("patience (early stopping) needs best_metric")
 
+    def _validate_budget(self) -> None:
+        """A time budget decides the length itself: no other length with it."""
+        if self.time_budget is None:
+            return
+        if not isinstance(self.time_budget, (int, float)) or isinstance(self.time_budget, bool) \
+                or not math.isfinite(self.time_budget) or self.time_budget <= 0:
+            raise ConfigError(f"TrainConfig.time_budget is seconds and must be positive, got {self.time_budget!r}",
+                              cli=f"--time-budget must be positive, got {self.time_budget!r}")
+        other = [n for n in ("max_steps", "max_tokens", "epochs") if getattr(self, n) is not None]
+        if other:
+            why = "each sets the run's length (the budget plans the steps from the measured step time); keep one"
+            raise ConfigError(f"give time_budget or {', '.join(other)}, not both: {why}",
+                              cli=f"give --time-budget or {', '.join(_flag(n) for n in other)}, not both: {why}")
+
     # ------------------------------------------------------------------ derived
     def global_sequences(self, world_size: int = 1) -> int:
         """Sequences per optimizer step over all processes."""
@@ -144,7 +161,7 @@ class TrainConfig:
         return total // per_pass
 
     def total_steps(self, *, steps_per_epoch: int | None = None, world_size: int = 1) -> int:
-        """Optimizer steps this run takes, from max_steps, max_tokens or epochs."""
+        """Optimizer steps this run takes, from max_steps, max_tokens or epochs (a time budget: the Trainer plans)."""
         if self.max_steps is not None:
             return self.max_steps
         if self.max_tokens is not None:

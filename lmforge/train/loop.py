@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ import torch
 
 from lmforge.errors import CheckpointError, ConfigError, DataError, LmforgeError
 import lmforge.train.checkpoint as ckpt
+from lmforge.train.budget import BudgetPlan, Probe, format_duration
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, materialize,
@@ -75,7 +77,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 RESUME_MAY_CHANGE = frozenset({
     "max_steps", "max_tokens", "epochs", "save_every", "keep", "log_every", "progress", "tensorboard",
     "eval_every", "eval_every_epoch", "compile", "grad_checkpointing", "device", "out", "val_batches",
-    "eval_batch_size", "on_nan"})
+    "eval_batch_size", "on_nan", "time_budget"})
 # ... and these cannot change even then: the optimizer state would not fit
 RESUME_FIXED = ("optimizer",)
 
@@ -194,13 +196,17 @@ class Trainer:
         save_extra: ``save_extra(dir)`` writes additional files into the final / best model dirs.
         run_config: the caller's own settings (objective, data, model ...; JSON values), saved with every
             checkpoint and compared like the TrainConfig when the run is resumed.
+        clock: seconds for ``config.time_budget`` (default ``time.monotonic``; tests pass a fake one).
     """
 
     def __init__(self, model: torch.nn.Module, objective: LossObjective, source: BatchSourceLike,
                  config: TrainConfig, *, out_dir: str | Path, evaluate: Evaluate | None = None,
                  groups: list[dict] | None = None, tokenizer: Any = None, dist: DistInfo | None = None,
-                 save_extra: Callable[[Path], None] | None = None, run_config: dict[str, Any] | None = None) -> None:
+                 save_extra: Callable[[Path], None] | None = None, run_config: dict[str, Any] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self.config, self.objective, self.source = config, objective, source
+        self.clock = clock or time.monotonic
+        self.budget: BudgetPlan | None = None  # a time-budgeted run's plan (train/budget.py)
         self.run_config = dict(run_config or {})
         self._sigint = False  # set by the first Ctrl-C: stop at the next step boundary
         self._sigterm = False  # set by SIGTERM: the same, then a clean exit
@@ -226,8 +232,9 @@ class Trainer:
                 f"the training data gives {source.steps_per_epoch} micro-batch(es) of {config.batch_size} per "
                 f"process, fewer than one optimizer step ({self.accum} micro-batch(es) x {self.dist.world_size} "
                 "process(es)); lower the batch size or add data")
-        self.total_steps = config.total_steps(steps_per_epoch=self.steps_per_epoch,
-                                              world_size=self.dist.world_size)
+        # a time budget plans the steps in train(), from the measured step time
+        self.total_steps = 0 if config.time_budget is not None else config.total_steps(
+            steps_per_epoch=self.steps_per_epoch, world_size=self.dist.world_size)
         self.autocast_dtype = _precision(config, self.device)
         if config.grad_checkpointing:
             enable_grad_checkpointing(self.model)
@@ -277,6 +284,7 @@ class Trainer:
         plan = self._resume_point(resume, allow_changes)
         if plan["start"] == "complete":
             return self._already_complete(plan["final"])
+        probe = self._start_budget(plan) if cfg.time_budget is not None else None  # refuses a too short budget
         if on_start is not None and info.is_main:
             on_start()
         if info.is_main:
@@ -302,6 +310,8 @@ class Trainer:
         else:
             # dropout differs per rank; the data order does not depend on these RNGs
             seed_everything(cfg.seed + 1_000_003 * info.rank)
+        if probe is not None:
+            self._first_plan(probe, state["step"], scheduler)
 
         model = self.model if fsdp else wrap_model(self.model, info, strategy="ddp")
         if cfg.compile:
@@ -356,6 +366,8 @@ class Trainer:
                 logger.note(f"step {step + 1}: the loss is {stats.loss}; its update was skipped (on_nan=skip)")
             step += 1
             self._at_step = step
+            if self.budget is not None:
+                self._revise_plan(step, scheduler, logger)
             if math.isfinite(stats.loss):  # a skipped step's NaN would poison the window's mean
                 window.losses.append(stats.loss)
             window.tokens += stats.tokens * self.dist.world_size
@@ -385,6 +397,9 @@ class Trainer:
 
         state.update(step=step, window=window.losses, stopped=stopped)
         self._save_final(state)
+        if self.budget is not None:
+            self._note(f"time budget: {format_duration(self.budget.used())} of {format_duration(self.budget.seconds)} "
+                       f"used, {step} steps")
         losses = window.losses
         return TrainResult(step=step, total_steps=self.total_steps, stopped=stopped,
                            final_loss=(sum(losses) / len(losses)) if losses else _last_train_loss(self.out_dir),
@@ -438,11 +453,16 @@ class Trainer:
                                   "loss": sum(window.losses) / len(window.losses) if window.losses else stats.loss,
                                   "lr": stats.lr,
                                   "tokens_per_s": round(tps, 1)}
+        left = {}
+        if self.budget is not None:
+            record["time_left_s"] = round(self.budget.left(), 1)
+            record["elapsed_s"] = round(self.budget.used(), 2)  # loss against wall-clock minutes (benchmarks)
+            left = {"left": format_duration(record["time_left_s"])}
         if stats.grad_norm is not None:
             record["grad_norm"] = stats.grad_norm
         record |= _metric_summary(stats.metric_items)
         logger.log(record)
-        logger.advance(len(window.losses), loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}", tok_s=f"{tps:,.0f}")
+        logger.advance(len(window.losses), loss=f"{record['loss']:.4f}", lr=f"{stats.lr:.2e}", tok_s=f"{tps:,.0f}", **left)
         window.losses, window.tokens, window.t_last = [], 0, now
 
     def _evaluation_due(self, step: int) -> bool:
@@ -491,6 +511,7 @@ class Trainer:
             "best": state["best"], "best_step": state["best_step"], "bad_evals": state["bad_evals"],
             "last_eval": state["last_eval"], "window": state["window"],
             "world_size": self.dist.world_size, "config": self.config.to_dict(), "run": self.run_config,
+            **({"budget": self.budget.state()} if self.budget is not None else {}),
             **({"stopped": state["stopped"]} if "stopped" in state else {}),
         }
 
@@ -580,7 +601,7 @@ class Trainer:
                                   f"that step ({kept}; --save-every keeps one at the end), so it cannot continue to "
                                   f"step {self.total_steps}. Start a new run from its weights: --model "
                                   f"{self.out_dir} --out NEW_DIR")
-        elif newest is not None and newest["step"] > self.total_steps:
+        elif newest is not None and cfg.time_budget is None and newest["step"] > self.total_steps:
             raise ConfigError(f"the newest checkpoint {found[-1]} is at step {newest['step']}, past this run's end at "
                               f"step {self.total_steps}; give the saved length (or a longer one)")
         if changes:
@@ -593,12 +614,100 @@ class Trainer:
         cfg = self.config
         longer = "--epochs" if cfg.max_steps is None and cfg.max_tokens is None and cfg.epochs is not None \
             else "--max-steps or --tokens"
+        if cfg.time_budget is not None:  # a budgeted run that ended on time
+            self._note(f"{self.out_dir} holds a run that ended within its --time-budget ({final['step']} steps); "
+                       f"nothing to do. To train further, start a new run from its weights: --model {self.out_dir} "
+                       "--out NEW_DIR")
+            return TrainResult(step=int(final["step"]), total_steps=int(final.get("total_steps", final["step"])),
+                               stopped="already_complete", final_loss=_last_train_loss(self.out_dir),
+                               last_eval=final.get("last_eval", {}), best_metric=final.get("best"),
+                               best_step=final.get("best_step"), out_dir=self.out_dir)
         self._note(f"{self.out_dir} holds a finished run ({final['step']} of {final.get('total_steps', final['step'])} "
                    f"steps); nothing to do. Raise {longer} to train further.")
         return TrainResult(step=int(final["step"]), total_steps=int(final.get("total_steps", final["step"])),
                            stopped="already_complete", final_loss=_last_train_loss(self.out_dir),
                            last_eval=final.get("last_eval", {}), best_metric=final.get("best"),
                            best_step=final.get("best_step"), out_dir=self.out_dir)
+
+    # ------------------------------------------------------------------ time budget
+    def _start_budget(self, plan: dict[str, Any]) -> Probe:
+        """Start the budget's clock (with the time a resumed run used), time one step, one save and one evaluation,
+        and refuse a budget that cannot hold a step plus the final save: all before anything is written."""
+        cfg, info = self.config, self.dist
+        if self._meta:
+            raise ConfigError("--time-budget needs the model built before training (it times a step first); a model "
+                              "on the meta device (FSDP) is not supported: give --max-steps or --tokens")
+        saved = _read_state(Path(plan["path"])).get("budget") if plan["start"] == "checkpoint" else None
+        self.budget = BudgetPlan.from_state(float(cfg.time_budget), saved, clock=self.clock)
+        self.budget.start()
+        probe = self._probe()
+        probe = broadcast_object(probe, self.dist)  # rank 0's measurement decides for every process
+        self.budget.check_fits(probe)
+        if saved and info.is_main:
+            self._note(f"resume: {format_duration(self.budget.left())} of the {format_duration(self.budget.seconds)} "
+                       f"budget left ({format_duration(self.budget.used_before)} used; the saved plan was "
+                       f"{saved.get('planned_steps')} steps)")
+        return probe
+
+    def _probe(self) -> Probe:
+        """Seconds of the first step's forward / backward passes (no update), of a model save and an evaluation."""
+        raw = unwrap(self.model)
+        raw.train()
+        t = self.clock()
+        for micro in range(self.accum):
+            batch = to_device(self._micro_batch(0, micro), self.device)
+            with self._autocast():
+                loss, _ = self.objective.loss(self.model, batch)
+            (loss / self.accum).backward()
+        step_time = self.clock() - t
+        for _, p in self._named_parameters():
+            p.grad = None
+        t = self.clock()
+        with tempfile.TemporaryDirectory(prefix="lmforge-probe-") as tmp:
+            self._write_model(Path(tmp), {k: v.detach() for k, v in raw.state_dict().items()})
+        save_time = self.clock() - t
+        eval_time = 0.0
+        if self.evaluate_fn is not None:
+            t = self.clock()
+            raw.eval()
+            with torch.no_grad(), self._autocast():
+                self.evaluate_fn(raw)
+            raw.train()
+            eval_time = self.clock() - t
+        return Probe(step=step_time, save=save_time, evaluate=eval_time)
+
+    def _first_plan(self, probe: Probe, step: int, scheduler) -> None:
+        assert self.budget is not None
+        total = self.budget.first(step, probe, checkpoint_at_end=bool(self.config.save_every))
+        self._set_total(broadcast_object(total, self.dist), scheduler, None)
+        self._note(f"time budget {format_duration(self.budget.seconds)}: {format_duration(self.budget.left())} left, "
+                   f"a step takes ~{probe.step:.3g}s (measured), saving {probe.save:.3g}s, evaluating "
+                   f"{probe.evaluate:.3g}s: planned {self.total_steps} steps (warmup "
+                   f"{self.config.warmup_for(self.total_steps)}, decay to the end; revised every "
+                   f"{self.budget.replan_every} steps)")
+
+    def _revise_plan(self, step: int, scheduler, logger: RunLogger | None) -> None:
+        assert self.budget is not None
+        total = self.budget.revise(step)
+        if self.dist.distributed:  # every process ends at the same step: rank 0's clock decides
+            total = broadcast_object(total, self.dist)
+        if total is not None and total != self.total_steps:
+            self._set_total(total, scheduler, logger)
+
+    def _set_total(self, total: int, scheduler, logger: RunLogger | None) -> None:
+        """A new planned length: the schedule's end (and warmup ratio) move, the next step's lr follows at once."""
+        self.total_steps = int(total)
+        if self.budget is not None:
+            self.budget.total = self.total_steps
+        cfg = self.config
+        for factor in getattr(scheduler, "lr_lambdas", []):
+            if hasattr(factor, "total"):
+                factor.total, factor.warmup = self.total_steps, cfg.warmup_for(self.total_steps)
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        if logger is not None and logger.bar is not None:
+            logger.bar.total = self.total_steps
+            logger.bar.refresh()
 
     # ------------------------------------------------------------------ Ctrl-C
     @contextmanager

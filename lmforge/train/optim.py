@@ -5,7 +5,10 @@
   "How to fine-tune BERT"): layer i of L gets ``lr * decay**(L - i)``, the embeddings ``decay**(L + 1)``.
 * ``build_optimizer``: AdamW (fused kernel when the device supports it) or LAMB (You et al. 2019,
   large-batch BERT / ALBERT pre-training), a few lines below.
-* ``build_scheduler``: linear warmup from 0, then linear or cosine decay to ``min_lr_ratio``, or constant.
+* ``build_scheduler``: linear warmup from 0, then linear or cosine decay to ``min_lr_ratio``, or constant; or
+  ``triangle``, Cramming's one-cycle (Geiping & Goldstein 2022; JonasGeiping/cramming
+  cramming/backend/optimizers/schedulers.py ``get_budget_triangle`` with base_percentage=0.25, falloff=0.25 as
+  ``budget-triangle2`` sets them): 0.25 x lr at step 0 rising linearly to lr at 75% of the steps, then to 0.
 """
 from __future__ import annotations
 
@@ -118,11 +121,19 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: f
     """Multiplier of the peak lr at optimizer step ``step`` (0-based), HF's convention."""
     if warmup and step < warmup:
         return step / warmup
+    if schedule == "triangle":
+        return _triangle(step, total)
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return min_ratio + (1.0 - min_ratio) * shape
+
+
+def _triangle(step: int, total: int, base: float = 0.25, falloff: float = 0.25) -> float:
+    """Cramming's get_budget_triangle: min(base + x (1 - base) / (1 - falloff), (1 - x) / falloff), x = step / total."""
+    x = step / max(1, total)
+    return max(0.0, min(base + x * (1 - base) / (1 - falloff), (1 - x) / falloff))
 
 
 class _Factor:
