@@ -8,8 +8,6 @@ compute is stated as C = 6 N D (Kaplan's approximation, D = tokens seen).
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,33 +61,13 @@ def _data(out: Path, fast: bool) -> Path:
 
 def train_one(out: Path, shards: Path, size: tuple[int, int, int], *, steps: int, batch: int, seq: int,
               seed: int) -> dict[str, Any]:
-    """Pre-train one toy GPT with clm; (N non-embedding, validation loss, tokens)."""
-    import torch
+    """Pre-train one toy GPT with clm; (N non-embedding, validation loss, tokens, 6 N D flops)."""
+    from lmforge.lab.toy_gpt import train_gpt
 
-    from lmforge.config import ModelConfig
-    from lmforge.models.model import Model
-    from lmforge.recipes.pretrain import PretrainConfig, pretrain
-    from lmforge.train.config import TrainConfig
-    from lmforge.train.logging import read_metrics
-
-    layers, width, heads = size
-    model = {"preset": "gpt2", "num_layers": layers, "hidden_size": width, "num_heads": heads,
-             "intermediate_size": 4 * width, "max_positions": seq, "hidden_dropout": 0.0, "attention_dropout": 0.0}
-    run = out / f"L{layers}-H{width}-seed{seed}"
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir(parents=True)
-    (run / "model.json").write_text(json.dumps(model) + "\n")
-    train = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq, lr=2e-3, warmup_ratio=0.05,
-                        log_every=max(1, steps // 10), seed=seed, progress=False, save_every=steps, keep=1)
-    pretrain(PretrainConfig(model=str(run / "model.json"), objective="clm", data=str(shards), out=str(run / "out"),
-                            val_batches=20, device="cpu", train=train))
-    val = [r for r in read_metrics(run / "out") if r.get("split") == "val"][-1]
-    with torch.device("meta"):
-        body = Model(ModelConfig.from_preset("gpt2", **{k: v for k, v in model.items() if k != "preset"},
-                                             vocab_size=1000)).body
-    n = sum(p.numel() for name, p in body.named_parameters() if "embed" not in name)
-    tokens = steps * batch * seq
-    return {"N": n, "val_loss": float(val["loss"]), "tokens": tokens, "flops": 6.0 * n * tokens}
+    run = train_gpt(out, shards, size, steps=steps, batch=batch, seq=seq, seed=seed, val_batches=20, log=print,
+                    save_every=steps, keep=1)
+    n, tokens = run["N"], run["tokens"]
+    return {"N": n, "val_loss": run["val_loss"], "tokens": tokens, "flops": 6.0 * n * tokens}
 
 
 def fit_power_law(n: np.ndarray, loss: np.ndarray) -> tuple[float, float]:

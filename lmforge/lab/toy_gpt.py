@@ -26,8 +26,9 @@ def demo_data(out: Path, *, docs: int, examples: int, share: float, kinds: tuple
 
 
 def train_gpt(out: Path, shards: Path, size: tuple[int, int, int], *, steps: int, batch: int, seq: int,
-              seed: int = 0) -> dict[str, Any]:
-    """Pre-train one toy GPT (clm); returns its directory, non-embedding parameter count and validation loss."""
+              seed: int = 0, val_batches: int = 10, log: Any = None, **train_options: Any) -> dict[str, Any]:
+    """Pre-train one toy GPT (clm); returns its directory, non-embedding parameter count and validation loss.
+    ``train_options``: more TrainConfig fields (gpt3-scaling keeps one final checkpoint); ``log``: None = quiet."""
     import torch
 
     from lmforge.config import ModelConfig
@@ -44,9 +45,9 @@ def train_gpt(out: Path, shards: Path, size: tuple[int, int, int], *, steps: int
     run.mkdir(parents=True)
     (run / "model.json").write_text(json.dumps(model) + "\n")
     train = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq, lr=2e-3, warmup_ratio=0.05,
-                        log_every=max(1, steps // 10), seed=seed, progress=False)
+                        log_every=max(1, steps // 10), seed=seed, progress=False, **train_options)
     pretrain(PretrainConfig(model=str(run / "model.json"), objective="clm", data=str(shards), out=str(run / "out"),
-                            val_batches=10, device="cpu", train=train), log=lambda _: None)
+                            val_batches=val_batches, device="cpu", train=train), log=log or (lambda _: None))
     val = [r for r in read_metrics(run / "out") if r.get("split") == "val"]
     with torch.device("meta"):
         body = Model(ModelConfig.from_preset("gpt2", **{k: v for k, v in model.items() if k != "preset"})).body
