@@ -292,12 +292,7 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict[str, torch.Tenso
             for name, sd in (extra_states or {}).items():
                 save_file(_dedupe(sd), str(tmp / f"extra-{name}.safetensors"))
             torch.save(optimizer_state, tmp / "optimizer.pt")
-            torch.save(scheduler_state, tmp / "scheduler.pt")
-            torch.save(rng_states, tmp / "rng.pt")
-            (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
-            write_manifest(tmp)
-            if on_written is not None:
-                on_written(tmp)
+            _write_run_state(tmp, scheduler_state, rng_states, trainer_state, on_written)
     except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: a RuntimeError of its writer on a full disk
         where = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"could not write checkpoint {final.name} ({err}{_free_space(root)}); {where}. "
@@ -305,6 +300,18 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict[str, torch.Tenso
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_run_state(tmp: Path, scheduler_state: dict, rng_states: list[dict[str, Any]], trainer_state: dict[str, Any],
+                     on_written: Callable[[Path], None] | None) -> None:
+    """What both checkpoint formats add beside the weights (scheduler, RNG, trainer state), then the manifest
+    that makes the directory valid."""
+    torch.save(scheduler_state, tmp / "scheduler.pt")
+    torch.save(rng_states, tmp / "rng.pt")
+    (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
+    write_manifest(tmp)
+    if on_written is not None:
+        on_written(tmp)
 
 
 def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], info: Any, scheduler_state: dict,
@@ -341,12 +348,7 @@ def save_sharded_checkpoint(root: Path, step: int, *, state: dict[str, Any], inf
     error = next((e for e in errors if e), None)
     if error is None and info.is_main:
         try:
-            torch.save(scheduler_state, tmp / "scheduler.pt")
-            torch.save(rng_states, tmp / "rng.pt")
-            (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
-            write_manifest(tmp)
-            if on_written is not None:
-                on_written(tmp)
+            _write_run_state(tmp, scheduler_state, rng_states, trainer_state, on_written)
             umask_modes(tmp)
             _fsync_tree(tmp)
             if final.exists():  # re-saving the same step (a resumed run)
