@@ -178,7 +178,7 @@ def _hf_arm(work: Path, seconds: float) -> None:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def mlm_eval(work: Path, arm: str, batches: int = 16) -> dict:
+def mlm_eval(work: Path, arm: str, batches: int = 16, path: Path | None = None) -> dict:
     """Masked-token accuracy and loss on the same validation masks (15%, seed 1234) for every arm."""
     import numpy as np
     import torch
@@ -191,7 +191,7 @@ def mlm_eval(work: Path, arm: str, batches: int = 16) -> dict:
     tok = Tokenizer.from_pretrained(work / "tok")
     objective = build_objective("mlm", tokenizer=tok, seq_len=SEQ)
     source = BatchSource(objective, ShardDataset(work / "shards", "val"), batch_size=BATCH, seed=1234, shuffle=False)
-    path = work / "pt" / arm
+    path = path or work / "pt" / arm
     if arm == "hf":
         from transformers import BertForMaskedLM
 
@@ -349,9 +349,12 @@ def main() -> None:
                     "on pre-training: reuse another run's)")
     ap.add_argument("--skip-pretrain", action="store_true", help="reuse WORK/pt (evaluate and fine-tune again)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--pretrain-only", action="store_true", help="pre-train and evaluate the MLM, write "
+                    "WORK/pretrain.json, no fine-tuning (fine-tune later with --skip-pretrain)")
+    ap.add_argument("--ft-lr", type=float, default=FT["lr"], help="fine-tuning learning rate")
     ap.add_argument("_job", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    FT["epochs"] = args.ft_epochs
+    FT["epochs"], FT["lr"] = args.ft_epochs, args.ft_lr
     if args._job:  # a worker process
         _threads()
         kind, arm = args._job[0], args._job[1]
@@ -369,10 +372,14 @@ def main() -> None:
     log = args.work / "log.txt"
     res = {"machine_before": machine(), "arms": args.arms, "minutes": args.minutes, "finetune_settings": FT}
     res["data"] = prepare_data(args.work, args.refdata)
-    common = ["--work", str(args.work), "--minutes", str(args.minutes), "--ft-epochs", str(args.ft_epochs)]
+    common = ["--work", str(args.work), "--minutes", str(args.minutes), "--ft-epochs", str(args.ft_epochs),
+              "--ft-lr", str(args.ft_lr)]
+    saved = args.work / "pretrain.json"
     if not args.skip_pretrain:
         _pool([[*common, "pretrain", a] for a in args.arms], args.parallel, log)
-    res["machine_after_pretrain"] = machine()
+        res["machine_after_pretrain"] = machine()
+    elif saved.is_file():  # the pre-training phase's own record (load before / after it)
+        res.update({k: v for k, v in json.loads(saved.read_text()).items() if k not in ("finetune_settings", "data")})
     res["steps"] = {}
     for a in args.arms:
         state = args.work / "pt" / a / "trainer_state.json"
@@ -383,6 +390,10 @@ def main() -> None:
     outs = _pool([[*common, "eval", a] for a in args.arms], args.parallel, log)
     res["mlm"] = {r["arm"]: r for r in (json.loads(line[7:]) for o in outs for line in o.splitlines()
                                         if line.startswith("RESULT "))}
+    if args.pretrain_only:
+        saved.write_text(json.dumps(res, indent=2))
+        print(json.dumps({"steps": res["steps"], "mlm": res["mlm"]}, indent=1))
+        return
     scratch = [] if args.no_scratch else ["scratch"]
     jobs = [[*common, "finetune", a, str(s)] for s in args.seeds for a in [*args.arms, *scratch]]
     outs = _pool(jobs, args.parallel, log)

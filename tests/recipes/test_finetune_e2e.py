@@ -267,3 +267,23 @@ def test_ner_conll2003_finetune_scores_equal_seqeval(scheme, tiny_encoder, tmp_p
     # evaluate rebuilds the task (tag set included) from task.json and reproduces the scores
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--split", "dev"]) == 0
     assert f"f1 {scores['f1']:.4f}" in capsys.readouterr().out
+
+
+def test_default_lr_scales_with_the_body_width():
+    from lmforge.recipes.finetune import default_lr
+
+    # BERT's 2e-5 at base width, (768 / H) ** 1.5 narrower, within [1e-5, 3e-4]
+    assert [default_lr(h) for h in (32, 128, 256, 512, 768, 1024, 4096)] == [3e-4, 2.9e-4, 1e-4, 3.7e-5, 2e-5,
+                                                                                1.3e-5, 1e-5]
+
+
+def test_finetune_without_lr_uses_the_width_default(refdata, tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "auto-lr"
+    code = main(["finetune", "--model", str(tiny_encoder), "--task", "glue-sst2", "--data",
+                 str(refdata / "glue" / "SST-2"), "--train-split", "dev", "--eval-split", "dev", "--out", str(out),
+                 "--max-steps", "4", "--warmup", "1", "--max-length", "32"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "learning rate 0.0003 (the default for a 32-wide body" in err
+    lrs = [json.loads(line).get("lr") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(x for x in lrs if x is not None) == pytest.approx(3e-4)
