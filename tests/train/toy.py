@@ -84,6 +84,13 @@ def collate(examples):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lmforge.train.distributed import process_group_scope
+
+    with process_group_scope():  # as the recipes: leave the process group on every way out
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     from lmforge.train import TrainConfig, Trainer, list_source
     from lmforge.train.distributed import init_distributed
     from lmforge.train.loop import seed_everything
@@ -134,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model, objective, source, cfg, out_dir=args.out, dist=info)
     if args.shards:
         _record_shards(trainer, args.shards, info.rank)
-    from lmforge.train.distributed import cleanup
     from lmforge.train.loop import TrainingInterrupted
 
     try:
@@ -144,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:  # as the CLI: SIGTERM is a clean stop (exit 0), Ctrl-C 130
         print(f"toy: {stop}", file=sys.stderr, flush=True)
         return 0 if stop.preempted else 130
-    finally:  # as the recipes: leave the process group, or gloo's threads may abort the exit
-        cleanup()
     return 0
 
 
