@@ -5,7 +5,8 @@ trains the toy model with the real Trainer (used by the SIGKILL, torchrun, FSDP 
 ``--model gpt``: a tiny lmforge GPT instead (tied embeddings: its decoder reads the word embedding);
 ``--enospc-at-save N``: the N-th checkpoint write fails with "No space left on device";
 ``--save-pause S``: every checkpoint write pauses S seconds before its manifest (a window to kill it in);
-``--shards FILE``: each rank writes its local shard of the word embedding before and after training.
+``--shards FILE``: each rank writes its local shard of the word embedding before and after training;
+``--no-teardown``: exit without destroying the process group (benchmarks/faults.py --exit-runs compares).
 """
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def collate(examples):
 def main(argv: list[str] | None = None) -> int:
     from lmforge.train.distributed import process_group_scope
 
+    if "--no-teardown" in (sys.argv[1:] if argv is None else argv):  # as finetune / distill did before: exit with the group
+        return _main(argv)
     with process_group_scope():  # as the recipes: leave the process group on every way out
         return _main(argv)
 
@@ -114,6 +117,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-pause", type=float, default=0.0)
     ap.add_argument("--meta", action="store_true", help="build the model on the meta device")
     ap.add_argument("--grad-ckpt", action="store_true", help="recompute activations (grad_checkpointing)")
+    ap.add_argument("--no-teardown", action="store_true", help="exit without destroying the process group")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     info = init_distributed(args.device)
