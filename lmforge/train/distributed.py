@@ -233,8 +233,8 @@ def load_sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Opti
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group without waiting for the other ranks (kept for callers of the old name)."""
+    shutdown(synchronize=False)
 
 
 def shutdown(*, synchronize: bool = True) -> None:
