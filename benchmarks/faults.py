@@ -3,6 +3,7 @@ final weights are bitwise identical to an uninterrupted run.
 
     python benchmarks/faults.py                       # 20 kills of one process + 3 of one rank under torchrun
     python benchmarks/faults.py --kills 4 --torchrun-kills 0 --json out.json
+    python benchmarks/faults.py --exit-runs 40         # short torchrun runs: do exits fail, with / without teardown?
 
 The run is ``tests/train/toy.py --model gpt``: a 2-layer lmforge GPT (tied embeddings, dropout 0.1, so the
 RNG state matters) trained by the real Trainer with real checkpoints every 5 steps. Every 4th kill lands
@@ -228,12 +229,38 @@ def markdown(rows: list[Kill], header: str) -> str:
     return "\n".join(lines)
 
 
+def exit_runs(runs: int, work: Path, log=print, *, steps: int = 6) -> dict[str, dict[str, int]]:
+    """Short 2-process FSDP runs under torchrun, alternating the recipes' teardown (barrier, then destroy the
+    process group) with none (as finetune / distill exited before): how many exited non-zero, and how many
+    said "terminate called without an active exception" (the abort seen once at exit, docs/reliability.md#exit)."""
+    counts = {v: {"runs": 0, "failed": 0, "terminate": 0} for v in ("teardown", "no teardown")}
+    for n in range(runs):
+        variant = "teardown" if n % 2 == 0 else "no teardown"
+        out = work / f"exit-{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(TOY),
+               str(out), "--model", "gpt", "--dropout", "0.1", "--steps", str(steps), "--save-every", "3",
+               "--global-batch", "16", "--distributed", "fsdp", *([] if variant == "teardown" else ["--no-teardown"])]
+        res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        said = "terminate called without an active exception" in res.stderr
+        c = counts[variant]
+        c["runs"] += 1
+        c["failed"] += res.returncode != 0
+        c["terminate"] += said
+        log(f"exit run {n + 1:2d} ({variant}): rc {res.returncode}{', terminate called' if said else ''}")
+        if res.returncode != 0 and not said:
+            log(res.stderr[-1500:])
+        shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="single-process kills (default 20)")
     ap.add_argument("--torchrun-kills", type=int, default=3, help="kills of one rank of 2 under torchrun (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--exit-runs", type=int, default=0, metavar="N", help="instead: N short 2-process runs, "
+                    "with and without the process-group teardown, counting failed exits")
     args = ap.parse_args(argv)
     import torch
 
@@ -243,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     print(header, flush=True)
     t0 = time.monotonic()
+    if args.exit_runs:
+        with tempfile.TemporaryDirectory(prefix="lmforge-exits-") as work:
+            counts = exit_runs(args.exit_runs, Path(work), log=lambda m: print(m, flush=True))
+        load = os.getloadavg()
+        print(f"\n{time.monotonic() - t0:.0f} s, load average at the end {load[0]:.2f}")
+        for variant, c in counts.items():
+            print(f"{variant}: {c['runs']} runs, {c['failed']} exited non-zero, {c['terminate']} said 'terminate called'")
+        return 0 if not any(c["failed"] for c in counts.values()) else 1
     with tempfile.TemporaryDirectory(prefix="lmforge-faults-") as work:
         rows = campaign(args.kills, args.torchrun_kills, args.seed, Path(work), log=lambda m: print(m, flush=True))
     took = time.monotonic() - t0

@@ -23,6 +23,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.train.config import TrainConfig
+from lmforge.train.distributed import tears_down_process_group
 
 Log = Callable[[str], None]
 STUDENT_INITS = ("auto", "teacher", "random")
@@ -333,6 +334,7 @@ def distill_task(config: DistillConfig, *, log: Log) -> dict[str, float]:
     return scores
 
 
+@tears_down_process_group  # under torchrun: leave the process group on every way out
 def distill(config: DistillConfig, *, log: Log | None = None) -> Any:
     """Distil as ``config`` says; writes the student, tokenizer, metrics.jsonl and loss.png to ``out``.
     Returns the Trainer's TrainResult."""

@@ -37,7 +37,7 @@ from lmforge.errors import CheckpointError, ConfigError, suggest
 from lmforge.nn.quantized import check_device
 from lmforge.tasks import DecoderTokens, Example, Feature, Task, get_task
 from lmforge.tasks.base import IGNORE_INDEX
-from lmforge.train.distributed import resolve_device
+from lmforge.train.distributed import resolve_device, tears_down_process_group
 
 Log = Callable[[str], None]
 
@@ -486,6 +486,7 @@ def _best_eval_reusable(kept: dict[str, Any], metric: str, result: Any, tc: Any,
                 and result.best_metric == kept["value"])
 
 
+@tears_down_process_group  # under torchrun: leave the process group on every way out
 def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Callable[[Any, Any], Any] | None = None,
              train_changes: dict[str, Any] | None = None) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics.
@@ -608,6 +609,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
     return scores
 
 
+@tears_down_process_group  # one process group for all the seeds' runs
 def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int], *, log: Log = _print) -> dict[str, Any]:
     """One run per seed in OUT/seed-S; OUT/metrics.json holds the mean and std of every metric."""
     from lmforge.recipes.outputs import check_out_dir

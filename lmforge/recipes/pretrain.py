@@ -20,6 +20,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError, DataError, suggest
 from lmforge.train.config import TrainConfig, load_yaml
+from lmforge.train.distributed import tears_down_process_group
 
 Log = Callable[[str], None]
 
@@ -345,6 +346,7 @@ def _attach_generator(config: PretrainConfig, objective: Any, model: Any, log: L
         f"shared), loss {objective.rtd.gen_weight:g} x MLM + {objective.rtd.disc_weight:g} x replaced-token detection")
 
 
+@tears_down_process_group  # under torchrun: leave the process group on every way out
 def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     """Pre-train as ``config`` says and write the model, tokenizer, metrics.jsonl and loss.png to ``out``.
 
@@ -360,7 +362,7 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     from lmforge.objectives import OBJECTIVES, BatchSource
     from lmforge.recipes.outputs import RUN_STATE, check_out_dir
     from lmforge.train import Trainer, objective_evaluator
-    from lmforge.train.distributed import barrier, cleanup, init_distributed
+    from lmforge.train.distributed import barrier, init_distributed
     from lmforge.train.loop import seed_everything
 
     info = init_distributed(config.device)
@@ -424,10 +426,7 @@ def pretrain(config: PretrainConfig, *, log: Log | None = None) -> Any:
     barrier(info)
     trainer = Trainer(model, objective, source, train, out_dir=out, evaluate=evaluate, tokenizer=tokenizer,
                       dist=info, run_config=_run_record(config, train_set, objective), save_extra=save_extra)
-    try:
-        result = trainer.train(resume=config.resume, allow_changes=config.allow_changes, on_start=write_config)
-    finally:
-        cleanup()
+    result = trainer.train(resume=config.resume, allow_changes=config.allow_changes, on_start=write_config)
     if result.stopped == "already_complete":
         return result
     summary = f"done: {result.step} steps"

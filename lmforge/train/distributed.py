@@ -7,9 +7,13 @@ Rank 0 alone logs and writes files; every rank reads its own slice of each globa
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -229,10 +233,64 @@ def load_sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Opti
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
+    """Destroy the process group without waiting for the other ranks (kept for callers of the old name)."""
+    shutdown(synchronize=False)
+
+
+def shutdown(*, synchronize: bool = True) -> None:
+    """Leave the process group (no-op without one): with ``synchronize``, first wait until every process got
+    here, so none tears its connections down while another still uses them; then destroy the group, so
+    gloo's threads are not left running into interpreter shutdown (docs/reliability.md#exit)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
+    except Exception as err:  # noqa: BLE001 - a peer stopped on an error of its own, which it reports itself
+        print(f"lmforge: rank {dist.get_rank()}: another process stopped first ({type(err).__name__}); leaving "
+              "the process group", file=sys.stderr, flush=True)
+    finally:
         dist.destroy_process_group()
+
+
+_scopes = 0  # how many process_group_scope blocks this process is inside
+
+
+@contextmanager
+def process_group_scope() -> Iterator[None]:
+    """Tear down, on every way out (return, LmforgeError, KeyboardInterrupt / SIGTERM's TrainingInterrupted),
+    the process group that the code inside joined with ``init_distributed``.
+
+    Only the outermost scope that found no group owns it: a recipe that runs another (finetune_seeds,
+    distill's task stages) keeps ONE group for the whole process, since gloo under torchrun cannot join a
+    second time (the store still holds the first group's addresses: "Connection refused"). A group the
+    caller created is left alone. Success waits for every rank before destroying; an error does not (the
+    other ranks may never arrive)."""
+    global _scopes
+    owner = _scopes == 0 and not (dist.is_available() and dist.is_initialized())
+    _scopes += 1
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        _scopes -= 1
+        if owner:
+            shutdown(synchronize=finished)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tears_down_process_group(fn: F) -> F:
+    """Decorator: run ``fn`` inside ``process_group_scope`` (the recipes that may run under torchrun)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with process_group_scope():
+            return fn(*args, **kwargs)
+    return run  # type: ignore[return-value]
 
 
 __all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
            "gather_objects", "init_distributed", "is_fsdp", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
-           "sharded_state_dicts", "unwrap", "wrap_model"]
+           "process_group_scope", "sharded_state_dicts", "shutdown", "tears_down_process_group", "unwrap", "wrap_model"]

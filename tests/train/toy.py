@@ -5,7 +5,8 @@ trains the toy model with the real Trainer (used by the SIGKILL, torchrun, FSDP 
 ``--model gpt``: a tiny lmforge GPT instead (tied embeddings: its decoder reads the word embedding);
 ``--enospc-at-save N``: the N-th checkpoint write fails with "No space left on device";
 ``--save-pause S``: every checkpoint write pauses S seconds before its manifest (a window to kill it in);
-``--shards FILE``: each rank writes its local shard of the word embedding before and after training.
+``--shards FILE``: each rank writes its local shard of the word embedding before and after training;
+``--no-teardown``: exit without destroying the process group (benchmarks/faults.py --exit-runs compares).
 """
 from __future__ import annotations
 
@@ -84,6 +85,15 @@ def collate(examples):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lmforge.train.distributed import process_group_scope
+
+    if "--no-teardown" in (sys.argv[1:] if argv is None else argv):  # as finetune / distill did before: exit with the group
+        return _main(argv)
+    with process_group_scope():  # as the recipes: leave the process group on every way out
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     from lmforge.train import TrainConfig, Trainer, list_source
     from lmforge.train.distributed import init_distributed
     from lmforge.train.loop import seed_everything
@@ -107,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-pause", type=float, default=0.0)
     ap.add_argument("--meta", action="store_true", help="build the model on the meta device")
     ap.add_argument("--grad-ckpt", action="store_true", help="recompute activations (grad_checkpointing)")
+    ap.add_argument("--no-teardown", action="store_true", help="exit without destroying the process group")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     info = init_distributed(args.device)
@@ -134,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model, objective, source, cfg, out_dir=args.out, dist=info)
     if args.shards:
         _record_shards(trainer, args.shards, info.rank)
-    from lmforge.train.distributed import cleanup
     from lmforge.train.loop import TrainingInterrupted
 
     try:
@@ -144,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:  # as the CLI: SIGTERM is a clean stop (exit 0), Ctrl-C 130
         print(f"toy: {stop}", file=sys.stderr, flush=True)
         return 0 if stop.preempted else 130
-    finally:  # as the recipes: leave the process group, or gloo's threads may abort the exit
-        cleanup()
     return 0
 
 
