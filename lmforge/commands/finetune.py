@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from lmforge.commands.task_flags import add_task_arguments, task_options
 
@@ -55,11 +56,8 @@ def run(args: argparse.Namespace) -> int:
     config = FinetuneConfig(**{k: getattr(args, k) for k in same}, progress=args.progress and interactive(),
                             task_options=task_options(args),
                             **{name.replace("-", "_"): name not in args.disable for name in SPEEDUPS})
-    if args.seeds:
-        scores = finetune_seeds(config, args.seeds)
-        print(f"{args.task} over seeds {' '.join(map(str, args.seeds))}: {format_scores(scores)}")
-    else:
-        scores = finetune(config)
-        print(f"{args.task}: {format_scores(scores)}")
-    print(f"outputs in {args.out}")
+    scores = finetune_seeds(config, args.seeds) if args.seeds else finetune(config)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: the scores once, not once per process
+        over = f" over seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
+        print(f"{args.task}{over}: {format_scores(scores)}\noutputs in {args.out}")
     return 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +44,8 @@ Log = Callable[[str], None]
 
 
 def _print(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; one of them speaks
+        print(msg, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass

@@ -62,6 +62,9 @@ def test_finetune_under_torchrun_leaves_the_process_group(files, tmp_path):
                     "--batch-size", "8", "--max-steps", "2", "--no-progress")
     _check_clean_exit(res)
     assert (tmp_path / "ft" / "metrics.json").is_file()
+    # one process speaks: the scores and the log lines once, not once per rank
+    assert res.stdout.count("glue-sst2: accuracy") == 1, res.stdout[-2000:]
+    assert res.stderr.count("fine-tuning on ") == 1, res.stderr[-2000:]
 
 
 @pytest.mark.slow
