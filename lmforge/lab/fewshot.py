@@ -46,10 +46,30 @@ def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[di
     return right / len(examples)
 
 
+def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: list[dict[str, Any]],
+              pool: list[dict[str, Any]], *, steps: int, batch: int, seq: int, shots: tuple[int, ...], seeds: int
+              ) -> tuple[dict[str, Any], dict[int, list[float]], dict[int, int]]:
+    """Pre-train one toy GPT and measure its k-shot accuracies (one size; runs in a worker process): (the trained
+    run, {k: accuracy per seed}, {k: shots dropped to fit the context})."""
+    import torch
+
+    from lmforge.lab.toy_gpt import load, train_gpt
+
+    DROPPED.clear()
+    trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
+    model, tok = load(trained["dir"])
+    with torch.no_grad():
+        # k = 0 has no shots to redraw: one pass stands for every seed
+        accs = {k: [accuracy(model, tok, examples, pool, k, s) for s in range(seeds if k else 1)] for k in shots}
+    accs = {k: v * seeds if len(v) == 1 else v for k, v in accs.items()}
+    return trained, accs, dict(DROPPED)
+
+
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
-    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data, load, train_gpt
+    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
     from lmforge.tasks import get_task
 
     steps, batch, seq = (8, 4, 256) if fast else (2000, 8, 256)
@@ -67,11 +87,16 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         corpus = (out / "data" / "corpus" / "train.txt").read_text()
         seen = sum(f"Review: {ex['text']} Sentiment" in corpus for ex in examples)
         rows, curves = [], {}
-        for size in FAST_SIZES if fast else SIZES:
-            trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
-            model, tok = load(trained["dir"])
-            with torch.no_grad():
-                accs = {k: [accuracy(model, tok, examples, pool, k, s) for s in range(seeds)] for k in shots}
+        sizes = FAST_SIZES if fast else SIZES
+        # one process per size (largest first: it takes longest), 2 side by side
+        jobs = [(_size_job, (out, shards, size, examples, pool), {"steps": steps, "batch": batch, "seq": seq,
+                                                                  "shots": shots, "seeds": seeds})
+                for size in reversed(sizes)]
+        done = run_jobs(jobs, workers=1 if fast else 2)[::-1]
+        DROPPED.clear()
+        for trained, accs, dropped in done:
+            for k, n in dropped.items():
+                DROPPED[k] = DROPPED.get(k, 0) + n
             curves[trained["size"]] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in accs.items()}
             row = {"model": trained["size"], "N (non-embedding)": trained["N"], "val loss": trained["val_loss"]}
             for k in shots:
