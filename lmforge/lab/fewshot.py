@@ -18,7 +18,9 @@ from lmforge.lab.registry import Check, Log, Result
 
 SHOTS = (0, 1, 4, 8, 16)
 DROPPED: dict[int, int] = {}  # k -> shots dropped to fit the context, over the last run
-SHARE, KINDS = 0.3, ("review", "review", "qa")  # review documents: ~20% of the corpus
+# review documents: ~30% of the corpus; in an exploratory run the L2 H64 model reached at 1200 steps the accuracies a
+# 20% share gave it at 2000, and 1200 steps keep the run under 10 minutes
+SHARE, KINDS = 0.4, ("review", "review", "review", "qa")
 
 
 def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
@@ -72,7 +74,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
     from lmforge.tasks import get_task
 
-    steps, batch, seq = (8, 4, 256) if fast else (2000, 8, 256)
+    steps, batch, seq = (8, 4, 256) if fast else (1200, 8, 256)
     shots = (0, 1, 4) if fast else SHOTS
     limit = 12 if fast else 100
     threads = torch.get_num_threads()
@@ -127,8 +129,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
               f"{large[k_max][0] - large[0][0]:+.3f}",
               None if fast else (large[k_max][0] - large[0][0]) > max(0.0, small[k_max][0] - small[0][0])),
     ]
-    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (2/3 review "
-             "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/3 stories with Q: / A: pairs); "
+    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (3/4 review "
+             "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/4 stories with Q: / A: pairs); "
              f"{seen} of the {len(examples)} dev sentences also occur as a review in the corpus (the toy language "
              "is small; GPT-3 section 4 measures such contamination too).",
              f"Models: GPT-2 bodies, {steps} steps x {batch} x {seq} tokens each, lr 2e-3. Evaluation: the first "
