@@ -68,7 +68,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 22, _M + "pretrain_vs_scratch:run",
                _M + "pretrain_vs_scratch:plot", seeds=3),
     Experiment("nsp-vs-sop", "A model trained with NSP does poorly on SOP; one trained with SOP does well on NSP",
-               "Lan et al. 2020 (ALBERT), table 5", 19, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
+               "Lan et al. 2020 (ALBERT), table 5", 2.3, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
     Experiment("electra-vs-mlm", "At equal pre-training compute, replaced-token detection beats MLM on fine-tuning",
                "Clark et al. 2020 (ELECTRA), figure 3", 25, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot"),
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",
@@ -84,7 +84,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fewshot", "In-context accuracy rises with k and with model size",
                "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 17, _M + "fewshot:run", _M + "fewshot:plot", seeds=3),
     Experiment("zero-shot-tldr", "'TL;DR:' prompts a language model to summarise zero-shot",
-               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 14, _M + "zero_shot_tldr:run",
+               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 2.6, _M + "zero_shot_tldr:run",
                _M + "zero_shot_tldr:plot"),
 ]}
 
