@@ -58,7 +58,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("albert-params",
                "Factorized embeddings (V x E + E x H instead of V x H) and cross-layer sharing cut BERT's parameters "
                "~9x at the same width (ALBERT-base 12M vs BERT-base 108M)",
-               "Lan et al. 2020 (ALBERT), tables 1, 3 and 4", 13, _M + "albert_params:run", _M + "albert_params:plot"),
+               "Lan et al. 2020 (ALBERT), tables 1, 3 and 4", 1, _M + "albert_params:run", _M + "albert_params:plot"),
     Experiment("masking-stats",
                "BERT selects 15% of tokens and replaces them 80/10/10; static masking repeats each mask over epochs "
                "(RoBERTa: 4 times in 40 epochs with dupe factor 10); ALBERT masks n-grams with p(n) ~ 1/n, n <= 3",
