@@ -65,14 +65,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Devlin et al. 2019 section 3.1; Liu et al. 2019 (RoBERTa) section 4.1; Lan et al. 2020 section 4.1",
                0.5, _M + "masking_stats:run", _M + "masking_stats:plot"),
     Experiment("pretrain-vs-scratch", "Pre-training helps fine-tuning, more with more pre-training steps",
-               "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 22, _M + "pretrain_vs_scratch:run",
+               "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 5.3, _M + "pretrain_vs_scratch:run",
                _M + "pretrain_vs_scratch:plot", seeds=3),
     Experiment("nsp-vs-sop", "A model trained with NSP does poorly on SOP; one trained with SOP does well on NSP",
                "Lan et al. 2020 (ALBERT), table 5", 2.3, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot"),
     Experiment("electra-vs-mlm", "At equal pre-training compute, replaced-token detection beats MLM on fine-tuning",
                "Clark et al. 2020 (ELECTRA), figure 3", 25, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot"),
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",
-               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 18, _M + "distillation:run", _M + "distillation:plot",
+               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 3, _M + "distillation:run", _M + "distillation:plot",
                seeds=2),
     Experiment("attention-scaling", "Dense attention costs O(n^2) in time and memory; sparse / LSH attention less",
                "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 6,
@@ -98,7 +98,8 @@ def list_experiments() -> str:
     """A table of every experiment: name, default run time on 2 cores (or where it lives), claim."""
     lines = [f"{'name':<20} {'2 cores':>8}  claim (source)"]
     note = ("2 cores: the default run's time on a quiet 2-core machine (its measured CPU time; arms run in 2 "
-            "one-thread processes); wall clocks measured on a busy machine are in docs/lab.md. --fast: < 1 min.")
+            "one-thread processes); masking-stats, attention-scaling, gpt3-scaling: the wall clock of a run on a "
+            "busy machine (an upper bound). Wall clocks and loads: docs/lab.md. --fast: < 1 min.")
     for e in EXPERIMENTS.values():
         when = f"{e.minutes:g} min" if e.runnable else "-"
         lines.append(f"{e.name:<20} {when:>8}  {e.claim} ({e.source})")
