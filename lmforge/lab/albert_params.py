@@ -49,47 +49,56 @@ TOY = {"preset": "albert-base", "num_layers": 4, "hidden_size": 128, "num_heads"
        "embedding_size": 32, "max_positions": 128}
 
 
-def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> list[dict[str, Any]]:
-    """Pre-train the toy ALBERT with mlm, all-shared vs not-shared, same steps / lr / seed; validation MLM."""
+def _toy_arm(out: Path, shards: Path, *, shared: bool, seed: int, fast: bool) -> tuple[float, float]:
+    """(validation MLM loss, accuracy) of one toy ALBERT pre-training (one arm; runs in a worker process)."""
     import json
     import shutil
 
-    import torch
-
-    from lmforge.lab.toy import toy_shards
     from lmforge.recipes.pretrain import PretrainConfig, pretrain
     from lmforge.train.config import TrainConfig
     from lmforge.train.logging import read_metrics
 
+    steps = 6 if fast else 300
+    run = out / "toy" / f"{'shared' if shared else 'unshared'}-seed{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps({**TOY, "num_layer_groups": 1 if shared else None}))
+    train = TrainConfig(max_steps=steps, batch_size=8 if fast else 32, seq_len=64, lr=2e-3, seed=seed,
+                        warmup_ratio=0.06, log_every=max(1, steps // 10), save_every=steps, keep=1, progress=False)
+    pretrain(PretrainConfig(model=str(run / "model.json"), objective="mlm", data=str(shards), out=str(run / "out"),
+                            val_batches=2 if fast else 20, device="cpu", train=train), log=lambda _: None)
+    val = [r for r in read_metrics(run / "out") if r.get("split") == "val"][-1]
+    return float(val["mlm_loss"]), float(val["mlm_accuracy"])
+
+
+def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> list[dict[str, Any]]:
+    """Pre-train the toy ALBERT with mlm, all-shared vs not-shared, same steps / lr / seed; validation MLM.
+    The arms run side by side in 2 one-thread processes."""
+    import torch
+
+    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.toy import toy_shards
+
     tok, shards = toy_shards(out / "toy", docs=300 if fast else 6000, vocab=400 if fast else 1000)
     steps = 6 if fast else 300
-    rows = []
+    arms = [(shared, seed) for shared in (True, False) for seed in range(seeds)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for shared in (True, False):
-            losses, accs = [], []
-            for seed in range(seeds):
-                run = out / "toy" / f"{'shared' if shared else 'unshared'}-seed{seed}"
-                shutil.rmtree(run, ignore_errors=True)
-                run.mkdir(parents=True)
-                (run / "model.json").write_text(json.dumps({**TOY, "num_layer_groups": 1 if shared else None}))
-                train = TrainConfig(max_steps=steps, batch_size=8 if fast else 32, seq_len=64, lr=2e-3, seed=seed,
-                                    warmup_ratio=0.06, log_every=max(1, steps // 10), save_every=steps, keep=1,
-                                    progress=False)
-                pretrain(PretrainConfig(model=str(run / "model.json"), objective="mlm", data=str(shards),
-                                        out=str(run / "out"), val_batches=2 if fast else 20, device="cpu", train=train))
-                val = [r for r in read_metrics(run / "out") if r.get("split") == "val"][-1]
-                losses.append(float(val["mlm_loss"]))
-                accs.append(float(val["mlm_accuracy"]))
-            params = count("albert-base", **{k: v for k, v in TOY.items() if k != "preset"}, vocab_size=len(tok),
-                           num_layer_groups=1 if shared else None)
-            rows.append({"toy ALBERT (L4 H128 E32)": "all-shared" if shared else "not-shared", "params": params,
-                         "val MLM loss": float(np.mean(losses)), "loss std": float(np.std(losses)),
-                         "val MLM accuracy": float(np.mean(accs)), "steps": steps, "seeds": seeds})
-            log(f"toy ALBERT {rows[-1]}")
+        done = run_jobs([(_toy_arm, (out, shards), {"shared": shared, "seed": seed, "fast": fast})
+                         for shared, seed in arms], workers=1 if fast else 2)
     finally:
         torch.set_num_threads(threads)
+    rows = []
+    for shared in (True, False):
+        losses = [loss for (sh, _), (loss, _) in zip(arms, done) if sh == shared]
+        accs = [acc for (sh, _), (_, acc) in zip(arms, done) if sh == shared]
+        params = count("albert-base", **{k: v for k, v in TOY.items() if k != "preset"}, vocab_size=len(tok),
+                       num_layer_groups=1 if shared else None)
+        rows.append({"toy ALBERT (L4 H128 E32)": "all-shared" if shared else "not-shared", "params": params,
+                     "val MLM loss": float(np.mean(losses)), "loss std": float(np.std(losses)),
+                     "val MLM accuracy": float(np.mean(accs)), "steps": steps, "seeds": seeds})
+        log(f"toy ALBERT {rows[-1]}")
     return rows
 
 

@@ -95,6 +95,7 @@ def latencies(dirs: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
+    from lmforge.lab.parallel import run_jobs
     from lmforge.lab.toy import toy_shards
     from lmforge.models.model import Model
 
@@ -108,17 +109,31 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         t0 = time.perf_counter()
         teacher = _pretrain(out, "teacher", TEACHER, shards, steps)
         log(f"teacher pre-trained ({time.perf_counter() - t0:.0f} s)")
-        students = {"distilbert": _distill(out, "distilbert", teacher, shards, s_steps, recipe="distilbert",
-                                           student_layers=2, layer_map=[0, 3])}
-        shape = {**json.loads((students["distilbert"] / "config.json").read_text()), "head": "mlm"}
-        students["no teacher"] = _pretrain(out, "no-teacher", shape, shards, s_steps)
+        # independent runs go side by side in 2 one-thread processes: the two distillations, then the control
+        # (it takes distilbert's shape) beside the first fine-tunes, then the control's fine-tunes
+        workers = 1 if fast else 2
         (out / "tiny.json").write_text(json.dumps(TINY))
-        students["tinybert"] = _distill(out, "tinybert", teacher, shards, s_steps, recipe="tinybert",
-                                        student=str(out / "tiny.json"))
+        distilbert, tinybert = run_jobs([
+            (_distill, (out, "distilbert", teacher, shards, s_steps), {"recipe": "distilbert", "student_layers": 2,
+                                                                      "layer_map": [0, 3]}),
+            (_distill, (out, "tinybert", teacher, shards, s_steps), {"recipe": "tinybert",
+                                                                    "student": str(out / "tiny.json")})],
+            workers=workers)
+        shape = {**json.loads((distilbert / "config.json").read_text()), "head": "mlm"}
+        models = {"teacher": teacher, "distilbert": distilbert, "no teacher": out / "models" / "no-teacher",
+                  "tinybert": tinybert}
+
+        def tune(name: str) -> list[Any]:
+            return [(_finetune, (out, name.replace(" ", "-"), models[name], cola, seed, epochs), {})
+                    for seed in range(seeds)]
+
+        first = ["teacher", "distilbert", "tinybert"]
+        done = run_jobs([(_pretrain, (out, "no-teacher", shape, shards, s_steps), {}),
+                         *[job for n in first for job in tune(n)]], workers=workers)[1:]
         log(f"students trained ({time.perf_counter() - t0:.0f} s)")
-        models = {"teacher": teacher, **students}
-        runs = {n: [_finetune(out, n.replace(" ", "-"), m, cola, seed, epochs) for seed in range(seeds)]
-                for n, m in models.items()}
+        runs = {n: done[i * seeds:(i + 1) * seeds] for i, n in enumerate(first)}
+        runs["no teacher"] = run_jobs(tune("no teacher"), workers=workers)
+        runs = {n: runs[n] for n in models}  # the table's order
         log(f"fine-tuned ({time.perf_counter() - t0:.0f} s)")
         dirs = {n: r[0]["dir"] for n, r in runs.items()}
         speed = latencies(dirs, 3 if fast else 20)

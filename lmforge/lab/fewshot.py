@@ -18,7 +18,9 @@ from lmforge.lab.registry import Check, Log, Result
 
 SHOTS = (0, 1, 4, 8, 16)
 DROPPED: dict[int, int] = {}  # k -> shots dropped to fit the context, over the last run
-SHARE, KINDS = 0.3, ("review", "review", "qa")  # review documents: ~20% of the corpus
+# review documents: ~30% of the corpus; in an exploratory run the L2 H64 model reached at 1200 steps the accuracies a
+# 20% share gave it at 2000, and 1200 steps keep the run under 10 minutes
+SHARE, KINDS = 0.4, ("review", "review", "review", "qa")
 
 
 def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
@@ -46,13 +48,33 @@ def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[di
     return right / len(examples)
 
 
+def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: list[dict[str, Any]],
+              pool: list[dict[str, Any]], *, steps: int, batch: int, seq: int, shots: tuple[int, ...], seeds: int
+              ) -> tuple[dict[str, Any], dict[int, list[float]], dict[int, int]]:
+    """Pre-train one toy GPT and measure its k-shot accuracies (one size; runs in a worker process): (the trained
+    run, {k: accuracy per seed}, {k: shots dropped to fit the context})."""
+    import torch
+
+    from lmforge.lab.toy_gpt import load, train_gpt
+
+    DROPPED.clear()
+    trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
+    model, tok = load(trained["dir"])
+    with torch.no_grad():
+        # k = 0 has no shots to redraw: one pass stands for every seed
+        accs = {k: [accuracy(model, tok, examples, pool, k, s) for s in range(seeds if k else 1)] for k in shots}
+    accs = {k: v * seeds if len(v) == 1 else v for k, v in accs.items()}
+    return trained, accs, dict(DROPPED)
+
+
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
-    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data, load, train_gpt
+    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
     from lmforge.tasks import get_task
 
-    steps, batch, seq = (8, 4, 256) if fast else (2000, 8, 256)
+    steps, batch, seq = (8, 4, 256) if fast else (1200, 8, 256)
     shots = (0, 1, 4) if fast else SHOTS
     limit = 12 if fast else 100
     threads = torch.get_num_threads()
@@ -67,11 +89,16 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         corpus = (out / "data" / "corpus" / "train.txt").read_text()
         seen = sum(f"Review: {ex['text']} Sentiment" in corpus for ex in examples)
         rows, curves = [], {}
-        for size in FAST_SIZES if fast else SIZES:
-            trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
-            model, tok = load(trained["dir"])
-            with torch.no_grad():
-                accs = {k: [accuracy(model, tok, examples, pool, k, s) for s in range(seeds)] for k in shots}
+        sizes = FAST_SIZES if fast else SIZES
+        # one process per size (largest first: it takes longest), 2 side by side
+        jobs = [(_size_job, (out, shards, size, examples, pool), {"steps": steps, "batch": batch, "seq": seq,
+                                                                  "shots": shots, "seeds": seeds})
+                for size in reversed(sizes)]
+        done = run_jobs(jobs, workers=1 if fast else 2)[::-1]
+        DROPPED.clear()
+        for trained, accs, dropped in done:
+            for k, n in dropped.items():
+                DROPPED[k] = DROPPED.get(k, 0) + n
             curves[trained["size"]] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in accs.items()}
             row = {"model": trained["size"], "N (non-embedding)": trained["N"], "val loss": trained["val_loss"]}
             for k in shots:
@@ -102,8 +129,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
               f"{large[k_max][0] - large[0][0]:+.3f}",
               None if fast else (large[k_max][0] - large[0][0]) > max(0.0, small[k_max][0] - small[0][0])),
     ]
-    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (2/3 review "
-             "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/3 stories with Q: / A: pairs); "
+    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (3/4 review "
+             "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/4 stories with Q: / A: pairs); "
              f"{seen} of the {len(examples)} dev sentences also occur as a review in the corpus (the toy language "
              "is small; GPT-3 section 4 measures such contamination too).",
              f"Models: GPT-2 bodies, {steps} steps x {batch} x {seq} tokens each, lr 2e-3. Evaluation: the first "

@@ -67,23 +67,38 @@ def score(model_dir: Path, tok: Any, shards: Path, *, batches: int) -> dict[str,
     return out
 
 
+def _arm(out: Path, shards: Path, objective: str, *, steps: int, batch: int, seed: int, batches: int
+         ) -> dict[str, float]:
+    """Pre-train one objective and score its pair head on both tasks (one arm; runs in a worker process)."""
+    import torch
+
+    from lmforge.data.shards import ShardDataset
+
+    model_dir = _pretrain(out / "runs", shards, objective, steps=steps, batch=batch, seed=seed)
+    with torch.no_grad():
+        return score(model_dir, ShardDataset(shards, "train").load_tokenizer(), shards, batches=batches)
+
+
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
-    tok, shards = _data(out, fast)
+    from lmforge.lab.parallel import run_jobs
+
+    _, shards = _data(out, fast)
     steps, batch, batches = (8, 8, 2) if fast else (1500, 32, 20)
     scores: dict[str, list[dict[str, float]]] = {"mlm+nsp": [], "mlm+sop": []}
+    arms = [(objective, seed) for seed in range(seeds) for objective in scores]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        for seed in range(seeds):
-            for objective in scores:  # interleaved: both objectives see the same machine load
-                model_dir = _pretrain(out / "runs", shards, objective, steps=steps, batch=batch, seed=seed)
-                with torch.no_grad():
-                    scores[objective].append(score(model_dir, tok, shards, batches=batches))
-                log(f"{objective} seed {seed}: {scores[objective][-1]}")
+    try:  # the two objectives train side by side, one process each (the same machine load for both)
+        done = run_jobs([(_arm, (out, shards, objective), {"steps": steps, "batch": batch, "seed": seed,
+                                                           "batches": batches}) for objective, seed in arms],
+                        workers=1 if fast else 2)
     finally:
         torch.set_num_threads(threads)
+    for (objective, seed), r in zip(arms, done):
+        scores[objective].append(r)
+        log(f"{objective} seed {seed}: {r}")
     rows, mean = [], {}
     for objective, runs in scores.items():
         mean[objective] = {k: float(np.mean([r[k] for r in runs])) for k in ("mlm", "nsp", "sop")}

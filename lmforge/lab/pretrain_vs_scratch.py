@@ -74,16 +74,25 @@ def _finetune(out: Path, model: Path, seed: int, run: Path, *, scratch: bool, fa
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
+    from lmforge.lab.parallel import run_jobs
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         pretrained, steps = _pretrain(out, fast=fast)
-        rows = []
+        models = {}
         for fraction in FRACTIONS:
             step = max(int(round(fraction * steps)), 0)
-            model = pretrained if fraction in (0.0, 1.0) else _model_at(pretrained, step, out / "models" / f"step-{step}")
-            runs = [_finetune(out, model, seed, out / "finetune" / f"{fraction:g}-seed{seed}", scratch=fraction == 0.0,
-                              fast=fast) for seed in range(seeds)]
+            models[fraction] = (step, pretrained if fraction in (0.0, 1.0) else
+                                _model_at(pretrained, step, out / "models" / f"step-{step}"))
+        # the fine-tunes are independent: 2 one-thread processes run them side by side
+        jobs = [(_finetune, (out, model, seed, out / "finetune" / f"{fraction:g}-seed{seed}"),
+                 {"scratch": fraction == 0.0, "fast": fast})
+                for fraction, (_, model) in models.items() for seed in range(seeds)]
+        done = iter(run_jobs(jobs, workers=1 if fast else 2))
+        rows = []
+        for fraction, (step, _) in models.items():
+            runs = [next(done) for _ in range(seeds)]
             mcc = [r["test_mcc"] for r in runs]
             acc = [r["test_accuracy"] for r in runs]
             rows.append({"pre-training": f"{fraction:.0%} ({step} steps)", "test MCC": float(np.mean(mcc)),

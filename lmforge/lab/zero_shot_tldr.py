@@ -51,12 +51,33 @@ def score(references: list[str], predictions: list[str]) -> dict[str, float]:
     return {k: 100 * float(np.mean([s[k]["fmeasure"] for s in scores])) for k in KEYS}
 
 
+def _size_job(out: Path, shards: Path, size: tuple[int, int, int], texts: list[str], refs: list[str], *,
+              steps: int, batch: int, seq: int) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Pre-train one toy GPT and score its summaries with and without the hint (one size; a worker process)."""
+    import torch
+
+    from lmforge.lab.toy_gpt import load, train_gpt
+
+    trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
+    model, tok = load(trained["dir"])
+    rows, samples = [], []
+    with torch.no_grad():
+        for hint in (True, False):
+            preds = summaries(model, tok, texts, hint=hint)
+            rows.append({"summary": "TL;DR:" if hint else "no hint", "model": trained["size"],
+                         "N (non-embedding)": trained["N"], **score(refs, preds)})
+            if hint:
+                samples = [{"reference": r, "generated": p} for r, p in zip(refs[:3], preds[:3])]
+    return rows, samples
+
+
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     import torch
 
     from lmforge.data.toyland import StoryWriter
     from lmforge.data.toyland.demos import summary_of
-    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data, load, train_gpt
+    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
 
     steps, batch, seq = (8, 4, 384) if fast else (400, 6, 384)  # a whole story + summary fits
     n_eval = 6 if fast else 60
@@ -77,18 +98,15 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         for name, preds in (("Lead-3", [" ".join(x.text for x in s.sentences[:3]) for s in stories]),
                             ("Random-3", [" ".join(x.text for x in rng.sample(s.sentences, 3)) for s in stories])):
             rows.append({"summary": name, "model": "-", **score(refs, preds)})
-        samples = []
-        for size in FAST_SIZES if fast else SIZES:
-            trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
-            model, tok = load(trained["dir"])
-            with torch.no_grad():
-                for hint in (True, False):
-                    preds = summaries(model, tok, texts, hint=hint)
-                    rows.append({"summary": "TL;DR:" if hint else "no hint", "model": trained["size"],
-                                 "N (non-embedding)": trained["N"], **score(refs, preds)})
-                    if hint:
-                        samples = [{"reference": r, "generated": p} for r, p in zip(refs[:3], preds[:3])]
-            log(f"{trained['size']}: " + "; ".join(f"{r['summary']} R-L {r['rougeL']:.1f}" for r in rows[-2:]))
+        sizes = FAST_SIZES if fast else SIZES
+        # one process per size (largest first: it takes longest), 2 side by side
+        jobs = [(_size_job, (out, shards, size, texts, refs), {"steps": steps, "batch": batch, "seq": seq})
+                for size in reversed(sizes)]
+        done = run_jobs(jobs, workers=1 if fast else 2)[::-1]
+        samples = done[-1][1]
+        for size_rows, _ in done:
+            rows += size_rows
+            log(f"{size_rows[0]['model']}: " + "; ".join(f"{r['summary']} R-L {r['rougeL']:.1f}" for r in size_rows))
     finally:
         torch.set_num_threads(threads)
     by = {(r["summary"], r["model"]): r for r in rows}

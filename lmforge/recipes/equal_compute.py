@@ -242,11 +242,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ entry point
-def equal_compute(out: str | Path, *, fast: bool = False, log: Log = print) -> dict[str, Any]:
-    """Run (or continue) the experiment into ``out``; returns the summary (also in ``out/results.json``)."""
+def equal_compute(out: str | Path, *, fast: bool = False, log: Log = print,
+                  settings: Settings | None = None) -> dict[str, Any]:
+    """Run (or continue) the experiment into ``out``; returns the summary (also in ``out/results.json``).
+    ``settings``: other sizes than the default / --fast ones (the lab's shorter run)."""
     import torch
 
-    s = SETTINGS["fast" if fast else "default"]
+    s = settings or SETTINGS["fast" if fast else "default"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out, s)

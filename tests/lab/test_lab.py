@@ -31,7 +31,7 @@ def test_registry_names_the_ten_experiments_of_issue_22():
 def _check_outputs(out: Path, name: str) -> dict:
     payload = json.loads((out / "results.json").read_text())
     assert payload["name"] == name and payload["fast"] is True
-    assert {"claim", "source", "machine", "table", "checks", "notes", "wall_s"} <= set(payload)
+    assert {"claim", "source", "machine", "table", "checks", "notes", "wall_s", "cpu_s", "quiet_2core_s"} <= set(payload)
     assert payload["table"] and all(isinstance(r, dict) for r in payload["table"])
     for c in payload["checks"]:
         assert {"what", "paper", "ours", "held"} <= set(c) and c["held"] in (True, False, None)
@@ -93,11 +93,29 @@ def test_electra_vs_mlm_reads_the_equal_compute_summary(tmp_path, monkeypatch):
 
     summary = {"rows": [row("mlm", 1, 0.2, 0.01), row("rtd", 1, 0.3, 0.02), row("mlm", 2, 0.3, 0.1),
                         row("rtd", 2, 0.31, 0.1), row("none (from scratch)", 0, 0.0, 0.0)]}
-    monkeypatch.setattr(ec, "equal_compute", lambda out, fast, log: summary)
+    monkeypatch.setattr(ec, "equal_compute", lambda out, fast, log, settings=None: summary)
     monkeypatch.setattr(ec, "plot", lambda s, path: path.write_bytes(b"\x89PNG\r\n\x1a\n"))
     run_experiment("electra-vs-mlm", tmp_path, fast=True, log=lambda _: None)
     payload = _check_outputs(tmp_path, "electra-vs-mlm")
     assert [c["held"] for c in payload["checks"]] == [True, None]  # budget 2's gap is inside the seeds' std
+
+
+def test_electra_lab_settings_shorten_the_recipe_default():
+    from lmforge.lab.electra_vs_mlm import lab_settings
+    from lmforge.recipes.equal_compute import SETTINGS
+
+    s, d = lab_settings(), SETTINGS["default"]
+    assert s.name == "lab" and s.budgets == (200, 400, 800) and s.finetune_epochs == 6
+    assert (s.model, s.seeds, s.docs, s.lr) == (d.model, d.seeds, d.docs, d.lr)  # only the lengths change
+
+
+def test_run_jobs_in_two_processes_keeps_order_and_counts_cpu():
+    from lmforge.lab import parallel
+
+    parallel.MAKESPANS.clear()
+    assert parallel.run_jobs([(pow, (2, 10), {}), (pow, (3, 3), {}), (pow, (5, 2), {})], workers=2) == [1024, 27, 25]
+    assert len(parallel.MAKESPANS) == 1 and parallel.MAKESPANS[0] > 0  # the busiest worker's CPU seconds
+    assert parallel.run_jobs([(pow, (2, 3), {})], workers=2) == [8] and len(parallel.MAKESPANS) == 1  # inline
 
 
 def test_power_law_fit_recovers_a_known_exponent():

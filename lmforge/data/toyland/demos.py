@@ -5,6 +5,8 @@ so that a language model pre-trained on the corpus can do those tasks zero- / fe
   review   1-4 "Review: <a sentiment sentence> Sentiment: positive|negative." in a row
   tldr     a story, then "TL;DR: " and its summary (the event and its consequence, ``summary_of``)
   qa       a story, then 1-3 "Q: <question about a stated fact> A: <the answer>."
+  translation  1-3 sentences of a story as "English: <sentence> Toyish: <the sentence in Toyish>" (toyish.py, the
+           second toy language; not among the default kinds)
 
 Opt-in: ``generate_with_demonstrations`` / ``write_demo_corpus``; ``toyland.generate`` (the quickstart's corpus,
 pinned by a test) does not use this module. With a share > 0 the stories keep their order and text (the demo
@@ -19,7 +21,8 @@ from pathlib import Path
 from lmforge.data.toyland.stories import Story, StoryWriter
 from lmforge.errors import DataError
 
-KINDS = ("review", "tldr", "qa")
+KINDS = ("review", "tldr", "qa", "translation")
+DEFAULT_KINDS = ("review", "tldr", "qa")  # the corpus the lab's runs were measured on (translation came later)
 VERDICTS = ("negative", "positive")  # sst2 labels 0 / 1
 QA_ATTRIBUTES = ("home", "food", "colour", "species", "trait")
 
@@ -63,7 +66,18 @@ def qa_doc(rng: random.Random, writer: StoryWriter) -> str:
     return " ".join([story.text, *pairs])
 
 
-def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float, kinds: tuple[str, ...] = KINDS) -> int:
+def translation_doc(rng: random.Random, writer: StoryWriter) -> str:
+    """1-3 consecutive sentences of a story, each followed by its Toyish translation."""
+    from lmforge.data.toyland.toyish import translate
+
+    sentences = writer.story().sentences
+    n = rng.randint(1, 3)
+    start = rng.randrange(len(sentences) - n + 1)
+    return " ".join(f"English: {s.text} Toyish: {translate(s)}" for s in sentences[start:start + n])
+
+
+def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float,
+                      kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     """The corpus with about ``share`` of its ``docs`` documents replaced by demonstrations; returns how many."""
     from lmforge.data.toyland.tasks import _rng
 
@@ -82,7 +96,7 @@ def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float, kinds: 
                 kind = pick.choice(kinds)
                 n += 1
                 text = review_doc(rng) if kind == "review" else tldr_doc(writer) if kind == "tldr" else \
-                    qa_doc(rng, writer)
+                    translation_doc(rng, writer) if kind == "translation" else qa_doc(rng, writer)
             else:
                 text = stories.story().text
             f.write(text + "\n")
@@ -90,7 +104,7 @@ def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float, kinds: 
 
 
 def generate_with_demonstrations(out: str | Path, *, docs: int = 8000, examples: int = 1000, seed: int = 0,
-                                 share: float = 0.1, kinds: tuple[str, ...] = KINDS) -> int:
+                                 share: float = 0.1, kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     """``toyland.generate`` (the same tasks) with a corpus of which about ``share`` are demonstrations; returns
     how many demonstration documents it holds (also in toyland.json)."""
     from lmforge.data.toyland.tasks import generate
