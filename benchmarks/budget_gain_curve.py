@@ -12,6 +12,7 @@ fine-tuning settings (3 epochs, batch 32, warmup 0.1, the width's default lr unl
 plus the same architecture from random weights (``scratch``). Prints a table, writes WORK/gain_curve.json and
 WORK/gain_curve.png (gain in accuracy points against steps, mean +- sd over seeds). One thread per process,
 ``--parallel`` processes at a time; the fine-tuning scores do not depend on the load (only the wall clock does).
+``--mlm-only OUT.json``: the masked-token accuracy of each model only (the equal-steps ablation of the recipe).
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning lr (default: lmforge's default for the width)")
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--mlm-only", type=Path, metavar="JSON", help="only the masked-token accuracy of --models "
+                    "(an ablation at equal steps): write it to JSON and print a table, no fine-tuning")
     ap.add_argument("_job", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import budget_pretraining as bp
@@ -54,7 +57,8 @@ def main() -> None:
         bp._threads()
         kind, label, path = args._job[0], args._job[1], Path(args._job[2])
         if kind == "eval":
-            print("RESULT " + json.dumps({"label": label, **bp.mlm_eval(args.work, label, path=path)}))
+            arm = "hf" if label.startswith("hf") else label  # an HF BertForMaskedLM directory
+            print("RESULT " + json.dumps({"label": label, **bp.mlm_eval(args.work, arm, path=path)}))
         else:
             print("RESULT " + json.dumps(_finetune(args.work, path, label, int(args._job[3]), args.lr,
                                                    args._job[4] == "1")))
@@ -62,8 +66,10 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.models)
     res: dict = {"machine_before": bp.machine(), "seeds": args.seeds, "lr": args.lr, "models": {}}
     for label, path in models.items():
-        state = json.loads((Path(path) / "trainer_state.json").read_text())
-        res["models"][label] = {"dir": path, "steps": state["step"]}
+        state = Path(path) / "trainer_state.json"  # the HF arm of budget_pretraining.py logs metrics.jsonl only
+        step = (json.loads(state.read_text())["step"] if state.is_file()
+                else json.loads((Path(path) / "metrics.jsonl").read_text().splitlines()[-1])["step"])
+        res["models"][label] = {"dir": path, "steps": step}
     common = ["--work", str(args.work)] + (["--lr", str(args.lr)] if args.lr else [])
     log = args.work / "curve-log.txt"
     run = [sys.executable, str(HERE)]
@@ -84,6 +90,15 @@ def main() -> None:
                                                 stderr=subprocess.STDOUT, text=True))
         return outs
 
+    if args.mlm_only:
+        res["mlm"] = {r["label"]: r for r in pool([["eval", label, path] for label, path in models.items()])}
+        res["machine"] = bp.machine()
+        args.mlm_only.write_text(json.dumps(res, indent=2))
+        print("| arm | steps | val MLM loss | masked-token acc. | x unigram |\n|---|---|---|---|---|")
+        for label, m in res["mlm"].items():
+            print(f"| {label} | {res['models'][label]['steps']} | {m['mlm_loss']:.3f} | {m['mlm_accuracy']:.3f} | "
+                  f"{m['mlm_accuracy'] / m['unigram_accuracy']:.1f}x |")
+        return
     first = next(iter(models.values()))
     # a previous run's results for the same model directory, seed and lr are reused (add models one at a time)
     old = json.loads((args.work / "gain_curve.json").read_text()) if (args.work / "gain_curve.json").is_file() else {}
@@ -119,7 +134,8 @@ def report(work: Path) -> None:
     for label, m in sorted(res["models"].items(), key=lambda kv: kv[1]["steps"]):
         a = np.array(acc.get(label, []))
         gain = 100 * (a.mean() - base)
-        rows.append((m["steps"], gain, 100 * a.std()))
+        if not label.startswith("hf"):  # HF's recipe (another architecture) is listed, not drawn on the curve
+            rows.append((m["steps"], gain, 100 * a.std()))
         print(f"| {label} | {m['steps']} | {res['mlm'][label]['mlm_accuracy']:.3f} | {a.mean():.4f} +- {a.std():.4f} "
               f"({len(a)}) | {gain:+.1f} pts |")
     s = np.array(acc["scratch"])
@@ -136,6 +152,8 @@ def report(work: Path) -> None:
     ax.axhline(2, color="red", lw=0.8, ls="--", label="issue 23 target (+2 points)")
     ax.axhspan(-100 * s.std(), 100 * s.std(), color="grey", alpha=0.15, label="scratch's seed sd")
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("pre-training steps of 32 x 128 tokens (budget recipe, bert-tiny)")
     ax.set_ylabel("SST-2 dev accuracy gain (points)")
     ax.legend(fontsize=7)
