@@ -69,10 +69,17 @@ def _recompile_limit_errors() -> tuple[type[BaseException], ...]:
 
 
 def compiled_step() -> Any:
-    global _compiled_step
+    global _compiled_step, _compiled_plain
+    if not GEMV_REWRITE:  # Inductor alone (benchmarks/generation.py --modes compile-mm compares the two)
+        if _compiled_plain is None:
+            _compiled_plain = torch.compile(decode_step, fullgraph=True, dynamic=False)
+        return _compiled_plain
     if _compiled_step is None:
         _compiled_step = torch.compile(decode_step, fullgraph=True, dynamic=False, backend=gemv_backend)
     return _compiled_step
+
+
+_compiled_plain: Any = None
 
 
 _LINEARS = (torch._C._nn.linear, F.linear)
@@ -117,12 +124,11 @@ def gemv_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
     steps are unchanged)."""
     from torch._inductor.compile_fx import compile_fx
 
-    if GEMV_REWRITE:
-        one_row_linears_as_reductions(gm)
+    one_row_linears_as_reductions(gm)
     return compile_fx(gm, example_inputs)
 
 
-GEMV_REWRITE = True  # off: the one-row step keeps linear (benchmarks compare both)
+GEMV_REWRITE = True  # False: generate's compiled step is Inductor's alone (linear kept; benchmarks compare)
 
 
 class StaticDecoder:
