@@ -28,11 +28,12 @@ tokens.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,15 +210,15 @@ class DecodeBatch:
         self.pad = pad
         self.field = lm_field(model)
         self.pack = can_pack(model)
-        # compile: decode steps through the compiled step (generation.static.BatchStep), prompts and the other
-        # steps through the packed GEMMs (self._eager)
+        # compile: decode steps through the compiled step (generation.static.BatchStep), which traces the
+        # layers' own forward: the packed GEMMs' patches are lifted around each compiled call (self._unpacked)
         self.compiled = BatchStep(model, lm_weight(model)) if compile else None
         # "auto": the compiled step where it was measured to win (docs/serving.md, --compile): one row on a CPU
         # float32 model (Inductor's fused GEMV beats MKL's), every row count elsewhere; at several rows on
         # such a CPU oneDNN's packed GEMM in the eager step is faster than Inductor's (GPT-2 small, 8 rows: 2x)
         self.compiled_rows = 1 if compile in (True, "auto") and self.pack else None  # None: every row count
         # decode steps through the packed GEMMs generate uses (generation.step.PackedLinear), made once
-        self.step_fn = EagerStep(model, self.field, rows=2, pack=self.pack and not compile)
+        self.step_fn = EagerStep(model, self.field, rows=2, pack=self.pack)
         self.rows: list[Row | None] = []
         self.cache: KVCache | None = None
         self.mask = self.pos = self.last = torch.zeros(0)
@@ -242,8 +243,8 @@ class DecodeBatch:
         pos = mask_positions(mask) if padded else None
         cache = self.step_fn.new_cache(batch=len(jobs), capacity=width)
         device = self._device()
-        logits, cache = self._eager(ids.to(device), mask.to(device) if padded else None,
-                                      pos.to(device) if pos is not None else None, cache)
+        logits, cache = self.step_fn(ids.to(device), mask.to(device) if padded else None,
+                                     pos.to(device) if pos is not None else None, cache)
         going = self._advance(rows, logits.float())
         if not going:
             return
@@ -252,18 +253,16 @@ class DecodeBatch:
         self._join(Joining([rows[i] for i in going], cache, mask.to(device), next_pos.to(device),
                            torch.tensor(going, dtype=torch.long, device=device), width))
 
-    def _eager(self, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
-               cache: KVCache) -> tuple[torch.Tensor, KVCache]:
-        """The eager model call: a prefill, or a decode step the compiled step does not take. Beside a
-        compiled step the packed GEMMs are patched in around this call only (the compiled step traces the
-        layers' own forward)."""
-        if self.compiled is None or not self.compiled.active or not self.pack:
-            return self.step_fn(ids, mask, pos, cache)
-        packed = EagerStep(self.model, self.field, rows=2, pack=True)  # the packed copies are cached: cheap
+    @contextlib.contextmanager
+    def _unpacked(self) -> Iterator[None]:
+        """The layers' own forward for the compiled step (traced and guarded without the packed GEMMs'
+        patches), the patches back after it: instance-dict swaps, microseconds, no copies."""
+        lifted = [(m, m.__dict__.pop("forward")) for m, _ in self.step_fn.patched if "forward" in m.__dict__]
         try:
-            return packed(ids, mask, pos, cache)
+            yield
         finally:
-            packed.close()
+            for module, forward in lifted:
+                module.__dict__["forward"] = forward
 
     def _join(self, new: Joining) -> None:
         free = [i for i, r in enumerate(self.rows) if r is None]
@@ -328,13 +327,12 @@ class DecodeBatch:
         if self.compiled is not None and self.compiled.active and (
                 self.compiled_rows is None or len(self.rows) <= self.compiled_rows):
             # the whole cache width under the key mask (the columns right of t are zeros, masked out)
-            logits = self.compiled(ids, self.pos[:, None], self.mask, t, self.cache)
-            if logits is None:  # torch refused to compile (logged once): eager, packed, from now on
-                self.step_fn = EagerStep(self.model, self.field, rows=2, pack=self.pack)
-            else:
+            with self._unpacked():
+                logits = self.compiled(ids, self.pos[:, None], self.mask, t, self.cache)
+            if logits is not None:  # None: torch refused to compile (logged once), eager from now on
                 self.cache.advance(1)
         if logits is None:
-            logits, _ = self._eager(ids, self.mask[:, :t + 1], self.pos[:, None], self.cache)
+            logits, _ = self.step_fn(ids, self.mask[:, :t + 1], self.pos[:, None], self.cache)
         self.pos += 1
         self.steps += 1
         slots = [i for i, r in enumerate(self.rows) if r is not None]
@@ -435,7 +433,8 @@ class Batcher:
     def _warm_up(self, decoder: DecodeBatch) -> float:
         """Compile the step before the first request (one row, several rows); ConfigError when it cannot."""
         try:
-            return decoder.compiled.warm_up(decoder._allocate, several=decoder.compiled_rows != 1)
+            with decoder._unpacked():
+                return decoder.compiled.warm_up(decoder._allocate, several=decoder.compiled_rows != 1)
         except Exception as err:  # noqa: BLE001 - any compiler failure: one message, what to do
             raise ConfigError(f"--compile could not compile the decode step ({type(err).__name__}: "
                               f"{str(err).strip()[:300]}); serve without --compile (torch.compile's Inductor "
