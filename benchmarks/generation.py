@@ -9,7 +9,8 @@ GPT2LMHeadModel is saved and loaded into lmforge; both decode the same prompts g
 (no eos, so every run makes exactly that many) and the outputs are compared token for token.
 
 lmforge runs in each of ``--modes``: ``eager`` (the default decode loop), ``compile`` (generate(...,
-compile=True): the fixed-shape step under torch.compile, captured as a CUDA graph on GPU) and ``graph``
+compile=True): the fixed-shape step under torch.compile, captured as a CUDA graph on GPU; on CPU one row's
+products are Inductor GEMV reductions), ``compile-mm`` (the same without that rewrite) and ``graph``
 (compile="graph": the eager step as a CUDA graph, GPU only). ``--hf-static`` adds HF's own fast path
 (cache_implementation="static" with its compiled forward) as a second reference row.
 
@@ -124,19 +125,23 @@ def hf_side(hf: Any, ids: torch.Tensor, mask: torch.Tensor, new: int, static: bo
 
 def our_side(ours: Any, ids: torch.Tensor, mask: torch.Tensor, new: int, mode: str) -> Any:
     """One timed lmforge generate call in ``mode`` (eager / compile / graph)."""
-    from lmforge.generation import generate
-    compile_arg = {"eager": False, "compile": True, "graph": "graph"}[mode]
+    from lmforge.generation import generate, static
+    compile_arg = {"eager": False, "compile": True, "compile-mm": True, "graph": "graph"}[mode]
 
     def run(clock: StepClock) -> torch.Tensor:
-        return generate(ours, ids, attention_mask=mask, max_new_tokens=new, streamer=clock, compile=compile_arg,
-                        return_prompt=False)
+        static.GEMV_REWRITE = mode != "compile-mm"  # compile-mm: Inductor without the one-row GEMV rewrite
+        try:
+            return generate(ours, ids, attention_mask=mask, max_new_tokens=new, streamer=clock, compile=compile_arg,
+                            return_prompt=False)
+        finally:
+            static.GEMV_REWRITE = True
     return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--modes", nargs="+", choices=["eager", "compile", "graph"], default=None,
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compile", "compile-mm", "graph"], default=None,
                         help="lmforge decoding modes to time (default: eager on CPU; eager graph compile on CUDA)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new", type=int, default=128)

@@ -235,6 +235,9 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--quick", action="store_true", help="fewer requests per cell")
     parser.add_argument("--cap", type=float, default=240.0, help="wall-clock cap per cell, seconds")
+    parser.add_argument("--compile", nargs="+", default=[], choices=["auto", "all"],
+                        help="also time `lmforge serve --compile MODE` (a server per mode, taking turns with the rest)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive server (lmforge sides only)")
     parser.add_argument("--baseline-server", nargs=2, metavar=("DIR", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -253,12 +256,15 @@ def main() -> None:
         new = {"tiny": 64, "gpt2": 32}.get(shape, 0)
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = make_model(shape, Path(tmp) / shape)
-            servers = {
-                "lmforge": start([sys.executable, "-m", "lmforge", "serve", "--model", str(model_dir), "--port", "0",
-                                  "--max-batch", "32", "--log-level", "warning", "--max-queue", "100000"]),
-                "baseline": start([sys.executable, str(Path(__file__).resolve()), "--baseline-server", str(model_dir),
-                                   kind]),
-            }
+            ours = [sys.executable, "-m", "lmforge", "serve", "--model", str(model_dir), "--port", "0",
+                    "--max-batch", "32", "--log-level", "warning", "--max-queue", "100000"]
+            servers = {"lmforge": start(ours)}
+            if kind == "completions":
+                for mode in args.compile:  # the start-up compile happens before the server listens
+                    servers[f"lmforge --compile {mode}"] = start([*ours, "--compile", mode])
+            if not args.no_baseline:
+                servers["baseline"] = start([sys.executable, str(Path(__file__).resolve()), "--baseline-server",
+                                             str(model_dir), kind])
             try:
                 for clients in args.clients:
                     # requests per client: enough for a stable rate, bounded for the slow side

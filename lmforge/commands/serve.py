@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, default=300.0,
                         help="seconds a request may queue + run before it ends with 408 (default 300)")
     parser.add_argument("--max-queue", type=int, default=1024, help="waiting requests beyond this get 503")
+    parser.add_argument("--compile", nargs="?", const="auto", default=False, choices=["auto", "all"],
+                        help="decode completions through a torch.compile'd step, compiled at start-up: auto = "
+                             "where it is faster (on CPU: one row), all = every batch size (docs/serving.md)")
     parser.add_argument("--name", default=None, help="the model id the API reports (default: the directory name)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     settings = {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
                 "api_key": args.api_key if args.api_key is not None else os.environ.get("LMFORGE_API_KEY"),
                 "max_new_tokens_limit": args.max_new_tokens_limit, "max_input_tokens": args.max_input_tokens,
-                "request_timeout": args.request_timeout, "max_queue": args.max_queue}
+                "request_timeout": args.request_timeout, "max_queue": args.max_queue, "compile": args.compile}
+    if args.compile:
+        print(f"lmforge serve: --compile {args.compile}: compiling the decode step before serving", flush=True)
     config = ServeConfig(model=args.model, host=args.host, port=args.port, device=args.device, name=args.name,
                          log_level=args.log_level, settings=settings)
     return serve(config, ready=lambda url: print(f"lmforge serve: {args.model} on {url} (playground {url}/, API "

@@ -21,6 +21,9 @@ prefill runs eagerly through the body into the same buffers.
 """
 from __future__ import annotations
 
+import logging
+import math
+import time
 import warnings
 from typing import Any
 
@@ -66,10 +69,72 @@ def _recompile_limit_errors() -> tuple[type[BaseException], ...]:
 
 
 def compiled_step() -> Any:
-    global _compiled_step
+    global _compiled_step, _compiled_plain
+    if not GEMV_REWRITE:  # Inductor alone (benchmarks/generation.py --modes compile-mm compares the two)
+        if _compiled_plain is None:
+            _compiled_plain = torch.compile(decode_step, fullgraph=True, dynamic=False)
+        return _compiled_plain
     if _compiled_step is None:
-        _compiled_step = torch.compile(decode_step, fullgraph=True, dynamic=False)
+        _compiled_step = torch.compile(decode_step, fullgraph=True, dynamic=False, backend=gemv_backend)
     return _compiled_step
+
+
+_compiled_plain: Any = None
+
+
+_LINEARS = (torch._C._nn.linear, F.linear)
+
+
+def one_row_linears_as_reductions(gm: torch.fx.GraphModule) -> int:
+    """Rewrite, in dynamo's graph, each ``linear(x, W, b)`` whose input is one float32 CPU row into
+    ``(x[..., None, :] * W).sum(-1) + b``: Inductor fuses that into one vectorised reduction per output
+    (a GEMV reading W's rows once, as they lie), where ``linear`` would call MKL's GEMV, which reads the
+    weights here at about half the core's streaming rate (docs/generation.md, "Where a step's time goes").
+    Returns how many were rewritten. Shapes that are symbolic (a batch of any size) keep ``linear``."""
+    done = 0
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _LINEARS:
+            continue
+        args = list(node.args) + [None] * (3 - len(node.args))
+        x, weight, bias = args[0], args[1], node.kwargs.get("bias", args[2])
+        value = x.meta.get("example_value") if isinstance(x, torch.fx.Node) else None
+        if value is None or value.device.type != "cpu" or value.dtype != torch.float32:
+            continue
+        lead = value.shape[:-1]
+        if not all(isinstance(d, int) for d in lead) or math.prod(lead) != 1:
+            continue
+        with graph.inserting_before(node):
+            out = graph.call_function(torch.sum, (graph.call_function(torch.mul, (
+                graph.call_function(torch.unsqueeze, (x, -2)), weight)), -1))
+            if bias is not None:
+                out = graph.call_function(torch.add, (out, bias))
+        out.meta = dict(node.meta)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        done += 1
+    if done:
+        graph.lint()
+        gm.recompile()
+    return done
+
+
+def gemv_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+    """Inductor, after ``one_row_linears_as_reductions`` (a one-row CPU step: 1.x the MKL-GEMV step; other
+    steps are unchanged)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    if one_row_linears_as_reductions(gm):
+        # Inductor would inline each product's producer (LayerNorm, GELU, residual adds: cheap on the 768-wide
+        # row) into the reduction's inner loop, recomputing it for every weight it multiplies; realizing
+        # every pointwise result into its (tiny) buffer keeps the GEMV loops to a load and an FMA
+        # (GPT-2 small, one row: 38 against 55 ms/step interleaved, docs/generation.md)
+        with torch._inductor.config.patch(realize_opcount_threshold=0):
+            return compile_fx(gm, example_inputs)
+    return compile_fx(gm, example_inputs)
+
+
+GEMV_REWRITE = True  # False: generate's compiled step is Inductor's alone (linear kept; benchmarks compare)
 
 
 class StaticDecoder:
@@ -173,6 +238,85 @@ class StaticDecoder:
         self.graph = self.graph_logits = self.cache = None
 
 
+def _batch_decode_step(*args: Any) -> torch.Tensor:
+    """``decode_step`` under its own code object: the batch step's compiles are counted apart from
+    ``generate``'s (dynamo keeps its cache and its recompile limit per code object)."""
+    return decode_step(*args)
+
+
+_batch_compiled: Any = None
+
+
+class BatchStep:
+    """The compiled fixed-shape step for a batch whose rows and cache width change every few steps (the
+    server's continuous batching, ``lmforge.serving.batcher``).
+
+    Rather than one compile per (rows, width) pair, the row count and the cache width are marked dynamic
+    (``torch._dynamo.maybe_mark_dynamic``): one graph serves every batch of 2 or more rows at any width,
+    and one more, specialised, the single row (torch specialises sizes 0 / 1), which also gets the
+    one-row GEMV rewrite (``one_row_linears_as_reductions``). ``warm_up`` compiles both before the first
+    request. The caller keeps the cache (``KVCache``, zeroed, rows right-aligned at column ``index``) and
+    the key mask (rows, width); ``__call__`` returns the logits (rows, V), or None once torch refused to
+    compile (past its recompile limit): the caller then decodes eagerly, after one log line."""
+
+    def __init__(self, model: Any, lm_weight: torch.Tensor | None) -> None:
+        StaticDecoder(model, lm_weight, mode="compile")  # the same checks (lmforge decoder, float weights)
+        self.body = model.body
+        self.lm_weight = lm_weight
+        self.active = True
+        self.index = torch.zeros(1, dtype=torch.long, device=lm_weight.device)
+        self._slots: tuple[Any, list[StaticSlot]] | None = None
+
+    def _step_fn(self) -> Any:
+        global _batch_compiled
+        if _batch_compiled is None:
+            _batch_compiled = torch.compile(_batch_decode_step, fullgraph=True, dynamic=False, backend=gemv_backend)
+        return _batch_compiled
+
+    def slots(self, cache: Any) -> list[StaticSlot]:
+        if self._slots is None or self._slots[0] is not cache:
+            self._slots = (cache, [StaticSlot(cache, i, self.index) for i in range(len(cache.keys))])
+        return self._slots[1]
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor, keys_mask: torch.Tensor, index: int,
+                 cache: Any) -> torch.Tensor | None:
+        """token / position (B, 1), keys_mask (B, C) bool, the new column ``index``; None after a fallback."""
+        if not self.active:
+            return None
+        mark = torch._dynamo.maybe_mark_dynamic
+        for t in (*cache.keys, *cache.values):
+            mark(t, 0)
+            mark(t, 2)
+        for t in (token, position, keys_mask):
+            mark(t, 0)
+        mark(keys_mask, 1)
+        self.index.fill_(index)
+        try:
+            return self._step_fn()(self.body, self.lm_weight, token, position, keys_mask, self.index,
+                                   self.slots(cache))
+        except _recompile_limit_errors() as err:  # raised while compiling: nothing has run yet
+            self.active = False
+            logging.getLogger("lmforge.serve").warning(
+                "torch.compile refused another compile of the batch decode step (torch._dynamo.config."
+                "recompile_limit = %s; %s): decoding eagerly from now on", torch._dynamo.config.recompile_limit,
+                type(err).__name__)
+            return None
+
+    def warm_up(self, cache_factory: Any, capacity: int = CAPACITY_STEP, *, several: bool = True) -> float:
+        """Compile the one-row step (and with ``several`` the several-row one) on zeroed inputs; returns the
+        seconds it took. ``cache_factory(batch, capacity)`` makes a zeroed KVCache shaped like the caller's."""
+        start = time.perf_counter()
+        device = self.lm_weight.device
+        with torch.no_grad():
+            for batch in (1, 2, 3) if several else (1,):  # 3: the several-row graph is reused, not re-specialised
+                cache = cache_factory(batch, capacity)
+                zeros = torch.zeros((batch, 1), dtype=torch.long, device=device)
+                mask = torch.zeros((batch, capacity), dtype=torch.bool, device=device)
+                self(zeros, zeros.clone(), mask, 0, cache)
+        self._slots = None
+        return time.perf_counter() - start
+
+
 def compile_mode(compile: bool | str, *, use_cache: bool, pack_weights: bool) -> str | None:
     """None (eager decoding) or one of ``MODES``; InputError for settings that do not combine."""
     if compile is False or compile is None:
@@ -188,4 +332,4 @@ def compile_mode(compile: bool | str, *, use_cache: bool, pack_weights: bool) ->
     return mode
 
 
-__all__ = ["CAPACITY_STEP", "MODES", "StaticDecoder", "compile_mode", "compiled_step", "decode_step"]
+__all__ = ["BatchStep", "CAPACITY_STEP", "MODES", "StaticDecoder", "compile_mode", "compiled_step", "decode_step"]

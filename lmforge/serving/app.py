@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 from lmforge.generation import encode_prompts, lm_field
 from lmforge.prompting.fill_mask import MLM_HEADS, fill_mask_ids
 from lmforge.serving.batcher import Batcher, CompletionJob, EncodeJob, Job
@@ -56,6 +56,7 @@ class ServeSettings:
     request_timeout: float = 300.0  # seconds a request may wait + run before it is ended (408)
     max_queue: int = 1024  # requests waiting for the worker beyond this get 503
     max_body_bytes: int = 1 << 20  # request bodies over this get 413
+    compile: bool | str = False  # completions decode through the compiled step: "auto" (True) / "all" (batcher)
 
 
 class ApiError(Exception):
@@ -89,10 +90,14 @@ class Server:
         self.routes = self._routes()
         self.metrics = Metrics({"lmforge_queue_depth": lambda: self.batcher.depth(),
                                 "lmforge_running_rows": lambda: self.batcher.running()})
+        if settings.compile and self.routes["completions"] is not None:
+            raise ConfigError(f"--compile speeds up completions, which this model cannot serve "
+                              f"({self.routes['completions']}); leave --compile out.")
         self.batcher = Batcher(model, tokenizer, max_batch=settings.max_batch, wait_ms=settings.batch_wait_ms,
                                encode={"embed": self._embed, "fill-mask": self._fill_mask, "classify": self._classify},
                                on_step=lambda rows: self.metrics.observe("lmforge_batch_rows", rows, BATCH_BUCKETS,
-                                                                         kind="decode"))
+                                                                         kind="decode"),
+                               compile=settings.compile)
         self.pad = self.batcher.pad
 
     def _routes(self) -> dict[str, str | None]:

@@ -28,18 +28,20 @@ tokens.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
-from lmforge.generation import EagerStep, can_pack, generate, lm_field, process_logits
+from lmforge.errors import ConfigError, LmforgeError
+from lmforge.generation import EagerStep, can_pack, generate, lm_field, lm_weight, process_logits
+from lmforge.generation.static import BatchStep
 from lmforge.generation.inputs import positions as mask_positions
 from lmforge.nn.attention import KVCache
 from lmforge.prompting.templates import cut_at_stop
@@ -200,13 +202,23 @@ def _place(dst: KVCache, dst_mask: torch.Tensor, rows: slice, end: int, src: KVC
 class DecodeBatch:
     """The running completions: slots of rows (None = free) over one right-aligned KV cache."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, eos: int | None, pad: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, eos: int | None, pad: int, compile: bool | str = False) -> None:
+        """``compile``: False, "auto" (True) or "all", see ``compiled_rows``."""
         self.model = model
         self.tokenizer = tokenizer
         self.eos = eos
         self.pad = pad
+        self.field = lm_field(model)
+        self.pack = can_pack(model)
+        # compile: decode steps through the compiled step (generation.static.BatchStep), which traces the
+        # layers' own forward: the packed GEMMs' patches are lifted around each compiled call (self._unpacked)
+        self.compiled = BatchStep(model, lm_weight(model)) if compile else None
+        # "auto": the compiled step where it was measured to win (docs/serving.md, --compile): one row on a CPU
+        # float32 model (Inductor's fused GEMV beats MKL's), every row count elsewhere; at several rows on
+        # such a CPU oneDNN's packed GEMM in the eager step is faster than Inductor's (GPT-2 small, 8 rows: 2x)
+        self.compiled_rows = 1 if compile in (True, "auto") and self.pack else None  # None: every row count
         # decode steps through the packed GEMMs generate uses (generation.step.PackedLinear), made once
-        self.step_fn = EagerStep(model, lm_field(model), rows=2, pack=can_pack(model))
+        self.step_fn = EagerStep(model, self.field, rows=2, pack=self.pack)
         self.rows: list[Row | None] = []
         self.cache: KVCache | None = None
         self.mask = self.pos = self.last = torch.zeros(0)
@@ -240,6 +252,17 @@ class DecodeBatch:
             torch.full((len(jobs),), width + self.model.config.position_offset, dtype=torch.long)
         self._join(Joining([rows[i] for i in going], cache, mask.to(device), next_pos.to(device),
                            torch.tensor(going, dtype=torch.long, device=device), width))
+
+    @contextlib.contextmanager
+    def _unpacked(self) -> Iterator[None]:
+        """The layers' own forward for the compiled step (traced and guarded without the packed GEMMs'
+        patches), the patches back after it: instance-dict swaps, microseconds, no copies."""
+        lifted = [(m, m.__dict__.pop("forward")) for m, _ in self.step_fn.patched if "forward" in m.__dict__]
+        try:
+            yield
+        finally:
+            for module, forward in lifted:
+                module.__dict__["forward"] = forward
 
     def _join(self, new: Joining) -> None:
         free = [i for i, r in enumerate(self.rows) if r is None]
@@ -300,7 +323,16 @@ class DecodeBatch:
         t = self.cache.length
         self.mask[:, t] = True
         ids = self.last[:, None]
-        logits, _ = self.step_fn(ids, self.mask[:, :t + 1], self.pos[:, None], self.cache)
+        logits = None
+        if self.compiled is not None and self.compiled.active and (
+                self.compiled_rows is None or len(self.rows) <= self.compiled_rows):
+            # the whole cache width under the key mask (the columns right of t are zeros, masked out)
+            with self._unpacked():
+                logits = self.compiled(ids, self.pos[:, None], self.mask, t, self.cache)
+            if logits is not None:  # None: torch refused to compile (logged once), eager from now on
+                self.cache.advance(1)
+        if logits is None:
+            logits, _ = self.step_fn(ids, self.mask[:, :t + 1], self.pos[:, None], self.cache)
         self.pos += 1
         self.steps += 1
         slots = [i for i, r in enumerate(self.rows) if r is not None]
@@ -359,7 +391,13 @@ class Batcher:
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 16, wait_ms: float = 5.0,
                  encode: dict[str, Callable[..., list[Any]]] | None = None,
-                 on_step: Callable[[int], None] | None = None) -> None:
+                 on_step: Callable[[int], None] | None = None, compile: bool | str = False) -> None:
+        """``compile`` ("auto" = True, or "all"): decode through the compiled step (``generation.static.BatchStep``;
+        "auto" where it is faster, see ``DecodeBatch.compiled_rows``), compiled here for the row counts it will
+        serve (``warmup_seconds``) before any request comes."""
+        if compile not in (False, True, "auto", "all"):
+            raise ConfigError(f"compile must be False, True / 'auto' or 'all', got {compile!r}.",
+                              cli=f"--compile takes auto (the default) or all, got {compile!r}.")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -375,8 +413,32 @@ class Batcher:
         self.encodes: list[EncodeJob] = []
         self.beams: list[CompletionJob] = []
         self.thread = threading.Thread(target=self._run, name="lmforge-serve-worker", daemon=True)
+        self.compile = compile
+        self.warmup_seconds = 0.0
+        if compile:
+            self.decoder = self._new_decoder()
+            self.warmup_seconds = self._warm_up(self.decoder)
         self.stopping = False
         self.error: BaseException | None = None
+
+    def _new_decoder(self) -> DecodeBatch:
+        try:
+            return DecodeBatch(self.model, self.tokenizer, eos=self.eos, pad=self.pad, compile=self.compile)
+        except LmforgeError as err:
+            if not self.compile:
+                raise
+            raise ConfigError(f"--compile compiles the completions' decode step, which needs a lmforge decoder "
+                              f"with float weights ({err}); serve this model without --compile.") from None
+
+    def _warm_up(self, decoder: DecodeBatch) -> float:
+        """Compile the step before the first request (one row, several rows); ConfigError when it cannot."""
+        try:
+            with decoder._unpacked():
+                return decoder.compiled.warm_up(decoder._allocate, several=decoder.compiled_rows != 1)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: one message, what to do
+            raise ConfigError(f"--compile could not compile the decode step ({type(err).__name__}: "
+                              f"{str(err).strip()[:300]}); serve without --compile (torch.compile's Inductor "
+                              "needs a working C++ compiler on CPU).") from None
 
     # ------------------------------------------------------------------ from other threads
     def start(self) -> None:
@@ -455,7 +517,7 @@ class Batcher:
             if room > 0:
                 jobs, self.waiting = self.waiting[:room], self.waiting[room:]
                 if self.decoder is None:
-                    self.decoder = DecodeBatch(self.model, self.tokenizer, eos=self.eos, pad=self.pad)
+                    self.decoder = self._new_decoder()
                 self.decoder.admit(jobs)
         if self.decoder is not None and self.decoder.active:
             rows = self.decoder.active

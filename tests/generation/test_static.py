@@ -84,6 +84,39 @@ def test_torch_compile_on_cpu(model: Model) -> None:
     assert torch.equal(eager, generate(model, ids, attention_mask=mask, max_new_tokens=20, compile=True))
 
 
+def test_one_row_linears_become_reductions() -> None:
+    """The compiled step's graph rewrite: a linear of one float32 CPU row -> mul + sum (+ bias), the same
+    numbers; linears of several rows are left alone."""
+    import torch._dynamo
+
+    seen = []
+
+    def keep(gm, inputs):
+        seen.append((gm, inputs))
+        return gm.forward
+
+    lin, w = torch.nn.Linear(16, 8), torch.randn(8, 16)
+    for rows, rewritten in ((1, 2), (3, 0)):
+        torch._dynamo.reset()
+        torch.compile(lambda x: lin(x) + torch.nn.functional.linear(x, w), backend=keep, fullgraph=True)(
+            torch.randn(1, rows, 16))
+        gm, inputs = seen[-1]
+        before = gm(*inputs)
+        assert static.one_row_linears_as_reductions(gm) == rewritten
+        assert torch.allclose(gm(*inputs)[0], before[0], atol=1e-5)
+        assert any(n.target in static._LINEARS for n in gm.graph.nodes) == (not rewritten)
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on CPU needs a C compiler (cc / gcc) for Inductor's kernels")
+def test_torch_compile_one_row_is_eager(model: Model) -> None:
+    """One row: the compiled step runs the rewritten products (Inductor's GEMV); same tokens as eager."""
+    ids, _ = prompts()
+    eager = generate(model, ids[:1], max_new_tokens=20)
+    assert torch.equal(eager, generate(model, ids[:1], max_new_tokens=20, compile=True))
+
+
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler (cc / gcc) for Inductor's kernels")
 def test_past_the_recompile_limit_decodes_uncompiled(model: Model) -> None:
