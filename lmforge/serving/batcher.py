@@ -415,6 +415,9 @@ class Batcher:
         self.thread = threading.Thread(target=self._run, name="lmforge-serve-worker", daemon=True)
         self.compile = compile
         self.warmup_seconds = 0.0
+        # OpenMP's thread count is per thread: the worker takes this thread's, the one the warm-up compiles
+        # under (a compiled step guards on it, so a different count would recompile on the first request)
+        self.threads = torch.get_num_threads()
         if compile:
             self.decoder = self._new_decoder()
             self.warmup_seconds = self._warm_up(self.decoder)
@@ -487,6 +490,7 @@ class Batcher:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        torch.set_num_threads(self.threads)
         alive = True
         while alive or self._busy():
             try:

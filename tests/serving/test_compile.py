@@ -34,14 +34,23 @@ def compiled(gpt_dir):
     """gpt-tiny served with compile="all" (the warm-up compiles twice, in the fixture)."""
     from lmforge.serving import ServeSettings, create_app
 
+    import torch
+
+    # the compiled step guards on torch's thread count: warm up under the one thread the tests run with
+    # (conftest's autouse fixture sets it per test, after this module-scoped fixture)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     model, tok = load(gpt_dir)
     settings = ServeSettings(model_name="gpt-tiny", api_key=KEY, max_new_tokens_limit=40, max_batch=8,
                              batch_wait_ms=20, compile="all")
-    app = create_app(model, tok, settings, model_dir=gpt_dir)
-    after_warm_up = graphs()
-    with running(app) as url:
-        with client(url) as http:
-            yield {"url": url, "http": http, "model": model, "tok": tok, "graphs": after_warm_up}
+    try:
+        app = create_app(model, tok, settings, model_dir=gpt_dir)
+        after_warm_up = graphs()
+        with running(app) as url:
+            with client(url) as http:
+                yield {"url": url, "http": http, "model": model, "tok": tok, "graphs": after_warm_up}
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_greedy_seeded_and_streamed_completions_are_generate(compiled):
