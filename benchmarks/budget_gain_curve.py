@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
 
@@ -72,23 +69,10 @@ def main() -> None:
         res["models"][label] = {"dir": path, "steps": step}
     common = ["--work", str(args.work)] + (["--lr", str(args.lr)] if args.lr else [])
     log = args.work / "curve-log.txt"
-    run = [sys.executable, str(HERE)]
 
-    def pool(jobs: list[list[str]]) -> list[dict]:
-        outs, running = [], []
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        for job in jobs + [None] * args.parallel:
-            while running and (job is None or len(running) >= args.parallel):
-                p = running.pop(0)
-                out, _ = p.communicate()
-                with log.open("a") as f:
-                    f.write(out)
-                outs += [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
-            if job is not None:
-                running.append(subprocess.Popen(run + common + job, env=env, stdout=subprocess.PIPE,
-                                                stderr=subprocess.STDOUT, text=True))
-        return outs
+    def pool(jobs: list[list[str]]) -> list[dict]:  # budget_pretraining's process pool, running this script
+        outs = bp._pool([common + job for job in jobs], args.parallel, log, script=HERE)
+        return [json.loads(line[7:]) for out in outs for line in out.splitlines() if line.startswith("RESULT ")]
 
     if args.mlm_only:
         res["mlm"] = {r["label"]: r for r in pool([["eval", label, path] for label, path in models.items()])}

@@ -244,20 +244,21 @@ def finetune_arm(work: Path, arm: str, seed: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def _spawn(args: list[str]) -> subprocess.Popen:
+def _spawn(args: list[str], script: Path = HERE) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, str(HERE), *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _pool(jobs: list[list[str]], parallel: int, log: Path) -> list[str]:
+def _pool(jobs: list[list[str]], parallel: int, log: Path, script: Path = HERE) -> list[str]:
+    """Run ``script`` once per job (its arguments), ``parallel`` at a time; returns each run's output."""
     outs, running, queue = [], [], list(jobs)
     with open(log, "a", encoding="utf-8") as fh:
         while queue or running:
             while queue and len(running) < parallel:
                 job = queue.pop(0)
-                running.append((job, _spawn(job)))
+                running.append((job, _spawn(job, script)))
             time.sleep(1)
             for item in list(running):
                 job, proc = item

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from lmforge.commands.task_flags import add_task_arguments, task_options
 
@@ -48,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmforge.commands.common import interactive
     from lmforge.recipes.finetune import FinetuneConfig, finetune, finetune_seeds, format_scores
+    from lmforge.train.distributed import is_rank_zero
 
     same = ("model", "task", "data", "out", "tokenizer", "from_scratch", "epochs", "lr", "head_lr", "layer_lr_decay",
             "warmup", "weight_decay", "batch_size", "eval_batch_size", "max_length", "seed", "patience", "lm_weight",
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                             task_options=task_options(args),
                             **{name.replace("-", "_"): name not in args.disable for name in SPEEDUPS})
     scores = finetune_seeds(config, args.seeds) if args.seeds else finetune(config)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: the scores once, not once per process
+    if is_rank_zero():  # under torchrun: the scores once, not once per process
         over = f" over seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
         print(f"{args.task}{over}: {format_scores(scores)}\noutputs in {args.out}")
     return 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -38,13 +37,13 @@ from lmforge.errors import CheckpointError, ConfigError, suggest
 from lmforge.nn.quantized import check_device
 from lmforge.tasks import DecoderTokens, Example, Feature, Task, get_task
 from lmforge.tasks.base import IGNORE_INDEX
-from lmforge.train.distributed import resolve_device, tears_down_process_group
+from lmforge.train.distributed import is_rank_zero, resolve_device, tears_down_process_group
 
 Log = Callable[[str], None]
 
 
 def _print(msg: str) -> None:
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; one of them speaks
+    if is_rank_zero():  # under torchrun every rank runs this; one of them speaks
         print(msg, file=sys.stderr, flush=True)
 
 

@@ -232,6 +232,12 @@ def load_sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Opti
                    model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
+def is_rank_zero() -> bool:
+    """The process that speaks for a run: rank 0 of torchrun's environment (also before the group is joined),
+    or the only process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cleanup() -> None:
     """Destroy the process group without waiting for the other ranks (kept for callers of the old name)."""
     shutdown(synchronize=False)
@@ -292,5 +298,5 @@ def tears_down_process_group(fn: F) -> F:
 
 
 __all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
-           "gather_objects", "init_distributed", "is_fsdp", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
+           "gather_objects", "init_distributed", "is_fsdp", "is_rank_zero", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
            "process_group_scope", "sharded_state_dicts", "shutdown", "tears_down_process_group", "unwrap", "wrap_model"]
