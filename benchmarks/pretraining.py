@@ -30,7 +30,10 @@ cores; an unknown GPU gets no MFU), with model FLOPs per token = 6 x (non-embedd
 V x H output product) + 12 x layers x H x seq (attention scores and mixing; Kaplan et al. 2020 / PaLM's count).
 
 ``--seq`` sets the sequence length (GPT-2's 1024 for the CLM MFU row), ``--compile`` wraps BOTH sides'
-models in ``torch.compile`` (untimed warm-up steps include the compilation), and ``--wrap ddp|fsdp`` runs
+models in ``torch.compile`` (untimed warm-up steps include the compilation), ``--dropout`` sets every
+dropout of both models (0 as llm.c trains), ``--lmforge-only`` runs lmforge's side alone (MFU sweeps
+without the reference's compile time), ``--profile N`` prints each side's top operators over N more
+steps (torch.profiler, device time on a GPU), and ``--wrap ddp|fsdp`` runs
 lmforge's side inside a one-process group (nccl on CUDA, gloo on CPU) wrapped in DDP or FSDP2
 (``fully_shard`` per block, then the root, as ``lmforge.train.distributed.wrap_model`` does): with one
 process this measures what the wrapper costs per step, not scaling.
@@ -65,6 +68,8 @@ class Setup:
         self.bf16 = args.precision == "bf16"
         self.compile = args.compile
         self.wrap = args.wrap
+        self.dropout = args.dropout
+        self.profile = args.profile
 
     def autocast(self):
         import contextlib
@@ -114,7 +119,8 @@ def _lmforge(kind: str, shards: Path, setup: Setup):
     preset = {("mlm", "mini"): "bert-mini", ("clm", "mini"): "gpt-mini",  # L4/H256/A4
               ("mlm", "base"): "bert-base", ("clm", "base"): "gpt2"}[(kind, setup.size)]  # L12/H768/A12
     config = ModelConfig.from_preset(preset, vocab_size=30522 if kind == "mlm" else 50257,
-                                     head="mlm" if kind == "mlm" else "clm")
+                                     head="mlm" if kind == "mlm" else "clm", hidden_dropout=setup.dropout,
+                                     attention_dropout=setup.dropout, embedding_dropout=setup.dropout)
     torch.manual_seed(0)
     model = Model(config).to(setup.device)
     model.train()
@@ -174,6 +180,7 @@ def _hf(kind: str, shards: Path, setup: Setup):
         tok = BertTokenizerFast(str(REFDATA / "tokenizers/bert-base-uncased/vocab.txt"), do_lower_case=True)
         config = BertConfig(vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
                             num_attention_heads=shape["heads"], intermediate_size=4 * shape["hidden"],
+                            hidden_dropout_prob=setup.dropout, attention_probs_dropout_prob=setup.dropout,
                             attn_implementation="sdpa")
         model = BertForMaskedLM(config)
         collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15, return_tensors="pt")
@@ -183,7 +190,8 @@ def _hf(kind: str, shards: Path, setup: Setup):
         tok = GPT2TokenizerFast(str(d / "vocab.json"), str(d / "merges.txt"))
         tok.pad_token = tok.eos_token
         config = GPT2Config(vocab_size=50257, n_embd=shape["hidden"], n_layer=shape["layers"], n_head=shape["heads"],
-                            n_inner=4 * shape["hidden"], n_positions=1024, attn_implementation="sdpa")
+                            n_inner=4 * shape["hidden"], n_positions=1024, resid_pdrop=setup.dropout,
+                            embd_pdrop=setup.dropout, attn_pdrop=setup.dropout, attn_implementation="sdpa")
         model = GPT2LMHeadModel(config)
         collator = DataCollatorForLanguageModeling(tok, mlm=False, return_tensors="pt")
         body = SEQ
@@ -230,6 +238,18 @@ def _child(lib: str, kind: str, shards: Path, warmup: int, threads: int, setup: 
         setup.sync()
         print(json.dumps({"step_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}), flush=True)
         i += 1
+    if setup.profile:  # where a step's device time goes, after the timed steps (stderr)
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(setup.profile):
+                step(i)
+                i += 1
+            setup.sync()
+        key = "self_cuda_time_total" if setup.device == "cuda" else "self_cpu_time_total"
+        print(f"--- {lib} profile of {setup.profile} steps, by {key} ---", file=sys.stderr)
+        print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70), file=sys.stderr)
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if setup.device == "cuda" else 0.0
     dense = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
     print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "dense_params": dense, "gpu_peak_mb": gpu_mb,
@@ -242,9 +262,10 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
                                     str(args.warmup), "--threads", str(args.threads), "--device", args.device,
                                     "--size", args.size, "--precision", args.precision, "--batch",
                                     str(args.batch), "--seq", str(SEQ), "--wrap", args.wrap,
+                                    "--dropout", str(args.dropout), "--profile", str(args.profile),
                                     *(["--compile"] if args.compile else []), "--refdata", str(REFDATA)], env=env, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-             for lib in ("hf", "lmforge")}
+             for lib in args.libs}
 
     def reply(lib: str) -> str:
         line = procs[lib].stdout.readline()
@@ -257,7 +278,7 @@ def _interleaved(kind: str, shards: Path, args: argparse.Namespace, env: dict[st
     times: dict[str, list[float]] = {lib: [] for lib in procs}
     cpu: dict[str, list[float]] = {lib: [] for lib in procs}
     for r in range(args.steps):
-        for lib in (("hf", "lmforge") if r % 2 == 0 else ("lmforge", "hf")):
+        for lib in (args.libs if r % 2 == 0 else args.libs[::-1]):
             procs[lib].stdin.write("step\n")
             procs[lib].stdin.flush()
             rec = json.loads(reply(lib))
@@ -300,6 +321,11 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile both sides' models")
     ap.add_argument("--wrap", choices=["none", "ddp", "fsdp"], default="none",
                     help="lmforge's model in a one-process DDP / FSDP2 wrapper")
+    ap.add_argument("--dropout", type=float, default=0.1, help="every dropout of both models (0: as llm.c trains)")
+    ap.add_argument("--lmforge-only", dest="libs", action="store_const", const=("lmforge",), default=("hf", "lmforge"),
+                    help="run lmforge's side alone (throughput / MFU sweeps without the reference's compile)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after the timed steps, profile N more steps per side and print the top operators")
     ap.add_argument("--refdata", type=Path, default=REFDATA, help="the shared reference data folder")
     ap.add_argument("--child", nargs=3, metavar=("LIB", "KIND", "SHARDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -325,9 +351,9 @@ def main() -> int:
              f"{os.cpu_count()}-core CPU (load average at the end {os.getloadavg()[0]:.1f})")
     peak = next((v for k, v in PEAK_TFLOPS.items() if cuda and k in where), {}).get(args.precision)
     print(f"\n{time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}, {args.threads} threads per process; "
-          f"HF and lmforge stepped in turns, median of {args.steps} steps each after {args.warmup} warm-up; "
-          f"batch {BATCH} x {SEQ} tokens, {args.precision}{' autocast' if setup.bf16 else ''}, dropout 0.1"
-          f"{', torch.compile on both sides' if args.compile else ''}"
+          f"{'HF and lmforge stepped in turns' if len(args.libs) == 2 else 'lmforge alone'}, median of {args.steps} steps each after {args.warmup} warm-up; "
+          f"batch {BATCH} x {SEQ} tokens, {args.precision}{' autocast' if setup.bf16 else ''}, dropout {args.dropout}"
+          f"{(', torch.compile on both sides' if len(args.libs) == 2 else ', torch.compile') if args.compile else ''}"
           f"{f', lmforge in one-process {args.wrap.upper()}' if args.wrap != 'none' else ''}\n")
     memory = "GPU peak memory" if cuda else "peak RSS"
     mfu_head = " HF MFU | lmforge MFU |" if peak else ""
@@ -338,17 +364,22 @@ def main() -> int:
     names = {"mlm": f"{'bert-base' if args.size == 'base' else 'bert-mini'} MLM ({shape_name}, V 30,522)",
              "clm": f"GPT-2 {shape_name} CLM (V 50,257)"}
     for kind in kinds:
-        hf, lm = results[("hf", kind)], results[("lmforge", kind)]
+        lm = results[("lmforge", kind)]
+        hf = results.get(("hf", kind))
         mem = "gpu_peak_mb" if cuda else "peak_rss_mb"
         mfu = ""
         if peak:
             per_token = model_flops_per_token(lm["dense_params"], kind, args.size)
-            mfu = "".join(f" {r['tokens_per_s'] * per_token / (peak * 1e12):.1%} |" for r in (hf, lm))
+            mfu = "".join(f" {r['tokens_per_s'] * per_token / (peak * 1e12):.1%} |" if r else " - |" for r in (hf, lm))
+        if hf is None:  # --lmforge-only
+            print(f"| {names[kind]} | {lm['params'] / 1e6:.1f}M | - | {lm['tokens_per_s']:,.0f} | - |{mfu} - | "
+                  f"{lm[mem]:,.0f} MB |")
+            continue
         print(f"| {names[kind]} | {lm['params'] / 1e6:.1f}M | {hf['tokens_per_s']:,.0f} | {lm['tokens_per_s']:,.0f} | "
               f"**{lm['tokens_per_s'] / hf['tokens_per_s']:.2f}x** |{mfu} {hf[mem]:,.0f} MB | {lm[mem]:,.0f} MB |")
     # process CPU seconds per step: what each side computes, less sensitive to other jobs' load (with
     # several threads it also counts the time a thread spins waiting for the other)
-    if not cuda:
+    if not cuda and len(args.libs) == 2:
         print("\nCPU time per step (median, all threads of the process): " + "; ".join(
             f"{kind} HF {results[('hf', kind)]['cpu_s']:.2f} s, lmforge {results[('lmforge', kind)]['cpu_s']:.2f} s "
             f"({results[('hf', kind)]['cpu_s'] / results[('lmforge', kind)]['cpu_s']:.2f}x)" for kind in kinds))

@@ -37,13 +37,16 @@ def _plain(hidden, weight, bias, labels):
     return F.cross_entropy(F.linear(hidden, weight, bias), labels, ignore_index=IGNORE_INDEX)
 
 
+@pytest.mark.parametrize("align", [1, 64], ids=["unpadded", "padded-to-64"])  # 64: a GPU's default
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize(("n", "chunk"), [(37, 8), (37, 37), (13, 64), (33, 16)],
                          ids=["remainder-5", "one-chunk", "chunk-over-n", "remainder-1"])
-def test_equals_plain_cross_entropy_float64(n: int, chunk: int, bias: bool) -> None:
+def test_equals_plain_cross_entropy_float64(n: int, chunk: int, bias: bool, align: int) -> None:
+    """V = 101: padded to 128 inside with align=64, which must change nothing."""
     hidden, weight, b, labels = _leaves(n, 16, 101, bias=bias, dtype=torch.float64)
-    ours, ours_grads = _loss_and_grads(lambda h, w, bb, y: linear_cross_entropy(h, w, y, bb, chunk=chunk),
-                                       hidden, weight, b, labels, upstream=3.0)
+    ours, ours_grads = _loss_and_grads(
+        lambda h, w, bb, y: linear_cross_entropy(h, w, y, bb, chunk=chunk, align=align),
+        hidden, weight, b, labels, upstream=3.0)
     ref, ref_grads = _loss_and_grads(_plain, hidden, weight, b, labels, upstream=3.0)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     for name, got, want in zip(("hidden", "weight", "bias"), ours_grads, ref_grads):
@@ -99,13 +102,20 @@ def test_bfloat16_weights_and_autocast_take_the_copy_path() -> None:
     torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(g_h.float(), r_h, rtol=5e-2, atol=2e-3)
     torch.testing.assert_close(g_w.float(), r_w, rtol=5e-2, atol=2e-3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, (g_h, g_w) = _loss_and_grads(lambda h, w, b, y: linear_cross_entropy(h, w, y, chunk=16),
-                                           hidden, weight, None, labels, upstream=1.0)
-    assert g_h.dtype == g_w.dtype == torch.float32
-    torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(g_h, r_h, rtol=5e-2, atol=2e-3)
-    torch.testing.assert_close(g_w, r_w, rtol=5e-2, atol=2e-3)
+    for align in (1, 64):  # a GPU pads the vocabulary (211 -> 256) inside
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, (g_h, g_w) = _loss_and_grads(
+                lambda h, w, b, y: linear_cross_entropy(h, w, y, chunk=16, align=align),
+                hidden, weight, None, labels, upstream=1.0)
+        assert g_h.dtype == g_w.dtype == torch.float32
+        torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(g_h, r_h, rtol=5e-2, atol=2e-3)
+        torch.testing.assert_close(g_w, r_w, rtol=5e-2, atol=2e-3)
+        # the products are bf16 as autocast's unfused path makes them: same result to bf16 rounding
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain, (p_h, p_w) = _loss_and_grads(_plain, hidden, weight, None, labels, upstream=1.0)
+        torch.testing.assert_close(loss, plain, rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(g_w, p_w, rtol=2e-2, atol=5e-4)
 
 
 def test_gpt2_training_loss_and_gradients_match_hf(tmp_path: Path) -> None:
@@ -140,3 +150,25 @@ def test_gpt2_training_loss_and_gradients_match_hf(tmp_path: Path) -> None:
     assert set(hf_grads) <= set(ours_grads)
     for name, want in hf_grads.items():  # the tied transformer.wte.weight gets both of its gradients
         torch.testing.assert_close(ours_grads[name], want, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("limit", [2**31, 0], ids=["compiled", "eager-past-the-limit"])
+def test_compiled_loss_runs_eagerly_past_the_32_bit_limit(limit: int, monkeypatch) -> None:
+    """Under torch.compile the loop is traced into the graph, except where rows x padded vocabulary reaches
+    ``COMPILED_LIMIT`` (2^31: an Inductor kernel of the loop crashed past it on a GPU): there it breaks the
+    graph and runs eagerly. Either way the loss and gradients are the plain computation's."""
+    import lmforge.nn.losses as losses
+
+    monkeypatch.setattr(losses, "COMPILED_LIMIT", limit)
+    hidden, weight, _, labels = _leaves(37, 16, 101, bias=False, dtype=torch.float64)
+    fn = lambda h, w, b, y: linear_cross_entropy(h, w, y, chunk=8, align=64)  # noqa: E731
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(fn)(hidden, weight, None, labels)
+    skipped = any("compiler.disable" in r.reason for r in explained.break_reasons)  # the eager call
+    assert skipped == (limit == 0), explained.break_reasons
+    compiled = torch.compile(fn, backend="eager")
+    ours, ours_grads = _loss_and_grads(compiled, hidden, weight, None, labels, upstream=1.0)
+    ref, ref_grads = _loss_and_grads(_plain, hidden, weight, None, labels, upstream=1.0)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    for got, want in zip(ours_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
