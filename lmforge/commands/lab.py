@@ -19,5 +19,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name is None:
         print(list_experiments())
         return 0
+    from lmforge.train.distributed import refuse_under_torchrun
+
+    refuse_under_torchrun("lab")
     run_experiment(args.name, args.out or f"lab-out/{args.name}", fast=args.fast, seeds=args.seeds)
     return 0

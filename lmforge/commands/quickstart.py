@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.recipes.quickstart import quickstart
+    from lmforge.train.distributed import refuse_under_torchrun
 
+    refuse_under_torchrun("quickstart")
     quickstart(args.out, fast=args.fast, overwrite=args.overwrite, threads=args.threads)
     return 0

@@ -96,8 +96,23 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, *, strategy: str = "ddp",
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
-    # find_unused_parameters: a BERT body has a pooler the MLM head never uses
-    return DDP(model, device_ids=ids, find_unused_parameters=True)
+    return DDP(model, device_ids=ids, find_unused_parameters=may_leave_parameters_unused(model))
+
+
+def may_leave_parameters_unused(model: torch.nn.Module) -> bool:
+    """Whether DDP must search every step for parameters a step leaves unused (``find_unused_parameters``).
+
+    In an lmforge ``Model`` only the pooler can be: a body with one, under a head whose loss never reads it
+    (``POOLER_FREE_HEADS``: MLM, token, span losses skip it). Everything else is read at every step, and the
+    search is then a graph traversal per step plus torch's warning that it found nothing. Any other module
+    (a generator + discriminator pair, a user's model) keeps the search.
+    """
+    from lmforge.models.heads import POOLER_FREE_HEADS
+
+    config, body = getattr(model, "config", None), getattr(model, "body", None)
+    if config is None or body is None or not hasattr(config, "head"):
+        return True
+    return getattr(body, "pooler", None) is not None and config.head in POOLER_FREE_HEADS
 
 
 def on_meta(model: torch.nn.Module) -> bool:
@@ -230,6 +245,18 @@ def load_sharded_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Opti
 
     set_state_dict(unwrap(model) if not is_fsdp(model) else model, optimizer,
                    model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """Commands that run whole pipelines in one process (quickstart, lab) stop under ``torchrun``: each rank
+    would run every stage itself, write the same folder, and join a process group per stage."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        from lmforge.errors import ConfigError
+
+        raise ConfigError(f"lmforge {command} runs in one process, but torchrun started {world} (WORLD_SIZE={world}): "
+                          f"run `lmforge {command}` without torchrun; to train on several processes run "
+                          "`torchrun --nproc_per_node N -m lmforge pretrain ...` (or finetune / distill)")
 
 
 def is_rank_zero() -> bool:

@@ -96,3 +96,16 @@ def test_a_barrier_that_fails_still_destroys(monkeypatch, capsys):
         _join()
     assert not dist.is_initialized()
     assert "another process stopped first (RuntimeError)" in capsys.readouterr().err
+
+
+def test_quickstart_and_lab_refuse_to_run_under_torchrun(monkeypatch, capsys):
+    """Each rank would run every stage into the same folder: one message, exit 2, nothing started."""
+    from lmforge import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv in (["quickstart", "--fast", "--out", "never-made"], ["lab", "fill-mask", "--fast"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "without torchrun" in err and "Traceback" not in err
+    import os
+    assert not os.path.exists("never-made")
