@@ -35,8 +35,9 @@ so a change of load on a shared machine hits both; the table gives the median wa
 the ratio HF / lmforge, the metric mean +- std and the peak RSS. The load average is printed with each
 run, and the CPU time of the timed region (with one thread: the work done, whatever else a shared
 machine runs meanwhile) and the whole worker process's wall clock as the parent saw it (interpreter start,
-imports and all: what running a script costs; HF pays `import torch._dynamo` when it imports
-transformers, lmforge when it builds its first torch optimizer, inside the timed region). Results:
+imports and all: what running a script costs). `import torch._dynamo` (1-2 s, which every torch optimizer
+pulls in on first use) happens before both timed regions: HF's side imports it with transformers, lmforge's
+worker imports it explicitly (until 2026-12-04 evening it fell inside lmforge's timed region). Results:
 docs/finetuning.md, "Speed".
 """
 from __future__ import annotations
@@ -112,6 +113,8 @@ def prepare(root: Path, refdata: Path, rows: int, size: str, dev_rows: int = 100
 
 # ------------------------------------------------------------------ the two sides (worker processes)
 def run_lmforge(job: dict) -> dict:
+    import torch._dynamo  # noqa: F401 - outside the timed region, as HF's side gets it with `import transformers`
+
     from lmforge.recipes.finetune import FinetuneConfig, finetune
 
     name, epochs, batch, length, key = TASKS[job["task"]]
