@@ -49,6 +49,20 @@ def test_fast_mode_writes_the_outputs(name, tmp_path, monkeypatch):
         pytest.skip(f"{name} not runnable")
     payload = _check_outputs(_run(name, tmp_path), name)
     assert payload["checks"], name
+    if name in TOY_ARMS:  # the toy train's table: one row per arm, the pre-training and fine-tuning columns
+        title, arms, check = TOY_ARMS[name]
+        rows = next(rows for t, rows in payload["tables"].items() if title in t)
+        assert [next(iter(r.values())) for r in rows] == arms
+        for r in rows:
+            assert {"val MLM loss", "loss std", "SST-2 dev acc", "dev std", "SST-2 test acc", "seeds"} <= set(r)
+            assert 0 <= r["SST-2 dev acc"] <= 1 and r["seeds"] == 1
+        toy_check = next(c for c in payload["checks"] if c["what"].startswith(check))
+        assert toy_check["held"] is None and "SST-2 dev accuracy" in toy_check["ours"]  # --fast: not judged
+
+
+# experiment -> (its toy table's title, the arms' names in order, the start of its fine-tune / masking check)
+TOY_ARMS = {"albert-params": ("Toy train", ["all-shared", "not-shared"], "all-shared vs not-shared at equal width: fine"),
+            "masking-stats": ("Toy run", ["static, dupe factor 10", "dynamic"], "static vs dynamic masking")}
 
 
 def _run(name: str, tmp_path: Path) -> Path:
