@@ -356,8 +356,8 @@ def plot(result: Result, path: Path) -> None:
                color=["tab:gray", "tab:blue"])
         bx.set_ylabel("toy validation MLM loss")
         for i, r in enumerate(toy):
-            bx.annotate(f"SST-2 dev {r['SST-2 dev acc']:.3f}", (i, r["val MLM loss"]), ha="center",
-                        xytext=(0, 8), textcoords="offset points", fontsize=8)
+            bx.text(i, r["val MLM loss"] / 2, f"toy SST-2 dev\naccuracy {r['SST-2 dev acc']:.3f}", ha="center",
+                    color="white", fontsize=9)
         bx.set_title(f"toy run: {toy[0]['passes']:g} passes, {toy[0]['seeds']} seed(s)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
