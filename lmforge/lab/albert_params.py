@@ -83,9 +83,10 @@ def _toy_arm(out: Path, shards: Path, *, shared: bool, seed: int, fast: bool) ->
             "dev_accuracy": ft["dev_accuracy"], "test_accuracy": ft["test_accuracy"]}
 
 
-def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> list[dict[str, Any]]:
+def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pre-train the toy ALBERT with mlm, all-shared vs not-shared, same steps / lr / seed (validation MLM), then
-    fine-tune each on the toy SST-2 (dev / test accuracy). The arms run side by side in 2 one-thread processes."""
+    fine-tune each on the toy SST-2 (dev / test accuracy). The arms run side by side in 2 one-thread processes.
+    Returns the rows (mean and std over seeds) and every run's own numbers."""
     import torch
 
     from lmforge.lab.parallel import run_jobs
@@ -102,6 +103,10 @@ def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> list[dict[str, 
                          for shared, seed in arms], workers=1 if fast else 2)
     finally:
         torch.set_num_threads(threads)
+    per_run = [{"sharing": "all-shared" if sh else "not-shared", "seed": seed, **r}
+               for (sh, seed), r in zip(arms, done)]
+    for r in per_run:
+        log(f"toy ALBERT {r}")
     rows = []
     for shared in (True, False):
         runs = [r for (sh, _), r in zip(arms, done) if sh == shared]
@@ -116,7 +121,7 @@ def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> list[dict[str, 
                      "SST-2 test acc": float(np.mean(col("test_accuracy"))),
                      "test std": float(np.std(col("test_accuracy"))), "steps": steps, "seeds": seeds})
         log(f"toy ALBERT {rows[-1]}")
-    return rows
+    return rows, per_run
 
 
 def _finetune_check(shared: dict[str, Any], unshared: dict[str, Any], *, fast: bool) -> Check:
@@ -164,7 +169,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
             checks.append(_check(f"albert-base {shared}, E={e} (table 3)", TABLE3[(shared, e)], n))
     ratio = sizes["bert-base"] / sizes["albert-base"]
     checks.append(Check("bert-base / albert-base", f"{108 / 12:.1f}x", f"{ratio:.1f}x", abs(ratio / 9 - 1) <= 0.1))
-    toy = toy_train(out, fast=fast, seeds=seeds, log=log)
+    toy, toy_runs = toy_train(out, fast=fast, seeds=seeds, log=log)
     shared, unshared = toy
     gap = unshared["val MLM accuracy"] - shared["val MLM accuracy"]
     checks.append(Check("all-shared vs not-shared at equal width: a small loss of accuracy for far fewer parameters",
@@ -183,7 +188,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
              f"sentences, {FINETUNE_EPOCHS[False]} epochs, lr {FINETUNE_LR:g}, batch 16, fine-tuning seed = "
              "pre-training seed); 'dev' is the best epoch's dev accuracy (the paper's table 4 reports dev sets), "
              "'test' that model's accuracy on the held-out test split; mean and std over the seeds."]
-    return Result(table=table + grid, checks=checks, notes=notes, data={"grid": grid, "sizes": sizes},
+    return Result(table=table + grid, checks=checks, notes=notes,
+                  data={"grid": grid, "sizes": sizes, "toy_runs": toy_runs},
                   tables={"Toy train: all-shared vs not-shared at equal width (mlm, validation)": toy})
 
 

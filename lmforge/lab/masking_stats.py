@@ -193,9 +193,11 @@ def _toy_arm(out: Path, shards: Path, *, mode: str, seed: int, fast: bool) -> di
             "dev_accuracy": ft["dev_accuracy"], "test_accuracy": ft["test_accuracy"]}
 
 
-def toy_run(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict[str, Any]], float]:
+def toy_run(out: Path, *, fast: bool, seeds: int, log: Log
+            ) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
     """Static (dupe factor 10) vs dynamic masking on the toy corpus, same model / steps / lr / seed, the two arms
-    side by side in 2 one-thread processes; rows (mean and std over seeds) and the passes made over the data."""
+    side by side in 2 one-thread processes; rows (mean and std over seeds), the passes made over the data and
+    every run's own numbers."""
     import torch
 
     from lmforge.data.shards import ShardDataset
@@ -215,6 +217,9 @@ def toy_run(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict[s
                          for mode, seed in arms], workers=1 if fast else 2)
     finally:
         torch.set_num_threads(threads)
+    per_run = [{"masking": mode, "seed": seed, **r} for (mode, seed), r in zip(arms, done)]
+    for r in per_run:
+        log(f"toy run {r}")
     rows = []
     for mode in ("static", "dynamic"):
         runs = [r for (m, _), r in zip(arms, done) if m == mode]
@@ -223,12 +228,13 @@ def toy_run(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict[s
                      "val MLM loss": float(np.mean(col("val_loss"))), "loss std": float(np.std(col("val_loss"))),
                      "val MLM accuracy": float(np.mean(col("val_accuracy"))),
                      "train MLM loss (last logs)": float(np.mean(col("train_loss"))),
-                     "SST-2 dev acc": float(np.mean(col("dev_accuracy"))), "dev std": float(np.std(col("dev_accuracy"))),
+                     "SST-2 dev acc": float(np.mean(col("dev_accuracy"))),
+                     "dev std": float(np.std(col("dev_accuracy"))),
                      "SST-2 test acc": float(np.mean(col("test_accuracy"))),
                      "test std": float(np.std(col("test_accuracy"))), "steps": TOY_STEPS[fast],
                      "passes": round(passes, 1), "seeds": seeds})
         log(f"toy run {rows[-1]}")
-    return rows, passes
+    return rows, passes, per_run
 
 
 def _toy_check(static: dict[str, Any], dynamic: dict[str, Any], *, fast: bool) -> Check:
@@ -280,7 +286,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     procedure = _hist3(synthetic_spans(sequences=100 if fast else 3000))
     base = stats["mlm (BERT tokens, dynamic)"]
     n = base["predictions"]
-    toy, passes = toy_run(out, fast=fast, seeds=seeds, log=log)
+    toy, passes, toy_runs = toy_run(out, fast=fast, seeds=seeds, log=log)
     checks = [
         Check("tokens selected", "15%", f"{base['selected']:.2%}", abs(base["selected"] - 0.15) < 0.005),
         Check("of those: [MASK] / random / unchanged", "80 / 10 / 10",
@@ -330,7 +336,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                                  "run 1": procedure[0], "run 2": procedure[1], "run 3": procedure[2],
                                  "run >3": procedure[3]}],
                   checks=checks, notes=notes, tables={"Toy run: static vs dynamic masking (mlm, tiny BERT)": toy},
-                  data={"runs": {k: v["runs"] for k, v in stats.items()}, "spans": span_hist, "repetition": rep})
+                  data={"runs": {k: v["runs"] for k, v in stats.items()}, "spans": span_hist, "repetition": rep,
+                        "toy_runs": toy_runs})
 
 
 def plot(result: Result, path: Path) -> None:
