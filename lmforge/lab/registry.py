@@ -58,14 +58,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("albert-params",
                "Factorized embeddings (V x E + E x H instead of V x H) and cross-layer sharing cut BERT's parameters "
                "~9x at the same width (ALBERT-base 12M vs BERT-base 108M)",
-               "Lan et al. 2020 (ALBERT), tables 1, 3 and 4", 2.9, _M + "albert_params:run", _M + "albert_params:plot",
+               "Lan et al. 2020 (ALBERT), tables 1, 3 and 4", 2.8, _M + "albert_params:run", _M + "albert_params:plot",
                seeds=3),
     Experiment("masking-stats",
                "BERT selects 15% of tokens and replaces them 80/10/10; static masking repeats each mask over epochs "
                "(RoBERTa: 4 times in 40 epochs with dupe factor 10) and dynamic masking matches or slightly beats it; "
                "ALBERT masks n-grams with p(n) ~ 1/n, n <= 3",
                "Devlin et al. 2019 section 3.1; Liu et al. 2019 (RoBERTa) section 4.1 and table 1; Lan et al. 2020 "
-               "section 4.1", 3.5, _M + "masking_stats:run", _M + "masking_stats:plot", seeds=3),
+               "section 4.1", 3.6, _M + "masking_stats:run", _M + "masking_stats:plot", seeds=3),
     Experiment("pretrain-vs-scratch", "Pre-training helps fine-tuning, more with more pre-training steps",
                "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 5.3, _M + "pretrain_vs_scratch:run",
                _M + "pretrain_vs_scratch:plot", seeds=3),
