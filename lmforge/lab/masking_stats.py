@@ -3,7 +3,8 @@
 Every number comes from the objectives' own examples and ``collate`` (the batches the trainer sees):
 the selection rate and the 80 / 10 / 10 split (BERT), whole-word masking's coverage of multi-piece words,
 how often static masking repeats a mask over 40 passes (RoBERTa section 4.1) against dynamic masking, and
-the span lengths of ALBERT's n-gram masking (the mlm+sop default) against BERT's token masking.
+the span lengths of ALBERT's n-gram masking (the mlm+sop default) against BERT's token masking; and a toy
+pre-training of one tiny BERT with static vs dynamic masking (RoBERTa table 1).
 Without ../shared/refdata (or $LMFORGE_REFDATA) it falls back to the toy language and its own WordPiece.
 """
 from __future__ import annotations
@@ -152,6 +153,109 @@ def synthetic_spans(*, sequences: int, length: int = 128, seed: int = 0) -> list
     return spans
 
 
+# the toy run: the same tiny BERT pre-trained with static (dupe factor 10) and with dynamic masking. The corpus is
+# small on purpose: RoBERTa's comparison is about repeated passes (each static mask seen 4 times in 40 epochs), so
+# the default run makes ~40 passes over it (a mask is then seen ~4 times, as in RoBERTa section 4.1)
+TOY_MODEL = {"preset": "bert-tiny", "hidden_dropout": 0.0, "attention_dropout": 0.0, "max_positions": 128}
+TOY_DOCS, TOY_STEPS, TOY_BATCH, TOY_SEQ = {True: 300, False: 700}, {True: 6, False: 1000}, {True: 8, False: 32}, 64
+SST2_EXAMPLES, FINETUNE_EPOCHS, FINETUNE_LR = {True: 60, False: 1000}, {True: 1, False: 5}, 3e-4
+# RoBERTa table 1 (BERT-base reimplementation, dev): static vs dynamic masking
+ROBERTA_TABLE1 = {"static": {"SQuAD 2.0 F1": 78.3, "MNLI-m": 84.3, "SST-2": 92.5},
+                  "dynamic": {"SQuAD 2.0 F1": 78.7, "MNLI-m": 84.0, "SST-2": 92.9}}
+
+
+def _toy_arm(out: Path, shards: Path, *, mode: str, seed: int, fast: bool) -> dict[str, float]:
+    """Pre-train the toy BERT with ``mode`` masking (one arm; runs in a worker process): the validation MLM loss /
+    accuracy on masks common to both arms, the last training losses, and a toy SST-2 fine-tune's accuracy."""
+    import json
+    import shutil
+
+    from lmforge.lab.toy import finetune_toy, mlm_validation
+    from lmforge.recipes.pretrain import PretrainConfig, pretrain
+    from lmforge.train.config import TrainConfig
+    from lmforge.train.logging import read_metrics
+
+    steps = TOY_STEPS[fast]
+    run = out / "toy-run" / f"{mode}-seed{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps(TOY_MODEL) + "\n")
+    train = TrainConfig(max_steps=steps, batch_size=TOY_BATCH[fast], seq_len=TOY_SEQ, lr=2e-3, warmup_ratio=0.06,
+                        seed=seed, log_every=max(1, steps // 20), save_every=steps, keep=1, progress=False)
+    pretrain(PretrainConfig(model=str(run / "model.json"), objective="mlm", masking=mode,
+                            dupe_factor=10 if mode == "static" else None, data=str(shards), out=str(run / "out"),
+                            val_batches=0, device="cpu", train=train), log=lambda _: None)
+    last = [r["mlm_loss"] for r in read_metrics(run / "out") if r.get("split") == "train"][-3:]
+    val = mlm_validation(run / "out", shards, batches=2 if fast else 100, seq_len=TOY_SEQ)
+    ft = finetune_toy(run / "out", out / "toy-run" / "data" / "sst2", run / "sst2", task="glue-sst2", seed=seed,
+                      epochs=FINETUNE_EPOCHS[fast], lr=FINETUNE_LR)
+    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "train_loss": float(np.mean(last)),
+            "dev_accuracy": ft["dev_accuracy"], "test_accuracy": ft["test_accuracy"]}
+
+
+def toy_run(out: Path, *, fast: bool, seeds: int, log: Log
+            ) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
+    """Static (dupe factor 10) vs dynamic masking on the toy corpus, same model / steps / lr / seed, the two arms
+    side by side in 2 one-thread processes; rows (mean and std over seeds), the passes made over the data and
+    every run's own numbers."""
+    import torch
+
+    from lmforge.data.shards import ShardDataset
+    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.toy import toy_shards
+    from lmforge.objectives import build_objective
+
+    tok, shards = toy_shards(out / "toy-run", docs=TOY_DOCS[fast], examples=SST2_EXAMPLES[fast], vocab=400 if fast
+                             else 1000, val_fraction=0.3)
+    sequences = len(build_objective("mlm", tokenizer=tok, seq_len=TOY_SEQ).examples(ShardDataset(shards, "train")))
+    passes = TOY_STEPS[fast] * TOY_BATCH[fast] / sequences
+    arms = [(mode, seed) for seed in range(seeds) for mode in ("static", "dynamic")]  # both at once, same load
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        done = run_jobs([(_toy_arm, (out, shards), {"mode": mode, "seed": seed, "fast": fast})
+                         for mode, seed in arms], workers=1 if fast else 2)
+    finally:
+        torch.set_num_threads(threads)
+    per_run = [{"masking": mode, "seed": seed, **r} for (mode, seed), r in zip(arms, done)]
+    for r in per_run:
+        log(f"toy run {r}")
+    rows = []
+    for mode in ("static", "dynamic"):
+        runs = [r for (m, _), r in zip(arms, done) if m == mode]
+        col = lambda k: [r[k] for r in runs]  # noqa: E731
+        rows.append({"masking": "static, dupe factor 10" if mode == "static" else "dynamic",
+                     "val MLM loss": float(np.mean(col("val_loss"))), "loss std": float(np.std(col("val_loss"))),
+                     "val MLM accuracy": float(np.mean(col("val_accuracy"))),
+                     "train MLM loss (last logs)": float(np.mean(col("train_loss"))),
+                     "SST-2 dev acc": float(np.mean(col("dev_accuracy"))),
+                     "dev std": float(np.std(col("dev_accuracy"))),
+                     "SST-2 test acc": float(np.mean(col("test_accuracy"))),
+                     "test std": float(np.std(col("test_accuracy"))), "steps": TOY_STEPS[fast],
+                     "passes": round(passes, 1), "seeds": seeds})
+        log(f"toy run {rows[-1]}")
+    return rows, passes, per_run
+
+
+def _toy_check(static: dict[str, Any], dynamic: dict[str, Any], *, fast: bool) -> Check:
+    """RoBERTa table 1: dynamic masking matches or slightly beats static (held: dynamic's validation MLM loss is
+    not worse than static's by more than the seeds' spread)."""
+    gap = static["val MLM loss"] - dynamic["val MLM loss"]  # > 0: dynamic is better
+    spread = static["loss std"] + dynamic["loss std"]
+    paper = " / ".join(f"{ROBERTA_TABLE1['static'][k]:g} vs {ROBERTA_TABLE1['dynamic'][k]:g} {k}"
+                       for k in ROBERTA_TABLE1["static"])
+    return Check("static vs dynamic masking: dynamic matches or slightly beats static",
+                 f"{paper} (RoBERTa table 1, static vs dynamic)",
+                 f"toy val MLM loss {static['val MLM loss']:.3f} +- {static['loss std']:.3f} vs "
+                 f"{dynamic['val MLM loss']:.3f} +- {dynamic['loss std']:.3f}; toy SST-2 dev accuracy "
+                 f"{static['SST-2 dev acc']:.3f} vs {dynamic['SST-2 dev acc']:.3f} ({static['passes']:g} passes)",
+                 gap >= -max(spread, 0.01) if not fast else None,
+                 note="held = dynamic's val MLM loss is at most the two arms' std summed (at least 0.01) above "
+                      "static's; " + ("dynamic lower by more than that spread" if gap > max(spread, 0.01) else
+                                      "within that spread (a match)" if abs(gap) <= max(spread, 0.01) else
+                                      "dynamic higher by more than that spread"))
+
+
 def _sigma(p: float, n: int) -> float:
     return 4.5 * float(np.sqrt(p * (1 - p) / max(n, 1)))
 
@@ -182,6 +286,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     procedure = _hist3(synthetic_spans(sequences=100 if fast else 3000))
     base = stats["mlm (BERT tokens, dynamic)"]
     n = base["predictions"]
+    toy, passes, toy_runs = toy_run(out, fast=fast, seeds=seeds, log=log)
     checks = [
         Check("tokens selected", "15%", f"{base['selected']:.2%}", abs(base["selected"] - 0.15) < 0.005),
         Check("of those: [MASK] / random / unchanged", "80 / 10 / 10",
@@ -200,6 +305,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
               note="the paper states the proposal p(n); in ALBERT's procedure (and ours) a span that overshoots "
                    "the ~19 predictions of a 128-token sequence is shortened and one that touches a chosen span "
                    "is skipped, both more often for long spans, so the accepted lengths lean short"),
+        _toy_check(*toy, fast=fast),
     ]
     notes = [f"Corpus: {what}; sequences of {seq} tokens; {limit} sequences per row ({n:,} predictions in the "
              "first row).",
@@ -217,15 +323,21 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
              f"{' / '.join(f'{100 * x:.1f}' for x in base['runs'][:3])}% to (mlm+sop) "
              f"{' / '.join(f'{100 * x:.1f}' for x in stats['mlm+sop (ALBERT n-grams)']['runs'][:3])}% "
              "for lengths 1 / 2 / 3 (issue 22 measured 85.5 / 12.5 / 1.7% before n-gram masking existed).",
-             "Not measured yet: a toy training run with static vs dynamic masking (issue 22 item 2)."]
+             f"Toy run (static vs dynamic): {TOY_MODEL['preset']} shape without dropout, mlm, {TOY_STEPS[fast]} steps "
+             f"x {TOY_BATCH[fast]} x {TOY_SEQ} tokens, lr 2e-3, on {TOY_DOCS[fast]} toy stories (30% held out): "
+             f"{passes:.1f} passes over the training sequences, so each static mask is seen ~{passes / 10:.1f} "
+             "times (RoBERTa: 4). Validation MLM is scored on the same dynamic masks (seed 0) for both models; "
+             f"the toy SST-2 fine-tune: {SST2_EXAMPLES[fast]:,} sentences, {FINETUNE_EPOCHS[fast]} epochs, lr "
+             f"{FINETUNE_LR:g}, dev = the best epoch's; mean and std over {seeds} seed(s)."]
     return Result(table=rows + [{"masking": "ALBERT spans (words), redrawn on the mlm+sop sequences",
                                  "run 1": span_hist[0], "run 2": span_hist[1], "run 3": span_hist[2],
                                  "run >3": span_hist[3]},
                                 {"masking": "ALBERT spans, procedure alone (single-token units, 128 random tokens)",
                                  "run 1": procedure[0], "run 2": procedure[1], "run 3": procedure[2],
                                  "run >3": procedure[3]}],
-                  checks=checks, notes=notes,
-                  data={"runs": {k: v["runs"] for k, v in stats.items()}, "spans": span_hist, "repetition": rep})
+                  checks=checks, notes=notes, tables={"Toy run: static vs dynamic masking (mlm, tiny BERT)": toy},
+                  data={"runs": {k: v["runs"] for k, v in stats.items()}, "spans": span_hist, "repetition": rep,
+                        "toy_runs": toy_runs})
 
 
 def plot(result: Result, path: Path) -> None:
@@ -234,7 +346,8 @@ def plot(result: Result, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    toy = next(iter(result.tables.values()), None)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
     series = {**{f"token runs: {k}": v for k, v in result.data["runs"].items()},
               "ALBERT spans (words), ours": result.data["spans"], "ALBERT p(n) ~ 1/n": [*ALBERT_P, 0.0]}
     width = 0.8 / len(series)
@@ -244,6 +357,15 @@ def plot(result: Result, path: Path) -> None:
     ax.set_xlabel("length of a run of masked tokens / of a span")
     ax.set_ylabel("% of runs / spans")
     ax.legend(fontsize=7)
+    if toy:  # the toy run: validation MLM loss and toy SST-2 dev accuracy per arm, std over seeds
+        names = [r["masking"] for r in toy]
+        bx.bar(names, [r["val MLM loss"] for r in toy], yerr=[r["loss std"] for r in toy], capsize=3,
+               color=["tab:gray", "tab:blue"])
+        bx.set_ylabel("toy validation MLM loss")
+        for i, r in enumerate(toy):
+            bx.text(i, r["val MLM loss"] / 2, f"toy SST-2 dev\naccuracy {r['SST-2 dev acc']:.3f}", ha="center",
+                    color="white", fontsize=9)
+        bx.set_title(f"toy run: {toy[0]['passes']:g} passes, {toy[0]['seeds']} seed(s)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -49,6 +49,36 @@ def test_fast_mode_writes_the_outputs(name, tmp_path, monkeypatch):
         pytest.skip(f"{name} not runnable")
     payload = _check_outputs(_run(name, tmp_path), name)
     assert payload["checks"], name
+    if name in TOY_ARMS:  # the toy train's table: one row per arm, the pre-training and fine-tuning columns
+        title, arms, check = TOY_ARMS[name]
+        rows = next(rows for t, rows in payload["tables"].items() if title in t)
+        assert [next(iter(r.values())) for r in rows] == arms
+        for r in rows:
+            assert {"val MLM loss", "loss std", "SST-2 dev acc", "dev std", "SST-2 test acc", "seeds"} <= set(r)
+            assert 0 <= r["SST-2 dev acc"] <= 1 and r["seeds"] == 1
+        toy_check = next(c for c in payload["checks"] if c["what"].startswith(check))
+        assert toy_check["held"] is None and "SST-2 dev accuracy" in toy_check["ours"]  # --fast: not judged
+        assert len(payload["data"]["toy_runs"]) == 2  # every run's own numbers: 2 arms x 1 seed
+
+
+def test_mlm_validation_scores_every_model_on_the_same_masks(tmp_path):
+    import torch
+
+    from lmforge.lab.toy import mlm_validation
+
+    out = _run("masking-stats", tmp_path)
+    shards, runs = out / "toy-run" / "shards", out / "toy-run"
+    torch.manual_seed(1)  # the masks come from the objective's own seeded draw, not torch's global generator
+    first = mlm_validation(runs / "static-seed0" / "out", shards, batches=2)
+    torch.manual_seed(2)
+    assert mlm_validation(runs / "static-seed0" / "out", shards, batches=2) == first
+    assert mlm_validation(runs / "dynamic-seed0" / "out", shards, batches=2) != first  # another model, another loss
+
+
+# experiment -> (its toy table's title, the arms' names in order, the start of its fine-tune / masking check)
+TOY_ARMS = {"albert-params": ("Toy train", ["all-shared", "not-shared"],
+                              "all-shared vs not-shared at equal width: fine"),
+            "masking-stats": ("Toy run", ["static, dupe factor 10", "dynamic"], "static vs dynamic masking")}
 
 
 def _run(name: str, tmp_path: Path) -> Path:
