@@ -18,9 +18,10 @@ from lmforge.lab.registry import Check, Log, Result
 
 SHOTS = (0, 1, 4, 8, 16)
 DROPPED: dict[int, int] = {}  # k -> shots dropped to fit the context, over the last run
-# review documents: ~30% of the corpus; in an exploratory run the L2 H64 model reached at 1200 steps the accuracies a
-# 20% share gave it at 2000, and 1200 steps keep the run under 10 minutes
-SHARE, KINDS = 0.4, ("review", "review", "review", "qa")
+# review documents: ~52% of the corpus (3/4 of a 70% share). At a 30% share the largest model never learnt the verdict
+# in 1200 steps (zero-shot 0.555 on 200 dev sentences, 0.53 on the corpus's own reviews); at 70% it reached 0.675
+# (2026-12-04 exploratory run), and 1200 steps keep the run under 10 minutes
+SHARE, KINDS = 0.7, ("review", "review", "review", "qa")
 
 
 def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
@@ -76,12 +77,12 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
 
     steps, batch, seq = (8, 4, 256) if fast else (1200, 8, 256)
     shots = (0, 1, 4) if fast else SHOTS
-    limit = 12 if fast else 100
+    limit = 12 if fast else 400  # every dev sentence of the default run: 1 s.e. 0.025
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     DROPPED.clear()
     try:
-        shards = demo_data(out, docs=300 if fast else 12000, examples=60 if fast else 400, share=SHARE, kinds=KINDS,
+        shards = demo_data(out, docs=300 if fast else 12000, examples=60 if fast else 800, share=SHARE, kinds=KINDS,
                            vocab=400 if fast else 800)
         task = get_task("glue-sst2")
         examples = task.read(out / "data" / "sst2", "dev")[:limit]
@@ -127,7 +128,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         Check(f"the k = {k_max} gain is larger for the larger model", "yes (figure 1.2: the gap widens with size)",
               f"{rows[0]['model']} {small[k_max][0] - small[0][0]:+.3f}, {rows[-1]['model']} "
               f"{large[k_max][0] - large[0][0]:+.3f}",
-              None if fast else (large[k_max][0] - large[0][0]) > max(0.0, small[k_max][0] - small[0][0])),
+              None if fast else (large[k_max][0] - large[0][0]) > max(0.0, small[k_max][0] - small[0][0]) + 2 * se,
+              note="held needs the gap to exceed 2 standard errors (differences smaller than that are noise)"),
     ]
     notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (3/4 review "
              "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/4 stories with Q: / A: pairs); "
