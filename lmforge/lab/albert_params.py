@@ -87,8 +87,6 @@ def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict
     """Pre-train the toy ALBERT with mlm, all-shared vs not-shared, same steps / lr / seed (validation MLM), then
     fine-tune each on the toy SST-2 (dev / test accuracy). The arms run side by side in 2 one-thread processes.
     Returns the rows (mean and std over seeds) and every run's own numbers."""
-    import torch
-
     from lmforge.lab.parallel import run_jobs
     from lmforge.lab.toy import toy_shards
 
@@ -96,13 +94,8 @@ def toy_train(out: Path, *, fast: bool, seeds: int, log: Log) -> tuple[list[dict
                              vocab=400 if fast else 1000)
     steps = 6 if fast else 300
     arms = [(shared, seed) for seed in range(seeds) for shared in (True, False)]  # both arms at once, same load
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        done = run_jobs([(_toy_arm, (out, shards), {"shared": shared, "seed": seed, "fast": fast})
-                         for shared, seed in arms], workers=1 if fast else 2)
-    finally:
-        torch.set_num_threads(threads)
+    done = run_jobs([(_toy_arm, (out, shards), {"shared": shared, "seed": seed, "fast": fast})
+                     for shared, seed in arms], workers=1 if fast else 2)
     per_run = [{"sharing": "all-shared" if sh else "not-shared", "seed": seed, **r}
                for (sh, seed), r in zip(arms, done)]
     for r in per_run:

@@ -198,8 +198,6 @@ def toy_run(out: Path, *, fast: bool, seeds: int, log: Log
     """Static (dupe factor 10) vs dynamic masking on the toy corpus, same model / steps / lr / seed, the two arms
     side by side in 2 one-thread processes; rows (mean and std over seeds), the passes made over the data and
     every run's own numbers."""
-    import torch
-
     from lmforge.data.shards import ShardDataset
     from lmforge.lab.parallel import run_jobs
     from lmforge.lab.toy import toy_shards
@@ -210,13 +208,8 @@ def toy_run(out: Path, *, fast: bool, seeds: int, log: Log
     sequences = len(build_objective("mlm", tokenizer=tok, seq_len=TOY_SEQ).examples(ShardDataset(shards, "train")))
     passes = TOY_STEPS[fast] * TOY_BATCH[fast] / sequences
     arms = [(mode, seed) for seed in range(seeds) for mode in ("static", "dynamic")]  # both at once, same load
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        done = run_jobs([(_toy_arm, (out, shards), {"mode": mode, "seed": seed, "fast": fast})
-                         for mode, seed in arms], workers=1 if fast else 2)
-    finally:
-        torch.set_num_threads(threads)
+    done = run_jobs([(_toy_arm, (out, shards), {"mode": mode, "seed": seed, "fast": fast})
+                     for mode, seed in arms], workers=1 if fast else 2)
     per_run = [{"masking": mode, "seed": seed, **r} for (mode, seed), r in zip(arms, done)]
     for r in per_run:
         log(f"toy run {r}")

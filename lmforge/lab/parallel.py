@@ -34,9 +34,17 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def run_jobs(jobs: Sequence[Job], *, workers: int = 2) -> list[Any]:
-    """Each job's result, in order; ``workers`` > 1 runs them in that many fresh (spawned) processes, else here."""
+    """Each job's result, in order; ``workers`` > 1 runs them in that many fresh (spawned) processes, else here.
+    Either way a job runs with one torch thread (tiny models on shared cores; the caller's count comes back after)."""
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(*args, **kwargs) for fn, args, kwargs in jobs]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [fn(*args, **kwargs) for fn, args, kwargs in jobs]
+        finally:
+            torch.set_num_threads(threads)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
