@@ -87,7 +87,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fewshot", "In-context accuracy rises with k and with model size",
                "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 5.3, _M + "fewshot:run", _M + "fewshot:plot", seeds=3),
     Experiment("zero-shot-tldr", "'TL;DR:' prompts a language model to summarise zero-shot",
-               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 2.6, _M + "zero_shot_tldr:run",
+               "Radford et al. 2019 (GPT-2) section 3.6, table 4", 5.2, _M + "zero_shot_tldr:run",
                _M + "zero_shot_tldr:plot"),
 ]}
 

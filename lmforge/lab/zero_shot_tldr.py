@@ -17,7 +17,9 @@ import numpy as np
 
 from lmforge.lab.registry import Check, Log, Result
 
-SHARE, KINDS = 0.2, ("tldr",)
+# 20% TL;DR documents and 400 steps left the largest model copying the story's shape (Random-3 won, R-1 34.3 vs
+# 23.5); 50% and 1,000 steps teach it the event (R-1 68.3) in 5.2 quiet 2-core minutes (2026-12-04 run)
+SHARE, KINDS = 0.5, ("tldr",)
 # Radford et al. 2019 table 4 (CNN / Daily Mail): ROUGE-1, ROUGE-2, ROUGE-L F1
 PAPER = {"Lead-3": (40.38, 17.66, 36.62), "Random-3": (28.78, 8.63, 25.52), "TL;DR:": (29.34, 8.27, 26.58),
          "no hint": (21.58, 4.03, 19.47)}
@@ -79,7 +81,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     from lmforge.lab.parallel import run_jobs
     from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
 
-    steps, batch, seq = (8, 4, 384) if fast else (400, 6, 384)  # a whole story + summary fits
+    steps, batch, seq = (8, 4, 384) if fast else (1000, 6, 384)  # a whole story + summary fits
     n_eval = 6 if fast else 60
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
