@@ -91,7 +91,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                _M + "zero_shot_tldr:plot"),
     Experiment("translation", "A language model learns to translate zero-shot from translations its corpus happens "
                "to hold, and translates better with a few examples in the prompt",
-               "Radford et al. 2019 (GPT-2) section 3.7; Brown et al. 2020 (GPT-3) table 3.4", 6,
+               "Radford et al. 2019 (GPT-2) section 3.7; Brown et al. 2020 (GPT-3) table 3.4", 4.9,
                _M + "translation:run", _M + "translation:plot", seeds=3),
 ]}
 
