@@ -1,5 +1,6 @@
-"""`lmforge lab`: the registry lists the ten experiments of issue 22 and translation, each runnable one's --fast mode writes results.json /
-PNG / report.md of the right structure (the numbers are checked in the experiments' own tests, not here)."""
+"""`lmforge lab`: the registry lists the ten experiments of issue 22 and translation, each runnable one's --fast
+mode writes results.json / PNG / report.md of the right structure (the numbers are checked in the experiments'
+own tests, not here)."""
 from __future__ import annotations
 
 import json
