@@ -228,7 +228,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
               f"{large[0][0]:.3f} vs chance {chance:.3f} (1 s.e. at most {se:.3f})",
               None if fast else large[0][0] > chance + 2 * se),
         Check("zero-shot translation rises with model size",
-              "yes (GPT-2: translation appears only in the largest model; GPT-3 figure 3.4)",
+              "yes (GPT-2 figure 1: zero-shot translation rises with size; GPT-3 figure 3.4)",
               f"{small[0][0]:.3f} ({rows[0]['model']}) -> {large[0][0]:.3f} ({rows[-1]['model']})",
               None if fast else large[0][0] > small[0][0] + 2 * se),
         Check(f"few-shot rises with k (largest model, k = 0 -> {k_max})",
