@@ -89,6 +89,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("zero-shot-tldr", "'TL;DR:' prompts a language model to summarise zero-shot",
                "Radford et al. 2019 (GPT-2) section 3.6, table 4", 5.2, _M + "zero_shot_tldr:run",
                _M + "zero_shot_tldr:plot"),
+    Experiment("translation", "A language model learns to translate zero-shot from translations its corpus happens "
+               "to hold, and translates better with a few examples in the prompt",
+               "Radford et al. 2019 (GPT-2) section 3.7; Brown et al. 2020 (GPT-3) table 3.4", 4.9,
+               _M + "translation:run", _M + "translation:plot", seeds=3),
 ]}
 
 

@@ -1,5 +1,6 @@
-"""`lmforge lab`: the registry lists all ten experiments, each runnable one's --fast mode writes results.json /
-PNG / report.md of the right structure (the numbers are checked in the experiments' own tests, not here)."""
+"""`lmforge lab`: the registry lists the ten experiments of issue 22 and translation, each runnable one's --fast
+mode writes results.json / PNG / report.md of the right structure (the numbers are checked in the experiments'
+own tests, not here)."""
 from __future__ import annotations
 
 import json
@@ -17,15 +18,16 @@ from lmforge.lab.registry import list_experiments
 REPO = Path(__file__).resolve().parents[2]
 TEN = {"albert-params", "masking-stats", "pretrain-vs-scratch", "nsp-vs-sop", "electra-vs-mlm", "distillation",
        "attention-scaling", "gpt3-scaling", "fewshot", "zero-shot-tldr"}
+ALL = TEN | {"translation"}  # issue 22's ten, and translation (its item 9's second toy language)
 
 
 def test_registry_names_the_ten_experiments_of_issue_22():
-    assert set(EXPERIMENTS) == TEN
+    assert set(EXPERIMENTS) == ALL
     for e in EXPERIMENTS.values():
         assert e.claim and e.source
         assert e.runnable or e.provided_by, e.name  # a missing one says where it lives
     text = list_experiments()
-    assert all(name in text for name in TEN)
+    assert all(name in text for name in ALL)
 
 
 def _check_outputs(out: Path, name: str) -> dict:
@@ -43,7 +45,7 @@ def _check_outputs(out: Path, name: str) -> dict:
 
 @pytest.mark.parametrize("name", ["albert-params", "masking-stats", "gpt3-scaling", "nsp-vs-sop",
                                   "pretrain-vs-scratch", "attention-scaling", "distillation", "fewshot",
-                                  "zero-shot-tldr"])
+                                  "zero-shot-tldr", "translation"])
 def test_fast_mode_writes_the_outputs(name, tmp_path, monkeypatch):
     if name not in EXPERIMENTS or not EXPERIMENTS[name].runnable:
         pytest.skip(f"{name} not runnable")
@@ -210,3 +212,18 @@ def test_fewshot_prompt_keeps_the_last_shots_that_fit(monkeypatch):
     acc = fewshot.accuracy(Model(), Tok(), [{"text": "it is bad.", "label": 0}], pool, 8, seed=0)
     assert acc == 1.0 and seen == [33]  # 5 words of the query + 4 shots of 7 words (+ 1 answer word <= 40)
     assert fewshot.DROPPED == {8: 4}
+
+
+def test_translation_fast_mode_structure(tmp_path):
+    out = _run("translation", tmp_path)
+    payload = _check_outputs(out, "translation")
+    assert [r["model"] for r in payload["table"]] == ["L1 H16", "L1 H32"]  # the fast sizes, smallest first
+    assert all({"choice k=0", "choice k=1", "choice k=4", "greedy tokens / exact k=4"} <= set(r)
+               for r in payload["table"])
+    (title, wins), = payload["tables"].items()
+    assert "distractor" in title and len(wins) == 2 * 3  # sizes x k
+    assert all(0 <= v <= 1 for r in wins for key, v in r.items() if key not in ("model", "k"))
+    data = payload["data"]
+    assert data["chance"] == 0.2 and data["n_examples"] == 12 and isinstance(data["contaminated"], int)
+    assert [c["held"] for c in payload["checks"]] == [None, None, None]  # --fast: not judged
+    assert all(len(set(e["candidates"])) == 5 for e in data["examples"])

@@ -55,3 +55,30 @@ def test_translation_demonstrations_in_the_corpus(tmp_path):
     # the default kinds do not include translation (the lab's measured corpora stay as they were)
     write_demo_corpus(tmp_path / "default.txt", docs=100, seed=3, share=0.5)
     assert "Toyish:" not in (tmp_path / "default.txt").read_text()
+
+
+def test_lab_translation_distractors_and_fresh_evaluation_sentences(tmp_path):
+    from lmforge.lab.translation import DISTRACTORS, _render, candidates, evaluation_sentences, shot_pool, usable
+
+    write_demo_corpus(tmp_path / "c.txt", docs=300, seed=0, share=0.6, kinds=("translation",))
+    corpus = (tmp_path / "c.txt").read_text()
+    sentences, skipped = evaluation_sentences(corpus, 40)
+    assert len({s.text for s in sentences}) == 40 and all(usable(s) for s in sentences)
+    assert skipped > 0  # the toy language is small: some drawn sentences are in the corpus, and were left out
+    assert not any(s.text in corpus or translate(s) in corpus for s in sentences)
+    lemmas = sorted({t.lemma.lower() for s in sentences for t in s.tokens if t.upos in ("NOUN", "ADJ", "VERB")})
+    rng = random.Random(0)
+    for s in sentences:
+        assert _render(s.tokens, s.tokens[0].form[:1].isupper()) == translate(s)  # the helper is toyish's rendering
+        cands = candidates(s, sentences, rng, lemmas)
+        assert cands[0] == translate(s) and len(cands) == 1 + len(DISTRACTORS)
+        assert len(set(cands)) == len(cands)  # each distractor differs from the correct one and from each other
+        order, number, lexicon = cands[1:4]
+        assert sorted(re.findall(r"\w+", order)) == sorted(re.findall(r"\w+", cands[0]))  # same words, other order
+        words = re.findall(r"\w+", cands[0])
+        changed = [(a, b) for a, b in zip(re.findall(r"\w+", number), words) if a != b]
+        assert len(changed) == 1 and changed[0][0][:-1] == changed[0][1][:-1]  # one word: its suffix
+        assert changed[0][0][-1] + changed[0][1][-1] in ("tr", "rt")
+        assert sum(a != b for a, b in zip(re.findall(r"\w+", lexicon), words)) == 1  # one word: its stem
+    pool = shot_pool({s.text for s in sentences}, 30)
+    assert len(pool) == 30 and not {e for e, _ in pool} & {s.text for s in sentences}
