@@ -28,7 +28,7 @@ def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[di
              seed: int) -> float:
     """k-shot accuracy: the verdict with the higher sum of log p after k demonstrations and the sentence."""
     from lmforge.data.toyland.demos import VERDICTS, review_line
-    from lmforge.lab.toy_gpt import encode
+    from lmforge.lab.toy_gpt import encode, fit_shots
     from lmforge.prompting.fewshot import score_continuations
 
     candidates = [encode(tok, f" {v}") for v in VERDICTS]
@@ -36,13 +36,10 @@ def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[di
     right = dropped = 0
     for i, ex in enumerate(examples):
         demos = random.Random(f"{seed}:{i}").sample(pool, k)
-        while True:  # a prompt past the context loses its first shots (the result counts them)
-            prompt = encode(tok, " ".join([*(review_line(d["text"], int(d["label"])) for d in demos),
-                                           f"Review: {ex['text']} Sentiment:"]))
-            if len(prompt) + max(map(len, candidates)) <= limit or not demos:
-                break
-            demos = demos[1:]
-        dropped += k - len(demos)
+        prompt, lost = fit_shots(tok, [review_line(d["text"], int(d["label"])) for d in demos],
+                                 f"Review: {ex['text']} Sentiment:", limit=limit,
+                                 longest=max(map(len, candidates)))  # a long prompt loses its first shots
+        dropped += lost
         scores = score_continuations(model, prompt, candidates)
         right += int(int(np.argmax([s for s, _ in scores])) == int(ex["label"]))
     DROPPED[k] = DROPPED.get(k, 0) + dropped
@@ -146,23 +143,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
 
 
 def plot(result: Result, path: Path) -> None:
-    import matplotlib
+    from lmforge.lab.toy_gpt import plot_shot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shots = result.data["shots"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for size, curve in result.data["curves"].items():
-        ys = [curve[str(k)] if str(k) in curve else curve[k] for k in shots]
-        ax.errorbar(range(len(shots)), [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
-                    label=size)
-    ax.axhline(result.data["chance"], color="grey", ls="--", label="majority verdict")
-    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
-    ax.set_xlabel("k (demonstrations in the prompt)")
-    ax.set_ylabel(f"toy sentiment accuracy ({result.data['n_examples']} dev sentences)")
-    ax.set_title("in-context learning on the toy language")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_shot_curves(result, path, chance_label="majority verdict", xlabel="k (demonstrations in the prompt)",
+                     ylabel=f"toy sentiment accuracy ({result.data['n_examples']} dev sentences)",
+                     title="in-context learning on the toy language")

@@ -65,3 +65,42 @@ def load(directory: Path) -> tuple[Any, Any]:
 
 def encode(tok: Any, text: str) -> list[int]:
     return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def fit_shots(tok: Any, shots: list[str], query: str, *, limit: int, longest: int) -> tuple[list[int], int]:
+    """The ids of ``shots`` (rendered demonstrations, oldest first) and ``query`` joined by spaces, dropping shots from
+    the front until the prompt plus the longest candidate (``longest`` tokens) fits ``limit`` positions; returns
+    (ids, shots dropped) so that a result can say how many it lost."""
+    dropped = 0
+    while True:
+        ids = encode(tok, " ".join([*shots[dropped:], query]))
+        if len(ids) + longest <= limit or dropped == len(shots):
+            return ids, dropped
+        dropped += 1
+
+
+def plot_shot_curves(result: Any, path: Path, *, chance_label: str, xlabel: str, ylabel: str, title: str,
+                     ylim: tuple[float, float] | None = None) -> None:
+    """Accuracy against k, one line (mean +- std over shot draws) per model size, and the chance level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots = result.data["shots"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for size, curve in result.data["curves"].items():
+        ys = [curve[str(k)] if str(k) in curve else curve[k] for k in shots]  # JSON turns the keys into strings
+        ax.errorbar(range(len(shots)), [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
+                    label=size)
+    ax.axhline(result.data["chance"], color="grey", ls="--", label=chance_label)
+    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -120,7 +120,7 @@ def evaluate(model: Any, tok: Any, items: list[tuple[str, list[str]]], pool: lis
              seed: int) -> dict[str, Any]:
     """One k and one draw of shots: choice accuracy, the correct translation's win rate against each distractor,
     greedy token accuracy and exact match."""
-    from lmforge.lab.toy_gpt import encode
+    from lmforge.lab.toy_gpt import encode, fit_shots
     from lmforge.prompting.fewshot import score_continuations
 
     limit = int(model.config.max_positions)
@@ -129,13 +129,9 @@ def evaluate(model: Any, tok: Any, items: list[tuple[str, list[str]]], pool: lis
     for i, (english, cands) in enumerate(items):
         demos = random.Random(f"{seed}:{i}").sample(pool, k)
         conts = [encode(tok, f" {c}") for c in cands]
-        while True:  # a prompt past the context loses its first shots (the result counts them)
-            prompt = encode(tok, " ".join([*(f"English: {e} Toyish: {t}" for e, t in demos),
-                                           f"English: {english} Toyish:"]))
-            if len(prompt) + max(map(len, conts)) <= limit or not demos:
-                break
-            demos = demos[1:]
-        DROPPED[k] = DROPPED.get(k, 0) + k - len(demos)
+        prompt, lost = fit_shots(tok, [f"English: {e} Toyish: {t}" for e, t in demos], f"English: {english} Toyish:",
+                                 limit=limit, longest=max(map(len, conts)))  # a long prompt loses its first shots
+        DROPPED[k] = DROPPED.get(k, 0) + lost
         scores = [s for s, _ in score_continuations(model, prompt, conts)]
         right += int(int(np.argmax(scores)) == 0)
         wins += np.array(scores[1:]) < scores[0]
@@ -260,24 +256,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
 
 
 def plot(result: Result, path: Path) -> None:
-    import matplotlib
+    from lmforge.lab.toy_gpt import plot_shot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shots = result.data["shots"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for size, curve in result.data["curves"].items():
-        ys = [curve[str(k)] if str(k) in curve else curve[k] for k in shots]
-        ax.errorbar(range(len(shots)), [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
-                    label=size)
-    ax.axhline(result.data["chance"], color="grey", ls="--", label="chance (1 of 5)")
-    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("k (English / Toyish pairs in the prompt)")
-    ax.set_ylabel(f"choice accuracy ({result.data['n_examples']} fresh sentences)")
-    ax.set_title("English -> Toyish translation on the toy language")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_shot_curves(result, path, chance_label="chance (1 of 5)", xlabel="k (English / Toyish pairs in the prompt)",
+                     ylabel=f"choice accuracy ({result.data['n_examples']} fresh sentences)",
+                     title="English -> Toyish translation on the toy language", ylim=(0, 1))

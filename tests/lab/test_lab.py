@@ -227,3 +227,18 @@ def test_translation_fast_mode_structure(tmp_path):
     assert data["chance"] == 0.2 and data["n_examples"] == 12 and isinstance(data["contaminated"], int)
     assert [c["held"] for c in payload["checks"]] == [None, None, None]  # --fast: not judged
     assert all(len(set(e["candidates"])) == 5 for e in data["examples"])
+
+
+def test_fit_shots_drops_the_oldest_shots_until_the_prompt_and_its_longest_candidate_fit():
+    """The shared prompt builder of fewshot and translation: the newest shots and the query are kept."""
+    from lmforge.lab.toy_gpt import fit_shots
+
+    class Words:  # one id per space-separated word
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text.split())))}
+
+    shots = ["a b c", "d e", "f"]  # 3 + 2 + 1 words, then the query's 2
+    assert fit_shots(Words(), shots, "q r", limit=100, longest=5) == (list(range(8)), 0)
+    assert fit_shots(Words(), shots, "q r", limit=7, longest=2) == (list(range(5)), 1)  # "d e f q r"
+    assert fit_shots(Words(), shots, "q r", limit=3, longest=1) == (list(range(2)), 3)  # the query alone
+    assert fit_shots(Words(), [], "q r", limit=1, longest=1) == (list(range(2)), 0)  # nothing left to drop
