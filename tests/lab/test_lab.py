@@ -119,17 +119,21 @@ def test_electra_vs_mlm_reads_the_equal_compute_summary(tmp_path, monkeypatch):
     # reading of its summary, on a summary of the recipe's shape
     import lmforge.recipes.equal_compute as ec
 
-    def row(obj, budget, mcc, std):
+    def row(obj, budget, mcc, std, disc=None):
+        val = {} if disc is None else {"disc_accuracy": disc, "replaced_fraction": 0.12}  # all-original: 0.88
         return {"objective": obj, "budget": budget, "flops": 1e9 * budget, "steps": 10 * budget, "test_mcc": mcc,
-                "test_mcc_std": std, "test_accuracy": 0.5 + mcc / 2, "val": {}}
+                "test_mcc_std": std, "test_accuracy": 0.5 + mcc / 2, "val": val}
 
-    summary = {"rows": [row("mlm", 1, 0.2, 0.01), row("rtd", 1, 0.3, 0.02), row("mlm", 2, 0.3, 0.1),
-                        row("rtd", 2, 0.31, 0.1), row("none (from scratch)", 0, 0.0, 0.0)]}
+    summary = {"rows": [row("mlm", 1, 0.2, 0.01), row("rtd", 1, 0.3, 0.02, disc=0.95), row("mlm", 2, 0.3, 0.1),
+                        row("rtd", 2, 0.31, 0.1, disc=0.95), row("mlm", 3, 0.2, 0.01),
+                        row("rtd", 3, 0.3, 0.01, disc=0.881), row("none (from scratch)", 0, 0.0, 0.0)]}
     monkeypatch.setattr(ec, "equal_compute", lambda out, fast, log, settings=None: summary)
     monkeypatch.setattr(ec, "plot", lambda s, path: path.write_bytes(b"\x89PNG\r\n\x1a\n"))
     run_experiment("electra-vs-mlm", tmp_path, fast=True, log=lambda _: None)
     payload = _check_outputs(tmp_path, "electra-vs-mlm")
-    assert [c["held"] for c in payload["checks"]] == [True, None]  # budget 2's gap is inside the seeds' std
+    # budget 2's gap is inside 2 standard errors; budget 3's discriminator never beat answering "original" (0.88)
+    assert [c["held"] for c in payload["checks"]] == [True, None, None]
+    assert "all-original baseline" in payload["checks"][2]["note"]
 
 
 def test_electra_lab_settings_shorten_the_recipe_default():
