@@ -78,7 +78,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 3, _M + "distillation:run", _M + "distillation:plot",
                seeds=2),
     Experiment("attention-scaling", "Dense attention costs O(n^2) in time and memory; sparse / LSH attention less",
-               "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 6,
+               "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 0.6,
                _M + "attention_scaling:run", _M + "attention_scaling:plot"),
     Experiment("gpt3-scaling",
                "GPT-3's table 2.1 sizes; validation loss falls as a power law of model size at equal tokens",
