@@ -67,7 +67,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Devlin et al. 2019 section 3.1; Liu et al. 2019 (RoBERTa) section 4.1 and table 1; Lan et al. 2020 "
                "section 4.1", 3.6, _M + "masking_stats:run", _M + "masking_stats:plot", seeds=3),
     Experiment("pretrain-vs-scratch", "Pre-training helps fine-tuning, more with more pre-training steps",
-               "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 5.3, _M + "pretrain_vs_scratch:run",
+               "Devlin et al. 2019 table 1; Radford et al. 2018 table 5", 3.9, _M + "pretrain_vs_scratch:run",
                _M + "pretrain_vs_scratch:plot", seeds=3),
     Experiment("nsp-vs-sop", "A model trained with NSP does poorly on SOP; one trained with SOP does well on NSP",
                "Lan et al. 2020 (ALBERT), table 5", 4.9, _M + "nsp_vs_sop:run", _M + "nsp_vs_sop:plot", seeds=3),
@@ -75,7 +75,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Clark et al. 2020 (ELECTRA), figure 3", 7, _M + "electra_vs_mlm:run", _M + "electra_vs_mlm:plot",
                seeds=3),  # the recipe's own fine-tuning seeds (--seeds does not change them)
     Experiment("distillation", "A distilled student keeps most of the teacher's score at a fraction of size / time",
-               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 3, _M + "distillation:run", _M + "distillation:plot",
+               "Sanh et al. 2019 (DistilBERT), tables 1 and 3", 2.2, _M + "distillation:run", _M + "distillation:plot",
                seeds=2),
     Experiment("attention-scaling", "Dense attention costs O(n^2) in time and memory; sparse / LSH attention less",
                "Vaswani et al. 2017 table 1; Zaheer et al. 2020; Kitaev et al. 2020", 0.6,
