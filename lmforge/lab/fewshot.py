@@ -66,19 +66,15 @@ def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: lis
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
-
-    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.parallel import one_thread, run_jobs
     from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
     from lmforge.tasks import get_task
 
     steps, batch, seq = (8, 4, 256) if fast else (1200, 8, 256)
     shots = (0, 1, 4) if fast else SHOTS
     limit = 12 if fast else 400  # every dev sentence of the default run: 1 s.e. 0.025
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     DROPPED.clear()
-    try:
+    with one_thread():
         shards = demo_data(out, docs=300 if fast else 12000, examples=60 if fast else 800, share=SHARE, kinds=KINDS,
                            vocab=400 if fast else 800)
         task = get_task("glue-sst2")
@@ -103,8 +99,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                 row[f"k={k}"] = f"{np.mean(accs[k]):.3f} +- {np.std(accs[k]):.3f}"
             rows.append(row)
             log(f"{trained['size']}: " + ", ".join(f"k={k} {np.mean(v):.3f}" for k, v in accs.items()))
-    finally:
-        torch.set_num_threads(threads)
     se = float(np.sqrt(0.25 / len(examples)))  # one standard error of a coin at this many examples
     positive = float(np.mean([int(ex["label"]) for ex in examples]))
     chance = max(positive, 1 - positive)  # always answering the more frequent verdict

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -25,6 +26,19 @@ def cpu_seconds(children: bool = True) -> float:
     return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, who))
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside (tiny models on shared cores), the caller's thread count back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, float]:
     import torch
 
@@ -37,14 +51,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 2) -> list[Any]:
     """Each job's result, in order; ``workers`` > 1 runs them in that many fresh (spawned) processes, else here.
     Either way a job runs with one torch thread (tiny models on shared cores; the caller's count comes back after)."""
     if workers <= 1 or len(jobs) <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_thread():
             return [fn(*args, **kwargs) for fn, args, kwargs in jobs]
-        finally:
-            torch.set_num_threads(threads)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -164,17 +164,13 @@ def _mean_std(evals: list[dict[str, Any]], key: str) -> tuple[float, float]:
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
-
-    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.parallel import one_thread, run_jobs
     from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
 
     steps, batch, seq = (8, 4, 256) if fast else (1200, 8, 256)
     n_eval = 12 if fast else 100
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     DROPPED.clear()
-    try:
+    with one_thread():
         shards = demo_data(out, docs=300 if fast else 12000, examples=60 if fast else 100, share=SHARE, kinds=KINDS,
                            vocab=400 if fast else 800)
         corpus_text = (out / "data" / "corpus" / "train.txt").read_text()
@@ -189,8 +185,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                                                                "shots": SHOTS, "seeds": seeds})
                 for size in reversed(sizes)]  # largest first: it takes longest
         done = run_jobs(jobs, workers=1 if fast else 2)[::-1]
-    finally:
-        torch.set_num_threads(threads)
     DROPPED.clear()
     rows, curves, wins_rows, greedy = [], {}, [], {}
     for trained, evals, dropped in done:

@@ -265,11 +265,6 @@ def is_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def cleanup() -> None:
-    """Destroy the process group without waiting for the other ranks (kept for callers of the old name)."""
-    shutdown(synchronize=False)
-
-
 def shutdown(*, synchronize: bool = True) -> None:
     """Leave the process group (no-op without one): with ``synchronize``, first wait until every process got
     here, so none tears its connections down while another still uses them; then destroy the group, so
@@ -324,6 +319,6 @@ def tears_down_process_group(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
-__all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "full_state_dicts",
+__all__ = ["DistInfo", "all_reduce_grads", "all_reduce_mean", "barrier", "broadcast_object", "full_state_dicts",
            "gather_objects", "init_distributed", "is_fsdp", "is_rank_zero", "materialize", "on_meta", "load_optimizer_state", "load_sharded_state_dicts",
            "process_group_scope", "sharded_state_dicts", "shutdown", "tears_down_process_group", "unwrap", "wrap_model"]
