@@ -1,10 +1,16 @@
 """fewshot: in-context accuracy against k and model size (GPT-3 figure 1.2's shape) on the toy sentiment task.
 
-The corpus gets natural demonstrations (toyland/demos.py: a share of documents are reviews followed by
-"Sentiment: positive|negative", or stories followed by Q: / A: pairs), as web text has them (GPT-2 section 3).
-Toy GPTs of 3 sizes are pre-trained on it for the same tokens; each is prompted with k solved examples from the
-toy SST-2 train split ("Review: <sentence> Sentiment: <verdict>.", one line, as in the corpus) and the dev
-sentence, and picks the verdict with the higher log-likelihood. Shots are redrawn per seed: mean +- std over seeds.
+The corpus gets natural demonstrations (toyland/demos.py), as web text has them (GPT-2 section 3): reviews followed
+by "Sentiment: positive|negative", task-neutral "Input: <sentence> Output: <answer>." runs in which every line of a
+document answers the same one of three tasks over the same sentences (its sentiment, whether it is negated, whether
+it is about a person), and stories followed by Q: / A: pairs. Toy GPTs of 3 sizes are pre-trained on it for the same
+tokens; each is prompted in two formats with k solved examples from the toy SST-2 train split and the dev sentence:
+
+  named    "Review: <sentence> Sentiment:"; the verdict with the higher log-likelihood (the prompt names the task)
+  neutral  "Input: <sentence> Output:"; the right verdict must beat all six answer words of the three tasks, so
+           the model must also tell from the shots which task is asked (GPT-3 figure 1.2's prompt-less curves)
+
+Shots are redrawn per seed: mean +- std over seeds.
 """
 from __future__ import annotations
 
@@ -18,39 +24,62 @@ from lmforge.lab.registry import Check, Log, Result
 
 SHOTS = (0, 1, 4, 8, 16)
 DROPPED: dict[int, int] = {}  # k -> shots dropped to fit the context, over the last run
-# review documents: ~52% of the corpus (3/4 of a 70% share). At a 30% share the largest model never learnt the verdict
-# in 1200 steps (zero-shot 0.555 on 200 dev sentences, 0.53 on the corpus's own reviews); at 70% it reached 0.675
-# (2026-12-04 exploratory run), and 1200 steps keep the run under 10 minutes
-SHARE, KINDS = 0.7, ("review", "review", "review", "qa")
+# review and io documents: 30% of the corpus each (3/7 of a 70% share). At a 30% review share the largest model never
+# learnt the verdict in 1200 steps (zero-shot 0.555 on 200 dev sentences, 0.53 on the corpus's own reviews); with 52%
+# it reached 0.675, and with 30% review + 30% io (a third of them sentiment) 0.675 too (2026-12-04 exploratory runs);
+# 1200 steps keep the run under 10 minutes
+SHARE, KINDS = 0.7, ("review", "review", "review", "io", "io", "io", "qa")
+FORMATS = ("named", "neutral")
 
 
 def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
              seed: int) -> float:
-    """k-shot accuracy: the verdict with the higher sum of log p after k demonstrations and the sentence."""
+    """k-shot accuracy, task named: the verdict with the higher sum of log p after k demonstrations and the sentence."""
     from lmforge.data.toyland.demos import VERDICTS, review_line
+
+    return _score(model, tok, examples, pool, k, seed, words=list(VERDICTS), shot=review_line,
+                  query="Review: {} Sentiment:")[0]
+
+
+def neutral_accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
+                     seed: int) -> tuple[float, float]:
+    """k-shot accuracy in the task-neutral format: (right verdict above all six io answer words, share of answers
+    that are a verdict word at all, i.e. how often the model took the shots' task to be sentiment)."""
+    from lmforge.data.toyland.demos import IO_TASKS, io_line
+
+    words = [w for pair in IO_TASKS.values() for w in pair]  # sentiment's two first: label i is word i
+    return _score(model, tok, examples, pool, k, seed, words=words, query="Input: {} Output:",
+                  shot=lambda text, label: io_line("sentiment", text, label))
+
+
+def _score(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int, seed: int, *,
+           words: list[str], shot: Any, query: str) -> tuple[float, float]:
+    """(accuracy, share of answers among the first two words): the highest sum of log p among ``words`` after k
+    shots (``shot(text, label)``, drawn per example and seed) and ``query`` holding the sentence."""
     from lmforge.lab.toy_gpt import encode, fit_shots
     from lmforge.prompting.fewshot import score_continuations
 
-    candidates = [encode(tok, f" {v}") for v in VERDICTS]
+    candidates = [encode(tok, f" {w}") for w in words]
     limit = int(model.config.max_positions)
-    right = dropped = 0
+    right = on_task = dropped = 0
     for i, ex in enumerate(examples):
         demos = random.Random(f"{seed}:{i}").sample(pool, k)
-        prompt, lost = fit_shots(tok, [review_line(d["text"], int(d["label"])) for d in demos],
-                                 f"Review: {ex['text']} Sentiment:", limit=limit,
-                                 longest=max(map(len, candidates)))  # a long prompt loses its first shots
+        prompt, lost = fit_shots(tok, [shot(d["text"], int(d["label"])) for d in demos], query.format(ex["text"]),
+                                 limit=limit, longest=max(map(len, candidates)))  # a long prompt loses its first shots
         dropped += lost
-        scores = score_continuations(model, prompt, candidates)
-        right += int(int(np.argmax([s for s, _ in scores])) == int(ex["label"]))
+        best = int(np.argmax([s for s, _ in score_continuations(model, prompt, candidates)]))
+        right += int(best == int(ex["label"]))
+        on_task += int(best < 2)
     DROPPED[k] = DROPPED.get(k, 0) + dropped
-    return right / len(examples)
+    return right / len(examples), on_task / len(examples)
 
 
 def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: list[dict[str, Any]],
               pool: list[dict[str, Any]], *, steps: int, batch: int, seq: int, shots: tuple[int, ...], seeds: int
-              ) -> tuple[dict[str, Any], dict[int, list[float]], dict[int, int]]:
+              ) -> tuple[dict[str, Any], dict[str, dict[int, list[float]]], dict[int, list[float]], dict[int, int]]:
     """Pre-train one toy GPT and measure its k-shot accuracies (one size; runs in a worker process): (the trained
-    run, {k: accuracy per seed}, {k: shots dropped to fit the context})."""
+    run, {format: {k: accuracy per seed}}, {k: neutral-format share of verdict answers per seed}, {k: shots dropped
+    to fit the context})."""
     import torch
 
     from lmforge.lab.toy_gpt import load, train_gpt
@@ -58,11 +87,17 @@ def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: lis
     DROPPED.clear()
     trained = train_gpt(out / "runs", shards, size, steps=steps, batch=batch, seq=seq)
     model, tok = load(trained["dir"])
+    accs: dict[str, dict[int, list[float]]] = {f: {} for f in FORMATS}
+    on_task: dict[int, list[float]] = {}
     with torch.no_grad():
-        # k = 0 has no shots to redraw: one pass stands for every seed
-        accs = {k: [accuracy(model, tok, examples, pool, k, s) for s in range(seeds if k else 1)] for k in shots}
-    accs = {k: v * seeds if len(v) == 1 else v for k, v in accs.items()}
-    return trained, accs, dict(DROPPED)
+        for k in shots:
+            draws = range(seeds if k else 1)  # k = 0 has no shots to redraw: one pass stands for every seed
+            accs["named"][k] = [accuracy(model, tok, examples, pool, k, s) for s in draws]
+            neutral = [neutral_accuracy(model, tok, examples, pool, k, s) for s in draws]
+            accs["neutral"][k], on_task[k] = [a for a, _ in neutral], [t for _, t in neutral]
+    widen = lambda v: v * seeds if len(v) == 1 else v  # noqa: E731
+    accs = {f: {k: widen(v) for k, v in by_k.items()} for f, by_k in accs.items()}
+    return trained, accs, {k: widen(v) for k, v in on_task.items()}, dict(DROPPED)
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
@@ -81,8 +116,8 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         examples = task.read(out / "data" / "sst2", "dev")[:limit]
         pool = task.read(out / "data" / "sst2", "train")
         corpus = (out / "data" / "corpus" / "train.txt").read_text()
-        seen = sum(f"Review: {ex['text']} Sentiment" in corpus for ex in examples)
-        rows, curves = [], {}
+        seen = sum(f"{ex['text']} Sentiment" in corpus or f"{ex['text']} Output" in corpus for ex in examples)
+        rows, curves, named, neutral = [], {}, {}, {}
         sizes = FAST_SIZES if fast else SIZES
         # one process per size (largest first: it takes longest), 2 side by side
         jobs = [(_size_job, (out, shards, size, examples, pool), {"steps": steps, "batch": batch, "seq": seq,
@@ -90,47 +125,63 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                 for size in reversed(sizes)]
         done = run_jobs(jobs, workers=1 if fast else 2)[::-1]
         DROPPED.clear()
-        for trained, accs, dropped in done:
+        for trained, accs, on_task, dropped in done:
             for k, n in dropped.items():
                 DROPPED[k] = DROPPED.get(k, 0) + n
-            curves[trained["size"]] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in accs.items()}
-            row = {"model": trained["size"], "N (non-embedding)": trained["N"], "val loss": trained["val_loss"]}
-            for k in shots:
-                row[f"k={k}"] = f"{np.mean(accs[k]):.3f} +- {np.std(accs[k]):.3f}"
-            rows.append(row)
-            log(f"{trained['size']}: " + ", ".join(f"k={k} {np.mean(v):.3f}" for k, v in accs.items()))
+            size = trained["size"]
+            named[size] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in accs["named"].items()}
+            neutral[size] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in accs["neutral"].items()}
+            curves[f"{size}, neutral"], curves[f"{size}, named"] = neutral[size], named[size]
+            base = {"model": size, "N (non-embedding)": trained["N"], "val loss": trained["val_loss"]}
+            for what, values in (("accuracy, task named (Review: ... Sentiment:)", accs["named"]),
+                                 ("accuracy, task-neutral (Input: ... Output:)", accs["neutral"]),
+                                 ("task-neutral: answers that are a verdict", on_task)):
+                rows.append({**base, "prompt": what,
+                             **{f"k={k}": f"{np.mean(values[k]):.3f} +- {np.std(values[k]):.3f}" for k in shots}})
+            log(f"{size}: named " + ", ".join(f"k={k} {np.mean(v):.3f}" for k, v in accs["named"].items())
+                + "; neutral " + ", ".join(f"k={k} {np.mean(v):.3f}" for k, v in accs["neutral"].items()))
     se = float(np.sqrt(0.25 / len(examples)))  # one standard error of a coin at this many examples
     positive = float(np.mean([int(ex["label"]) for ex in examples]))
     chance = max(positive, 1 - positive)  # always answering the more frequent verdict
-    small, large = curves[rows[0]["model"]], curves[rows[-1]["model"]]
+    first, last = rows[0]["model"], rows[-1]["model"]
+    small, large = named[first], named[last]
+    n_small, n_large = neutral[first], neutral[last]
     k_max = max(shots)
+    gain = lambda c: c[k_max][0] - c[0][0]  # noqa: E731
     checks = [
-        Check("zero-shot above chance (largest model)", "yes: GPT-3 zero-shot well above chance on most tasks",
-              f"{large[0][0]:.3f} vs {chance:.3f} always the majority verdict (1 s.e. {se:.3f})",
+        Check("zero-shot above chance (largest model, task named)", "yes: GPT-3 zero-shot well above chance on most "
+              "tasks", f"{large[0][0]:.3f} vs {chance:.3f} always the majority verdict (1 s.e. {se:.3f})",
               None if fast else large[0][0] > chance + 2 * se),
-        Check("zero-shot rises with model size", "yes (GPT-3 figure 1.2 / 3.x; GPT-2 figure 1)",
-              f"{small[0][0]:.3f} ({rows[0]['model']}) -> {large[0][0]:.3f} ({rows[-1]['model']})",
+        Check("zero-shot rises with model size (task named)", "yes (GPT-3 figure 1.2 / 3.x; GPT-2 figure 1)",
+              f"{small[0][0]:.3f} ({first}) -> {large[0][0]:.3f} ({last})",
               None if fast else large[0][0] > small[0][0] + 2 * se and large[0][0] > chance,
               note="held needs the larger model above the majority verdict too (a flip from always-minority to "
                    "always-majority is not a rise)"),
-        Check(f"few-shot rises with k (largest model, k = 0 -> {k_max})", "yes, more steeply for larger models "
-              "(GPT-3 figure 1.2)", " -> ".join(f"{large[k][0]:.3f}" for k in shots),
-              None if fast else large[k_max][0] > large[0][0] + max(large[k_max][1], 2 * se)),
-        Check(f"the k = {k_max} gain is larger for the larger model", "yes (figure 1.2: the gap widens with size)",
-              f"{rows[0]['model']} {small[k_max][0] - small[0][0]:+.3f}, {rows[-1]['model']} "
-              f"{large[k_max][0] - large[0][0]:+.3f}",
-              None if fast else (large[k_max][0] - large[0][0]) > max(0.0, small[k_max][0] - small[0][0]) + 2 * se,
+        Check(f"few-shot rises with k (largest model, task-neutral prompt, k = 0 -> {k_max})",
+              "yes, more steeply for larger models (GPT-3 figure 1.2)",
+              " -> ".join(f"{n_large[k][0]:.3f}" for k in shots),
+              None if fast else n_large[k_max][0] > n_large[0][0] + max(n_large[k_max][1], 2 * se)),
+        Check(f"the k = {k_max} gain is larger for the larger model (task-neutral prompt)",
+              "yes (figure 1.2: the gap widens with size)", f"{first} {gain(n_small):+.3f}, {last} {gain(n_large):+.3f}",
+              None if fast else gain(n_large) > max(0.0, gain(n_small)) + 2 * se,
               note="held needs the gap to exceed 2 standard errors (differences smaller than that are noise)"),
+        Check(f"few-shot rises with k when the prompt names the task (largest model, k = 0 -> {k_max})",
+              "yes, less than without a prompt (GPT-3 figure 1.2: the natural-language prompt's curve starts higher)",
+              " -> ".join(f"{large[k][0]:.3f}" for k in shots),
+              None if fast else large[k_max][0] > large[0][0] + max(large[k_max][1], 2 * se)),
     ]
-    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (3/4 review "
-             "runs of 1-4 'Review: ... Sentiment: ...' lines, 1/4 stories with Q: / A: pairs); "
-             f"{seen} of the {len(examples)} dev sentences also occur as a review in the corpus (the toy language "
-             "is small; GPT-3 section 4 measures such contamination too).",
+    notes = [f"Corpus: toy stories with {SHARE:.0%} of documents replaced by natural demonstrations (3/7 review runs of "
+             "1-4 'Review: ... Sentiment: ...' lines, 3/7 runs of 2-6 'Input: ... Output: ...' lines all answering one "
+             "task drawn per document among sentiment (positive / negative), negation (yes / no) and person (person / "
+             f"thing), 1/7 stories with Q: / A: pairs); {seen} of the {len(examples)} dev sentences also occur in a "
+             "demonstration of the corpus (the toy language is small; GPT-3 section 4 measures such contamination too).",
              f"Models: GPT-2 bodies, {steps} steps x {batch} x {seq} tokens each, lr 2e-3. Evaluation: the first "
-             f"{len(examples)} toy SST-2 dev sentences, shots from its train split, {seeds} seed(s) of shot draws; "
-             f"chance: always the more frequent verdict scores {chance:.3f} on these sentences (a model that always "
-             "answers the other one scores 1 minus that).",
-             "Shots dropped (from the front) to fit the context, summed over sizes, seeds and examples: "
+             f"{len(examples)} toy SST-2 dev sentences, shots (sentiment demonstrations in the prompt's format) from "
+             f"its train split, {seeds} seed(s) of shot draws. Task named: the higher of the two verdicts. "
+             "Task-neutral: the right verdict must score above all six answer words of the three io tasks, so a model "
+             "that does not tell from the shots which task is asked loses points (the last row of each model: how "
+             f"often its answer was a verdict at all). Chance: always the more frequent verdict scores {chance:.3f}.",
+             "Shots dropped (from the front) to fit the context, summed over sizes, formats, seeds and examples: "
              + (", ".join(f"k={k}: {n}" for k, n in DROPPED.items() if n) or "none") + "."]
     return Result(table=rows, checks=checks, notes=notes, data={"shots": list(shots), "curves": curves,
                                                                 "n_examples": len(examples), "chance": chance})
@@ -141,4 +192,4 @@ def plot(result: Result, path: Path) -> None:
 
     plot_shot_curves(result, path, chance_label="majority verdict", xlabel="k (demonstrations in the prompt)",
                      ylabel=f"toy sentiment accuracy ({result.data['n_examples']} dev sentences)",
-                     title="in-context learning on the toy language")
+                     title="in-context learning on the toy language", dashed="named")

@@ -85,7 +85,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "Brown et al. 2020 (GPT-3) table 2.1 and figure 3.1; Kaplan et al. 2020 figure 1", 3.9,
                _M + "gpt3_scaling:run", _M + "gpt3_scaling:plot", seeds=3),
     Experiment("fewshot", "In-context accuracy rises with k and with model size",
-               "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 5.3, _M + "fewshot:run", _M + "fewshot:plot", seeds=3),
+               "Brown et al. 2020 (GPT-3) figures 1.2 / 3.x", 7.3, _M + "fewshot:run", _M + "fewshot:plot", seeds=3),
     Experiment("zero-shot-tldr", "'TL;DR:' prompts a language model to summarise zero-shot",
                "Radford et al. 2019 (GPT-2) section 3.6, table 4", 5.2, _M + "zero_shot_tldr:run",
                _M + "zero_shot_tldr:plot"),

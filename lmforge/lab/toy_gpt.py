@@ -80,8 +80,9 @@ def fit_shots(tok: Any, shots: list[str], query: str, *, limit: int, longest: in
 
 
 def plot_shot_curves(result: Any, path: Path, *, chance_label: str, xlabel: str, ylabel: str, title: str,
-                     ylim: tuple[float, float] | None = None) -> None:
-    """Accuracy against k, one line (mean +- std over shot draws) per model size, and the chance level."""
+                     ylim: tuple[float, float] | None = None, dashed: str | None = None) -> None:
+    """Accuracy against k, one line (mean +- std over shot draws) per model size, and the chance level; curves whose
+    name ends with ``dashed`` are drawn dashed (a second prompt format)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,10 +90,13 @@ def plot_shot_curves(result: Any, path: Path, *, chance_label: str, xlabel: str,
 
     shots = result.data["shots"]
     fig, ax = plt.subplots(figsize=(6, 4))
+    colours: dict[str, str] = {}  # one colour per model: "L4 H128, named" and "L4 H128, neutral" share it
     for size, curve in result.data["curves"].items():
         ys = [curve[str(k)] if str(k) in curve else curve[k] for k in shots]  # JSON turns the keys into strings
+        model = size.rsplit(", ", 1)[0] if dashed else size
+        colours.setdefault(model, f"C{len(colours)}")
         ax.errorbar(range(len(shots)), [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
-                    label=size)
+                    label=size, color=colours[model], ls="--" if dashed and size.endswith(dashed) else "-")
     ax.axhline(result.data["chance"], color="grey", ls="--", label=chance_label)
     ax.set_xticks(range(len(shots)), [str(k) for k in shots])
     if ylim is not None:

@@ -69,3 +69,32 @@ def test_bad_share_is_one_clear_error(tmp_path):
         write_demo_corpus(tmp_path / "c.txt", docs=5, seed=0, share=1.5)
     with pytest.raises(DataError, match="kinds"):
         write_demo_corpus(tmp_path / "c.txt", docs=5, seed=0, share=0.5, kinds=("poems",))
+
+
+def test_io_documents_answer_one_task_and_the_answers_are_right(tmp_path):
+    # the task-neutral kind: every line of a document answers the same task; the answers follow the sentence
+    from lmforge.data.toyland.demos import IO_TASKS, KINDS, WRITERS, io_answer
+    from lmforge.data.toyland.lexicon import NAMES
+    from lmforge.data.toyland.tasks import sst2_sentence
+
+    assert set(WRITERS) == set(KINDS)  # every kind has a writer
+    write_demo_corpus(tmp_path / "io.txt", docs=300, seed=0, share=1.0, kinds=("io",))
+    docs = (tmp_path / "io.txt").read_text().splitlines()
+    tasks_seen = set()
+    for d in docs:
+        lines = re.findall(r"Input: (.+?) Output: (\w+)\.", d)
+        assert 2 <= len(lines) <= 6 and d.count("Input:") == len(lines)
+        task, = {t for t, words in IO_TASKS.items() if all(a in words for _, a in lines)} or {None}
+        assert task is not None, d  # no two tasks share an answer word, so each document names exactly one
+        tasks_seen.add(task)
+    assert tasks_seen == set(IO_TASKS)
+    rng = random.Random(3)
+    for _ in range(300):  # negation and person read off the words; sentiment is the task's own label
+        s, label = sst2_sentence(rng)
+        words = s.text.rstrip(".").split()
+        assert io_answer("sentiment", s.text, label) == label
+        assert io_answer("negation", s.text, label) == int("not" in words or "never" in words)
+        assert io_answer("person", s.text, label) == int(s.tokens[0].upos == "PROPN")
+        assert io_answer("person", s.text, label) == int(words[0] in NAMES)
+    with pytest.raises(DataError, match="unknown io task"):
+        io_answer("colour", "It is a red day.", 1)

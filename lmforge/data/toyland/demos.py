@@ -7,6 +7,9 @@ so that a language model pre-trained on the corpus can do those tasks zero- / fe
   qa       a story, then 1-3 "Q: <question about a stated fact> A: <the answer>."
   translation  1-3 sentences of a story as "English: <sentence> Toyish: <the sentence in Toyish>" (toyish.py, the
            second toy language; not among the default kinds)
+  io       2-6 "Input: <a sentiment sentence> Output: <answer>." in a row, every line of a document answering the
+           same one of IO_TASKS (its sentiment, whether it is negated, whether it is about a person): the format
+           does not say which task, only the answers of the lines before do (not among the default kinds)
 
 Opt-in: ``generate_with_demonstrations`` / ``write_demo_corpus``; ``toyland.generate`` (the quickstart's corpus,
 pinned by a test) does not use this module. With a share > 0 the stories keep their order and text (the demo
@@ -21,10 +24,13 @@ from pathlib import Path
 from lmforge.data.toyland.stories import Story, StoryWriter
 from lmforge.errors import DataError
 
-KINDS = ("review", "tldr", "qa", "translation")
+KINDS = ("review", "tldr", "qa", "translation", "io")
 DEFAULT_KINDS = ("review", "tldr", "qa")  # the corpus the lab's runs were measured on (translation came later)
 VERDICTS = ("negative", "positive")  # sst2 labels 0 / 1
 QA_ATTRIBUTES = ("home", "food", "colour", "species", "trait")
+# the io kind's tasks over the same sentences: name -> answer words for label 0 / 1; a document's task is drawn
+# uniformly, so that without lines before it a model cannot know which task an "Input: ... Output:" line asks
+IO_TASKS = {"sentiment": VERDICTS, "negation": ("no", "yes"), "person": ("thing", "person")}
 
 
 def review_line(sentence: str, label: int) -> str:
@@ -48,6 +54,36 @@ def review_doc(rng: random.Random) -> str:
     for _ in range(rng.randint(1, 4)):
         s, label = sst2_sentence(rng)
         lines.append(review_line(s.text, label))
+    return " ".join(lines)
+
+
+def io_answer(task: str, sentence: str, label: int) -> int:
+    """The label of ``sentence`` (a toy sentiment sentence with sentiment ``label``) for one of IO_TASKS."""
+    words = sentence.rstrip(".").split()
+    if task == "sentiment":
+        return label
+    if task == "negation":
+        return int("not" in words or "never" in words)
+    if task == "person":  # a toy sentiment sentence about a person starts with the person's name
+        from lmforge.data.toyland.lexicon import NAMES
+
+        return int(words[0] in NAMES)
+    raise DataError(f"unknown io task {task!r}; known: {', '.join(IO_TASKS)}")
+
+
+def io_line(task: str, sentence: str, label: int) -> str:
+    """One task-neutral demonstration: the sentence and its answer for ``task`` (the lab's few-shot format)."""
+    return f"Input: {sentence} Output: {IO_TASKS[task][io_answer(task, sentence, label)]}."
+
+
+def io_doc(rng: random.Random) -> str:
+    from lmforge.data.toyland.tasks import sst2_sentence
+
+    task = rng.choice(list(IO_TASKS))
+    lines = []
+    for _ in range(rng.randint(2, 6)):
+        s, label = sst2_sentence(rng)
+        lines.append(io_line(task, s.text, label))
     return " ".join(lines)
 
 
@@ -76,6 +112,11 @@ def translation_doc(rng: random.Random, writer: StoryWriter) -> str:
     return " ".join(f"English: {s.text} Toyish: {translate(s)}" for s in sentences[start:start + n])
 
 
+# kind -> document writer (the demo-text stream, the demo-stories writer); a kind uses the one it needs
+WRITERS = {"review": lambda rng, writer: review_doc(rng), "tldr": lambda rng, writer: tldr_doc(writer),
+           "qa": qa_doc, "translation": translation_doc, "io": lambda rng, writer: io_doc(rng)}
+
+
 def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float,
                       kinds: tuple[str, ...] = DEFAULT_KINDS) -> int:
     """The corpus with about ``share`` of its ``docs`` documents replaced by demonstrations; returns how many."""
@@ -95,8 +136,7 @@ def write_demo_corpus(path: Path, *, docs: int, seed: int, share: float,
             if pick.random() < share:
                 kind = pick.choice(kinds)
                 n += 1
-                text = review_doc(rng) if kind == "review" else tldr_doc(writer) if kind == "tldr" else \
-                    translation_doc(rng, writer) if kind == "translation" else qa_doc(rng, writer)
+                text = WRITERS[kind](rng, writer)
             else:
                 text = stories.story().text
             f.write(text + "\n")
