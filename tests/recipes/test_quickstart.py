@@ -45,6 +45,14 @@ def test_fast_run_produces_every_output(tmp_path, capsys):
         assert cola[name]["test"]["mcc_std"] == pytest.approx(statistics.stdev(r["test"]["mcc"] for r in runs), abs=1e-4)
         assert cola[name]["mcc"] == pytest.approx(statistics.mean(r["mcc"] for r in runs), abs=1e-4)
     assert [row["k"] for row in results["fewshot"]["rows"]] == [0, 1, 4]
+    for row in results["fewshot"]["rows"]:  # both prompt formats scored; the verdict share is a share
+        assert 0 <= row["named"] <= 1 and 0 <= row["neutral"] <= row["neutral_verdict_share"] <= 1
+    # the GPT learns from its own corpus with demonstrations; BERT's corpus stays the plain one
+    gpt_corpus = (out / "data/gpt-corpus/train.txt").read_text()
+    assert "Input: " in gpt_corpus and "Review: " in gpt_corpus
+    assert "Input: " not in (out / "data/corpus/train.txt").read_text()
+    assert results["data"]["gpt_corpus_demonstrations"] == sum(
+        ("Input: " in line or "Review: " in line or " Q: " in line) for line in gpt_corpus.splitlines())
     assert results["bert"]["steps"] == qs.SETTINGS["fast"].bert_steps
     report = (out / "report.md").read_text()
     for image in ("models/bert/loss.png", "models/gpt/loss.png", "cola_mcc.png", "fewshot/fewshot.png",
