@@ -39,7 +39,7 @@ from lmforge.errors import LmforgeError
 
 STATE_DIR = ".quickstart"
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the GPT's own corpus (data/gpt-corpus) and the two-format few-shot rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +140,10 @@ def _check_out(out: Path, settings: Settings, *, overwrite: bool) -> str:
         state = json.loads(state_path.read_text())
     except json.JSONDecodeError:
         raise LmforgeError(f"{state_path} is unreadable; pass --overwrite to start over") from None
-    if state.get("version") != STATE_VERSION or state.get("settings") != settings.name:
+    if state.get("version") != STATE_VERSION:
+        raise LmforgeError(f"{out} holds a quickstart run of another lmforge version (state version "
+                           f"{state.get('version')}, this one writes {STATE_VERSION}); pass --overwrite to start over")
+    if state.get("settings") != settings.name:
         raise LmforgeError(f"{out} holds a quickstart run with other settings ({state.get('settings')}); "
                            "pass --overwrite to start over, or use the same flags to continue it")
     if "report" in state.get("done", {}):

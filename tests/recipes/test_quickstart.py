@@ -180,6 +180,11 @@ def test_other_settings_are_not_resumed(tmp_path, stand_in):
         qs.quickstart(out, fast=True, log=lambda m: None)
     with pytest.raises(LmforgeError, match="other settings"):
         qs.quickstart(out, fast=False, log=lambda m: None)
+    # a half-finished run of an older lmforge (its stages wrote other files) is not resumed either
+    state = out / ".quickstart" / "state.json"
+    state.write_text(state.read_text().replace(f'"version": {qs.STATE_VERSION}', '"version": 1'))
+    with pytest.raises(LmforgeError, match="another lmforge version .* --overwrite"):
+        qs.quickstart(out, fast=True, log=lambda m: None)
 
 
 def test_out_that_is_a_file_is_refused(tmp_path):

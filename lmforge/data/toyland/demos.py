@@ -11,8 +11,8 @@ so that a language model pre-trained on the corpus can do those tasks zero- / fe
            same one of IO_TASKS (its sentiment, whether it is negated, whether it is about a person): the format
            does not say which task, only the answers of the lines before do (not among the default kinds)
 
-Opt-in: ``generate_with_demonstrations`` / ``write_demo_corpus``; ``toyland.generate`` (the quickstart's corpus,
-pinned by a test) does not use this module. With a share > 0 the stories keep their order and text (the demo
+Opt-in: ``generate_with_demonstrations`` / ``write_demo_corpus``; ``toyland.generate`` (the corpus of the quickstart's
+BERT, pinned by a test) does not use this module; the quickstart's GPT and the lab's zero- / few-shot runs do. With a share > 0 the stories keep their order and text (the demo
 documents come from their own seeded streams and are interleaved).
 """
 from __future__ import annotations
