@@ -14,64 +14,39 @@ Shots are redrawn per seed: mean +- std over seeds.
 """
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmforge.data.toyland.demos import FEWSHOT_KINDS, FEWSHOT_SHARE
 from lmforge.lab.registry import Check, Log, Result
 
 SHOTS = (0, 1, 4, 8, 16)
 DROPPED: dict[int, int] = {}  # k -> shots dropped to fit the context, over the last run
-# review and io documents: 30% of the corpus each (3/7 of a 70% share). At a 30% review share the largest model never
-# learnt the verdict in 1200 steps (zero-shot 0.555 on 200 dev sentences, 0.53 on the corpus's own reviews); with 52%
-# it reached 0.675, and with 30% review + 30% io (a third of them sentiment) 0.675 too (2026-12-04 exploratory runs);
-# 1200 steps keep the run under 10 minutes
-SHARE, KINDS = 0.7, ("review", "review", "review", "io", "io", "io", "qa")
+# the corpus mix (70% demonstrations, why: toyland/demos.py); 1200 steps keep the run under 10 minutes
+SHARE, KINDS = FEWSHOT_SHARE, FEWSHOT_KINDS
 FORMATS = ("named", "neutral")
 
 
 def accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
              seed: int) -> float:
-    """k-shot accuracy, task named: the verdict with the higher sum of log p after k demonstrations and the sentence."""
-    from lmforge.data.toyland.demos import VERDICTS, review_line
+    """k-shot accuracy, task named (lmforge.prompting.demos.named_accuracy); counts the shots dropped in DROPPED."""
+    from lmforge.prompting.demos import named_accuracy
 
-    return _score(model, tok, examples, pool, k, seed, words=list(VERDICTS), shot=review_line,
-                  query="Review: {} Sentiment:")[0]
+    acc, dropped = named_accuracy(model, tok, examples, pool, k, seed)
+    DROPPED[k] = DROPPED.get(k, 0) + dropped
+    return acc
 
 
 def neutral_accuracy(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int,
                      seed: int) -> tuple[float, float]:
-    """k-shot accuracy in the task-neutral format: (right verdict above all six io answer words, share of answers
-    that are a verdict word at all, i.e. how often the model took the shots' task to be sentiment)."""
-    from lmforge.data.toyland.demos import IO_TASKS, io_line
+    """k-shot accuracy, task-neutral, and the share of verdict answers (lmforge.prompting.demos.neutral_accuracy)."""
+    from lmforge.prompting import demos
 
-    words = [w for pair in IO_TASKS.values() for w in pair]  # sentiment's two first: label i is word i
-    return _score(model, tok, examples, pool, k, seed, words=words, query="Input: {} Output:",
-                  shot=lambda text, label: io_line("sentiment", text, label))
-
-
-def _score(model: Any, tok: Any, examples: list[dict[str, Any]], pool: list[dict[str, Any]], k: int, seed: int, *,
-           words: list[str], shot: Any, query: str) -> tuple[float, float]:
-    """(accuracy, share of answers among the first two words): the highest sum of log p among ``words`` after k
-    shots (``shot(text, label)``, drawn per example and seed) and ``query`` holding the sentence."""
-    from lmforge.lab.toy_gpt import encode, fit_shots
-    from lmforge.prompting.fewshot import score_continuations
-
-    candidates = [encode(tok, f" {w}") for w in words]
-    limit = int(model.config.max_positions)
-    right = on_task = dropped = 0
-    for i, ex in enumerate(examples):
-        demos = random.Random(f"{seed}:{i}").sample(pool, k)
-        prompt, lost = fit_shots(tok, [shot(d["text"], int(d["label"])) for d in demos], query.format(ex["text"]),
-                                 limit=limit, longest=max(map(len, candidates)))  # a long prompt loses its first shots
-        dropped += lost
-        best = int(np.argmax([s for s, _ in score_continuations(model, prompt, candidates)]))
-        right += int(best == int(ex["label"]))
-        on_task += int(best < 2)
+    acc, on_task, dropped = demos.neutral_accuracy(model, tok, examples, pool, k, seed)
     DROPPED[k] = DROPPED.get(k, 0) + dropped
-    return right / len(examples), on_task / len(examples)
+    return acc, on_task
 
 
 def _size_job(out: Path, shards: Path, size: tuple[int, int, int], examples: list[dict[str, Any]],

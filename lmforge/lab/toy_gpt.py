@@ -1,6 +1,6 @@
 """Toy GPTs pre-trained on the toy corpus with natural demonstrations (toyland/demos.py), for the lab's zero- /
 few-shot experiments: the data, one pre-training run per size (through `lmforge pretrain`'s library function),
-and a scorer for choice prompts."""
+and the plot of accuracy against k (the prompts and their scoring: lmforge/prompting/demos.py)."""
 from __future__ import annotations
 
 import json
@@ -61,22 +61,6 @@ def load(directory: Path) -> tuple[Any, Any]:
 
     model, tok = load_model_and_tokenizer(directory, device="cpu")
     return model.eval(), tok
-
-
-def encode(tok: Any, text: str) -> list[int]:
-    return list(tok(text, add_special_tokens=False)["input_ids"])
-
-
-def fit_shots(tok: Any, shots: list[str], query: str, *, limit: int, longest: int) -> tuple[list[int], int]:
-    """The ids of ``shots`` (rendered demonstrations, oldest first) and ``query`` joined by spaces, dropping shots from
-    the front until the prompt plus the longest candidate (``longest`` tokens) fits ``limit`` positions; returns
-    (ids, shots dropped) so that a result can say how many it lost."""
-    dropped = 0
-    while True:
-        ids = encode(tok, " ".join([*shots[dropped:], query]))
-        if len(ids) + longest <= limit or dropped == len(shots):
-            return ids, dropped
-        dropped += 1
 
 
 def plot_shot_curves(result: Any, path: Path, *, chance_label: str, xlabel: str, ylabel: str, title: str,

@@ -120,7 +120,7 @@ def evaluate(model: Any, tok: Any, items: list[tuple[str, list[str]]], pool: lis
              seed: int) -> dict[str, Any]:
     """One k and one draw of shots: choice accuracy, the correct translation's win rate against each distractor,
     greedy token accuracy and exact match."""
-    from lmforge.lab.toy_gpt import encode, fit_shots
+    from lmforge.prompting.demos import encode, fit_shots
     from lmforge.prompting.fewshot import score_continuations
 
     limit = int(model.config.max_positions)

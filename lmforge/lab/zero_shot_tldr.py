@@ -35,7 +35,7 @@ def summaries(model: Any, tok: Any, stories: list[str], *, hint: bool, max_new: 
     import torch
 
     from lmforge.generation.decode import generate
-    from lmforge.lab.toy_gpt import encode
+    from lmforge.prompting.demos import encode
 
     out = []
     for story in stories:

@@ -11,7 +11,7 @@ Stages (each one calls the library code of its area; none is re-implemented here
   squad        lmforge.recipes.finetune.finetune     span QA from the pre-trained BERT
   gpt          lmforge.recipes.pretrain.pretrain     a tiny GPT (clm)
   generation   lmforge.generation.generate           a continuation of a story opening by the GPT
-  fewshot      lmforge.lab.fewshot                   k = 0, 1, 4 on the sentiment task, task named / neutral
+  fewshot      lmforge.prompting.demos               k = 0, 1, 4 on the sentiment task, task named / neutral
   report       results.json, results table, report.md with the PNGs of every stage
 
 A stage writes ``.quickstart/state.json`` when it is done, so an interrupted run started again with the
@@ -161,22 +161,18 @@ def _captured(log_file: Path):
 
 
 # ------------------------------------------------------------------ stages
-# the GPT's corpus: the same stories with 70% of the documents natural demonstrations (lmforge lab fewshot's mix:
-# review runs, task-neutral Input / Output runs, Q: / A: stories), so that its few-shot stage has something to show;
-# the BERT stages keep the plain corpus
-GPT_SHARE, GPT_KINDS = 0.7, ("review", "review", "review", "io", "io", "io", "qa")
-
-
 def stage_data(run: Run) -> dict[str, Any]:
     from lmforge.data.toyland import generate
-    from lmforge.data.toyland.demos import write_demo_corpus
+    from lmforge.data.toyland.demos import FEWSHOT_KINDS, FEWSHOT_SHARE, write_demo_corpus
 
     s = run.settings
     files = generate(run.path("data"), docs=s.docs, examples=s.examples, seed=0)
     corpus = files[0]
     gpt_corpus = run.path("data", "gpt-corpus", "train.txt")
     gpt_corpus.parent.mkdir(parents=True, exist_ok=True)
-    demos = write_demo_corpus(gpt_corpus, docs=s.docs, seed=0, share=GPT_SHARE, kinds=GPT_KINDS)
+    # the GPT's corpus: the same stories, 70% of the documents natural demonstrations (`lmforge lab fewshot`'s mix),
+    # so that its few-shot stage has something to show; the BERT stages keep the plain corpus
+    demos = write_demo_corpus(gpt_corpus, docs=s.docs, seed=0, share=FEWSHOT_SHARE, kinds=FEWSHOT_KINDS)
     return {"corpus_docs": corpus.count, "corpus_mb": round(corpus.mb, 2), "files": len(files),
             "total_mb": round(sum(f.mb for f in files), 2), "gpt_corpus_demonstrations": demos}
 
@@ -387,12 +383,12 @@ FEWSHOT_K = (0, 1, 4)
 
 
 def stage_fewshot(run: Run) -> dict[str, Any]:
-    """k-shot sentiment in the two prompt formats of `lmforge lab fewshot` (lmforge/lab/fewshot.py): the task named
+    """k-shot sentiment in the two prompt formats of `lmforge lab fewshot` (lmforge/prompting/demos.py): the task named
     ("Review: ... Sentiment:", the higher of the two verdicts) and task-neutral ("Input: ... Output:", the right
     verdict above all six answer words of the corpus's three io tasks: the shots are what says the task)."""
     import torch
 
-    from lmforge.lab.fewshot import accuracy, neutral_accuracy
+    from lmforge.prompting.demos import named_accuracy, neutral_accuracy
     from lmforge.tasks import get_task
 
     model, tok = _load_gpt(run)
@@ -401,9 +397,10 @@ def stage_fewshot(run: Run) -> dict[str, Any]:
     rows = []
     with torch.no_grad():
         for k in FEWSHOT_K:
-            neutral, verdicts = neutral_accuracy(model, tok, examples, pool, k, seed=0)
-            rows.append({"k": k, "n": len(examples), "named": round(accuracy(model, tok, examples, pool, k, seed=0), 4),
-                         "neutral": round(neutral, 4), "neutral_verdict_share": round(verdicts, 4)})
+            neutral, verdicts, _ = neutral_accuracy(model, tok, examples, pool, k, seed=0)
+            named, _ = named_accuracy(model, tok, examples, pool, k, seed=0)
+            rows.append({"k": k, "n": len(examples), "named": round(named, 4), "neutral": round(neutral, 4),
+                         "neutral_verdict_share": round(verdicts, 4)})
     labels = [int(ex["label"]) for ex in examples]
     majority = max(labels.count(v) for v in set(labels)) / len(labels)  # always the most frequent label, for scale
     out = run.path("fewshot")

@@ -235,7 +235,7 @@ def test_translation_fast_mode_structure(tmp_path):
 
 def test_fit_shots_drops_the_oldest_shots_until_the_prompt_and_its_longest_candidate_fit():
     """The shared prompt builder of fewshot and translation: the newest shots and the query are kept."""
-    from lmforge.lab.toy_gpt import fit_shots
+    from lmforge.prompting.demos import fit_shots
 
     class Words:  # one id per space-separated word
         def __call__(self, text, add_special_tokens=False):
