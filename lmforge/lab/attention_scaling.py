@@ -100,19 +100,15 @@ def measure(length: int, width: int, repeats: int) -> dict[str, dict[str, float]
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
+    from lmforge.lab.parallel import one_thread
 
     lengths, width = (FAST_LENGTHS, FAST_WIDTH) if fast else (LENGTHS, WIDTH)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         results = {}
         for n in lengths:
             results[n] = measure(n, width, 1 if fast else 3)
             log(f"length {n}: " + ", ".join(f"{k} {v['time_s']:.3f} s / {v['peak_mb']:.0f} MB"
                                            for k, v in results[n].items()))
-    finally:
-        torch.set_num_threads(threads)
     rows = [{"length": n, **{f"{k} s": r[k]["time_s"] for k in KINDS if k in r},
              **{f"{k} MB": r[k]["peak_mb"] for k in KINDS if k in r}} for n, r in results.items()]
     fit_from = lengths[1] if len(lengths) > 2 else lengths[0]  # the shortest length is dominated by fixed costs

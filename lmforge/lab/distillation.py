@@ -93,16 +93,12 @@ def latencies(dirs: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
-
-    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.parallel import one_thread, run_jobs
     from lmforge.lab.toy import toy_shards
     from lmforge.models.model import Model
 
     steps, s_steps, epochs = (20, 20, 1) if fast else (400, 300, 3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         _, shards = toy_shards(out, docs=300 if fast else 4000, examples=60 if fast else 500,
                                vocab=400 if fast else 1000, val_fraction=0.02)
         cola = out / "data" / "cola"
@@ -137,8 +133,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         log(f"fine-tuned ({time.perf_counter() - t0:.0f} s)")
         dirs = {n: r[0]["dir"] for n, r in runs.items()}
         speed = latencies(dirs, 3 if fast else 20)
-    finally:
-        torch.set_num_threads(threads)
     rows = []
     for n, rs in runs.items():
         mcc = [r["test_mcc"] for r in rs]

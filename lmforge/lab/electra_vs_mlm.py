@@ -28,7 +28,7 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
     checks = []
     by = {(r["pre-training"], r["budget"]): r for r in rows}
     val = {(r["objective"], r["budget"]): r.get("val", {}) for r in summary["rows"]}
-    n = max(1, len(summary.get("settings", {}).get("seeds", ())) or 1)
+    n = max(1, len(summary.get("settings", {}).get("seeds", ())))  # fine-tuning seeds per mean
     for budget in sorted({r["budget"] for r in rows if r["budget"]}):
         mlm, rtd = by[("mlm", budget)], by[("rtd", budget)]
         gap = rtd["test MCC"] - mlm["test MCC"]

@@ -77,15 +77,13 @@ def fit_power_law(n: np.ndarray, loss: np.ndarray) -> tuple[float, float]:
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
+    from lmforge.lab.parallel import one_thread
 
     rows, checks = table_2_1()
     shards = _data(out, fast)
     steps, batch, seq = (6, 8, 32) if fast else (400, 16, 64)
     points = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on shared cores
-    try:
+    with one_thread():
         for size in FAST_SIZES if fast else SIZES:
             runs = [train_one(out / "runs", shards, size, steps=steps, batch=batch, seq=seq, seed=s)
                     for s in range(seeds)]
@@ -95,8 +93,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                  "compute (6ND FLOPs)": f"{runs[0]['flops']:.3g}"}
             log(f"{p['size']}: N {p['N (non-embedding)']:,}, val loss {p['val loss']:.4f}")
             points.append(p)
-    finally:
-        torch.set_num_threads(threads)
     n = np.array([p["N (non-embedding)"] for p in points], dtype=float)
     loss = np.array([p["val loss"] for p in points])
     a, alpha = fit_power_law(n, loss)

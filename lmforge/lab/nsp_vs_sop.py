@@ -80,22 +80,16 @@ def _arm(out: Path, shards: Path, objective: str, *, steps: int, batch: int, see
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
-
-    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.parallel import one_thread, run_jobs
 
     _, shards = _data(out, fast)
     steps, batch, batches = (8, 8, 2) if fast else (1500, 32, 20)
     scores: dict[str, list[dict[str, float]]] = {"mlm+nsp": [], "mlm+sop": []}
     arms = [(objective, seed) for seed in range(seeds) for objective in scores]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:  # the two objectives train side by side, one process each (the same machine load for both)
+    with one_thread():  # the two objectives train side by side, one process each (the same machine load for both)
         done = run_jobs([(_arm, (out, shards, objective), {"steps": steps, "batch": batch, "seed": seed,
                                                            "batches": batches}) for objective, seed in arms],
                         workers=1 if fast else 2)
-    finally:
-        torch.set_num_threads(threads)
     for (objective, seed), r in zip(arms, done):
         scores[objective].append(r)
         log(f"{objective} seed {seed}: {r}")

@@ -64,13 +64,9 @@ def _finetune(out: Path, model: Path, seed: int, run: Path, *, scratch: bool, fa
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
+    from lmforge.lab.parallel import one_thread, run_jobs
 
-    from lmforge.lab.parallel import run_jobs
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         pretrained, steps = _pretrain(out, fast=fast)
         models = {}
         for fraction in FRACTIONS:
@@ -91,8 +87,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
                          "MCC std": float(np.std(mcc)), "test accuracy": float(np.mean(acc)),
                          "accuracy std": float(np.std(acc)), "seeds": seeds})
             log(f"{rows[-1]['pre-training']}: test MCC {np.mean(mcc):.3f} +- {np.std(mcc):.3f}")
-    finally:
-        torch.set_num_threads(threads)
     scratch, full = rows[0], rows[-1]
     mccs = [r["test MCC"] for r in rows]
     checks = [Check("pre-trained beats from-scratch on fine-tuning", "yes (BERT table 1 vs no pre-training; GPT-1 "

@@ -105,8 +105,7 @@ def list_experiments() -> str:
     """A table of every experiment: name, default run time on 2 cores (or where it lives), claim."""
     lines = [f"{'name':<20} {'2 cores':>8}  claim (source)"]
     note = ("2 cores: the default run's time on a quiet 2-core machine (its measured CPU time; arms run in 2 "
-            "one-thread processes); attention-scaling, gpt3-scaling: the wall clock of a run on a "
-            "busy machine (an upper bound). Wall clocks and loads: docs/lab.md. --fast: < 1 min.")
+            "one-thread processes). Wall clocks and loads: docs/lab.md. --fast: < 1 min.")
     for e in EXPERIMENTS.values():
         when = f"{e.minutes:g} min" if e.runnable else "-"
         lines.append(f"{e.name:<20} {when:>8}  {e.claim} ({e.source})")

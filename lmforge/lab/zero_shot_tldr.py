@@ -74,18 +74,14 @@ def _size_job(out: Path, shards: Path, size: tuple[int, int, int], texts: list[s
 
 
 def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
-    import torch
-
     from lmforge.data.toyland import StoryWriter
     from lmforge.data.toyland.demos import summary_of
-    from lmforge.lab.parallel import run_jobs
+    from lmforge.lab.parallel import one_thread, run_jobs
     from lmforge.lab.toy_gpt import FAST_SIZES, SIZES, demo_data
 
     steps, batch, seq = (8, 4, 384) if fast else (1000, 6, 384)  # a whole story + summary fits
     n_eval = 6 if fast else 60
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         shards = demo_data(out, docs=300 if fast else 10000, examples=8, share=SHARE, kinds=KINDS,
                            vocab=400 if fast else 800)
         corpus = set((out / "data" / "corpus" / "train.txt").read_text().splitlines())
@@ -109,8 +105,6 @@ def run(out: Path, *, fast: bool, seeds: int, log: Log) -> Result:
         for size_rows, _ in done:
             rows += size_rows
             log(f"{size_rows[0]['model']}: " + "; ".join(f"{r['summary']} R-L {r['rougeL']:.1f}" for r in size_rows))
-    finally:
-        torch.set_num_threads(threads)
     by = {(r["summary"], r["model"]): r for r in rows}
     models = [r["model"] for r in rows if r["summary"] == "TL;DR:"]
     big, small = by[("TL;DR:", models[-1])], by[("TL;DR:", models[0])]
