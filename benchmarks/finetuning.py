@@ -26,9 +26,10 @@ Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(
 * `lmforge`: `finetune(FinetuneConfig(...))`, everything it does (read, featurize with a cold feature
   cache, train, evaluate every epoch, re-score the best epoch, write the outputs and the model).
 * ablation variants: `lmforge-none` (every speed-up off: `--disable group-by-length padding-free
-  feature-cache`), `lmforge-group` (length grouping only), `lmforge-free` (padding-free only),
-  `lmforge-bf16` (all on, `--precision bf16`); `lmforge-nogroup` / `lmforge-nofree` / `lmforge-nocache`
-  (all on but that one: `--disable group-by-length` / `padding-free` / `feature-cache`).
+  feature-cache cls-only`), `lmforge-group` (length grouping only), `lmforge-free`
+  (padding-free only), `lmforge-bf16` (all on, `--precision bf16`); `lmforge-nogroup` / `lmforge-nofree` / `lmforge-nocache` /
+  `lmforge-nocls` (all on but that one: `--disable group-by-length` / `padding-free` / `feature-cache` /
+  `cls-only`).
 
 The sides run one after the other in an order that flips every seed (hf, lmforge, ..., then reversed),
 so a change of load on a shared machine hits both; the table gives the median wall clock over seeds,
@@ -65,14 +66,15 @@ TASKS = {  # name -> lmforge task, epochs, batch, max length, metric key
 }
 VARIANTS = {  # name -> FinetuneConfig overrides
     "lmforge": {},
-    "lmforge-none": {"group_by_length": False, "padding_free": False, "feature_cache": False},
-    "lmforge-group": {"padding_free": False, "feature_cache": False},
-    "lmforge-free": {"group_by_length": False, "feature_cache": False},
+    "lmforge-none": {"group_by_length": False, "padding_free": False, "feature_cache": False, "cls_only": False},
+    "lmforge-group": {"padding_free": False, "feature_cache": False, "cls_only": False},
+    "lmforge-free": {"group_by_length": False, "feature_cache": False, "cls_only": False},
     "lmforge-bf16": {"precision": "bf16"},
     # the ablation: each speed-up switched off alone (`--disable NAME`)
     "lmforge-nogroup": {"group_by_length": False},
     "lmforge-nofree": {"padding_free": False},
     "lmforge-nocache": {"feature_cache": False},
+    "lmforge-nocls": {"cls_only": False},
 }
 LR, WARMUP, WD, EVAL_BATCH = 1e-4, 0.1, 0.01, 64
 
@@ -222,6 +224,7 @@ def profile(data: Path, model_dir: str, threads: int, steps: int | None) -> None
         torch.manual_seed(0)
         model, _ = load_model(model_dir, task, tok, log=lambda m: None)
         model.body.padding_free = fast
+        model.cls_only_last_layer = fast
         obj = TaskObjective(task, pad_id=0, decoder=None, lm_weight=0.0)
         kw = dict(batch_size=32, seed=1, drop_last=False)
         src = (LengthGroupedBatchSource(obj, feats, lengths=[_length(f) for f in feats], **kw) if fast

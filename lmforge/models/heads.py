@@ -394,6 +394,7 @@ HEAD_INPUTS: dict[str, tuple[str, ...]] = {
 }
 CHOICE_HEADS = ("choice", "extract")  # accept (B, C, L) inputs
 ROW_HEADS = ("mlm", "pretraining")  # a training loss reads the labelled rows only (and the pooler)
+SUMMARY_HEADS = ("seq-cls", "choice")  # read one vector per sequence (SequenceSummary)
 # heads whose loss never reads the pooler: with labels the body skips it, so its parameters are unused
 # rather than used-without-gradient, which DDP (find_unused_parameters) cannot tell apart from a hang
 POOLER_FREE_HEADS = ("mlm", "clm", "rtd", "token-cls", "qa")

@@ -18,8 +18,8 @@ from torch import nn
 from lmforge.config import CONFIG_NAME, ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, InputError
 from lmforge.models import hf
-from lmforge.models.heads import (CHOICE_HEADS, HEAD_INPUTS, POOLER_FREE_HEADS, ROW_HEADS, HeadContext, LMPrediction,
-                                  build_head)
+from lmforge.models.heads import (CHOICE_HEADS, HEAD_INPUTS, POOLER_FREE_HEADS, ROW_HEADS, SUMMARY_HEADS, HeadContext,
+                                  LMPrediction, build_head, summary_token)
 from lmforge.models.heads import CausalLMHead, ExtractHead
 from lmforge.models.output import ModelOutput
 from lmforge.models.transformer import Transformer
@@ -33,6 +33,9 @@ class Model(nn.Module):
     """``Model(config)``: fresh weights. See ``from_preset`` / ``from_pretrained`` for the usual entry points."""
 
     supports_logits_to_keep = True  # generation may pass logits_to_keep=1 at prefill
+    # a seq-cls / choice training step of an encoder computes only position 0 in the last layer (what the
+    # pooler / [CLS] classifier reads); False: every position, as HF does (same loss and gradients)
+    cls_only_last_layer = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -284,13 +287,16 @@ class Model(nn.Module):
                 labels: torch.Tensor | None = None, *, output_hidden_states: bool = False,
                 output_attentions: bool = False, past_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
                 use_cache: bool = False, return_logits: bool = True, logits_to_keep: int = 0,
-                **head_inputs: torch.Tensor | None) -> ModelOutput:
+                first_token_only: bool | None = None, **head_inputs: torch.Tensor | None) -> ModelOutput:
         """Run body + head. ``head_inputs`` are the head's own keyword inputs (HEAD_INPUTS), e.g.
         ``next_sentence_label``, ``start_positions`` / ``end_positions``, ``extract_positions``.
 
         With ``labels`` the output holds the loss and the logits, as in HF. ``return_logits=False`` (what the
         clm objective passes) lets a CLM head compute its loss fused, without the (B, L, V) logits; the
         output's logits are then None. ``logits_to_keep=k``: LM logits of the last k positions only.
+        ``first_token_only``: the last layer computes position 0 alone (a seq-cls / choice head reading the
+        pooler or the first token of an encoder; last_hidden_state is then (B, 1, H)); None = only in a training
+        step with labels (``cls_only_last_layer``), True = also here (``lmforge finetune``'s evaluation).
         """
         head_name = self.config.head
         allowed = HEAD_INPUTS.get(head_name or "", ())
@@ -316,16 +322,33 @@ class Model(nn.Module):
         if (head_name in ROW_HEADS and labels is not None and self.training and not self.config.causal
                 and past_key_values is None and not (use_cache or output_hidden_states or output_attentions)):
             rows = labels.ne(IGNORE_INDEX)  # (B, L)
+        # likewise a [CLS] classifier's training step: the last layer computes position 0 alone
+        first_only = first_token_only
+        if first_only is None:
+            first_only = (self.cls_only_last_layer and has_targets and self.training and self.reads_first_token
+                          and past_key_values is None and not (use_cache or output_hidden_states or output_attentions))
+        elif first_only and not self.reads_first_token:
+            raise InputError(f"first_token_only=True needs an encoder whose head reads one vector per sequence from "
+                             f"position 0 (seq-cls / choice on the pooler or the first token); this model has "
+                             f"{head_name!r}{' on a decoder' if self.config.causal else ''}.")
         body = self.body(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                          position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
                          output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                         output_rows=rows, pool=not (head_name in POOLER_FREE_HEADS and has_targets))
+                         output_rows=rows, pool=not (head_name in POOLER_FREE_HEADS and has_targets),
+                         first_token_only=first_only)
         if self.head is None:
             return body
         ctx = HeadContext(input_ids=input_ids, attention_mask=attention_mask, num_choices=num_choices,
                           word_embedding=self.body.embeddings.word, compute_logits=return_logits,
                           logits_to_keep=logits_to_keep, padding_free=self.body.padding_free)
         return self.head(body, ctx, labels, **head_inputs)
+
+    @property
+    def reads_first_token(self) -> bool:
+        """True when the head reads nothing but position 0 of the last layer (the pooler or the first token of an
+        encoder: seq-cls, choice), so the last layer may compute that position alone."""
+        return (self.config.head in SUMMARY_HEADS and not self.config.causal
+                and summary_token(self.config) in ("pooler", "first"))
 
     def generate(self, input_ids: torch.Tensor, **options: Any) -> Any:
         """Continue ``input_ids`` with this causal LM; the keyword arguments of ``lmforge.generate``

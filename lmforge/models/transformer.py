@@ -249,10 +249,13 @@ class Transformer(nn.Module):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: tuple[KV, ...] | KVCache | None = None, use_cache: bool = False,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                output_rows: torch.Tensor | None = None, pool: bool = True) -> ModelOutput:
+                output_rows: torch.Tensor | None = None, pool: bool = True,
+                first_token_only: bool = False) -> ModelOutput:
         """``past_key_values``: the tuple cache of the contract, or a preallocated ``KVCache``, which every
         layer writes in place (whatever ``use_cache`` says) and which comes back as the output's cache.
-        ``pool=False``: no pooler_output (a training loss that never reads it)."""
+        ``pool=False``: no pooler_output (a training loss that never reads it). ``first_token_only``: the last
+        layer computes position 0 alone (what a [CLS] classifier reads; every position is still a key / value):
+        last_hidden_state is (B, 1, H), the pooler the same."""
         # output_rows (B, T) bool: only those positions' final hidden states are wanted (the masked positions
         # of an MLM training step). The last layer computes them alone (every position still serves as a key
         # and value) and last_hidden_state is (N, H) = h[output_rows]; the pooler still reads position 0.
@@ -263,7 +266,8 @@ class Transformer(nn.Module):
                                         cached=past_key_values is not None)
             if padded is not None:
                 out = self.forward(*padded[:4], use_cache=use_cache, output_hidden_states=output_hidden_states,
-                                   output_attentions=output_attentions, output_rows=padded[4])
+                                   output_attentions=output_attentions, output_rows=padded[4], pool=pool,
+                                   first_token_only=first_token_only)
                 if output_rows is None:
                     out.last_hidden_state = out.last_hidden_state[:, :length]
                 if output_hidden_states:
@@ -289,6 +293,10 @@ class Transformer(nn.Module):
             position_ids = self.embeddings.position_ids(input_ids, past_length)
         self.check_inputs(input_ids, position_ids, past_length, token_type_ids)
         mask = self.attention_mask(attention_mask, B, T, past_length, input_ids.device)
+        if first_token_only and (output_rows is not None or c.causal or past_key_values is not None or use_cache
+                                 or output_hidden_states or output_attentions):
+            raise InputError("first_token_only is for encoder classification steps: no output_rows, KV cache, "
+                             "hidden states or attention maps with it.")
         where = None
         if self.padding_free and mask.key_padding is not None and past_key_values is None and not (
                 use_cache or output_hidden_states or output_attentions or output_rows is not None) and all(
@@ -301,6 +309,13 @@ class Transformer(nn.Module):
                 raise InputError("output_rows is for encoder training steps: no KV cache, hidden states or "
                                  "attention maps with it.")
             query_index, pick = self.row_index(output_rows.bool(), first=pool and self.pooler is not None)
+        elif first_token_only:
+            query_index = torch.zeros(B, 1, dtype=torch.long, device=input_ids.device)  # (B, 1): position 0
+            if where is not None:  # (B,): the row of each sequence's position 0 among the N real tokens
+                starts = torch.arange(B, device=input_ids.device) * T
+                query_index = torch.searchsorted(where.index, starts)
+                if not bool(mask.key_padding[:, 0].all()):  # a padded position 0 (left padding): compute every row
+                    query_index = None
 
         pasts = None
         if past_key_values:
@@ -315,7 +330,9 @@ class Transformer(nn.Module):
             x = self.final_norm(x)
             if output_hidden_states:  # HF GPT-2: the last entry is the normed output
                 hidden_states[-1] = x
-        if where is not None:
+        if where is not None and query_index is not None:
+            x = x[:, None]  # (B, 1, H): position 0 of each sequence
+        elif where is not None:
             x = repad(x, where)  # (B, T, H), zeros at the padded positions
         pooled = self.pooler(x) if pool and self.pooler is not None else None
         if pick is not None:

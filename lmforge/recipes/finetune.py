@@ -85,10 +85,11 @@ class FinetuneConfig:
     overwrite: bool = False  # start over in a non-empty `out` (the previous run's state and outputs are removed)
     allow_changes: bool = False  # resume with settings that differ from the saved run's (otherwise refused)
     # speed (docs/finetuning.md, "Speed"): batches of similar length, layers on the real tokens only,
-    # features cached beside the data
+    # features cached beside the data, a classifier's last layer on [CLS] only
     group_by_length: bool = True  # training batches drawn from length-sorted chunks of the shuffled order
     padding_free: bool = True  # the body skips padded positions (same function; nn/attention/unpadded.py)
     feature_cache: bool = True  # featurize once per dataset + tokenizer + options (tasks/cache.py)
+    cls_only: bool = True  # a [CLS] classifier's last layer computes position 0 alone in training (Model.cls_only_last_layer)
     layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
     warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
@@ -287,11 +288,14 @@ def predict(model: torch.nn.Module, task: Task, examples: Sequence[Example], fea
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    # a [CLS] classifier: the last layer computes position 0 alone (the same logits, less work)
+    first = {"first_token_only": True} if getattr(model, "reads_first_token", False) and getattr(
+        model, "cls_only_last_layer", False) else {}
     outputs: list[Any] = [None] * len(features)
     for idx in _batches(features, batch_size):
         batch = task.collate([features[i] for i in idx], pad_id=pad_id)
         inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "start_positions", "end_positions")}
-        out = model(**inputs)
+        out = model(**inputs, **first)
         for i, value in zip(idx, task.split_outputs(out, batch)):
             outputs[i] = value
     model.train(was_training)
@@ -523,6 +527,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
         log(f"learning rate {config.lr:g} (the default for a {model.config.hidden_size}-wide body; --lr to set)")
     segments = model.config.type_vocab_size > 1
     model.body.padding_free = config.padding_free
+    model.cls_only_last_layer = config.cls_only
     cache = None
     if config.feature_cache:
         from lmforge.tasks.cache import cache_dir_for

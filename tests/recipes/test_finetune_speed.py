@@ -92,9 +92,9 @@ def test_finetune_uses_the_cache_and_disable_switches_speedups_off(tiny_encoder,
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
     assert a == b
     assert main([*args, "--out", str(tmp_path / "c"), "--disable", "group-by-length", "padding-free",
-                 "feature-cache"]) == 0
+                 "feature-cache", "cls-only"]) == 0
     saved = json.loads((tmp_path / "c" / "trainer_state.json").read_text())["run"]
-    assert saved["group_by_length"] is False and saved["padding_free"] is False
+    assert saved["group_by_length"] is False and saved["padding_free"] is False and saved["cls_only"] is False
     with pytest.raises(SystemExit) as stop:  # a usage error: argparse's exit 2
         main([*args, "--out", str(tmp_path / "d"), "--disable", "fast"])
     assert stop.value.code == 2

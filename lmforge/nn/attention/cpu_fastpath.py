@@ -38,7 +38,10 @@ class _Dense(Protocol):  # the DenseAttention attributes used here (no import cy
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, T, H), index (B, M) -> (B, M, H): the rows at ``index`` of each sequence."""
+    """x (B, T, H), index (B, M) -> (B, M, H): the rows at ``index`` of each sequence. Padding-free layers
+    (x (N, H), the real tokens) take index (M,), row numbers in N -> (M, H)."""
+    if x.dim() == 2:
+        return x.index_select(0, index)
     return x.gather(1, index[:, :, None].expand(-1, -1, x.size(-1)))
 
 

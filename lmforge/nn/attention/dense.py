@@ -54,7 +54,7 @@ class DenseAttention(nn.Module):
                 ) -> tuple[torch.Tensor, KV | None, torch.Tensor | None]:
         if mask.unpadded is not None:  # x is (N, H), the batch's real tokens (the body's padding_free mode)
             return unpadded_attention(self, x, where=mask.unpadded, dense_mask=mask.dense,
-                                      is_causal=mask.is_causal), None, None
+                                      is_causal=mask.is_causal, query_rows=query_index), None, None
         if past is None and not use_cache and not output_attentions and (
                 query_index is not None or uses_cpu_fastpath(self, x)):  # see attention/cpu_fastpath.py
             return fastpath_attention(self, x, dense_mask=mask.dense, is_causal=mask.is_causal,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmforge.errors import InputError
 from lmforge.nn.attention.cpu_fastpath import _Dense, uses_cpu_fastpath
 from lmforge.nn.dropout import keep_mask
 
@@ -48,35 +49,54 @@ def repad(x: torch.Tensor, where: Unpadding) -> torch.Tensor:
 
 
 def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense_mask: torch.Tensor | None,
-                       is_causal: bool) -> torch.Tensor:
+                       is_causal: bool, query_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Self-attention of the real tokens ``x`` (N, H) -> (N, H); ``dense_mask`` True = attend, as the
-    padded path's. On CPU in training with attention dropout, the explicit softmax of cpu_fastpath.py."""
+    padded path's. On CPU in training with attention dropout, the explicit softmax of cpu_fastpath.py.
+    ``query_rows`` (B,): one row of ``x`` per sequence (in batch order) whose output alone is wanted ->
+    (B, H); every real token still serves as key and value (the [CLS] row of a classifier's last layer)."""
     B, T = where.batch, where.length
     nh, hs = attn.num_heads, attn.head_size
     H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
-    if explicit:  # fold 1/sqrt(hs) into the q rows of the weight, as cpu_fastpath does (training: float weights)
+    sliced = explicit or (query_rows is not None and type(attn.qkv) is torch.nn.Linear)
+    if sliced:  # float weights: fold 1/sqrt(hs) into the q rows as cpu_fastpath does (explicit path only)
         w, b = attn.qkv.weight, attn.qkv.bias
-        qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
-        qscale[:H] = attn.scale
-        w, b = w * qscale, None if b is None else b * qscale[:, 0]
-        qkv = F.linear(x, w, b)  # (N, 3H): the projection costs the real tokens only
-    else:  # the module itself: an int8 / bf16 projection from `lmforge compress` runs its own kernel
-        qkv = attn.qkv(x)
-    full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
-    q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
+        if explicit:
+            qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
+            qscale[:H] = attn.scale
+            w, b = w * qscale, None if b is None else b * qscale[:, 0]
+    q_len = T
+    if query_rows is None:
+        qkv = F.linear(x, w, b) if sliced else attn.qkv(x)  # (N, 3H): the projection costs the real tokens only
+        full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
+        q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
+    else:
+        if is_causal:
+            raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
+        q_len = 1
+        if sliced:  # q for the B wanted rows only, k / v for every real token
+            kv = F.linear(x, w[H:], None if b is None else b[H:])  # (N, 2H)
+            q = F.linear(x.index_select(0, query_rows), w[:H], None if b is None else b[:H])  # (B, H)
+        else:  # an int8 / bf16 projection from `lmforge compress`: its own kernel over every row
+            qkv = attn.qkv(x)
+            kv, q = qkv[:, H:], qkv.index_select(0, query_rows)[:, :H]
+        full = kv.new_zeros(B * T, 2 * H).index_copy(0, where.index, kv)  # (B * T, 2H)
+        k, v = full.view(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
+        q = q.view(B, 1, nh, hs).transpose(1, 2)  # (B, nh, 1, hs)
     if not explicit:
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
                                            dropout_p=attn.dropout_p if attn.training else 0.0, scale=attn.scale)
     else:
         p = attn.dropout_p
-        scores = torch.matmul(q, k.transpose(-2, -1))  # (B, nh, T, T), already scaled
+        scores = torch.matmul(q, k.transpose(-2, -1))  # (B, nh, T or 1, T), already scaled
         if is_causal:
             dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         if dense_mask is not None:
             scores = scores.masked_fill_(~dense_mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
         probs = probs * keep_mask(probs, p).mul_(1.0 / (1.0 - p))  # attention dropout
-        y = torch.matmul(probs, v)  # (B, nh, T, hs)
-    y = y.transpose(1, 2).reshape(B * T, H).index_select(0, where.index)  # (N, H)
+        y = torch.matmul(probs, v)  # (B, nh, T or 1, hs)
+    if query_rows is not None:
+        return attn.out(y.reshape(B, H))  # (B, H): q_len 1, so (B, nh, 1, hs) is already (B, H) head-major
+    y = y.transpose(1, 2).reshape(B * q_len, H).index_select(0, where.index)  # (N, H)
     return attn.out(y)
