@@ -84,7 +84,8 @@ def cached_featurize_all(task: Task, examples: Sequence[Example], tokenizer: Any
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"features": features, "truncated": cut}, f, separators=(",", ":"))
+            # dumps, not dump: json.dump streams through the pure-Python encoder (5x slower on SQuAD's features)
+            f.write(json.dumps({"features": features, "truncated": cut}, separators=(",", ":")))
         os.replace(tmp, path)
     except OSError:  # a cache that cannot be written only costs the next run the featurization
         pass

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
-import lmforge.nn.attention.unpadded as unpadded
 from lmforge import Model, ModelConfig
 
 V = 300
@@ -57,7 +56,6 @@ def test_cls_only_equals_every_position(monkeypatch: pytest.MonkeyPatch, preset:
                                         dropout: float) -> None:
     keep = lambda like, p: torch.full_like(like, 1.0 - p)  # noqa: E731 - dropout that keeps everything
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
-    monkeypatch.setattr(unpadded, "keep_mask", keep)
     model = _model(preset, head, dropout=dropout)
     ids, mask = _batch()
     ref, grads0 = _step(model, head, ids, mask, cls_only=False, free=free)

@@ -8,8 +8,10 @@ cache and no attention maps in either):
 
 * training with attention dropout on CPU (``uses_cpu_fastpath``). One copy lays q / k / v out head-major,
   1/sqrt(hs) is folded into the q rows of the projection weight (3H x H numbers instead of B x T x H), a
-  plain softmax (the body never builds a fully masked row), and the cheaper mask of ``lmforge.nn.dropout``.
-  Same function, same dropout distribution; the measurements are in docs/pretraining.md.
+  plain softmax (the body never builds a fully masked row), and the cheaper mask of ``lmforge.nn.dropout``;
+  the padding mask as an additive bias of ``baddbmm``, and the (B * nh, T, T) maps in chunks of at most
+  16 MiB (``explicit_attention``, which the padding-free layers share). Same function, same dropout
+  distribution; the measurements are in docs/pretraining.md and docs/finetuning.md.
 * ``query_index`` (B, M): only the outputs at those positions are wanted (the last layer of an MLM
   model in training, where only the ~15% masked positions reach the loss). Keys and values are
   projected for every position, queries only for those M; the result is (B, M, H). Off the CPU this
@@ -78,15 +80,62 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
                                            dropout_p=attn.dropout_p if attn.training else 0.0, scale=attn.scale)
         return attn.out(y.transpose(1, 2).reshape(B, q_rows, H))
-    p = attn.dropout_p
     q3, k3, v3 = q.reshape(B * nh, q_rows, hs), k.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)
-    scores = torch.bmm(q3, k3.transpose(1, 2)).view(B, nh, q_rows, T)  # (B, nh, M, T), already scaled
     if is_causal:
         dense_mask = torch.ones(q_rows, T, dtype=torch.bool, device=x.device).tril()
-    if dense_mask is not None:
-        scores = scores.masked_fill_(~dense_mask, torch.finfo(scores.dtype).min)
-    probs = scores.softmax(dim=-1)
-    probs = probs * keep_mask(probs, p).mul_(1.0 / (1.0 - p))  # attention dropout
-    y = torch.bmm(probs.view(B * nh, q_rows, T), v3)  # (B * nh, M, hs)
+    y = explicit_attention(q3, k3, v3, batch=B, dense_mask=dense_mask, p=attn.dropout_p)  # (B * nh, M, hs)
     y = y.view(B, nh, q_rows, hs).transpose(1, 2).reshape(B, q_rows, H)  # (B, M, H)
     return attn.out(y)
+
+
+# glibc's malloc hands out blocks above its largest mmap threshold (32 MiB) as fresh mmapped pages, which the
+# kernel page-faults and zeroes on every use: at 16 x 4 heads x 384^2 one (B * nh, T, T) float map is 38 MB,
+# and those faults were ~40% of the attention's time. Maps of at most this size are recycled from the heap.
+CHUNK_BYTES = 16 * 2 ** 20
+
+
+def _mask_bias(dense_mask: torch.Tensor, batch: int, heads: int, dtype: torch.dtype,
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``dense_mask`` (True = attend, broadcastable to (B, nh, M, T)) as (bias, fill): an additive 0 / min
+    bias (1, M, T) or (B * nh, 1, T) that baddbmm broadcasts, or else a bool (B * nh, M, T) to fill."""
+    m = dense_mask[(None,) * (4 - dense_mask.dim())]  # (B | 1, nh | 1, M | 1, T)
+    low = torch.finfo(dtype).min
+    if m.size(0) == 1 and m.size(1) == 1:  # one mask for every sequence (causal)
+        return torch.zeros(m.shape[2:], dtype=dtype, device=m.device).masked_fill_(~m[0, 0], low)[None], None
+    if m.size(2) == 1:  # keys only (padding): one row per sequence and head
+        bias = torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(~m, low)
+        return bias.expand(batch, heads, 1, m.size(3)).reshape(batch * heads, 1, m.size(3)), None
+    return None, m.expand(batch, heads, -1, -1).reshape(batch * heads, -1, m.size(3))
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, batch: int,
+                       dense_mask: torch.Tensor | None, p: float) -> torch.Tensor:
+    """dropout(softmax(q k^T masked)) v with the cheap dropout mask: q (B * nh, M, hs) already scaled, k / v
+    (B * nh, T, hs) -> (B * nh, M, hs); ``dense_mask`` True = attend, broadcastable to (B, nh, M, T).
+
+    The mask enters as an additive 0 / min bias of ``baddbmm`` (no masked_fill pass over the map, none in
+    backward; softmax gives the masked keys exactly 0 either way). Rows of B * nh go in chunks whose (c, M, T)
+    maps stay within CHUNK_BYTES: each row is independent, so this is the same function."""
+    BH, M, _ = q.shape
+    T = k.size(1)
+    bias = fill = None
+    if dense_mask is not None:
+        bias, fill = _mask_bias(dense_mask, batch, BH // batch, q.dtype)
+    per = max(1, CHUNK_BYTES // (M * T * q.element_size()))
+    chunks = -(-BH // per)
+    size = -(-BH // chunks)  # equal chunks
+    scale = 1.0 / (1.0 - p)
+    out = []
+    for i in range(0, BH, size):
+        j = min(i + size, BH)
+        kt = k[i:j].transpose(1, 2)
+        if bias is not None:
+            scores = torch.baddbmm(bias if bias.size(0) == 1 else bias[i:j], q[i:j], kt)  # (c, M, T)
+        else:
+            scores = torch.bmm(q[i:j], kt)
+            if fill is not None:  # in place on bmm's own output: autograd keeps no copy of it
+                scores = scores.masked_fill_(~fill[i:j], torch.finfo(scores.dtype).min)
+        probs = scores.softmax(dim=-1)
+        probs = probs * keep_mask(probs, p).mul_(scale)  # attention dropout
+        out.append(torch.bmm(probs, v[i:j]))
+    return out[0] if len(out) == 1 else torch.cat(out)

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge.nn.attention.cpu_fastpath import _Dense, uses_cpu_fastpath
-from lmforge.nn.dropout import keep_mask
+from lmforge.nn.attention.cpu_fastpath import _Dense, explicit_attention, uses_cpu_fastpath
 
 
 @dataclass
@@ -87,16 +86,11 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
                                            dropout_p=attn.dropout_p if attn.training else 0.0, scale=attn.scale)
     else:
-        p = attn.dropout_p
-        scores = torch.matmul(q, k.transpose(-2, -1))  # (B, nh, T or 1, T), already scaled
         if is_causal:
             dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        if dense_mask is not None:
-            scores = scores.masked_fill_(~dense_mask, torch.finfo(scores.dtype).min)
-        probs = scores.softmax(dim=-1)
-        probs = probs * keep_mask(probs, p).mul_(1.0 / (1.0 - p))  # attention dropout
-        y = torch.matmul(probs, v)  # (B, nh, T or 1, hs)
+        y = explicit_attention(q.reshape(B * nh, q_len, hs), k.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs),
+                               batch=B, dense_mask=dense_mask, p=attn.dropout_p).view(B, nh, q_len, hs)
     if query_rows is not None:
         return attn.out(y.reshape(B, H))  # (B, H): q_len 1, so (B, nh, 1, hs) is already (B, H) head-major
-    y = y.transpose(1, 2).reshape(B * q_len, H).index_select(0, where.index)  # (N, H)
+    y = y.transpose(1, 2).reshape(B * T, H).index_select(0, where.index)  # (N, H)
     return attn.out(y)

@@ -82,3 +82,37 @@ def test_output_rows_body_shape_and_bad_use() -> None:
     torch.testing.assert_close(out.last_hidden_state, body(ids).last_hidden_state[rows], atol=1e-5, rtol=1e-5)
     with pytest.raises(InputError, match="output_rows"):
         body(ids, output_rows=rows, output_hidden_states=True)
+
+
+@pytest.mark.parametrize("kind", ["keys", "causal", "rows", "none"])
+@pytest.mark.parametrize("chunk_bytes", [cpu_fastpath.CHUNK_BYTES, 1, 3 * 10 * 12 * 4])
+def test_explicit_attention_equals_masked_softmax(monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                  chunk_bytes: int) -> None:
+    # the additive-bias / chunked core against the plain masked_fill + softmax, outputs and gradients; chunk
+    # sizes: one chunk, one row per chunk, 3 rows (B * nh = 8: uneven chunks are made equal, 3 + 3 + 2)
+    _keep_everything(monkeypatch)
+    monkeypatch.setattr(cpu_fastpath, "CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    B, nh, M, T, hs, p = 4, 2, 10, 12, 8, 0.1
+    q, k, v = (torch.randn(B * nh, n, hs, dtype=torch.float64, requires_grad=True) for n in (M, T, T))
+    keys = torch.ones(B, T, dtype=torch.bool)
+    keys[1, 7:] = False
+    keys[3, 2:] = False
+    mask = {"keys": keys[:, None, None, :], "causal": torch.ones(M, T, dtype=torch.bool).tril(T - M),
+            "rows": keys[:, None, None, :] & torch.ones(M, T, dtype=torch.bool).tril(T - M), "none": None}[kind]
+    g = torch.randn(B * nh, M, hs, dtype=torch.float64)
+
+    def reference() -> torch.Tensor:
+        scores = (q @ k.transpose(1, 2)).view(B, nh, M, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return (scores.softmax(-1) * (1 - p) / (1 - p)).view(B * nh, M, T) @ v
+
+    results = []
+    for fn in (reference, lambda: cpu_fastpath.explicit_attention(q, k, v, batch=B, dense_mask=mask, p=p)):
+        y = fn()
+        y.backward(g)
+        results.append((y.detach(), *(t.grad.clone() for t in (q, k, v))))
+        q.grad = k.grad = v.grad = None
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
-import lmforge.nn.attention.unpadded as unpadded
 import lmforge.nn.quantized as quantized
 from lmforge import Model, ModelConfig
 
@@ -89,7 +88,6 @@ CASES = [("bert-mini", "seq-cls"), ("bert-mini", "token-cls"), ("bert-mini", "qa
 def test_padding_free_equals_padded(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, training: bool) -> None:
     keep = lambda like, p: torch.full_like(like, 1.0 - p)  # noqa: E731 - dropout that keeps everything
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
-    monkeypatch.setattr(unpadded, "keep_mask", keep)
     torch.manual_seed(0)
     config = ModelConfig.from_preset(preset, vocab_size=V, head=head, num_layers=2, hidden_size=64, num_heads=2,
                                      intermediate_size=128, num_labels=3, hidden_dropout=0.0,
