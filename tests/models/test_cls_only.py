@@ -102,20 +102,25 @@ def test_cls_only_leaves_other_calls_alone() -> None:
     assert gpt(ids, attention_mask=mask, labels=labels).last_hidden_state.shape[1] == 12
 
 
-@pytest.mark.parametrize("method", ["int8-weight", "bf16"])
+@pytest.mark.parametrize("method", ["int8-weight", "int8", "bf16"])
 def test_cls_only_query_rows_of_a_compressed_projection(method: str) -> None:
     """An int8 / bf16 q / k / v projection (its own kernel, no float weight to slice) takes the branch that
     projects every row and picks the query rows: the same logits."""
     model = _model("bert-mini", "seq-cls", dropout=0.0).quantize(method).train()
     ids, mask = _batch()
     labels = torch.tensor([0, 1, 2, 1])
-    model.body.padding_free = True
-    with torch.no_grad():
-        out = model(ids, attention_mask=mask, labels=labels)
-        model.cls_only_last_layer = False
-        ref = model(ids, attention_mask=mask, labels=labels)
-    assert out.last_hidden_state.shape[1] == 1
-    torch.testing.assert_close(out.logits.float(), ref.logits.float(), atol=1e-3, rtol=1e-3)
+    for free in (False, True):
+        model.body.padding_free = free
+        with torch.no_grad():
+            model.cls_only_last_layer = True
+            out = model(ids, attention_mask=mask, labels=labels)
+            model.cls_only_last_layer = False
+            ref = model(ids, attention_mask=mask, labels=labels)
+            evaluated = model.eval()(ids, attention_mask=mask, first_token_only=True)
+            model.train()
+        assert out.last_hidden_state.shape[1] == 1
+        torch.testing.assert_close(out.logits.float(), ref.logits.float(), atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(evaluated.logits.float(), ref.logits.float(), atol=1e-3, rtol=1e-3)
 
 
 def test_first_token_only_in_evaluation() -> None:

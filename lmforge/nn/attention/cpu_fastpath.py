@@ -72,9 +72,13 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
         if is_causal:
             raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
         q_rows = query_index.size(1)
-        kv = F.linear(x, w[H:], None if b is None else b[H:])  # (B, T, 2H)
-        k, v = kv.view(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
-        q = F.linear(gather_rows(x, query_index), w[:H], None if b is None else b[:H])  # (B, M, H)
+        if explicit or type(attn.qkv) is nn.Linear:  # float weights: project q for the M rows only
+            kv = F.linear(x, w[H:], None if b is None else b[H:])  # (B, T, 2H)
+            q = F.linear(gather_rows(x, query_index), w[:H], None if b is None else b[:H])  # (B, M, H)
+        else:  # an int8 / bf16 projection from `lmforge compress` (evaluation): its own kernel over every row
+            qkv = attn.qkv(x)
+            kv, q = qkv[..., H:], gather_rows(qkv[..., :H], query_index)
+        k, v = kv.reshape(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
         q = q.view(B, q_rows, nh, hs).transpose(1, 2).contiguous()  # (B, nh, M, hs)
     if not explicit:  # e.g. on GPU: SDPA's fused kernels handle dropout themselves
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask, is_causal=is_causal,
