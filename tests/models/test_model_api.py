@@ -123,3 +123,31 @@ def test_init_normal_std_and_gpt2_scaled_residual_projections():
     assert abs(_std(bert.body.embeddings.word.weight) / 0.02 - 1) < 0.05
     norms = [m for m in bert.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert norms and all(bool((m.weight == 1).all()) and bool((m.bias == 0).all()) for m in norms)
+
+
+def test_loading_skips_the_random_init_and_initialises_only_what_the_checkpoint_lacks(tmp_path):
+    """from_pretrained builds on the meta device (HF's way: no 110M normal draws for bert-base that the load
+    overwrites): the loaded tensors equal the checkpoint's, and the tensors a new head adds get the init a fresh
+    model gives them (normal(0, 0.02) weights, zero biases), not allocator garbage; through an HF directory too,
+    whose BertForMaskedLM checkpoint has neither the seq-cls classifier nor the pooler."""
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    mlm = Model.from_preset("bert-mini", head="mlm", vocab_size=V)
+    mlm.save_pretrained(tmp_path / "lm")
+    again = Model.from_pretrained(tmp_path / "lm")
+    for (name, a), b in zip(mlm.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    hf = BertForMaskedLM(BertConfig(vocab_size=V, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=512))
+    hf.save_pretrained(tmp_path / "hf")
+    for path in (tmp_path / "lm", tmp_path / "hf"):
+        for _ in range(3):  # fresh allocations each time: garbage would show in one of them
+            cls = Model.from_pretrained(path, head="seq-cls", num_labels=3)
+            weight, bias = cls.head.classifier.weight.detach(), cls.head.classifier.bias.detach()
+            assert torch.isfinite(weight).all() and abs(_std(weight) / 0.02 - 1) < 0.35  # 768 numbers
+            assert float(bias.abs().max()) == 0.0
+            if path.name == "hf":  # BertForMaskedLM is built without the pooler
+                pooler = cls.body.pooler.dense
+                assert abs(_std(pooler.weight) / 0.02 - 1) < 0.05 and float(pooler.bias.detach().abs().max()) == 0.0
