@@ -176,7 +176,7 @@ def run_hf(job: dict) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics)
     trainer.train()
-    if name == "squad":  # evaluate once per epoch as lmforge does: here after training (the last epoch's)
+    if name == "squad":  # once, after training, as run_qa.py does (lmforge evaluates after every epoch to keep the best)
         out = trainer.predict(dev).predictions
         starts, ends = out[0], out[1]
         outputs = [(s[: len(f["input_ids"])], e[: len(f["input_ids"])]) for s, e, f in zip(starts, ends, dev_f)]
