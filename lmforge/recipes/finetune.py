@@ -89,7 +89,7 @@ class FinetuneConfig:
     group_by_length: bool = True  # training batches drawn from length-sorted chunks of the shuffled order
     padding_free: bool = True  # the body skips padded positions (same function; nn/attention/unpadded.py)
     feature_cache: bool = True  # featurize once per dataset + tokenizer + options (tasks/cache.py)
-    cls_only: bool = True  # a [CLS] classifier's last layer computes position 0 alone in training (Model.cls_only_last_layer)
+    cls_only: bool = True  # a [CLS] classifier's last layer computes position 0 alone (training and evaluation)
     layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
     warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
