@@ -275,6 +275,15 @@ class BigBirdAttention(DenseAttention):
         q = q.view(B, Tp, nh, hs).transpose(1, 2)  # (B, nh, Tp, hs)
         k = k.view(B, Tp, nh, hs).transpose(1, 2)
         v = v.view(B, Tp, nh, hs).transpose(1, 2)
+        if query_index is not None and not output_attentions and int(query_index.max()) < global_blocks(c)[0] * bs:
+            # only rows of the opening global block(s) are wanted (a classifier's [CLS] in the last layer): global
+            # rows attend to every key, so a dense product for those rows alone is the block-sparse function there
+            keep = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, Tp)
+            qr = q.gather(2, query_index[:, None, :, None].expand(-1, nh, -1, hs))  # (B, nh, M, hs)
+            y = F.scaled_dot_product_attention(qr, k, v, attn_mask=keep, scale=self.scale)  # (B, nh, M, hs)
+            if key_padding is not None:  # HF from_mask: padded query rows give 0
+                y = y * key_padding.gather(1, query_index)[:, None, :, None].to(y.dtype)
+            return self.out(y.transpose(1, 2).reshape(B, -1, H)), None, None
         pattern = self.pattern(Tp, x.device)
         impl = self.impl(x, output_attentions)
         probs = None

@@ -118,3 +118,39 @@ def test_bad_fields_name_themselves(fields, match):
 def test_unknown_kind_in_the_pattern_is_named():
     with pytest.raises(ConfigError, match="attention_pattern='bigbrid'.*Did you mean: bigbird"):
         Model(config(attention_pattern=["dense", "bigbrid"]))
+
+
+@pytest.mark.parametrize("head", ["seq-cls", "choice"])
+def test_cls_only_last_layer_is_the_global_row(head):
+    """A classifier's last layer on [CLS] only (Model.cls_only_last_layer): position 0 lies in the opening global
+    block, which attends to every key, so the layer computes that row as one dense product; loss, logits and
+    every gradient equal the block-sparse layer's (padded batch of 600-800 tokens, training and evaluation)."""
+    torch.manual_seed(0)
+    # a wide init: peaked attention, so that a wrong row or mask would show in the logits
+    model = Model(config(head=head, num_labels=3, max_positions=1024, initializer_range=0.3)).train()
+    B = 4
+    ids = torch.randint(5, 60, (B, 800), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(B, 800, dtype=torch.long)
+    mask[1, 600:] = 0
+    mask[3, 700:] = 0
+    labels = torch.tensor([0, 2, 1, 0]) if head == "seq-cls" else torch.tensor([1, 0])
+    if head == "choice":
+        ids, mask = ids.view(2, 2, -1), mask.view(2, 2, -1)
+    results = []
+    for cls_only in (False, True):
+        model.cls_only_last_layer = cls_only
+        model.zero_grad(set_to_none=True)
+        out = model(ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (ref, g0), (out, g1) = results
+    assert out.last_hidden_state.shape[1] == 1 and ref.last_hidden_state.shape[1] == 800
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-6, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-6, rtol=1e-4, msg=name)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask, first_token_only=True).logits,
+                                   model(ids, attention_mask=mask).logits, atol=1e-6, rtol=1e-5)
