@@ -155,7 +155,7 @@ class Model(nn.Module):
         done = {id(params[k]) for k in loaded if k in params}
         std = config.initializer_range
         for name, tensor in params.items():
-            if name in loaded or id(tensor) in done:
+            if id(tensor) in done:  # loaded, tied to a loaded tensor, or initialised under another name
                 continue
             owner = self.get_submodule(name.rpartition(".")[0])
             leaf = name.rpartition(".")[2]

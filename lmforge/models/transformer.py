@@ -309,13 +309,11 @@ class Transformer(nn.Module):
                 raise InputError("output_rows is for encoder training steps: no KV cache, hidden states or "
                                  "attention maps with it.")
             query_index, pick = self.row_index(output_rows.bool(), first=pool and self.pooler is not None)
-        elif first_token_only:
+        elif first_token_only and where is None:
             query_index = torch.zeros(B, 1, dtype=torch.long, device=input_ids.device)  # (B, 1): position 0
-            if where is not None:  # (B,): the row of each sequence's position 0 among the N real tokens
-                starts = torch.arange(B, device=input_ids.device) * T
-                query_index = torch.searchsorted(where.index, starts)
-                if not bool(mask.key_padding[:, 0].all()):  # a padded position 0 (left padding): compute every row
-                    query_index = None
+        elif first_token_only and bool(mask.key_padding[:, 0].all()):  # (a padded position 0: every row computed)
+            # (B,): the row of each sequence's position 0 among the N real tokens
+            query_index = torch.searchsorted(where.index, torch.arange(B, device=input_ids.device) * T)
 
         pasts = None
         if past_key_values:

@@ -52,6 +52,32 @@ def uses_cpu_fastpath(attn: _Dense, x: torch.Tensor) -> bool:
     return attn.training and attn.dropout_p > 0 and x.device.type == "cpu"
 
 
+def qkv_weights(attn: _Dense, explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fused q / k / v projection's (weight, bias); on the explicit path with 1/sqrt(hs) folded into the q
+    rows of the (3H, H) weight: 3H x H multiplications, not B x T x H."""
+    w, b = attn.qkv.weight, attn.qkv.bias
+    if explicit:
+        H = attn.num_heads * attn.head_size
+        qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
+        qscale[:H] = attn.scale
+        w, b = w * qscale, None if b is None else b * qscale[:, 0]
+    return w, b
+
+
+def project_rows(attn: _Dense, x: torch.Tensor, rows: torch.Tensor, explicit: bool,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q of the rows at ``rows`` (as ``gather_rows``), k / v of every row of ``x``): the queries are projected for
+    those rows only where the weight is a float matrix to slice; an int8 / bf16 projection from `lmforge
+    compress` runs its own kernel over every row and the q rows are picked after."""
+    H = attn.num_heads * attn.head_size
+    if explicit or type(attn.qkv) is nn.Linear:
+        w, b = qkv_weights(attn, explicit)
+        q = F.linear(gather_rows(x, rows), w[:H], None if b is None else b[:H])
+        return q, F.linear(x, w[H:], None if b is None else b[H:])
+    qkv = attn.qkv(x)
+    return gather_rows(qkv[..., :H], rows), qkv[..., H:]
+
+
 def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tensor | None, is_causal: bool,
                        query_index: torch.Tensor | None = None) -> torch.Tensor:
     """Self-attention output (B, T, H), or (B, M, H) at ``query_index``; ``dense_mask`` True = attend."""
@@ -59,25 +85,15 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
     nh, hs = attn.num_heads, attn.head_size
     H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
-    w, b = attn.qkv.weight, attn.qkv.bias
-    if explicit:  # fold the scale (1/sqrt(hs)) into the q rows of the (3H, H) weight: 3H x H numbers, not B x T x H
-        qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
-        qscale[:H] = attn.scale
-        w, b = w * qscale, None if b is None else b * qscale[:, 0]
     if query_index is None:
         q_rows = T
-        qkv = F.linear(x, w, b).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous()  # (3, B, nh, T, hs)
-        q, k, v = qkv.unbind(0)
+        qkv = F.linear(x, *qkv_weights(attn, explicit))  # (B, T, 3H)
+        q, k, v = qkv.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
     else:
         if is_causal:
             raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
         q_rows = query_index.size(1)
-        if explicit or type(attn.qkv) is nn.Linear:  # float weights: project q for the M rows only
-            kv = F.linear(x, w[H:], None if b is None else b[H:])  # (B, T, 2H)
-            q = F.linear(gather_rows(x, query_index), w[:H], None if b is None else b[:H])  # (B, M, H)
-        else:  # an int8 / bf16 projection from `lmforge compress` (evaluation): its own kernel over every row
-            qkv = attn.qkv(x)
-            kv, q = qkv[..., H:], gather_rows(qkv[..., :H], query_index)
+        q, kv = project_rows(attn, x, query_index, explicit)  # (B, M, H), (B, T, 2H)
         k, v = kv.reshape(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
         q = q.view(B, q_rows, nh, hs).transpose(1, 2).contiguous()  # (B, nh, M, hs)
     if not explicit:  # e.g. on GPU: SDPA's fused kernels handle dropout themselves

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge.nn.attention.cpu_fastpath import _Dense, explicit_attention, uses_cpu_fastpath
+from lmforge.nn.attention.cpu_fastpath import _Dense, explicit_attention, project_rows, qkv_weights, uses_cpu_fastpath
 
 
 @dataclass
@@ -57,28 +57,16 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     nh, hs = attn.num_heads, attn.head_size
     H = nh * hs  # the projections' inner width (the model width unless heads were pruned)
     explicit = uses_cpu_fastpath(attn, x)
-    sliced = explicit or (query_rows is not None and type(attn.qkv) is torch.nn.Linear)
-    if sliced:  # float weights: fold 1/sqrt(hs) into the q rows as cpu_fastpath does (explicit path only)
-        w, b = attn.qkv.weight, attn.qkv.bias
-        if explicit:
-            qscale = torch.ones(3 * H, 1, dtype=w.dtype, device=w.device)
-            qscale[:H] = attn.scale
-            w, b = w * qscale, None if b is None else b * qscale[:, 0]
     q_len = T
-    if query_rows is None:
-        qkv = F.linear(x, w, b) if sliced else attn.qkv(x)  # (N, 3H): the projection costs the real tokens only
+    if query_rows is None:  # (N, 3H): the projection costs the real tokens only
+        qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
         full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
         q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
     else:
         if is_causal:
             raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
         q_len = 1
-        if sliced:  # q for the B wanted rows only, k / v for every real token
-            kv = F.linear(x, w[H:], None if b is None else b[H:])  # (N, 2H)
-            q = F.linear(x.index_select(0, query_rows), w[:H], None if b is None else b[:H])  # (B, H)
-        else:  # an int8 / bf16 projection from `lmforge compress`: its own kernel over every row
-            qkv = attn.qkv(x)
-            kv, q = qkv[:, H:], qkv.index_select(0, query_rows)[:, :H]
+        q, kv = project_rows(attn, x, query_rows, explicit)  # (B, H) for the wanted rows, (N, 2H) for every token
         full = kv.new_zeros(B * T, 2 * H).index_copy(0, where.index, kv)  # (B * T, 2H)
         k, v = full.view(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
         q = q.view(B, 1, nh, hs).transpose(1, 2)  # (B, nh, 1, hs)
