@@ -327,26 +327,11 @@ def write_predictions(out: Path, task: Task, examples: Sequence[Example], predic
 
 def write_confusion_matrix(path: Path, predictions: Sequence[int], examples: Sequence[Example],
                            labels: Sequence[str], title: str) -> None:
-    # a Figure on the Agg canvas, not pyplot (whose import costs ~1 s of CPU, more than a small run's steps)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from lmforge.tasks.metrics import confusion_matrix
+    from lmforge.train.plot import confusion_chart
 
     cm = confusion_matrix(np.asarray(predictions), np.asarray([ex["label"] for ex in examples]), len(labels))
-    fig = Figure(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.imshow(cm, cmap="Blues")
-    for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    confusion_chart(path, cm.tolist(), labels, title=title)
 
 
 def task_state(task: Task) -> dict[str, Any]:

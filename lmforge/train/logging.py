@@ -117,31 +117,17 @@ def plot_loss(out_dir: Path, *, title: str = "loss") -> Path | None:
     if not (out_dir / METRICS_FILE).is_file():
         return None
     records = read_metrics(out_dir / METRICS_FILE)
-    train = [(r["step"], r["loss"]) for r in records
-             if r.get("split", "train") == "train" and isinstance(r.get("loss"), (int, float))]
-    val = [(r["step"], r["loss"]) for r in records if r.get("split") == "val" and isinstance(r.get("loss"), (int, float))]
+    def points(split: str) -> list[tuple[float, float]]:
+        return [(r["step"], r["loss"]) for r in records if r.get("split", "train") == split
+                and isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
+
+    train, val = points("train"), points("val")
     if not train and not val:
         return None
-    # a Figure on the Agg canvas, not pyplot: importing pyplot costs ~1 s of CPU, more than the plot
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from lmforge.train.plot import BLUE, ORANGE, line_chart
 
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if train:
-        ax.plot(*zip(*train), label="train", linewidth=1.2)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation", markersize=4)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = out_dir / PLOT_FILE
-    fig.savefig(path)
-    return path
+    return line_chart(out_dir / PLOT_FILE, [("train", train, BLUE, False), ("validation", val, ORANGE, True)],
+                      title=title, xlabel="step", ylabel="loss")
 
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLogger", "plot_loss", "read_metrics"]
