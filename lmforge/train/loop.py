@@ -846,19 +846,25 @@ class Trainer:
     def _save_final(self, state: dict[str, Any]) -> None:
         """The final model at the top of out_dir (each file replaced atomically)."""
         cfg, info = self.config, self.dist
-        best_dir = self.out_dir / "best"
+        best_dir, from_best = self.out_dir / "best", None
         if cfg.load_best_at_end and state["best_step"] is not None and (best_dir / ckpt.WEIGHTS_FILE).is_file():
             if is_fsdp(self.model):
                 self._note("load_best_at_end is not supported with FSDP; the final model is the last one "
                            f"(the best is in {best_dir})")
             else:
                 ckpt.load_weights(unwrap(self.model), best_dir / ckpt.WEIGHTS_FILE)
-        model_state, _ = full_state_dicts(self.model, None)
+                from_best = best_dir
+        model_state, _ = full_state_dicts(self.model, None) if from_best is None else ({}, None)
         if info.is_main:
             staging = self.out_dir / ".tmp-final"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            self._write_model(staging, model_state)
+            if from_best is not None:
+                _copy_model_dir(from_best, staging)
+                if self.save_extra is not None:  # e.g. ELECTRA's generator: as it is now, not as it was then
+                    self.save_extra(staging)
+            else:
+                self._write_model(staging, model_state)
             summary = self._trainer_state(state)
             (staging / ckpt.STATE_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             ckpt.umask_modes(staging)
@@ -877,6 +883,21 @@ class Trainer:
                  "or clipping)" if last else "no checkpoint was written before it (set --save-every)")
         return TrainingDiverged(f"the loss became {value} at step {step}; training stopped without applying that "
                                 f"step; {where}")
+
+
+def _copy_model_dir(best: Path, target: Path) -> None:
+    """The final model when it is best/'s: its weights hard-linked (written and fsync'd once already, never
+    changed in place: every save replaces whole files), its small files copied; best.json stays behind."""
+    for item in best.iterdir():
+        if not item.is_file() or item.name == "best.json":
+            continue
+        if item.name == ckpt.WEIGHTS_FILE:
+            try:
+                os.link(item, target / item.name)
+                continue
+            except OSError:  # a file system without hard links
+                pass
+        shutil.copyfile(item, target / item.name)
 
 
 def _read_state(checkpoint: Path) -> dict[str, Any]:

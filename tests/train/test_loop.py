@@ -168,6 +168,9 @@ def test_keep_best_early_stopping_and_load_best(tmp_path):
     result = trainer.train()
     assert (result.stopped, result.step, result.best_metric, result.best_step) == ("early_stopping", 8, 0.9, 4)
     assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 4
+    # the final weights are best/'s file, linked rather than written and fsync'd a second time
+    assert os.path.samefile(tmp_path / "model.safetensors", tmp_path / "best" / "model.safetensors")
+    assert not (tmp_path / "best.json").exists()
     final = _weights(tmp_path)
     for k, v in snapshots[0.9].items():  # the final model is the best one, in memory and on disk
         assert torch.equal(final[k], v) and torch.equal(trainer.model.state_dict()[k], v)
