@@ -51,7 +51,7 @@ from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_me
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, materialize,
                                        on_meta, unwrap, wrap_model)
 from lmforge.train.logging import RunLogger, plot_loss
-from lmforge.train.optim import build_optimizer, build_scheduler, param_groups
+from lmforge.train.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups
 
 Batch = dict[str, Any]
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
@@ -435,7 +435,7 @@ class Trainer:
             scheduler.step()
             return _StepStats(loss=step_loss, grad_norm=None, lr=lr, tokens=tokens, metric_items=metric_items)
         if cfg.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            norm = clip_grad_norm(params, cfg.max_grad_norm)
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
         else:
             grad_norm = None

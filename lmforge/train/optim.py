@@ -154,4 +154,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-__all__ = ["Lamb", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (same norm, same clipped gradients, bit for bit), except that plain CPU
+    gradients are not multiplied by exactly 1.0 when their norm is within ``max_norm``.
+
+    torch multiplies by the clamped coefficient unconditionally to avoid a device sync; on CPU there is none
+    to avoid, and the multiply is a read and a write of every gradient (~2 ms a step for bert-mini, ~30 ms
+    for bert-base). GPU gradients and DTensors (FSDP) go through torch's function as they are.
+    """
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if (get_total_norm is None or not grads
+            or any(type(g) is not torch.Tensor or g.device.type != "cpu" for g in grads)):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    total = get_total_norm(grads, 2.0)
+    if float(float(max_norm) / (total + 1e-6)) < 1.0:  # torch's own coefficient (float32), below its clamp
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
+
+
+__all__ = ["Lamb", "build_optimizer", "clip_grad_norm", "build_scheduler", "lr_factor", "param_groups"]

@@ -7,7 +7,7 @@ import torch
 
 from lmforge.errors import ConfigError
 from lmforge.train.config import TrainConfig, load_yaml, merge
-from lmforge.train.optim import Lamb, build_optimizer, build_scheduler, lr_factor, param_groups
+from lmforge.train.optim import Lamb, build_optimizer, build_scheduler, clip_grad_norm, lr_factor, param_groups
 
 
 def test_unknown_and_impossible_fields_are_named(tmp_path):
@@ -87,3 +87,24 @@ def test_lamb_trust_ratio_and_convergence():
         ((x - 1.0) ** 2).sum().backward()
         opt.step()
     assert torch.allclose(x.detach(), torch.ones(4), atol=0.1)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.01, 0.02, 0.3, 30.0])
+def test_clip_grad_norm_is_torchs_bit_for_bit(scale):
+    """lmforge's clip skips torch's multiply by exactly 1.0 on CPU; norm and gradients must not change a bit."""
+    torch.manual_seed(0)
+    shapes = [(300, 16), (16,), (7, 5), (1,)]
+    grads = [torch.randn(s) * scale for s in shapes]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, q, g in zip(ours, ref, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    ours.append(torch.nn.Parameter(torch.zeros(3)))  # no gradient: skipped by both
+    ref.append(torch.nn.Parameter(torch.zeros(3)))
+    norm = clip_grad_norm(ours, 1.0)
+    want = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+    assert torch.equal(norm, want)
+    for p, q in zip(ours, ref):
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad)
+    clipped = float(want) > 1.0
+    assert clipped == any(not torch.equal(p.grad, g) for p, g in zip(ours, grads))  # the case is the one named
