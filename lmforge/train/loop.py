@@ -854,7 +854,7 @@ class Trainer:
             else:
                 ckpt.load_weights(unwrap(self.model), best_dir / ckpt.WEIGHTS_FILE)
                 from_best = best_dir
-        model_state, _ = full_state_dicts(self.model, None) if from_best is None else ({}, None)
+        model_state = full_state_dicts(self.model, None)[0] if from_best is None else {}
         if info.is_main:
             staging = self.out_dir / ".tmp-final"
             shutil.rmtree(staging, ignore_errors=True)

@@ -174,4 +174,4 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
     return total
 
 
-__all__ = ["Lamb", "build_optimizer", "clip_grad_norm", "build_scheduler", "lr_factor", "param_groups"]
+__all__ = ["Lamb", "build_optimizer", "build_scheduler", "clip_grad_norm", "lr_factor", "param_groups"]

@@ -1,9 +1,9 @@
 """The charts every run writes, drawn with Pillow: ``loss.png`` (a line chart) and ``confusion_matrix.png``.
 
 Why not matplotlib: importing it and drawing one figure on the Agg canvas costs ~0.5 s of CPU, 10 % of a
-5-second CoLA fine-tuning run (docs/finetuning.md, "Fixed per-run costs"); each chart here costs ~20 ms.
-They are drawn at twice the size and scaled down, which anti-aliases lines and text. (The quickstart's
-report figures still use matplotlib: they are one-off and richer.)
+5-second CoLA fine-tuning run (docs/finetuning.md, "Charts and the final model"); each chart here costs
+~30 ms. They are drawn at twice the size and scaled down, which anti-aliases lines and text. (The report
+figures of the quickstart, few-shot and equal-compute recipes still use matplotlib: one-off and richer.)
 """
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def _label(value: float, step: float) -> str:
     """``value`` with as many decimals as the tick step needs (0.25 -> 2, 2.5 -> 1, 200 -> 0)."""
     decimals = next((d for d in range(10) if abs(round(step, d) - step) <= step * 1e-6), 10)
     return f"{value:.{decimals}f}"
+
+
+def _vertical_text(img, text: str, font, ink: tuple[int, int, int], *, centre_y: float) -> None:
+    """``text`` turned a quarter (read bottom to top) at the left edge of ``img``, centred on ``centre_y``."""
+    from PIL import Image, ImageDraw
+
+    s = _SCALE
+    strip = Image.new("RGB", (int(ImageDraw.Draw(img).textlength(text, font=font)) + 4 * s, 16 * s), "white")
+    ImageDraw.Draw(strip).text((2 * s, 8 * s), text, fill=ink, font=font, anchor="lm")
+    strip = strip.rotate(90, expand=True)
+    img.paste(strip, (4 * s, int(centre_y - strip.height / 2)))
 
 
 def line_chart(path: Path, series: Sequence[Series], *, title: str, xlabel: str, ylabel: str) -> Path:
@@ -86,11 +97,7 @@ def line_chart(path: Path, series: Sequence[Series], *, title: str, xlabel: str,
     draw.rectangle(box, outline=ink, width=s)
     draw.text(((box[0] + box[2]) / 2, box[1] - 9 * s), title, fill=ink, font=title_font, anchor="ms")
     draw.text(((box[0] + box[2]) / 2, height - 8 * s), xlabel, fill=ink, font=font, anchor="ms")
-    # the y label, rotated: drawn on its own strip, turned a quarter
-    strip = Image.new("RGB", (int(draw.textlength(ylabel, font=font)) + 4 * s, 16 * s), "white")
-    ImageDraw.Draw(strip).text((2 * s, 8 * s), ylabel, fill=ink, font=font, anchor="lm")
-    strip = strip.rotate(90, expand=True)
-    img.paste(strip, (4 * s, int((box[1] + box[3] - strip.height) / 2)))
+    _vertical_text(img, ylabel, font, ink, centre_y=(box[1] + box[3]) / 2)
 
     for _, pts, colour, markers in series:
         if not pts:
@@ -166,10 +173,7 @@ def confusion_chart(path: Path, matrix: Sequence[Sequence[int]], labels: Sequenc
         draw.text((left + i * cell + cell / 2, top + n * cell + 6 * s), str(lab), fill=ink, font=font, anchor="ma")
     draw.text((left + n * cell / 2, top - 12 * s), title, fill=ink, font=title_font, anchor="ms")
     draw.text((left + n * cell / 2, height - 8 * s), "predicted", fill=ink, font=font, anchor="ms")
-    strip = Image.new("RGB", (int(draw.textlength("true", font=font)) + 4 * s, 16 * s), "white")
-    ImageDraw.Draw(strip).text((2 * s, 8 * s), "true", fill=ink, font=font, anchor="lm")
-    strip = strip.rotate(90, expand=True)
-    img.paste(strip, (4 * s, int(top + n * cell / 2 - strip.height / 2)))
+    _vertical_text(img, "true", font, ink, centre_y=top + n * cell / 2)
     img.resize((width // s, height // s), Image.Resampling.LANCZOS).save(path)
     return Path(path)
 
