@@ -1,0 +1,86 @@
+"""The matrix-product FLOPs of one fine-tuning epoch: HF Trainer's padded batches against lmforge's.
+
+    python benchmarks/finetune_flops.py [--tasks squad300 cola sst2] [--shuffles 20] [--size mini|base]
+
+Counts, for the workloads of benchmarks/finetuning.py (same data, same tokenizer, same windows), the FLOPs of
+the matrix products of a training step (forward + backward = 3x the forward), per token and layer
+2 (4 H^2 + 2 H F) for the projections and the MLP plus 4 T H for the two attention products over the batch's
+padded length T:
+* HF: `DataCollatorWithPadding` over randomly ordered batches: every position of the padded (B, T) batch;
+* lmforge: length-grouped batches (`group_by_length`, 8-batch chunks), padding-free projections and MLP on the
+  real tokens, the attention products over the batch's padded T; for a [CLS] classifier the last layer projects
+  keys and values for every token and the rest for position 0 alone (`cls-only`).
+It prints the padded / real token ratio and the FLOP ratio (mean and range over ``--shuffles`` orders): the
+speed-up the layouts alone allow when both sides multiply at the same rate. No model is run. Results:
+docs/finetuning.md ("The bound, counted").
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import finetuning as bench  # noqa: E402
+
+
+def step_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool) -> float:
+    """Matrix-product FLOPs of forward + backward over one batch of sequences of these real lengths."""
+    T, n = max(lengths), len(lengths)
+    rows = n * T if padded else sum(lengths)  # the rows the projections and the MLP run on
+    per_row = 2 * (4 * H * H + 2 * H * F)
+    attention = n * T * 4 * T * H
+    if not cls_only:
+        return 3 * layers * (rows * per_row + attention)
+    last = rows * 2 * (2 * H * H) + n * (2 * (2 * H * H + 2 * H * F)) + n * 4 * T * H  # k / v for all, the rest for [CLS]
+    return 3 * ((layers - 1) * (rows * per_row + attention) + last)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", choices=["squad300", "cola", "sst2"], default=["squad300", "cola", "sst2"])
+    ap.add_argument("--shuffles", type=int, default=20)
+    ap.add_argument("--size", choices=list(bench.SIZES), default="mini")
+    ap.add_argument("--rows", type=int, default=8000)
+    args = ap.parse_args()
+    from transformers import BertTokenizerFast
+
+    from lmforge.objectives.base import group_by_length
+    from lmforge.tasks import featurize_all, get_task
+
+    paths = bench.prepare(Path(tempfile.mkdtemp(prefix="ftflops-")), bench.REFDATA, args.rows, args.size)
+    tok = BertTokenizerFast(vocab_file=str(paths["model"] / "vocab.txt"), do_lower_case=True)
+    size = bench.SIZES[args.size]
+    H, F, layers = size["hidden_size"], size["intermediate_size"], size["num_hidden_layers"]
+    print(f"| task ({args.size}) | sequences | real tokens | HF padded / real tokens | HF FLOPs / lmforge FLOPs "
+          f"| GFLOP an epoch, HF / lmforge |\n|---|---|---|---|---|---|")
+    for name in args.tasks:
+        task_name, _, batch, length, _ = bench.TASKS[name]
+        task = get_task(task_name, **({"doc_stride": 128} if task_name == "squad" else {}))
+        feats, _ = featurize_all(task, task.read(paths[name], "train"), tok, max_length=length, training=True)
+        lengths = np.array([len(f["input_ids"]) for f in feats])
+        cls_only = task.kind != "span"
+        pads, hf, lm = [], [], []
+        for seed in range(args.shuffles):
+            rng = np.random.default_rng(seed)
+            shuffled = rng.permutation(len(lengths))
+            grouped = group_by_length(rng.permutation(len(lengths)), lengths, batch_size=batch, chunk_batches=8,
+                                      rng=rng)
+            hf_batches = [lengths[shuffled[i:i + batch]].tolist() for i in range(0, len(lengths), batch)]
+            lm_batches = [lengths[grouped[i:i + batch]].tolist() for i in range(0, len(lengths), batch)]
+            pads.append(sum(max(b) * len(b) for b in hf_batches) / lengths.sum())
+            hf.append(sum(step_flops(b, H, F, layers, padded=True, cls_only=False) for b in hf_batches))
+            lm.append(sum(step_flops(b, H, F, layers, padded=False, cls_only=cls_only) for b in lm_batches))
+        ratios = [h / m for h, m in zip(hf, lm)]
+        print(f"| {name} | {len(lengths):,} | {int(lengths.sum()):,} | {statistics.mean(pads):.2f}x "
+              f"({min(pads):.2f}-{max(pads):.2f}) | **{statistics.mean(ratios):.2f}x** ({min(ratios):.2f}-"
+              f"{max(ratios):.2f}) | {statistics.mean(hf) / 1e9:,.0f} / {statistics.mean(lm) / 1e9:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
