@@ -351,12 +351,15 @@ def task_from_state(state: dict[str, Any], name: str | None = None, **options: A
 
 
 def write_outputs(out: Path, task: Task, examples: Sequence[Example], predictions: Sequence[Any],
-                  scores: dict[str, float]) -> None:
+                  scores: dict[str, float], *, log: Log = _print) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
     write_predictions(out, task, examples, predictions)
     if task.kind == "classification" and task.labels and all(ex["label"] is not None for ex in examples):
-        write_confusion_matrix(out / "confusion_matrix.png", predictions, examples, task.labels, task.name)
+        try:
+            write_confusion_matrix(out / "confusion_matrix.png", predictions, examples, task.labels, task.name)
+        except (ImportError, OSError) as err:  # a chart: the metrics and predictions above are what counts
+            log(f"warning: confusion_matrix.png was not drawn ({err})")
 
 
 def summarize_seeds(results: Sequence[dict[str, float]], seeds: Sequence[int]) -> dict[str, Any]:
@@ -596,7 +599,7 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
         save_task(out)
         (out / "null_odds.json").write_text(json.dumps(
             {ex["id"]: p["null_odds"] for ex, p in zip(eval_sets[first], predictions)}, indent=1))
-    write_outputs(out, task, eval_sets[first], predictions, scores)
+    write_outputs(out, task, eval_sets[first], predictions, scores, log=log)
     return scores
 
 
@@ -663,7 +666,7 @@ def evaluate_dir(model_dir: str, *, task: str | None, data: str, split: str | No
                           what=split, log=log, segments=model.config.type_vocab_size > 1)
     predictions, scores = evaluate(model, the_task, examples, features, pad_id=_pad_id(tok), batch_size=batch_size)
     if out:
-        write_outputs(Path(out), the_task, examples, predictions, scores)
+        write_outputs(Path(out), the_task, examples, predictions, scores, log=log)
     return scores
 
 

@@ -50,7 +50,7 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import (DistInfo, all_reduce_grads, all_reduce_mean, barrier, broadcast_object, full_state_dicts,
                                        gather_objects, init_distributed, is_fsdp, load_optimizer_state, materialize,
                                        on_meta, unwrap, wrap_model)
-from lmforge.train.logging import RunLogger, plot_loss
+from lmforge.train.logging import PLOT_FILE, RunLogger, plot_loss
 from lmforge.train.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups
 
 Batch = dict[str, Any]
@@ -344,7 +344,10 @@ class Trainer:
             except OSError as err:  # a full disk: the log's tail is lost; an error in flight says why
                 self._note(f"warning: could not finish writing {self.out_dir / 'metrics.jsonl'} ({err})")
         if info.is_main:
-            plot_loss(self.out_dir)
+            try:
+                plot_loss(self.out_dir)
+            except (ImportError, OSError) as err:  # a chart (e.g. Pillow without FreeType): the run is saved
+                self._note(f"warning: {self.out_dir / PLOT_FILE} was not drawn ({err})")
         barrier(info)
         return result
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from lmforge.train.logging import plot_loss
 from lmforge.train.plot import BLUE, ORANGE, SIZE, blues, confusion_chart, line_chart, nice_ticks
+
+sys.path.insert(0, str(Path(__file__).parent))
+import toy  # noqa: E402
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -98,3 +103,28 @@ def test_confusion_chart_shades_cells_by_count(tmp_path):
     assert dx > mx and dy > my  # 97 is bottom right, 40 top left
     with pytest.raises(ValueError):
         confusion_chart(tmp_path / "x.png", [[1, 2]], ["a", "b"], title="t")
+
+
+def test_a_chart_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, monkeypatch, capsys, refdata):
+    """A Pillow without FreeType (or a full disk at the end) costs the chart, with a warning, not the run."""
+    import lmforge.train.plot as plot
+    from lmforge.recipes.finetune import write_outputs
+    from lmforge.tasks import get_task
+    from lmforge.train import TrainConfig, Trainer, list_source
+
+    def broken(*args, **kwargs):
+        raise ImportError("The _imagingft C module is not installed")
+
+    monkeypatch.setattr(plot, "line_chart", broken)
+    monkeypatch.setattr(plot, "confusion_chart", broken)
+    cfg = TrainConfig(max_steps=2, batch_size=8, progress=False, log_every=1)
+    src = list_source(toy.toy_examples(), toy.collate, batch_size=8)
+    assert Trainer(toy.ToyLM(), toy.ToyObjective(), src, cfg, out_dir=tmp_path / "run").train().step == 2
+    assert "loss.png was not drawn (The _imagingft C module" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / "loss.png").exists()
+    task = get_task("glue-cola")
+    examples = task.read(refdata / "glue" / "CoLA", "dev")
+    said = []
+    write_outputs(tmp_path / "out", task, examples, [1] * len(examples), {"mcc": 0.0}, log=said.append)
+    assert (tmp_path / "out" / "predictions.tsv").is_file() and not (tmp_path / "out" / "confusion_matrix.png").exists()
+    assert said == ["warning: confusion_matrix.png was not drawn (The _imagingft C module is not installed)"]
