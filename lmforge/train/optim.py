@@ -159,7 +159,8 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
     gradients are not multiplied by exactly 1.0 when their norm is within ``max_norm``.
 
     torch multiplies by the clamped coefficient unconditionally to avoid a device sync; on CPU there is none
-    to avoid, and the multiply is a read and a write of every gradient (~2 ms a step for bert-mini). GPU gradients and DTensors (FSDP) go through torch's function as they are.
+    to avoid, and the multiply is a read and a write of every gradient (~2 ms a step for bert-mini). GPU
+    gradients and DTensors (FSDP) go through torch's function as they are.
     """
     params = [p for p in params if p.grad is not None]
     grads = [p.grad for p in params]
