@@ -10,7 +10,7 @@ cache and no attention maps in either):
   1/sqrt(hs) is folded into the q rows of the projection weight (3H x H numbers instead of B x T x H), a
   plain softmax (the body never builds a fully masked row), and the cheaper mask of ``lmforge.nn.dropout``;
   the padding mask as an additive bias of ``baddbmm``, and the (B * nh, T, T) maps in chunks of at most
-  16 MiB (``explicit_attention``, which the padding-free layers share). Same function, same dropout
+  ``CHUNK_BYTES`` (``explicit_attention``, which the padding-free layers share). Same function, same dropout
   distribution; the measurements are in docs/pretraining.md and docs/finetuning.md.
 * ``query_index`` (B, M): only the outputs at those positions are wanted (the last layer of an MLM
   model in training, where only the ~15% masked positions reach the loss). Keys and values are
