@@ -54,7 +54,7 @@ def _model(preset: str, head: str, *, dropout: float, **extra) -> Model:
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_cls_only_equals_every_position(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, free: bool,
                                         dropout: float) -> None:
-    keep = lambda like, p: torch.full_like(like, 1.0 - p)  # noqa: E731 - dropout that keeps everything
+    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
     model = _model(preset, head, dropout=dropout)
     ids, mask = _batch()

@@ -1,10 +1,14 @@
 """``lmforge.nn.dropout.Dropout``: keep rate 1 - p, kept values scaled by 1 / (1 - p), the fused residual,
-gradients through the mask; identity in eval mode."""
+gradients through the mask; identity in eval mode. The mask's 15-bit draws: every one of the four numbers a
+64-bit draw gives is uniform (drop rates, a chi-square over its 2^15 values against scipy), the expectation is
+exact, and probabilities 15 bits cannot hold take float32 uniforms."""
 from __future__ import annotations
 
+import pytest
 import torch
+from scipy import stats
 
-from lmforge.nn.dropout import Dropout
+from lmforge.nn.dropout import Dropout, drop_threshold, keep_mask
 
 
 def test_dropout_rate_scale_residual_and_gradient() -> None:
@@ -14,9 +18,10 @@ def test_dropout_rate_scale_residual_and_gradient() -> None:
     y = drop(x)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 0.002  # 1M draws: sd 0.0003
-    torch.testing.assert_close(y[kept], x[kept] / 0.9)
+    scale = 2 ** 15 / (2 ** 15 - 3277)  # p = 0.1 is drawn as 3277 / 2^15 = 0.1000061
+    torch.testing.assert_close(y[kept], x[kept] * scale)
     y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+    torch.testing.assert_close(x.grad, kept.float() * scale)
 
     r = torch.randn(1000, 1000)
     torch.manual_seed(1)
@@ -27,3 +32,36 @@ def test_dropout_rate_scale_residual_and_gradient() -> None:
 
     drop.eval()
     assert torch.equal(drop(x), x) and torch.equal(drop(x, residual=r), r + x)
+
+
+def test_mask_numbers_uniform_in_every_slot_and_expectation_exact() -> None:
+    torch.manual_seed(0)
+    n = 4 * 2 ** 20
+    # the 15-bit numbers themselves, as keep_mask reads them (slot i = int16 i of each 64-bit draw)
+    bits = torch.empty(n // 4, dtype=torch.int64).random_()
+    numbers = bits.view(torch.int16).bitwise_and(2 ** 15 - 1).view(-1, 4).long()
+    for slot in range(4):
+        counts = torch.bincount(numbers[:, slot], minlength=2 ** 15).double()
+        assert stats.chisquare(counts.numpy()).pvalue > 1e-4, slot  # 2^20 draws in 2^15 cells
+    for p in (0.1, 0.25, 0.5, 0.9):
+        torch.manual_seed(1)
+        m = keep_mask(torch.empty(n), p)
+        k = drop_threshold(p)
+        assert k is not None and abs(k / 2 ** 15 - p) < 2 ** -16
+        assert m.unique().tolist() == [0.0, pytest.approx(2 ** 15 / (2 ** 15 - k))]
+        dropped = (m == 0).view(-1, 4).double().mean(0)  # each slot alone: sd ~ 0.0005 at p = 0.5
+        assert (dropped - k / 2 ** 15).abs().max() < 0.003, (p, dropped)
+        assert abs(m.double().mean().item() - 1.0) < 0.003  # expectation 1: dropout keeps the mean
+    # the mask's shape, a size that is not a multiple of four, bf16
+    m = keep_mask(torch.empty(3, 5, 7, dtype=torch.bfloat16), 0.1)
+    assert m.shape == (3, 5, 7) and m.dtype == torch.bfloat16
+
+
+def test_probabilities_15_bits_cannot_hold_use_float_uniforms() -> None:
+    assert drop_threshold(0.1) == 3277 and drop_threshold(0.5) == 2 ** 14
+    for p in (0.0, 1e-5, 0.001, 0.9999, 1.0):
+        assert drop_threshold(p) is None, p
+    torch.manual_seed(0)
+    m = keep_mask(torch.empty(2 ** 20), 0.001)  # float32 path: scale 1 / (1 - p) exactly
+    assert m.unique().tolist() == [0.0, pytest.approx(1 / 0.999)]
+    assert abs((m == 0).double().mean().item() - 0.001) < 0.0002

@@ -16,8 +16,8 @@ from lmforge.errors import InputError
 
 
 def _keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the attention dropout multiplies by keep_mask * 1/(1-p): a mask of (1-p) makes it exactly 1
-    monkeypatch.setattr(cpu_fastpath, "keep_mask", lambda like, p: torch.full_like(like, 1.0 - p))
+    # the attention dropout multiplies by keep_mask (0 or 1 / (1 - p)): a mask of ones keeps everything unscaled
+    monkeypatch.setattr(cpu_fastpath, "keep_mask", lambda like, p: torch.ones_like(like))
 
 
 @pytest.mark.parametrize("preset,head", [("bert-mini", "mlm"), ("gpt-mini", "clm")])

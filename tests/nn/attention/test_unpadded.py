@@ -86,7 +86,7 @@ CASES = [("bert-mini", "seq-cls"), ("bert-mini", "token-cls"), ("bert-mini", "qa
 @pytest.mark.parametrize("preset,head", CASES)
 @pytest.mark.parametrize("training", [False, True])
 def test_padding_free_equals_padded(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, training: bool) -> None:
-    keep = lambda like, p: torch.full_like(like, 1.0 - p)  # noqa: E731 - dropout that keeps everything
+    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
     torch.manual_seed(0)
     config = ModelConfig.from_preset(preset, vocab_size=V, head=head, num_layers=2, hidden_size=64, num_heads=2,
