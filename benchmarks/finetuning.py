@@ -22,7 +22,8 @@ Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(
   `dataset.map` does; SQuAD: lmforge's windows, which the tests pin to HF `run_qa`'s) + `Trainer` with
   `DataCollatorWithPadding`, `eval_strategy="epoch"`, `save_strategy="no"` (it saves nothing; lmforge
   writes best/ and the final model), its default optimizer; evaluation through `compute_metrics`
-  (SQuAD: `Trainer.predict` + lmforge's n-best decoding and the official metric, counted in HF's time).
+  (SQuAD: a callback after every epoch, as run_qa.py's `QuestionAnsweringTrainer.evaluate`:
+  `Trainer.predict` + lmforge's n-best decoding and the official metric, counted in HF's time).
 * `lmforge`: `finetune(FinetuneConfig(...))`, everything it does (read, featurize with a cold feature
   cache, train, evaluate every epoch, re-score the best epoch, write the outputs and the model).
 * ablation variants: `lmforge-none` (every speed-up off: `--disable group-by-length padding-free
@@ -136,7 +137,7 @@ def run_hf(job: dict) -> dict:
     import numpy as np
     import torch
     from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, BertTokenizerFast,
-                              DataCollatorWithPadding, Trainer, TrainingArguments)
+                              DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
 
     from lmforge.tasks import featurize_all, get_task
 
@@ -173,14 +174,24 @@ def run_hf(job: dict) -> dict:
         weight_decay=WD, max_grad_norm=1.0, lr_scheduler_type="linear", seed=job["seed"], data_seed=job["seed"],
         eval_strategy="no" if name == "squad" else "epoch", save_strategy="no", logging_strategy="no",
         report_to=[], use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+    scores = []
+
+    class SquadEachEpoch(TrainerCallback):
+        # run_qa.py's QuestionAnsweringTrainer.evaluate: predict, then the n-best decoding and the metric.
+        # After every epoch, as lmforge evaluates (to keep the best) and as HF's GLUE rows here do
+        # (until 2026-12-05 HF's SQuAD side evaluated once, after training: one evaluation less than lmforge).
+        def on_epoch_end(self, args, state, control, **kwargs):
+            out = trainer.predict(dev).predictions  # training_step puts the model back in train mode
+            starts, ends = out[0], out[1]
+            outputs = [(s[: len(f["input_ids"])], e[: len(f["input_ids"])]) for s, e, f in zip(starts, ends, dev_f)]
+            scores.append(task.metric(task.postprocess(outputs, dev_f, dev_ex), dev_ex)[key])
+
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
-                      data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics)
+                      data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics,
+                      callbacks=[SquadEachEpoch()] if name == "squad" else None)
     trainer.train()
-    if name == "squad":  # once, after training, as run_qa.py does (lmforge evaluates after every epoch to keep the best)
-        out = trainer.predict(dev).predictions
-        starts, ends = out[0], out[1]
-        outputs = [(s[: len(f["input_ids"])], e[: len(f["input_ids"])]) for s, e, f in zip(starts, ends, dev_f)]
-        metric = task.metric(task.postprocess(outputs, dev_f, dev_ex), dev_ex)[key]
+    if name == "squad":
+        metric = max(scores)  # the best epoch's, as lmforge keeps the best
     else:
         evals = [h for h in trainer.state.log_history if f"eval_{key}" in h]
         metric = max(h[f"eval_{key}"] for h in evals)  # the best epoch's, as lmforge keeps the best
