@@ -1,4 +1,4 @@
-"""The matrix-product FLOPs of one fine-tuning epoch: HF Trainer's padded batches against lmforge's.
+"""The matrix-product FLOPs of a fine-tuning run: HF Trainer's padded batches against lmforge's.
 
     python benchmarks/finetune_flops.py [--tasks squad300 cola sst2] [--shuffles 20] [--size mini|base]
 
@@ -10,9 +10,11 @@ padded length T:
 * lmforge: length-grouped batches (`group_by_length`, 8-batch chunks), padding-free projections and MLP on the
   real tokens, the attention products over the batch's padded T; for a [CLS] classifier the last layer projects
   keys and values for every token and the rest for position 0 alone (`cls-only`).
-It prints the padded / real token ratio and the FLOP ratio (mean and range over ``--shuffles`` orders): the
-speed-up the layouts alone allow when both sides multiply at the same rate. No model is run. Results:
-docs/finetuning.md ("The bound, counted").
+It prints the padded / real token ratio and the FLOP ratio of a training epoch (mean and range over
+``--shuffles`` orders): the speed-up the layouts alone allow when both sides multiply at the same rate. Then
+the whole run as benchmarks/finetuning.py times it: its epochs plus one evaluation after each (forward only,
+batches of 64: HF in input order, each batch padded to its longest; lmforge sorted by length, padding-free,
+[CLS]-only for classifiers). No model is run. Results: docs/finetuning.md ("The bound, counted").
 """
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ def step_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool,
     return 3 * ((layers - 1) * (rows * per_row + attention) + last)
 
 
+def forward_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool) -> float:
+    """Matrix-product FLOPs of the forward alone (an evaluation batch)."""
+    return step_flops(lengths, H, F, layers, padded=padded, cls_only=cls_only) / 3
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", choices=["squad300", "cola", "sst2"], default=["squad300", "cola", "sst2"])
@@ -57,9 +64,10 @@ def main() -> int:
     size = bench.SIZES[args.size]
     H, F, layers = size["hidden_size"], size["intermediate_size"], size["num_hidden_layers"]
     print(f"| task ({args.size}) | sequences | real tokens | HF padded / real tokens | HF FLOPs / lmforge FLOPs "
-          f"| GFLOP an epoch, HF / lmforge |\n|---|---|---|---|---|---|")
+          f"| GFLOP an epoch, HF / lmforge | evaluation: HF / lmforge GFLOP | **whole run** (epochs + an evaluation "
+          f"after each): HF / lmforge |\n|---|---|---|---|---|---|---|---|")
     for name in args.tasks:
-        task_name, _, batch, length, _ = bench.TASKS[name]
+        task_name, epochs, batch, length, _ = bench.TASKS[name]
         task = get_task(task_name, **({"doc_stride": 128} if task_name == "squad" else {}))
         feats, _ = featurize_all(task, task.read(paths[name], "train"), tok, max_length=length, training=True)
         lengths = np.array([len(f["input_ids"]) for f in feats])
@@ -76,9 +84,21 @@ def main() -> int:
             hf.append(sum(step_flops(b, H, F, layers, padded=True, cls_only=False) for b in hf_batches))
             lm.append(sum(step_flops(b, H, F, layers, padded=False, cls_only=cls_only) for b in lm_batches))
         ratios = [h / m for h, m in zip(hf, lm)]
+        dev_ex = task.read(paths[name], task.eval_splits[0])
+        dev = [len(f["input_ids"]) for f in featurize_all(task, dev_ex, tok, max_length=length)[0]]
+        ordered = sorted(dev)  # lmforge's predict: sorted by length
+        e = bench.EVAL_BATCH
+        hf_eval = sum(forward_flops(dev[i:i + e], H, F, layers, padded=True, cls_only=False)
+                      for i in range(0, len(dev), e))
+        lm_eval = sum(forward_flops(ordered[i:i + e], H, F, layers, padded=False, cls_only=cls_only)
+                      for i in range(0, len(dev), e))
+        n_epochs = int(epochs)
+        runs = [n_epochs * (h + hf_eval) / (n_epochs * (m + lm_eval)) for h, m in zip(hf, lm)]
         print(f"| {name} | {len(lengths):,} | {int(lengths.sum()):,} | {statistics.mean(pads):.2f}x "
               f"({min(pads):.2f}-{max(pads):.2f}) | **{statistics.mean(ratios):.2f}x** ({min(ratios):.2f}-"
-              f"{max(ratios):.2f}) | {statistics.mean(hf) / 1e9:,.0f} / {statistics.mean(lm) / 1e9:,.0f} |")
+              f"{max(ratios):.2f}) | {statistics.mean(hf) / 1e9:,.0f} / {statistics.mean(lm) / 1e9:,.0f} "
+              f"| {hf_eval / 1e9:,.0f} / {lm_eval / 1e9:,.0f} ({len(dev):,} sequences) "
+              f"| **{statistics.mean(runs):.2f}x** ({min(runs):.2f}-{max(runs):.2f}) |")
     return 0
 
 
