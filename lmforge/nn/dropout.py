@@ -11,8 +11,8 @@ Each element is dropped with probability ``p`` and the kept ones are scaled by `
   is the serial part of a dropout on CPU. So the drop probability is ``k / 2^15`` (0.1 -> 0.1000061) and the
   kept elements are scaled by ``2^15 / (2^15 - k)``, which keeps the expectation exact; a ``p`` that 15 bits
   cannot hold within 0.1 % (below ~0.015, or within that of 1) keeps the float32 uniforms (2^-24 steps);
-* the residual add that follows a dropout is fused into one ``addcmul`` (residual + a * keep, the mask
-  already scaled): one kernel instead of two (multiply, add). Fewer kernels matter most on a shared
+* the residual add that follows a dropout is fused into one ``addcmul`` (residual + a * keep * scale):
+  one kernel instead of three (scale the mask, multiply, add). Fewer kernels matter most on a shared
   CPU, where every parallel kernel can wait on a descheduled thread.
 
 The uniforms come from torch's default generator, so seeding and checkpointed RNG state (exact resume)
@@ -36,18 +36,24 @@ def drop_threshold(p: float) -> int | None:
 
 
 def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
-    """Dropout multiplier shaped like ``like``: 0 with probability ``p``, else ``1 / (1 - p)``, where ``p`` is
-    the drop probability drawn (``k / 2^15``, see the module docstring). ``x * keep_mask(x, p)`` is dropout."""
+    """Float 0 / 1 mask shaped like ``like`` (0 / 1 are exact in any dtype): 0 with the drop probability drawn
+    for ``p`` (``k / 2^15``, see the module docstring). Dropout is ``x * keep_mask(x, p) * keep_scale(p)``."""
     k = drop_threshold(p)
     if k is None:
-        keep = torch.rand(like.shape, device=like.device, dtype=torch.float32).ge_(p).mul_(1.0 / (1.0 - p))
+        keep = torch.rand(like.shape, device=like.device, dtype=torch.float32).ge_(p)
     else:
         n = like.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_()  # [0, 2^63)
         # four int16 per draw; the top one has 15 random bits (bit 63 is 0), the others 16: keep 15 of each
         numbers = bits.view(torch.int16)[:n].bitwise_and_(2 ** _BITS - 1)
-        keep = numbers.to(torch.float32).ge_(k).mul_(2 ** _BITS / (2 ** _BITS - k)).view(like.shape)
-    return keep if like.dtype == torch.float32 else keep.to(like.dtype)  # fp32 even for bf16 inputs
+        keep = numbers.to(torch.float32).ge_(k).view(like.shape)
+    return keep if like.dtype == torch.float32 else keep.to(like.dtype)  # compared in fp32 even for bf16 inputs
+
+
+def keep_scale(p: float) -> float:
+    """1 / the keep probability ``keep_mask`` draws for ``p``: the expectation of dropout stays its input."""
+    k = drop_threshold(p)
+    return 1.0 / (1.0 - p) if k is None else 2 ** _BITS / (2 ** _BITS - k)
 
 
 class Dropout(nn.Module):
@@ -66,10 +72,11 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":  # GPUs have a fused dropout kernel (bernoulli + scale in one pass)
             y = F.dropout(x, self.p, training=True)
             return y if residual is None else residual + y
-        keep = keep_mask(x, self.p)  # 0 or 1 / (1 - p)
+        keep = keep_mask(x, self.p)
+        scale = keep_scale(self.p)
         if residual is None:
-            return x * keep
-        return torch.addcmul(residual, x, keep)
+            return x * keep.mul_(scale)
+        return torch.addcmul(residual, x, keep, value=scale)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -54,8 +54,9 @@ def _model(preset: str, head: str, *, dropout: float, **extra) -> Model:
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_cls_only_equals_every_position(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, free: bool,
                                         dropout: float) -> None:
-    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything
+    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything, unscaled
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
+    monkeypatch.setattr(cpu_fastpath, "keep_scale", lambda p: 1.0)
     model = _model(preset, head, dropout=dropout)
     ids, mask = _batch()
     ref, grads0 = _step(model, head, ids, mask, cls_only=False, free=free)

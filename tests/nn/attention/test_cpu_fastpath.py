@@ -16,8 +16,9 @@ from lmforge.errors import InputError
 
 
 def _keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the attention dropout multiplies by keep_mask (0 or 1 / (1 - p)): a mask of ones keeps everything unscaled
+    # the attention dropout multiplies by keep_mask * keep_scale: ones and 1 keep everything, unscaled
     monkeypatch.setattr(cpu_fastpath, "keep_mask", lambda like, p: torch.ones_like(like))
+    monkeypatch.setattr(cpu_fastpath, "keep_scale", lambda p: 1.0)
 
 
 @pytest.mark.parametrize("preset,head", [("bert-mini", "mlm"), ("gpt-mini", "clm")])

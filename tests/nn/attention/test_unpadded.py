@@ -86,8 +86,9 @@ CASES = [("bert-mini", "seq-cls"), ("bert-mini", "token-cls"), ("bert-mini", "qa
 @pytest.mark.parametrize("preset,head", CASES)
 @pytest.mark.parametrize("training", [False, True])
 def test_padding_free_equals_padded(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, training: bool) -> None:
-    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything
+    keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything, unscaled
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
+    monkeypatch.setattr(cpu_fastpath, "keep_scale", lambda p: 1.0)
     torch.manual_seed(0)
     config = ModelConfig.from_preset(preset, vocab_size=V, head=head, num_layers=2, hidden_size=64, num_heads=2,
                                      intermediate_size=128, num_labels=3, hidden_dropout=0.0,
