@@ -137,3 +137,47 @@ def test_outputs_come_from_the_best_evaluation_without_scoring_it_again(tiny_enc
                                   epochs=1, lr=5e-3, batch_size=8, seed=3, progress=False, device="cpu",
                                   precision="bf16"), log=lambda m: None)
     assert len(calls) == 2  # evaluated under autocast during training: the outputs are scored again
+
+
+def test_evaluation_batches_capped_in_positions() -> None:
+    """``_batches``: every feature once, ascending length, at most batch_size features and max_tokens padded
+    positions a batch (a longer single feature alone); a multiple-choice feature counts a row per choice."""
+    from lmforge.recipes.finetune import _batches
+
+    lengths = [5, 40, 12, 40, 3, 33, 18, 7, 40, 25, 9, 30]
+    feats = [{"input_ids": [1] * n} for n in lengths]
+    for batch_size, cap in [(4, None), (4, 64), (64, 64), (3, 10), (64, 1)]:
+        batches = _batches(feats, batch_size, cap)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(feats)))
+        assert [lengths[i] for i in flat] == sorted(lengths)
+        for b in batches:
+            assert len(b) <= batch_size
+            assert cap is None or len(b) == 1 or len(b) * max(lengths[i] for i in b) <= cap, (batch_size, cap, b)
+    # 3 5 7 9 12 (5 x 12 = 60 positions) | 18 25 (2 x 25) | 30 | 33 (2 x 33 > 64) | 40 | 40 | 40
+    assert [len(b) for b in _batches(feats, 64, 64)] == [5, 2, 1, 1, 1, 1, 1]
+    choices = [{"input_ids": [[1] * n] * 4} for n in (10, 10, 10)]  # 4 rows of 10: 40 positions each
+    assert [len(b) for b in _batches(choices, 64, 80)] == [2, 1]
+
+
+def test_capped_evaluation_forwards_give_the_same_predictions(bert_tok, monkeypatch) -> None:
+    import lmforge.recipes.finetune as ft
+
+    task = get_task("glue-stsb")
+    words = "a fine film that nobody saw and everyone talked about for years".split()
+    examples = [{"id": str(i), "source": f"x:{i}", "text": " ".join(words[: 1 + (7 * i) % len(words)]),
+                 "text_pair": " ".join(words[: 1 + (3 * i) % 5]), "label": 0.0} for i in range(11)]
+    features, _ = featurize_all(task, examples, bert_tok, max_length=32)
+    torch.manual_seed(0)
+    model = Model(ModelConfig.from_preset("bert-tiny", head="seq-cls", num_labels=1, vocab_size=len(bert_tok),
+                                          num_layers=1)).eval()
+    calls = []
+    model.register_forward_hook(lambda m, a, k, out: calls.append(1), with_kwargs=True)
+    whole = predict(model, task, examples, features, pad_id=0, batch_size=64)
+    assert len(calls) == 1  # bert-tiny at 16 MiB: every example in one forward
+    # 30 positions a forward: bert-tiny's widest activation is F = 512 numbers (3H = 384) of 4 bytes a position
+    monkeypatch.setattr(ft, "EVAL_CHUNK_BYTES", 30 * 512 * 4)
+    calls.clear()
+    capped = predict(model, task, examples, features, pad_id=0, batch_size=64)
+    assert len(calls) > 3
+    torch.testing.assert_close(torch.tensor(capped), torch.tensor(whole), atol=1e-5, rtol=1e-5)
