@@ -50,6 +50,14 @@ def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     return keep if like.dtype == torch.float32 else keep.to(like.dtype)  # compared in fp32 even for bf16 inputs
 
 
+def apply_keep(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x * keep * scale``: in float32 the scale goes into the mask (one pass); in a 16-bit dtype it multiplies
+    the product as a scalar, since 16 bits would round the scale itself (bf16 holds 1/0.9 as 1.109)."""
+    if keep.dtype == torch.float32:
+        return x * keep.mul_(scale)
+    return (x * keep).mul_(scale)
+
+
 def keep_scale(p: float) -> float:
     """1 / the keep probability ``keep_mask`` draws for ``p``: the expectation of dropout stays its input."""
     k = drop_threshold(p)
@@ -75,8 +83,8 @@ class Dropout(nn.Module):
         keep = keep_mask(x, self.p)
         scale = keep_scale(self.p)
         if residual is None:
-            return x * keep.mul_(scale)
-        return torch.addcmul(residual, x, keep, value=scale)
+            return apply_keep(x, keep, scale)
+        return torch.addcmul(residual, x, keep, value=scale)  # the scalar in float: exact in bf16 too
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

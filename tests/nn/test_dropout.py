@@ -65,3 +65,15 @@ def test_probabilities_15_bits_cannot_hold_use_float_uniforms() -> None:
     m = keep_mask(torch.empty(2 ** 20), 0.001)  # float32 path: scale 1 / (1 - p) exactly
     assert m.unique().tolist() == [0.0, 1.0] and keep_scale(0.001) == 1 / (1 - 0.001)
     assert abs((m == 0).double().mean().item() - 0.001) < 0.0002
+
+
+def test_bf16_dropout_scales_in_float() -> None:
+    """In bf16 the kept values are x * scale rounded once (bf16 would hold the scale 1/0.9 itself as 1.109)."""
+    x = torch.randn(256, 256).bfloat16()
+    scale = 2 ** 15 / (2 ** 15 - 3277)
+    for residual in (None, torch.zeros(256, 256, dtype=torch.bfloat16)):
+        torch.manual_seed(0)
+        y = Dropout(0.1).train()(x, residual=residual)
+        kept = y != 0
+        assert y.dtype == torch.bfloat16 and 0.85 < kept.float().mean().item() < 0.95
+        assert torch.equal(y[kept], (x[kept].float() * scale).bfloat16())

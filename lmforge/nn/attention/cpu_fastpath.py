@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import InputError
-from lmforge.nn.dropout import keep_mask, keep_scale
+from lmforge.nn.dropout import apply_keep, keep_mask, keep_scale
 
 
 class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
@@ -159,6 +159,6 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bat
             if fill is not None:  # in place on bmm's own output: autograd keeps no copy of it
                 scores = scores.masked_fill_(~fill[i:j], torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
-        probs = probs * keep_mask(probs, p).mul_(scale)  # attention dropout
+        probs = apply_keep(probs, keep_mask(probs, p), scale)  # attention dropout
         out.append(torch.bmm(probs, v[i:j]))
     return out[0] if len(out) == 1 else torch.cat(out)
