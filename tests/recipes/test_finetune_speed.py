@@ -17,8 +17,9 @@ from lmforge.tasks.cache import cached_featurize_all
 SST_HEADER = "sentence\tlabel"
 
 
-def test_sorted_evaluation_restores_the_input_order(bert_tok) -> None:
-    task = get_task("glue-stsb")  # regression: the prediction is the raw score, nothing rounds it away
+def _stsb_pairs(bert_tok):
+    """11 STS-B pairs of different lengths and a 1-layer bert-tiny regressor (raw scores: nothing rounds them)."""
+    task = get_task("glue-stsb")
     words = "a fine film that nobody saw and everyone talked about for years".split()
     examples = [{"id": str(i), "source": f"x:{i}", "text": " ".join(words[: 1 + (7 * i) % len(words)]),
                  "text_pair": " ".join(words[: 1 + (3 * i) % 5]), "label": 0.0} for i in range(11)]
@@ -26,6 +27,11 @@ def test_sorted_evaluation_restores_the_input_order(bert_tok) -> None:
     torch.manual_seed(0)
     model = Model(ModelConfig.from_preset("bert-tiny", head="seq-cls", num_labels=1, vocab_size=len(bert_tok),
                                           num_layers=1)).eval()
+    return task, examples, features, model
+
+
+def test_sorted_evaluation_restores_the_input_order(bert_tok) -> None:
+    task, examples, features, model = _stsb_pairs(bert_tok)
     got = predict(model, task, examples, features, pad_id=0, batch_size=4)  # sorted batches, padding-free
     model.body.padding_free = False
     alone = [predict(model, task, [ex], [dict(f, example_index=0)], pad_id=0, batch_size=1)[0]
@@ -163,14 +169,7 @@ def test_evaluation_batches_capped_in_positions() -> None:
 def test_capped_evaluation_forwards_give_the_same_predictions(bert_tok, monkeypatch) -> None:
     import lmforge.recipes.finetune as ft
 
-    task = get_task("glue-stsb")
-    words = "a fine film that nobody saw and everyone talked about for years".split()
-    examples = [{"id": str(i), "source": f"x:{i}", "text": " ".join(words[: 1 + (7 * i) % len(words)]),
-                 "text_pair": " ".join(words[: 1 + (3 * i) % 5]), "label": 0.0} for i in range(11)]
-    features, _ = featurize_all(task, examples, bert_tok, max_length=32)
-    torch.manual_seed(0)
-    model = Model(ModelConfig.from_preset("bert-tiny", head="seq-cls", num_labels=1, vocab_size=len(bert_tok),
-                                          num_layers=1)).eval()
+    task, examples, features, model = _stsb_pairs(bert_tok)
     calls = []
     model.register_forward_hook(lambda m, a, k, out: calls.append(1), with_kwargs=True)
     whole = predict(model, task, examples, features, pad_id=0, batch_size=64)
