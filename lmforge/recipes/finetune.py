@@ -311,7 +311,8 @@ def _eval_positions(model: torch.nn.Module) -> int | None:
     if not isinstance(hidden, int):
         return None
     inner = getattr(config, "intermediate_size", None) or 4 * hidden
-    size = next(model.parameters()).element_size()
+    # activations take the floating weights' dtype (an int8-quantized model still computes in float)
+    size = max((p.element_size() for p in model.parameters() if p.is_floating_point()), default=4)
     return max(1, EVAL_CHUNK_BYTES // (max(3 * hidden, inner) * size))
 
 
