@@ -191,6 +191,7 @@ def run_hf(job: dict) -> dict:
                       callbacks=[SquadEachEpoch()] if name == "squad" else None)
     trainer.train()
     if name == "squad":
+        assert len(scores) == int(epochs), scores  # one evaluation after each epoch, as lmforge's
         metric = max(scores)  # the best epoch's, as lmforge keeps the best
     else:
         evals = [h for h in trainer.state.log_history if f"eval_{key}" in h]
