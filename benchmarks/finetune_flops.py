@@ -14,7 +14,8 @@ It prints the padded / real token ratio and the FLOP ratio of a training epoch (
 ``--shuffles`` orders): the speed-up the layouts alone allow when both sides multiply at the same rate. Then
 the whole run as benchmarks/finetuning.py times it: its epochs plus one evaluation after each (forward only,
 batches of 64: HF in input order, each batch padded to its longest; lmforge sorted by length, padding-free,
-[CLS]-only for classifiers). No model is run. Results: docs/finetuning.md ("The bound, counted").
+[CLS]-only for classifiers; on CPU lmforge cuts a batch into smaller forwards, whose attention spans a
+shorter padded length, so its evaluation count is an upper bound). No model is run. Results: docs/finetuning.md ("The bound, counted").
 """
 from __future__ import annotations
 

@@ -55,6 +55,12 @@ def _vertical_text(img, text: str, font, ink: tuple[int, int, int], *, centre_y:
     img.paste(strip, (4 * s, int(centre_y - strip.height / 2)))
 
 
+def _dot(draw, x: float, y: float, colour: str) -> None:
+    """A marker of the line chart (the series' points and the legend's sample)."""
+    r = 3.5 * _SCALE
+    draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+
+
 def line_chart(path: Path, series: Sequence[Series], *, title: str, xlabel: str, ylabel: str) -> Path:
     """Write a PNG of ``series`` (each: label, [(x, y)], colour, markers) with axes, grid and legend."""
     from PIL import Image, ImageDraw, ImageFont
@@ -106,9 +112,8 @@ def line_chart(path: Path, series: Sequence[Series], *, title: str, xlabel: str,
         if len(line) > 1:
             draw.line(line, fill=colour, width=int(1.5 * s), joint="curve")
         if markers or len(line) == 1:
-            r = 3.5 * s
             for x, y in line:
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+                _dot(draw, x, y, colour)
     # the legend, upper right
     entries = [(lab, col, mk) for lab, pts, col, mk in series if pts]
     if entries:
@@ -122,8 +127,7 @@ def line_chart(path: Path, series: Sequence[Series], *, title: str, xlabel: str,
             cy = ly0 + 3 * s + row * i + row / 2
             draw.line([(lx0 + 6 * s, cy), (lx0 + 28 * s, cy)], fill=col, width=int(1.5 * s))
             if mk:
-                r = 3.5 * s
-                draw.ellipse((lx0 + 17 * s - r, cy - r, lx0 + 17 * s + r, cy + r), fill=col)
+                _dot(draw, lx0 + 17 * s, cy, col)
             draw.text((lx0 + 34 * s, cy), lab, fill=ink, font=font, anchor="lm")
     img.resize(SIZE, Image.Resampling.LANCZOS).save(path, optimize=False)
     return Path(path)
