@@ -1,6 +1,6 @@
 """Where one `finetune` run's wall clock goes, by phase (fixed per-run costs vs training steps).
 
-    python benchmarks/finetune_phases.py [--task cola|squad|squad300|sst2] [--rows 8000]
+    python benchmarks/finetune_phases.py [--task cola|squad|squad300|sst2] [--rows 8000] [--threads 1]
 
 Builds the data and the random-init bert-mini HF checkpoint as benchmarks/finetuning.py does, runs
 ``finetune`` once in this process (one thread, cold feature cache) with the phases wrapped by a timer:
@@ -28,13 +28,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=list(bench.TASKS), default="cola")
     ap.add_argument("--rows", type=int, default=8000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
     import torch
 
     import lmforge.recipes.finetune as ft
     import lmforge.train.loop as loop
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="ftphases-"))
     paths = bench.prepare(root, bench.REFDATA, args.rows, "mini")
     spent: dict[str, float] = collections.defaultdict(float)

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge.nn.attention.cpu_fastpath import _Dense, explicit_attention, project_rows, qkv_weights, uses_cpu_fastpath
+from lmforge.nn.attention.cpu_fastpath import (Rows, _Dense, explicit_attention, packed_attention, packs_attention,
+                                               project_rows, qkv_weights, uses_cpu_fastpath, varlen_attention,
+                                               varlen_from)
 
 
 @dataclass
@@ -27,13 +29,26 @@ class Unpadding:
     index: torch.Tensor
     batch: int
     length: int
+    rows: Rows | None = None  # (sequence, position) of each real token, for packed_attention
+    pads: Rows | None = None  # the padded (sequence, position)s; None: no padding
+    counts: torch.Tensor | None = None  # (B,) real tokens of each sequence
+
+    def lengths(self) -> list[int]:
+        """The real length of each sequence, as Python ints (read once per batch: a device sync off the CPU)."""
+        if not hasattr(self, "_lengths"):
+            self._lengths = self.counts.tolist()
+        return self._lengths
 
 
 def unpadding(attention_mask: torch.Tensor) -> Unpadding:
     """The real positions of ``attention_mask`` (B, T), 1 = real token."""
     B, T = attention_mask.shape
-    index = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
-    return Unpadding(index=index, batch=B, length=T)
+    real = attention_mask.reshape(-1) != 0
+    index = real.nonzero().squeeze(1)  # (N,)
+    pad = (~real).nonzero().squeeze(1)
+    return Unpadding(index=index, batch=B, length=T, rows=(index // T, index % T),
+                     pads=(pad // T, pad % T) if pad.numel() else None,
+                     counts=(attention_mask != 0).sum(1))
 
 
 def unpad(x: torch.Tensor, where: Unpadding) -> torch.Tensor:
@@ -60,6 +75,17 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     q_len = T
     if query_rows is None:  # (N, 3H): the projection costs the real tokens only
         qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
+        if explicit and packs_attention(qkv) and where.counts is not None and T >= varlen_from(
+                torch.get_num_threads()):
+            # a per-row mask here is the body's keys & causal one (models/transformer.py attention_mask)
+            causal = is_causal or (dense_mask is not None and dense_mask.size(-2) > 1)
+            return attn.out(varlen_attention(qkv, lengths=where.lengths(), heads=nh, causal=causal,
+                                             p=attn.dropout_p))
+        if explicit and packs_attention(qkv) and where.rows is not None:
+            if is_causal:
+                dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            return attn.out(packed_attention(qkv, rows=where.rows, pads=where.pads, dense_mask=dense_mask,
+                                             batch=B, length=T, heads=nh, p=attn.dropout_p))
         full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
         q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
     else:

@@ -117,3 +117,112 @@ def test_explicit_attention_equals_masked_softmax(monkeypatch: pytest.MonkeyPatc
         q.grad = k.grad = v.grad = None
     for got, want in zip(*results):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["keys", "causal", "none", "unpadded"])
+@pytest.mark.parametrize("chunk_bytes", [cpu_fastpath.CHUNK_BYTES, cpu_fastpath.PACKED_CHUNK_BYTES, 1, 3 * 12 * 12 * 8])
+def test_packed_attention_equals_explicit_attention(monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                    chunk_bytes: int) -> None:
+    # the packed core (one-pass layouts, its own backward) against autograd through explicit_attention, with
+    # real dropout (p = 0.3): the same seed draws the same masks, so outputs and all gradients must agree;
+    # "unpadded": the rows of the real tokens only, scattered into (B, T) with the padded positions zeroed
+    monkeypatch.setattr(cpu_fastpath, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(cpu_fastpath, "PACKED_CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    B, nh, T, hs, p = 4, 2, 12, 8, 0.3
+    H = nh * hs
+    keys = torch.ones(B, T, dtype=torch.bool)
+    keys[1, 7:] = False
+    keys[3, 2:] = False
+    mask = {"keys": keys[:, None, None, :], "causal": torch.ones(T, T, dtype=torch.bool).tril(),
+            "none": None, "unpadded": keys[:, None, None, :]}[kind]
+    index = keys.reshape(-1).nonzero().squeeze(1) if kind == "unpadded" else torch.arange(B * T)
+    pad = (~keys).reshape(-1).nonzero().squeeze(1)
+    qkv = torch.randn(index.numel(), 3 * H, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(index.numel(), H, dtype=torch.float64)
+
+    def explicit() -> torch.Tensor:
+        full = qkv.new_zeros(B * T, 3 * H).index_copy(0, index, qkv)
+        q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).reshape(3, B * nh, T, hs).unbind(0)
+        y = cpu_fastpath.explicit_attention(q, k, v, batch=B, dense_mask=mask, p=p)
+        return y.view(B, nh, T, hs).transpose(1, 2).reshape(B * T, H).index_select(0, index)
+
+    def packed() -> torch.Tensor:
+        rows = (index // T, index % T) if kind == "unpadded" else None
+        pads = (pad // T, pad % T) if kind == "unpadded" else None
+        return cpu_fastpath.packed_attention(qkv, rows=rows, pads=pads, dense_mask=mask, batch=B, length=T,
+                                             heads=nh, p=p)
+
+    results = []
+    for fn in (explicit, packed):
+        torch.manual_seed(1)
+        y = fn()
+        y.backward(g)
+        results.append((y.detach(), qkv.grad.clone()))
+        qkv.grad = None
+    torch.testing.assert_close(results[1], results[0])
+    assert results[0][0].abs().sum() > 0 and (results[0][0] == 0).sum() < results[0][0].numel() // 4
+
+
+def test_packed_attention_ignores_what_padded_rows_hold() -> None:
+    # the padded positions of the head-major layout are zeroed: garbage (NaN) left in recycled memory must
+    # not reach a real row's output or gradient
+    torch.manual_seed(0)
+    B, nh, T, hs = 2, 2, 6, 4
+    keys = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    index = keys.reshape(-1).nonzero().squeeze(1)
+    pad = (~keys).reshape(-1).nonzero().squeeze(1)
+    real_empty = torch.Tensor.new_empty
+
+    def nan_empty(self, *a, **k):  # every buffer starts as NaN
+        return real_empty(self, *a, **k).fill_(float("nan"))
+
+    qkv = torch.randn(index.numel(), 3 * nh * hs, requires_grad=True)
+    try:
+        torch.Tensor.new_empty = nan_empty
+        y = cpu_fastpath.packed_attention(qkv, rows=(index // T, index % T), pads=(pad // T, pad % T),
+                                          dense_mask=keys[:, None, None, :], batch=B, length=T, heads=nh, p=0.1)
+        y.sum().backward()
+    finally:
+        torch.Tensor.new_empty = real_empty
+    assert torch.isfinite(y).all() and torch.isfinite(qkv.grad).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_attention_equals_per_sequence_softmax(monkeypatch: pytest.MonkeyPatch, causal: bool) -> None:
+    # one sequence at a time, with real dropout (p = 0.3): the mask the core draws is recorded and the reference
+    # applies it sequence by sequence, as the docstring lays it out ((nh, n, n) per sequence, in order); outputs
+    # and the gradient of the fused q / k / v rows in float64
+    drawn = []
+    real_keep = cpu_fastpath.keep_mask
+
+    def recording(like: torch.Tensor, p: float) -> torch.Tensor:
+        drawn.append(real_keep(like, p))
+        return drawn[-1].clone()
+
+    monkeypatch.setattr(cpu_fastpath, "keep_mask", recording)
+    torch.manual_seed(0)
+    nh, hs, p = 2, 8, 0.3
+    H = nh * hs
+    lengths = [12, 3, 0, 7, 1]
+    qkv = torch.randn(sum(lengths), 3 * H, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(sum(lengths), H, dtype=torch.float64)
+    y = cpu_fastpath.varlen_attention(qkv, lengths=lengths, heads=nh, causal=causal, p=p)
+    y.backward(g)
+    got = (y.detach(), qkv.grad.clone())
+    qkv.grad = None
+    (keep,) = drawn
+    scale = cpu_fastpath.keep_scale(p)
+    outs, row, at = [], 0, 0
+    for n in lengths:
+        q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3)  # (nh, n, hs) each
+        scores = q @ k.transpose(1, 2)
+        if causal:
+            scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        kept = keep[at:at + nh * n * n].view(nh, n, n)
+        outs.append(((scores.softmax(-1) * kept * scale) @ v).transpose(0, 1).reshape(n, H))
+        row, at = row + n, at + nh * n * n
+    assert at == keep.numel() and 0.2 < 1 - keep.mean().item() < 0.4
+    want = torch.cat(outs)
+    want.backward(g)
+    torch.testing.assert_close(got, (want.detach(), qkv.grad))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
+import lmforge.nn.attention.unpadded as unpadded
 import lmforge.nn.quantized as quantized
 from lmforge import Model, ModelConfig
 
@@ -84,17 +85,21 @@ CASES = [("bert-mini", "seq-cls"), ("bert-mini", "token-cls"), ("bert-mini", "qa
 
 
 @pytest.mark.parametrize("preset,head", CASES)
-@pytest.mark.parametrize("training", [False, True])
-def test_padding_free_equals_padded(monkeypatch: pytest.MonkeyPatch, preset: str, head: str, training: bool) -> None:
+@pytest.mark.parametrize("training", [False, "packed", "varlen"])
+def test_padding_free_equals_padded(monkeypatch: pytest.MonkeyPatch, preset: str, head: str,
+                                    training: bool | str) -> None:
+    # training: with attention dropout on CPU, the batched core (packed_attention) for short batches, or one
+    # sequence at a time (varlen_attention) from cpu_fastpath.varlen_from's length on (here forced for T = 12)
     keep = lambda like, p: torch.ones_like(like)  # noqa: E731 - dropout that keeps everything, unscaled
     monkeypatch.setattr(cpu_fastpath, "keep_mask", keep)
     monkeypatch.setattr(cpu_fastpath, "keep_scale", lambda p: 1.0)
+    monkeypatch.setattr(unpadded, "varlen_from", lambda threads: 0 if training == "varlen" else 10 ** 9)
     torch.manual_seed(0)
     config = ModelConfig.from_preset(preset, vocab_size=V, head=head, num_layers=2, hidden_size=64, num_heads=2,
                                      intermediate_size=128, num_labels=3, hidden_dropout=0.0,
                                      attention_dropout=0.1 if training else 0.0, classifier_dropout=0.0,
                                      max_positions=64)
-    model = Model(config).train(training)
+    model = Model(config).train(bool(training))
     ids, mask = _batch(left=config.causal and head == "clm" and False)
     inputs = _inputs(head, ids, mask)
     loss0, logits0, grads0 = _run(model, head, ids, mask, inputs, free=False)
