@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lmforge.errors import InputError
 from lmforge.nn.attention.cpu_fastpath import (Rows, _Dense, explicit_attention, packed_attention, packs_attention,
                                                project_rows, qkv_weights, uses_cpu_fastpath, varlen_attention,
-                                               varlen_from)
+                                               varlen_from, varlen_sdpa)
 
 
 @dataclass
@@ -75,12 +75,15 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     q_len = T
     if query_rows is None:  # (N, 3H): the projection costs the real tokens only
         qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
+        # a per-row mask here is the body's keys & causal one (models/transformer.py attention_mask)
+        causal = is_causal or (dense_mask is not None and dense_mask.size(-2) > 1)
         if explicit and packs_attention(qkv) and where.counts is not None and T >= varlen_from(
                 torch.get_num_threads()):
-            # a per-row mask here is the body's keys & causal one (models/transformer.py attention_mask)
-            causal = is_causal or (dense_mask is not None and dense_mask.size(-2) > 1)
             return attn.out(varlen_attention(qkv, lengths=where.lengths(), heads=nh, causal=causal,
                                              p=attn.dropout_p))
+        if (not explicit and x.device.type == "cpu" and where.counts is not None and not torch.is_grad_enabled()
+                and not (attn.training and attn.dropout_p)):
+            return attn.out(varlen_sdpa(qkv, lengths=where.lengths(), heads=nh, causal=causal, scale=attn.scale))
         if explicit and packs_attention(qkv) and where.rows is not None:
             if is_causal:
                 dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()

@@ -159,3 +159,22 @@ def test_padding_free_runs_compressed_models(compressed: str) -> None:
         out = model(ids, attention_mask=mask).logits
     tol = 2e-2 if compressed in ("bf16", "int8:fbgemm") else 1e-4
     torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("preset", ["bert-mini", "gpt-mini"])
+def test_padding_free_inference_per_sequence(monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+    """Without autograd on CPU the padding-free layers attend one sequence at a time (cpu_fastpath.varlen_sdpa,
+    no mask): the padded path's hidden states at every real position, bidirectional and causal."""
+    calls = []
+    real = unpadded.varlen_sdpa
+    monkeypatch.setattr(unpadded, "varlen_sdpa", lambda *a, **k: calls.append(k["causal"]) or real(*a, **k))
+    torch.manual_seed(0)
+    model = Model(ModelConfig.from_preset(preset, vocab_size=V, num_layers=2, hidden_size=64, num_heads=2,
+                                          intermediate_size=128, max_positions=64)).eval()
+    ids, mask = _batch()
+    with torch.no_grad():
+        ref = model.body(ids, attention_mask=mask).last_hidden_state
+        model.body.padding_free = True
+        out = model.body(ids, attention_mask=mask).last_hidden_state
+    assert calls == [preset == "gpt-mini"] * 2
+    torch.testing.assert_close(out[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
