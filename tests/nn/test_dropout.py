@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
-from lmforge.nn.dropout import Dropout, drop_threshold, keep_mask, keep_scale
+import lmforge.nn.dropout as dropout
+from lmforge.nn.dropout import Dropout, drop_threshold, keep_mask, keep_scale, random_bits
 
 
 def test_dropout_rate_scale_residual_and_gradient() -> None:
@@ -36,8 +37,10 @@ def test_dropout_rate_scale_residual_and_gradient() -> None:
 def test_mask_numbers_uniform_in_every_slot_and_expectation_exact() -> None:
     torch.manual_seed(0)
     n = 4 * 2 ** 20
-    # the 15-bit numbers themselves, as keep_mask reads them (slot i = int16 i of each 64-bit draw)
-    bits = torch.empty(n // 4, dtype=torch.int64).random_()
+    # the 15-bit numbers themselves, as keep_mask reads them (slot i = int16 i of each 64-bit draw); 2^20 draws:
+    # two halves from two generators (random_bits)
+    assert n // 4 >= dropout.SPLIT_DRAWS
+    bits = random_bits(n // 4)
     numbers = bits.view(torch.int16).bitwise_and(2 ** 15 - 1).view(-1, 4).long()
     for slot in range(4):
         counts = torch.bincount(numbers[:, slot], minlength=2 ** 15).double()
@@ -55,6 +58,27 @@ def test_mask_numbers_uniform_in_every_slot_and_expectation_exact() -> None:
     # the mask's shape, a size that is not a multiple of four, bf16
     m = keep_mask(torch.empty(3, 5, 7, dtype=torch.bfloat16), 0.1)
     assert m.shape == (3, 5, 7) and m.dtype == torch.bfloat16 and set(m.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_split_draws_replay_with_any_thread_count_and_halves_differ() -> None:
+    threads = torch.get_num_threads()
+    n = 4 * dropout.SPLIT_DRAWS
+    try:
+        masks = []
+        for t in (1, 2, 1):
+            torch.set_num_threads(t)
+            torch.manual_seed(3)
+            masks.append((random_bits(n), random_bits(n)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in masks[1:]:  # the default generator's state alone decides the numbers
+        assert torch.equal(a, masks[0][0]) and torch.equal(b, masks[0][1])
+    a, b = masks[0]
+    assert not torch.equal(a, b)  # the seeds advance the default generator
+    first, second = a[: n // 2], a[n // 2:]
+    assert (first == second).sum() == 0 and (a >= 0).all()  # two generators, not one seeded twice
+    below = (a < 2 ** 62).double()  # the top bit of 63, per half: sd 0.0016
+    assert abs(below[: n // 2].mean().item() - 0.5) < 0.01 and abs(below[n // 2:].mean().item() - 0.5) < 0.01
 
 
 def test_probabilities_15_bits_cannot_hold_use_float_uniforms() -> None:

@@ -292,8 +292,7 @@ class _VarlenAttention(torch.autograd.Function):
         y = qkv.new_empty(N, H)
         saved, row, at = [], 0, 0
         for n in lengths:
-            x = qkv[row:row + n].view(n, 3, nh, hs)
-            q, k, v = (x[:, i].transpose(0, 1) for i in range(3))  # (nh, n, hs), strided views
+            q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)  # (nh, n, hs), strided views
             if bias is None:
                 scores = torch.bmm(q, k.transpose(1, 2))
             else:
@@ -317,9 +316,8 @@ class _VarlenAttention(torch.autograd.Function):
         dqkv = torch.empty_like(qkv)
         row = at = 0
         for n, probs in zip(lengths, saved):
-            x, dx = qkv[row:row + n].view(n, 3, nh, hs), dqkv[row:row + n].view(n, 3, nh, hs)
-            q, k, v = (x[:, i].transpose(0, 1) for i in range(3))
-            dq, dk, dv = (dx[:, i].transpose(0, 1) for i in range(3))
+            q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
+            dq, dk, dv = dqkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
             dy = grad[row:row + n].view(n, nh, hs).transpose(0, 1)
             kept = keep[at:at + nh * n * n].view(nh, n, n)
             dropped = probs * kept
@@ -362,8 +360,7 @@ def varlen_sdpa(qkv: torch.Tensor, *, lengths: list[int], heads: int, causal: bo
     row = 0
     for n in lengths:
         if n:
-            x = qkv[row:row + n].view(n, 3, heads, hs)
-            q, k, v = (x[None, :, i].transpose(1, 2) for i in range(3))  # (1, nh, n, hs)
+            q, k, v = qkv[row:row + n].view(1, n, 3, heads, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (1, nh, n, hs)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
             y[row:row + n].view(n, heads, hs).copy_(out[0].transpose(0, 1))
         row += n
