@@ -17,8 +17,9 @@ Each element is dropped with probability ``p`` and the kept ones are scaled by `
   CPU, where every parallel kernel can wait on a descheduled thread.
 
 The uniforms come from torch's default generator (a large mask's two half-generators are seeded from it),
-so seeding and checkpointed RNG state (exact resume) work as before, with any thread count. Evaluation mode and ``p = 0`` are the identity (plus the residual add). Off the CPU this
-is ``F.dropout`` (GPUs fuse it into one kernel already).
+so seeding and checkpointed RNG state (exact resume) work as before, with any thread count. Evaluation mode
+and ``p = 0`` are the identity (plus the residual add). Off the CPU this is ``F.dropout`` (GPUs fuse it into
+one kernel already).
 """
 from __future__ import annotations
 
