@@ -269,64 +269,97 @@ class _PackedAttention(torch.autograd.Function):
         return _from_heads(grads, rows, B, T, nh, hs), None, None, None, None, None, None, None, None
 
 
+def _varlen_blocks(lengths: list[int], nh: int, limit: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive sequences grouped so that a group's (nh, n, n) maps hold at most ``limit`` elements (a longer
+    sequence alone): [(first row, n, offset in the group)] per group."""
+    blocks: list[list[tuple[int, int, int]]] = []
+    row = used = 0
+    for n in lengths:
+        size = nh * n * n
+        if not blocks or used + size > limit:
+            blocks.append([])
+            used = 0
+        blocks[-1].append((row, n, used))
+        row, used = row + n, used + size
+    return blocks
+
+
+# Elements of a group's buffers in _VarlenAttention (its softmax maps, its keep mask): 8 MiB of float32. One
+# buffer for a whole batch (38 MB at 16 x 4 heads x 384^2) would be over glibc's largest mmap threshold (32 MiB),
+# so fresh, page-faulted pages every step.
+VARLEN_BLOCK = 2 * 2 ** 20
+
+
 class _VarlenAttention(torch.autograd.Function):
     """Padding-free attention one sequence at a time: qkv (N, 3H), the rows of each sequence consecutive.
 
     Each sequence's q / k / v are strided views of its rows (no layout copy, no padded key, no mask), its
     (nh, L, L) maps are small enough to stay in cache through scores -> softmax -> dropout -> product, and the
-    outputs and gradients are written in place. One dropout draw covers every sequence's maps. Against the
-    batched ``_PackedAttention`` (one thread, 16 sequences of 80-100 % of T, forward + backward): T = 128
-    18.9 -> 16.3 ms, T = 384 129 -> 104 ms; for short sequences (T = 32, 32 of them) the per-sequence calls
-    cost more than they save (4.5 -> 7.0 ms), hence ``varlen_from``."""
+    outputs and gradients are written in place. Sequences go in groups of at most VARLEN_BLOCK map elements:
+    one dropout draw and one softmax buffer (kept for the backward) per group. Against the batched
+    ``_PackedAttention`` (one thread, 16 sequences of 80-100 % of T, forward + backward): T = 128 18.9 -> 16.3
+    ms, T = 384 129 -> 104 ms; for short sequences (T = 32, 32 of them) the per-sequence calls cost more than they
+    save (4.5 -> 7.0 ms), hence ``varlen_from``."""
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, lengths: list[int], nh: int, causal: bool, p: float) -> torch.Tensor:
         N, H = qkv.size(0), qkv.size(1) // 3
         hs = H // nh
-        keep = keep_mask(qkv.new_empty(nh * sum(n * n for n in lengths)), p).mul_(keep_scale(p))
+        blocks = _varlen_blocks(lengths, nh, VARLEN_BLOCK)
+        scratch = qkv.new_empty(nh * max(lengths) ** 2)
+        scale = keep_scale(p)
         bias = None
         if causal:
             T = max(lengths)
             bias = qkv.new_zeros(T, T).masked_fill_(torch.ones(T, T, dtype=torch.bool).triu(1),
                                                      torch.finfo(qkv.dtype).min)
         y = qkv.new_empty(N, H)
-        saved, row, at = [], 0, 0
-        for n in lengths:
-            q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)  # (nh, n, hs), strided views
-            if bias is None:
-                scores = torch.bmm(q, k.transpose(1, 2))
-            else:
-                scores = torch.baddbmm(bias[None, :n, :n], q, k.transpose(1, 2))
-            probs = scores.softmax(dim=-1)
-            kept = keep[at:at + nh * n * n].view(nh, n, n)
-            torch.bmm(torch.mul(probs, kept, out=scores), v, out=y[row:row + n].view(n, nh, hs).transpose(0, 1))
-            saved.append(probs)
-            row, at = row + n, at + nh * n * n
-        ctx.save_for_backward(qkv, keep, *saved)
-        ctx.layout = (lengths, nh)
+        saved = []
+        for block in blocks:
+            row, n, at = block[-1]
+            total = at + nh * n * n
+            keep = keep_mask(qkv.new_empty(total), p).mul_(scale)
+            probs = qkv.new_empty(total)  # the group's softmax, kept for the backward
+            for row, n, at in block:
+                size = nh * n * n
+                q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)  # (nh, n, hs) views
+                scores = scratch[:size].view(nh, n, n)
+                if bias is None:
+                    torch.bmm(q, k.transpose(1, 2), out=scores)
+                else:
+                    torch.baddbmm(bias[None, :n, :n], q, k.transpose(1, 2), out=scores)
+                prob = torch.ops.aten._softmax.out(scores, -1, False, out=probs[at:at + size].view(nh, n, n))
+                dropped = torch.mul(prob, keep[at:at + size].view(nh, n, n), out=scores)
+                torch.bmm(dropped, v, out=y[row:row + n].view(n, nh, hs).transpose(0, 1))
+            saved += [keep, probs]
+        ctx.save_for_backward(qkv, *saved)
+        ctx.layout = (blocks, nh)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        lengths, nh = ctx.layout
-        qkv, keep, *saved = ctx.saved_tensors
+        blocks, nh = ctx.layout
+        qkv, *saved = ctx.saved_tensors
         grad = grad.contiguous()
         hs = qkv.size(1) // 3 // nh
         dqkv = torch.empty_like(qkv)
-        row = at = 0
-        for n, probs in zip(lengths, saved):
-            q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
-            dq, dk, dv = dqkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
-            dy = grad[row:row + n].view(n, nh, hs).transpose(0, 1)
-            kept = keep[at:at + nh * n * n].view(nh, n, n)
-            dropped = probs * kept
-            torch.bmm(dropped.transpose(1, 2), dy, out=dv)
-            dprobs = torch.bmm(dy, v.transpose(1, 2), out=dropped).mul_(kept)
-            dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)
-            torch.bmm(dscores, k, out=dq)
-            torch.bmm(dscores.transpose(1, 2), q, out=dk)
-            row, at = row + n, at + nh * n * n
+        scratch = qkv.new_empty(max(nh * n * n for block in blocks for _, n, _ in block))
+        for b, block in enumerate(blocks):
+            keep, probs = saved[2 * b], saved[2 * b + 1]
+            for row, n, at in block:
+                size = nh * n * n
+                q, k, v = qkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
+                dq, dk, dv = dqkv[row:row + n].view(n, 3, nh, hs).permute(1, 2, 0, 3).unbind(0)
+                dy = grad[row:row + n].view(n, nh, hs).transpose(0, 1)
+                prob, kept = probs[at:at + size].view(nh, n, n), keep[at:at + size].view(nh, n, n)
+                work = scratch[:size].view(nh, n, n)
+                torch.bmm(torch.mul(prob, kept, out=work).transpose(1, 2), dy, out=dv)
+                dprobs = torch.bmm(dy, v.transpose(1, 2), out=work).mul_(kept)
+                # softmax's backward in place: each row reads its sum before it writes (tested against autograd)
+                dscores = torch.ops.aten._softmax_backward_data.out(dprobs, prob, -1, prob.dtype, grad_input=dprobs)
+                torch.bmm(dscores, k, out=dq)
+                torch.bmm(dscores.transpose(1, 2), q, out=dk)
         return dqkv, None, None, None, None
 
 

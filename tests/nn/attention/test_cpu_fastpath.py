@@ -189,10 +189,14 @@ def test_packed_attention_ignores_what_padded_rows_hold() -> None:
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_varlen_attention_equals_per_sequence_softmax(monkeypatch: pytest.MonkeyPatch, causal: bool) -> None:
-    # one sequence at a time, with real dropout (p = 0.3): the mask the core draws is recorded and the reference
-    # applies it sequence by sequence, as the docstring lays it out ((nh, n, n) per sequence, in order); outputs
-    # and the gradient of the fused q / k / v rows in float64
+@pytest.mark.parametrize("block", [cpu_fastpath.VARLEN_BLOCK, 300])
+def test_varlen_attention_equals_per_sequence_softmax(monkeypatch: pytest.MonkeyPatch, causal: bool,
+                                                      block: int) -> None:
+    # one sequence at a time, with real dropout (p = 0.3): the masks the core draws are recorded and the reference
+    # applies them sequence by sequence, as the docstring lays them out ((nh, n, n) per sequence, in order, one
+    # draw per group of sequences: block 300 splits the batch into groups); outputs and the gradient of the
+    # fused q / k / v rows in float64
+    monkeypatch.setattr(cpu_fastpath, "VARLEN_BLOCK", block)
     drawn = []
     real_keep = cpu_fastpath.keep_mask
 
@@ -211,7 +215,8 @@ def test_varlen_attention_equals_per_sequence_softmax(monkeypatch: pytest.Monkey
     y.backward(g)
     got = (y.detach(), qkv.grad.clone())
     qkv.grad = None
-    (keep,) = drawn
+    assert len(drawn) == (1 if block > 1000 else 2)  # maps of 288 | 18 + 98 + 2 elements
+    keep = torch.cat(drawn)
     scale = cpu_fastpath.keep_scale(p)
     outs, row, at = [], 0, 0
     for n in lengths:
