@@ -297,9 +297,9 @@ class _VarlenAttention(torch.autograd.Function):
     (nh, L, L) maps are small enough to stay in cache through scores -> softmax -> dropout -> product, and the
     outputs and gradients are written in place. Sequences go in groups of at most VARLEN_BLOCK map elements:
     one dropout draw and one softmax buffer (kept for the backward) per group. Against the batched
-    ``_PackedAttention`` (one thread, 16 sequences of 80-100 % of T, forward + backward): T = 128 18.9 -> 16.3
-    ms, T = 384 129 -> 104 ms; for short sequences (T = 32, 32 of them) the per-sequence calls cost more than they
-    save (4.5 -> 7.0 ms), hence ``varlen_from``."""
+    ``_PackedAttention`` (benchmarks/attention_core.py, one thread, 16 sequences of 70-100 % of T, forward +
+    backward): T = 128 19.0 -> 12.6 ms, T = 384 128.5 -> 88.6 ms; for short sequences (T = 32, 32 of them) the
+    per-sequence calls cost more than they save (4.4 -> 5.5 ms), hence ``varlen_from``."""
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, lengths: list[int], nh: int, causal: bool, p: float) -> torch.Tensor:
@@ -364,11 +364,12 @@ class _VarlenAttention(torch.autograd.Function):
 
 
 # The batch length (longest real sequence) from which sequences go through _VarlenAttention one at a time, by
-# torch threads. Forward + backward of B sequences of 70-100 % of T against _PackedAttention (ms, 1 / 2 threads):
-# T = 32: 6.0 / 8.4 vs 5.3 / 4.8; T = 64: 11.2 / 14.5 vs 13.3 / 12.8; T = 96: 18.5 / 20.8 vs 28.6 / 22.8. Each
-# small per-sequence op pays the thread pool's fork / join, so with more threads the crossover is later.
+# torch threads (benchmarks/attention_core.py, forward + backward of B sequences of 70-100 % of T, ms, varlen vs
+# packed; 2026-12-05): one thread T = 32 5.5 vs 4.4, T = 64 10.1 vs 12.3; two threads T = 64 9.0 vs 6.9, T = 96
+# 13.7 vs 12.8, T = 128 9.2 vs 10.9. Each small per-sequence op pays the thread pool's fork / join, so with more
+# threads the crossover comes later.
 VARLEN_MIN_LENGTH = 64  # one thread
-VARLEN_MIN_LENGTH_THREADS = 96  # more
+VARLEN_MIN_LENGTH_THREADS = 128  # more
 
 
 def varlen_from(threads: int) -> int:
