@@ -380,7 +380,10 @@ def varlen_from(threads: int) -> int:
 def varlen_attention(qkv: torch.Tensor, *, lengths: list[int], heads: int, causal: bool, p: float) -> torch.Tensor:
     """Attention within each sequence of the packed rows qkv (N, 3H), q already scaled, sequence i being the next
     ``lengths[i]`` rows -> (N, H): bidirectional, or causal in row order."""
-    return _VarlenAttention.apply(qkv, [n for n in lengths if n], heads, causal, p)
+    lengths = [n for n in lengths if n]
+    if not lengths:  # no real token at all: (0, H)
+        return qkv[:, : qkv.size(1) // 3] * 0.0
+    return _VarlenAttention.apply(qkv, lengths, heads, causal, p)
 
 
 def varlen_sdpa(qkv: torch.Tensor, *, lengths: list[int], heads: int, causal: bool, scale: float) -> torch.Tensor:

@@ -231,3 +231,11 @@ def test_varlen_attention_equals_per_sequence_softmax(monkeypatch: pytest.Monkey
     want = torch.cat(outs)
     want.backward(g)
     torch.testing.assert_close(got, (want.detach(), qkv.grad))
+
+
+def test_varlen_attention_of_no_tokens() -> None:
+    qkv = torch.zeros(0, 3 * 16, requires_grad=True)
+    y = cpu_fastpath.varlen_attention(qkv, lengths=[0, 0], heads=2, causal=False, p=0.1)
+    assert y.shape == (0, 16)
+    y.sum().backward()
+    assert qkv.grad.shape == (0, 48)
