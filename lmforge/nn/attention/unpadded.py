@@ -45,6 +45,8 @@ def unpadding(attention_mask: torch.Tensor) -> Unpadding:
     B, T = attention_mask.shape
     real = attention_mask.reshape(-1) != 0
     index = real.nonzero().squeeze(1)  # (N,)
+    if attention_mask.device.type != "cpu":  # the rows / pads / counts serve the CPU cores only (nonzero syncs a GPU)
+        return Unpadding(index=index, batch=B, length=T)
     pad = (~real).nonzero().squeeze(1)
     return Unpadding(index=index, batch=B, length=T, rows=(index // T, index % T),
                      pads=(pad // T, pad % T) if pad.numel() else None,
