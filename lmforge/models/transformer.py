@@ -301,7 +301,7 @@ class Transformer(nn.Module):
         if self.padding_free and mask.key_padding is not None and past_key_values is None and not (
                 use_cache or output_hidden_states or output_attentions or output_rows is not None) and all(
                 type(layer.attn) is DenseAttention for layer in self.layers) and not c.reversible:  # sparse kinds subclass it
-            where = mask.unpadded = unpadding(mask.key_padding)
+            where = mask.unpadded = unpadding(mask.key_padding, causal=c.causal)
         x = self._embed(input_ids, position_ids, token_type_ids, where)  # (B, T, H), or (N, H) unpadded
         query_index = pick = None
         if output_rows is not None:

@@ -47,6 +47,11 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None].expand(-1, -1, x.size(-1)))
 
 
+def causal_mask(rows: int, keys: int, device: torch.device) -> torch.Tensor:
+    """(rows, keys) True = attend: each query sees the keys up to its own position."""
+    return torch.ones(rows, keys, dtype=torch.bool, device=device).tril()
+
+
 def uses_cpu_fastpath(attn: _Dense, x: torch.Tensor) -> bool:
     """True where SDPA would take its math path for dropout (CPU, training, p > 0)."""
     return attn.training and attn.dropout_p > 0 and x.device.type == "cpu"
@@ -90,7 +95,7 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
         qkv = F.linear(x, *qkv_weights(attn, explicit))  # (B, T, 3H)
         if explicit and packs_attention(qkv):
             if is_causal:
-                dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                dense_mask = causal_mask(T, T, x.device)
             y = packed_attention(qkv.reshape(B * T, 3 * H), rows=None, pads=None, dense_mask=dense_mask,
                                  batch=B, length=T, heads=nh, p=attn.dropout_p)
             return attn.out(y.view(B, T, H))
@@ -108,7 +113,7 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
         return attn.out(y.transpose(1, 2).reshape(B, q_rows, H))
     q3, k3, v3 = q.reshape(B * nh, q_rows, hs), k.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)
     if is_causal:
-        dense_mask = torch.ones(q_rows, T, dtype=torch.bool, device=x.device).tril()
+        dense_mask = causal_mask(q_rows, T, x.device)
     y = explicit_attention(q3, k3, v3, batch=B, dense_mask=dense_mask, p=attn.dropout_p)  # (B * nh, M, hs)
     y = y.view(B, nh, q_rows, hs).transpose(1, 2).reshape(B, q_rows, H)  # (B, M, H)
     return attn.out(y)
@@ -137,6 +142,23 @@ def _mask_bias(dense_mask: torch.Tensor, batch: int, heads: int, dtype: torch.dt
     return None, m.expand(batch, heads, -1, -1).reshape(batch * heads, -1, m.size(3))
 
 
+def _chunk_rows(BH: int, M: int, T: int, element_size: int, limit: int) -> int:
+    """Rows of B * nh per chunk: (c, M, T) maps of at most ``limit`` bytes, in equal chunks."""
+    chunks = -(-BH // max(1, limit // (M * T * element_size)))
+    return -(-BH // chunks)
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, fill: torch.Tensor | None, i: int,
+            j: int) -> torch.Tensor:
+    """The masked scores (c, M, T) of rows i:j, the mask as ``_mask_bias`` gives it."""
+    if bias is not None:
+        return torch.baddbmm(bias if bias.size(0) == 1 else bias[i:j], q[i:j], k[i:j].transpose(1, 2))
+    scores = torch.bmm(q[i:j], k[i:j].transpose(1, 2))
+    if fill is not None:  # in place on bmm's own output: autograd keeps no copy of it
+        scores.masked_fill_(~fill[i:j], torch.finfo(scores.dtype).min)
+    return scores
+
+
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, batch: int,
                        dense_mask: torch.Tensor | None, p: float) -> torch.Tensor:
     """dropout(softmax(q k^T masked)) v with the cheap dropout mask: q (B * nh, M, hs) already scaled, k / v
@@ -150,21 +172,12 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bat
     bias = fill = None
     if dense_mask is not None:
         bias, fill = _mask_bias(dense_mask, batch, BH // batch, q.dtype)
-    per = max(1, CHUNK_BYTES // (M * T * q.element_size()))
-    chunks = -(-BH // per)
-    size = -(-BH // chunks)  # equal chunks
+    size = _chunk_rows(BH, M, T, q.element_size(), CHUNK_BYTES)
     scale = keep_scale(p)
     out = []
     for i in range(0, BH, size):
         j = min(i + size, BH)
-        kt = k[i:j].transpose(1, 2)
-        if bias is not None:
-            scores = torch.baddbmm(bias if bias.size(0) == 1 else bias[i:j], q[i:j], kt)  # (c, M, T)
-        else:
-            scores = torch.bmm(q[i:j], kt)
-            if fill is not None:  # in place on bmm's own output: autograd keeps no copy of it
-                scores = scores.masked_fill_(~fill[i:j], torch.finfo(scores.dtype).min)
-        probs = scores.softmax(dim=-1)
+        probs = _scores(q, k, bias, fill, i, j).softmax(dim=-1)
         probs = apply_keep(probs, keep_mask(probs, p), scale)  # attention dropout
         out.append(torch.bmm(probs, v[i:j]))
     return out[0] if len(out) == 1 else torch.cat(out)
@@ -201,13 +214,6 @@ def _from_heads(x: torch.Tensor, rows: Rows | None, B: int, T: int, nh: int, hs:
 PACKED_CHUNK_BYTES = 2 ** 20
 
 
-def _chunk_rows(BH: int, M: int, T: int, element_size: int) -> int:
-    """Rows of B * nh per chunk: (c, M, T) maps of at most PACKED_CHUNK_BYTES, in equal chunks."""
-    per = max(1, PACKED_CHUNK_BYTES // (M * T * element_size))
-    chunks = -(-BH // per)
-    return -(-BH // chunks)
-
-
 class _PackedAttention(torch.autograd.Function):
     """``explicit_attention`` from the fused q / k / v rows to the output rows, with its own backward.
 
@@ -228,18 +234,13 @@ class _PackedAttention(torch.autograd.Function):
         bias = fill = None
         if dense_mask is not None:
             bias, fill = _mask_bias(dense_mask, B, nh, qkv.dtype)
-        size = _chunk_rows(BH, T, T, qkv.element_size())
+        size = _chunk_rows(BH, T, T, qkv.element_size(), PACKED_CHUNK_BYTES)
         scale = keep_scale(p)
         y = qkv.new_empty(1, BH, T, hs)
         saved = []
         for i in range(0, BH, size):
             j = min(i + size, BH)
-            if bias is not None:
-                scores = torch.baddbmm(bias if bias.size(0) == 1 else bias[i:j], q[i:j], k[i:j].transpose(1, 2))
-            else:
-                scores = torch.bmm(q[i:j], k[i:j].transpose(1, 2))
-                if fill is not None:
-                    scores.masked_fill_(~fill[i:j], torch.finfo(scores.dtype).min)
+            scores = _scores(q, k, bias, fill, i, j)
             probs = scores.softmax(dim=-1)
             keep = keep_mask(probs, p).mul_(scale)  # the attention dropout: probs * keep
             torch.bmm(torch.mul(probs, keep, out=scores), v[i:j], out=y[0, i:j])

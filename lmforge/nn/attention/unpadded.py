@@ -29,28 +29,23 @@ class Unpadding:
     index: torch.Tensor
     batch: int
     length: int
+    causal: bool = False  # a decoder's batch: each token attends to its own sequence's tokens up to itself
+    # for the CPU cores only (on other devices None: finding them would cost device syncs)
     rows: Rows | None = None  # (sequence, position) of each real token, for packed_attention
     pads: Rows | None = None  # the padded (sequence, position)s; None: no padding
-    counts: torch.Tensor | None = None  # (B,) real tokens of each sequence
-
-    def lengths(self) -> list[int]:
-        """The real length of each sequence, as Python ints (read once per batch: a device sync off the CPU)."""
-        if not hasattr(self, "_lengths"):
-            self._lengths = self.counts.tolist()
-        return self._lengths
+    lengths: list[int] | None = None  # real tokens of each sequence, for varlen_attention / varlen_sdpa
 
 
-def unpadding(attention_mask: torch.Tensor) -> Unpadding:
-    """The real positions of ``attention_mask`` (B, T), 1 = real token."""
+def unpadding(attention_mask: torch.Tensor, *, causal: bool = False) -> Unpadding:
+    """The real positions of ``attention_mask`` (B, T), 1 = real token; ``causal`` for a decoder."""
     B, T = attention_mask.shape
     real = attention_mask.reshape(-1) != 0
     index = real.nonzero().squeeze(1)  # (N,)
-    if attention_mask.device.type != "cpu":  # the rows / pads / counts serve the CPU cores only (nonzero syncs a GPU)
-        return Unpadding(index=index, batch=B, length=T)
+    if attention_mask.device.type != "cpu":
+        return Unpadding(index=index, batch=B, length=T, causal=causal)
     pad = (~real).nonzero().squeeze(1)
-    return Unpadding(index=index, batch=B, length=T, rows=(index // T, index % T),
-                     pads=(pad // T, pad % T) if pad.numel() else None,
-                     counts=(attention_mask != 0).sum(1))
+    return Unpadding(index=index, batch=B, length=T, causal=causal, rows=(index // T, index % T),
+                     pads=(pad // T, pad % T) if pad.numel() else None, lengths=real.view(B, T).sum(1).tolist())
 
 
 def unpad(x: torch.Tensor, where: Unpadding) -> torch.Tensor:
@@ -77,20 +72,16 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     q_len = T
     if query_rows is None:  # (N, 3H): the projection costs the real tokens only
         qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
-        # a per-row mask here is the body's keys & causal one (models/transformer.py attention_mask)
-        causal = is_causal or (dense_mask is not None and dense_mask.size(-2) > 1)
-        if explicit and packs_attention(qkv) and where.counts is not None and T >= varlen_from(
-                torch.get_num_threads()):
-            return attn.out(varlen_attention(qkv, lengths=where.lengths(), heads=nh, causal=causal,
-                                             p=attn.dropout_p))
-        if (not explicit and x.device.type == "cpu" and where.counts is not None and not torch.is_grad_enabled()
-                and not (attn.training and attn.dropout_p)):
-            return attn.out(varlen_sdpa(qkv, lengths=where.lengths(), heads=nh, causal=causal, scale=attn.scale))
-        if explicit and packs_attention(qkv) and where.rows is not None:
-            if is_causal:
-                dense_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        if where.lengths is not None and explicit and packs_attention(qkv):  # CPU training, attention dropout
+            if T >= varlen_from(torch.get_num_threads()):
+                return attn.out(varlen_attention(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
+                                                 p=attn.dropout_p))
             return attn.out(packed_attention(qkv, rows=where.rows, pads=where.pads, dense_mask=dense_mask,
                                              batch=B, length=T, heads=nh, p=attn.dropout_p))
+        if where.lengths is not None and not explicit and not torch.is_grad_enabled() and not (
+                attn.training and attn.dropout_p):  # CPU inference
+            return attn.out(varlen_sdpa(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
+                                        scale=attn.scale))
         full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
         q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each
     else:
