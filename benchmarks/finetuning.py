@@ -27,10 +27,10 @@ Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(
 * `lmforge`: `finetune(FinetuneConfig(...))`, everything it does (read, featurize with a cold feature
   cache, train, evaluate every epoch, re-score the best epoch, write the outputs and the model).
 * ablation variants: `lmforge-none` (every speed-up off: `--disable group-by-length padding-free
-  feature-cache cls-only`), `lmforge-group` (length grouping only), `lmforge-free`
-  (padding-free only), `lmforge-bf16` (all on, `--precision bf16`); `lmforge-nogroup` / `lmforge-nofree` / `lmforge-nocache` /
-  `lmforge-nocls` (all on but that one: `--disable group-by-length` / `padding-free` / `feature-cache` /
-  `cls-only`).
+  feature-cache cls-only sparse-rows`), `lmforge-group` (length grouping only), `lmforge-free`
+  (padding-free only), `lmforge-bf16` (all on, `--precision bf16`); `lmforge-nogroup` / `lmforge-nofree` /
+  `lmforge-nocache` / `lmforge-nocls` / `lmforge-nosparse` (all on but that one: `--disable group-by-length` /
+  `padding-free` / `feature-cache` / `cls-only` / `sparse-rows`).
 
 The sides run one after the other in an order that flips every seed (hf, lmforge, ..., then reversed),
 so a change of load on a shared machine hits both; the table gives the median wall clock over seeds,
@@ -67,15 +67,17 @@ TASKS = {  # name -> lmforge task, epochs, batch, max length, metric key
 }
 VARIANTS = {  # name -> FinetuneConfig overrides
     "lmforge": {},
-    "lmforge-none": {"group_by_length": False, "padding_free": False, "feature_cache": False, "cls_only": False},
-    "lmforge-group": {"padding_free": False, "feature_cache": False, "cls_only": False},
-    "lmforge-free": {"group_by_length": False, "feature_cache": False, "cls_only": False},
+    "lmforge-none": {"group_by_length": False, "padding_free": False, "feature_cache": False, "cls_only": False,
+                     "sparse_rows": False},
+    "lmforge-group": {"padding_free": False, "feature_cache": False, "cls_only": False, "sparse_rows": False},
+    "lmforge-free": {"group_by_length": False, "feature_cache": False, "cls_only": False, "sparse_rows": False},
     "lmforge-bf16": {"precision": "bf16"},
     # the ablation: each speed-up switched off alone (`--disable NAME`)
     "lmforge-nogroup": {"group_by_length": False},
     "lmforge-nofree": {"padding_free": False},
     "lmforge-nocache": {"feature_cache": False},
     "lmforge-nocls": {"cls_only": False},
+    "lmforge-nosparse": {"sparse_rows": False},
 }
 LR, WARMUP, WD, EVAL_BATCH = 1e-4, 0.1, 0.01, 64
 

@@ -11,7 +11,8 @@ DEFAULTS = {"max_steps": None, "batch_size": 32, "lr": None, "warmup": 0.1, "wei
             "seed": 0, "save_every": None, "device": None}
 SAID = {"max_steps": "none: --epochs decides",
         "lr": "by the body's width: 2e-5 x (768 / hidden size)^1.5 within 1e-5..3e-4, 2.9e-4 for bert-tiny"}
-SPEEDUPS = ("group-by-length", "padding-free", "feature-cache", "cls-only")  # FinetuneConfig fields, on by default
+# FinetuneConfig fields, on by default
+SPEEDUPS = ("group-by-length", "padding-free", "feature-cache", "cls-only", "sparse-rows")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -90,6 +90,7 @@ class FinetuneConfig:
     padding_free: bool = True  # the body skips padded positions (same function; nn/attention/unpadded.py)
     feature_cache: bool = True  # featurize once per dataset + tokenizer + options (tasks/cache.py)
     cls_only: bool = True  # a [CLS] classifier's last layer computes position 0 alone (training and evaluation)
+    sparse_rows: bool = True  # CPU: the word table's gradient is the batch's rows (train/optim.py SparseRows)
     layer_decay: dataclasses.InitVar[float | None] = None  # deprecated name of layer_lr_decay
     warmup_ratio: dataclasses.InitVar[float | None] = None  # deprecated name of warmup
 
@@ -516,6 +517,16 @@ def _best_eval_reusable(kept: dict[str, Any], metric: str, result: Any, tc: Any,
 
 
 @tears_down_process_group  # under torchrun: leave the process group on every way out
+def _sparse_rows_apply(model: Any, trainer: Any, tc: Any) -> bool:
+    """Whether the word table's gradient should be row-sparse: one CPU process with lmforge's AdamW (which takes
+    it exactly, train/optim.py ``SparseRows``), no torch.compile, and a table no output layer shares (a tied
+    decoder's dense gradient would make the whole table's gradient dense anyway)."""
+    decoder = model.get_output_embeddings()
+    tied = decoder is not None and decoder.weight is model.get_input_embeddings().weight
+    return (trainer.device.type == "cpu" and not trainer.dist.distributed and tc.optimizer == "adamw"
+            and not tc.compile and not tied)
+
+
 def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Callable[[Any, Any], Any] | None = None,
              train_changes: dict[str, Any] | None = None) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics.
@@ -605,7 +616,12 @@ def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Calla
         f"best by {task.main_metric}")
     trainer = Trainer(model, objective, source, tc, out_dir=out, evaluate=evaluate_all,
                       tokenizer=tokenizer, save_extra=save_task, dist=dist, run_config=_run_record(config))
-    result = trainer.train(resume=config.resume, allow_changes=config.allow_changes)
+    word = model.get_input_embeddings()
+    word.sparse = config.sparse_rows and _sparse_rows_apply(model, trainer, tc)
+    try:
+        result = trainer.train(resume=config.resume, allow_changes=config.allow_changes)
+    finally:
+        word.sparse = False  # the model leaves as it came (a sparse gradient needs SparseRows' optimizer)
     if result.stopped == "already_complete":
         if (out / "metrics.json").is_file():  # nothing to do: its scores as written
             return json.loads((out / "metrics.json").read_text())

@@ -98,13 +98,50 @@ def test_finetune_uses_the_cache_and_disable_switches_speedups_off(tiny_encoder,
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
     assert a == b
     assert main([*args, "--out", str(tmp_path / "c"), "--disable", "group-by-length", "padding-free",
-                 "feature-cache", "cls-only"]) == 0
+                 "feature-cache", "cls-only", "sparse-rows"]) == 0
     saved = json.loads((tmp_path / "c" / "trainer_state.json").read_text())["run"]
     assert saved["group_by_length"] is False and saved["padding_free"] is False and saved["cls_only"] is False
+    assert saved["sparse_rows"] is False
     with pytest.raises(SystemExit) as stop:  # a usage error: argparse's exit 2
         main([*args, "--out", str(tmp_path / "d"), "--disable", "fast"])
     assert stop.value.code == 2
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["encoder", "decoder"])
+def test_sparse_rows_train_as_the_dense_table(tiny_encoder, tiny_decoder, tmp_path, monkeypatch, which):
+    """`sparse-rows` (on by default on CPU): the word table's gradient arrives as its rows and SparseRows' gathered
+    AdamW steps run; the fine-tuned weights equal `--disable sparse-rows`' up to float rounding (the clipping norm
+    sums the rows in another order), and the model's table is dense again afterwards. A decoder whose LM head
+    shares the table (GPT-1's auxiliary loss) keeps the dense gradient: the head's would make it dense anyway."""
+    from safetensors.torch import load_file
+
+    import lmforge.recipes.finetune as ft
+    from lmforge.train.optim import SparseRows
+
+    data = _sst_dir(tmp_path)
+    gathered, models = [], []
+    real_after, real_load = SparseRows._after_step, ft.load_model
+    monkeypatch.setattr(SparseRows, "_after_step", lambda self, *a: gathered.append(len(self.held)) or
+                        real_after(self, *a))
+    monkeypatch.setattr(ft, "load_model", lambda *a, **k: models.append(real_load(*a, **k)) or models[-1])
+    model = tiny_encoder if which == "encoder" else tiny_decoder
+    for name, on in (("sparse", True), ("dense", False)):
+        ft.finetune(ft.FinetuneConfig(model=str(model), task="glue-sst2", data=str(data), out=str(tmp_path / name),
+                                      epochs=2, batch_size=8, lr=1e-3, device="cpu", progress=False, sparse_rows=on),
+                    log=lambda m: None)
+        assert models[-1][0].get_input_embeddings().sparse is False
+    steps = len(gathered) // 2
+    if which == "encoder":
+        assert sum(gathered[:steps]) == steps - 1 and sum(gathered[steps:]) == 0  # the first step is dense
+    else:
+        assert sum(gathered) == 0
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("sparse", "dense"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    moved = load_file(model / "model.safetensors")
+    assert any(not torch.equal(a[k], moved[k]) for k in a if k in moved)  # training did change the weights
 
 
 def _sst_dir(tmp_path, n: int = 40):
