@@ -77,7 +77,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 RESUME_MAY_CHANGE = frozenset({
     "max_steps", "max_tokens", "epochs", "save_every", "keep", "log_every", "progress", "tensorboard",
     "eval_every", "eval_every_epoch", "compile", "grad_checkpointing", "device", "out", "val_batches",
-    "eval_batch_size", "on_nan", "time_budget"})
+    "eval_batch_size", "on_nan", "time_budget",
+    "sparse_rows"})  # finetune's row gradient: the same optimizer state, AdamW's result (train/optim.py SparseRows)
 # ... and these cannot change even then: the optimizer state would not fit
 RESUME_FIXED = ("optimizer",)
 
