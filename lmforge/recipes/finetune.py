@@ -516,7 +516,6 @@ def _best_eval_reusable(kept: dict[str, Any], metric: str, result: Any, tc: Any,
                 and result.best_metric == kept["value"])
 
 
-@tears_down_process_group  # under torchrun: leave the process group on every way out
 def _sparse_rows_apply(model: Any, trainer: Any, tc: Any) -> bool:
     """Whether the word table's gradient should be row-sparse: one CPU process with lmforge's AdamW (which takes
     it exactly, train/optim.py ``SparseRows``), no torch.compile, and a table no output layer shares (a tied
@@ -527,6 +526,7 @@ def _sparse_rows_apply(model: Any, trainer: Any, tc: Any) -> bool:
             and not tc.compile and not tied)
 
 
+@tears_down_process_group  # under torchrun: leave the process group on every way out
 def finetune(config: FinetuneConfig, *, log: Log = _print, wrap_objective: Callable[[Any, Any], Any] | None = None,
              train_changes: dict[str, Any] | None = None) -> dict[str, float]:
     """One fine-tuning run (see the module docstring); returns the best epoch's metrics.
