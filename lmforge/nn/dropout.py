@@ -7,9 +7,9 @@ Each element is dropped with probability ``p`` and the kept ones are scaled by `
   random bits, read as four 15-bit numbers, and an element is dropped when its number is below
   ``k = round(p * 2^15)``. torch's CPU ``bernoulli_`` draws a float64 uniform per element and ``torch.rand``
   a float32 one; on one core the mask of a (64, 300, 300) attention map takes 8.5 ms this way, 19 ms from
-  float32 uniforms and 34 ms from ``bernoulli_`` (docs/finetuning.md, "The dropout masks"). The generator
-  is the serial part of a dropout on CPU: a large mask's bits come in two halves on two threads
-  (``random_bits``). So the drop probability is ``k / 2^15`` (0.1 -> 0.1000061) and the
+  float32 uniforms and 34 ms from ``bernoulli_`` (docs/finetuning.md, "The dropout masks"). A large mask's
+  bits come in two halves from two generators seeded from the default one (``random_bits``). So the drop
+  probability is ``k / 2^15`` (0.1 -> 0.1000061) and the
   kept elements are scaled by ``2^15 / (2^15 - k)``, which keeps the expectation exact; a ``p`` that 15 bits
   cannot hold within 0.1 % (below ~0.015, or within that of 1) keeps the float32 uniforms (2^-24 steps);
 * the residual add that follows a dropout is fused into one ``addcmul`` (residual + a * keep * scale):
@@ -23,47 +23,32 @@ one kernel already).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 _BITS = 15  # random_() on int64 gives 63 random bits: four 15-bit numbers a draw
-# From this many int64 draws the bits come in two halves from two generators, the second half on a helper
-# thread when torch has more than one: torch's CPU random_ runs on one thread (its Mersenne Twister is serial),
-# and was the largest serial part of a training step on two cores. 2^21 draws: 13.1 -> 6.9 ms on two threads;
-# 2^15: no gain (the seeding and the hand-off cost ~10 us).
+# From this many int64 draws the bits come in two halves from two generators. The second half ran on a helper
+# thread when torch had more than one (2^21 draws alone: 13.1 -> 6.9 ms on two threads), but inside a training
+# run that thread competed with torch's own for the two cores and the draws took longer (SQuAD on two threads,
+# 2026-12-05: 0.85-0.91 s of random_bits a run against 0.73-0.77 s serial), so both halves run here, one after
+# the other; the halves stay so that seeded runs keep the masks they drew before.
 SPLIT_DRAWS = 2 ** 16
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _helper() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool[0] != os.getpid():  # a forked child has the object, not the thread
-        _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="lmforge-rng"))
-    return _pool[1]
 
 
 def random_bits(count: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``count`` int64 uniform on [0, 2^63) from torch's default generator. On CPU, from SPLIT_DRAWS on, two
-    seeds are drawn from it and each seeds a Mersenne Twister for one half; the halves run in parallel when
-    torch has more than one thread. The numbers depend on the default generator's state alone (not on the thread
-    count), so seeding and checkpointed RNG state replay them exactly."""
+    seeds are drawn from it and each seeds a Mersenne Twister for one half. The numbers depend on the default
+    generator's state alone (not on the thread count), so seeding and checkpointed RNG state replay them
+    exactly."""
     bits = torch.empty(count, dtype=torch.int64, device=device)
     if bits.device.type != "cpu" or count < SPLIT_DRAWS:
         return bits.random_()
     first, second = (torch.Generator().manual_seed(s) for s in torch.empty(2, dtype=torch.int64).random_().tolist())
     half = count // 2
-    if torch.get_num_threads() > 1:
-        job = _helper().submit(bits[half:].random_, generator=second)
-        bits[:half].random_(generator=first)
-        job.result()
-    else:
-        bits[:half].random_(generator=first)
-        bits[half:].random_(generator=second)
+    bits[:half].random_(generator=first)
+    bits[half:].random_(generator=second)
     return bits
 
 

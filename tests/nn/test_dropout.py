@@ -75,6 +75,11 @@ def test_split_draws_replay_with_any_thread_count_and_halves_differ() -> None:
         assert torch.equal(a, masks[0][0]) and torch.equal(b, masks[0][1])
     a, b = masks[0]
     assert not torch.equal(a, b)  # the seeds advance the default generator
+    torch.manual_seed(3)  # the layout seeded runs drew their masks from: two seeds, a half from each generator
+    seeds = torch.empty(2, dtype=torch.int64).random_().tolist()
+    halves = [torch.empty(n // 2, dtype=torch.int64).random_(generator=torch.Generator().manual_seed(s))
+              for s in seeds]
+    assert torch.equal(a, torch.cat(halves))
     first, second = a[: n // 2], a[n // 2:]
     assert (first == second).sum() == 0 and (a >= 0).all()  # two generators, not one seeded twice
     below = (a < 2 ** 62).double()  # the top bit of 63, per half: sd 0.0016
