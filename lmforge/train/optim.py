@@ -135,7 +135,8 @@ class SparseRows:
     GATHER_FRACTION = 0.5  # above: the dense step (in a fine-tuning run the gathered one won up to 28 %, SST-2)
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizer = optimizer
+        # no reference back to the optimizer (the hooks get it as an argument): a cycle would keep the optimizer
+        # and its state (FSDP's DTensors) alive until a garbage collection, past the process group's teardown
         self.rows: dict[torch.Tensor, _Rows] = {}
         self.held: list[tuple[dict, torch.nn.Parameter, torch.Tensor]] = []
         optimizer.register_step_pre_hook(self._before_step)
@@ -155,8 +156,8 @@ class SparseRows:
             rows = self.rows[p] = _Rows(p.size(0), p.device, have)
         return rows
 
-    def _gathers(self, group: dict, state: dict, rows: _Rows, p: torch.nn.Parameter) -> bool:
-        opt = self.optimizer
+    def _gathers(self, opt: torch.optim.Optimizer, group: dict, state: dict, rows: _Rows,
+                 p: torch.nn.Parameter) -> bool:
         # "decoupled_weight_decay" in the group: a torch (>= 2.6) whose functional adam takes it
         return (bool(state) and not torch.is_tensor(group["lr"]) and p.dim() == 2 and not p.is_complex()
                 and "decoupled_weight_decay" in group
@@ -183,7 +184,7 @@ class SparseRows:
                 state = optimizer.state[p]
                 rows = self._rows(p, state)
                 rows.add(grad._indices()[0])
-                if self._gathers(group, state, rows, p):
+                if self._gathers(optimizer, group, state, rows, p):
                     self.held.append((group, p, grad))
                     p.grad = None  # the optimizer's own step skips it; _after_step updates it
                 else:

@@ -157,3 +157,23 @@ def test_clip_grad_norm_counts_sparse_rows(scale):
     for p, q in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(q.grad.to_dense(), p.grad, rtol=1e-6, atol=1e-12)
     assert (float(ref) > 1.0) == (scale > 1e-3)  # both cases named: clipped and not
+
+
+def test_the_hooks_keep_no_cycle_to_the_optimizer():
+    """An optimizer from build_optimizer is freed when its last reference goes, without a garbage collection: a
+    cycle through the hooks kept FSDP's optimizer state alive past the process group's teardown (torchrun's rank
+    then aborted at exit, tests/faults/test_recovery.py)."""
+    import gc
+    import weakref
+
+    model = Toy(True)
+    opt = _optimizer(model, fused=True, wd=0.1)
+    model(torch.tensor([[1, 2, 3]])).backward()
+    opt.step()
+    ref = weakref.ref(opt)
+    gc.disable()
+    try:
+        del opt
+        assert ref() is None
+    finally:
+        gc.enable()
