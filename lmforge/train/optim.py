@@ -291,23 +291,20 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
     gradients and DTensors (FSDP) go through torch's function as they are.
     """
     params = [p for p in params if p.grad is not None]
+    dense, rows = [], []
     for p in params:
         if p.grad.is_sparse:
             p.grad = p.grad.coalesce()  # rows summed once (the optimizer's hook finds it coalesced)
-    grads = [p.grad for p in params]
+            rows.append(p.grad._values())
+        else:
+            dense.append(p)
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-    if (get_total_norm is None or not grads
-            or any(type(g) is not torch.Tensor or g.device.type != "cpu" for g in grads)):
+    if (get_total_norm is None or not params
+            or any(type(p.grad) is not torch.Tensor or p.grad.device.type != "cpu" for p in params)):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    dense = [p for p in params if not p.grad.is_sparse]
-    rows = [p.grad._values() for p in params if p.grad.is_sparse]
-    if not rows:
-        total = get_total_norm(grads, 2.0)
-    else:
-        norms = [torch.linalg.vector_norm(v) for v in rows]
-        if dense:
-            norms.append(get_total_norm([p.grad for p in dense], 2.0))
-        total = torch.linalg.vector_norm(torch.stack(norms))
+    total = get_total_norm([p.grad for p in dense], 2.0)
+    if rows:
+        total = torch.linalg.vector_norm(torch.stack([total, *(torch.linalg.vector_norm(v) for v in rows)]))
     coefficient = float(max_norm) / (total + 1e-6)  # torch's own coefficient (float32), below its clamp
     if float(coefficient) < 1.0:
         if dense:
