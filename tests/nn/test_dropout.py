@@ -1,13 +1,13 @@
 """``lmforge.nn.dropout.Dropout``: keep rate 1 - p, kept values scaled by 1 / (1 - p), the fused residual,
-gradients through the mask; identity in eval mode. The mask's 15-bit draws: every one of the four numbers a
-64-bit draw gives is uniform (drop rates, a chi-square over its 2^15 values against scipy), the expectation is
-exact, and probabilities 15 bits cannot hold take float32 uniforms."""
+gradients through the mask; identity in eval mode. The mask's 16-bit numbers: every one of the four a 64-bit
+draw gives is uniform (drop rates, a chi-square over its 2^16 values against scipy), the expectation is exact,
+the bits replay from torch's default generator, and probabilities 15 bits cannot hold take float32 uniforms."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy import stats
 
-import lmforge.nn.dropout as dropout
 from lmforge.nn.dropout import Dropout, drop_threshold, keep_mask, keep_scale, random_bits
 
 
@@ -37,14 +37,12 @@ def test_dropout_rate_scale_residual_and_gradient() -> None:
 def test_mask_numbers_uniform_in_every_slot_and_expectation_exact() -> None:
     torch.manual_seed(0)
     n = 4 * 2 ** 20
-    # the 15-bit numbers themselves, as keep_mask reads them (slot i = int16 i of each 64-bit draw); 2^20 draws:
-    # two halves from two generators (random_bits)
-    assert n // 4 >= dropout.SPLIT_DRAWS
+    # the 16-bit numbers themselves, as keep_mask reads them (slot i = int16 i of each 64-bit draw); 2^20 draws
     bits = random_bits(n // 4)
-    numbers = bits.view(torch.int16).bitwise_and(2 ** 15 - 1).view(-1, 4).long()
+    numbers = bits.view(torch.int16).view(-1, 4).long() + 2 ** 15  # [0, 2^16)
     for slot in range(4):
-        counts = torch.bincount(numbers[:, slot], minlength=2 ** 15).double()
-        assert stats.chisquare(counts.numpy()).pvalue > 1e-4, slot  # 2^20 draws in 2^15 cells
+        counts = torch.bincount(numbers[:, slot], minlength=2 ** 16).double()
+        assert counts.numel() == 2 ** 16 and stats.chisquare(counts.numpy()).pvalue > 1e-4, slot  # 16 a cell
     for p in (0.1, 0.25, 0.5, 0.9):
         torch.manual_seed(1)
         m = keep_mask(torch.empty(n), p)
@@ -60,30 +58,32 @@ def test_mask_numbers_uniform_in_every_slot_and_expectation_exact() -> None:
     assert m.shape == (3, 5, 7) and m.dtype == torch.bfloat16 and set(m.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_split_draws_replay_with_any_thread_count_and_halves_differ() -> None:
+def test_bits_replay_from_the_default_generator_with_any_thread_count() -> None:
     threads = torch.get_num_threads()
-    n = 4 * dropout.SPLIT_DRAWS
+    n = 2 ** 16
     try:
-        masks = []
+        draws = []
         for t in (1, 2, 1):
             torch.set_num_threads(t)
             torch.manual_seed(3)
-            masks.append((random_bits(n), random_bits(n)))
+            draws.append((random_bits(n), random_bits(n)))
     finally:
         torch.set_num_threads(threads)
-    for a, b in masks[1:]:  # the default generator's state alone decides the numbers
-        assert torch.equal(a, masks[0][0]) and torch.equal(b, masks[0][1])
-    a, b = masks[0]
-    assert not torch.equal(a, b)  # the seeds advance the default generator
-    torch.manual_seed(3)  # the layout seeded runs drew their masks from: two seeds, a half from each generator
-    seeds = torch.empty(2, dtype=torch.int64).random_().tolist()
-    halves = [torch.empty(n // 2, dtype=torch.int64).random_(generator=torch.Generator().manual_seed(s))
-              for s in seeds]
-    assert torch.equal(a, torch.cat(halves))
-    first, second = a[: n // 2], a[n // 2:]
-    assert (first == second).sum() == 0 and (a >= 0).all()  # two generators, not one seeded twice
-    below = (a < 2 ** 62).double()  # the top bit of 63, per half: sd 0.0016
-    assert abs(below[: n // 2].mean().item() - 0.5) < 0.01 and abs(below[n // 2:].mean().item() - 0.5) < 0.01
+    for a, b in draws[1:]:  # the default generator's state alone decides the numbers
+        assert torch.equal(a, draws[0][0]) and torch.equal(b, draws[0][1])
+    a, b = draws[0]
+    assert (a == b).sum() == 0  # each call seeds its own stream from the advancing default generator
+    torch.manual_seed(3)  # the layout: one SFC64 stream per call, seeded by one int64 draw
+    seed = int(torch.empty((), dtype=torch.int64).random_())
+    assert torch.equal(a, torch.from_numpy(np.random.SFC64(seed).random_raw(n).view(np.int64)))
+    assert (a < 0).any()  # all 64 bits: torch's int64 random_() alone would leave the sign bit 0
+    for bit in (0, 31, 62, 63):  # each bit set half the time: sd 0.002
+        assert abs(((a >> bit) & 1).double().mean().item() - 0.5) < 0.01, bit
+    assert random_bits(0).shape == (0,)
+    state = torch.get_rng_state()  # exact resume: the checkpointed generator state replays the masks
+    first = keep_mask(torch.empty(1000), 0.1)
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask(torch.empty(1000), 0.1), first)
 
 
 def test_probabilities_15_bits_cannot_hold_use_float_uniforms() -> None:
