@@ -32,15 +32,16 @@ Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(
   `lmforge-nocache` / `lmforge-nocls` / `lmforge-nosparse` (all on but that one: `--disable group-by-length` /
   `padding-free` / `feature-cache` / `cls-only` / `sparse-rows`).
 
-The sides run one after the other in an order that flips every seed (hf, lmforge, ..., then reversed),
-so a change of load on a shared machine hits both; the table gives the median wall clock over seeds,
-the ratio HF / lmforge, the metric mean +- std and the peak RSS. The load average is printed with each
-run, and the CPU time of the timed region (with one thread: the work done, whatever else a shared
-machine runs meanwhile) and the whole worker process's wall clock as the parent saw it (interpreter start,
-imports and all: what running a script costs). `import torch._dynamo` (1-2 s, which every torch optimizer
-pulls in on first use) happens before both timed regions: HF's side imports it with transformers, lmforge's
-worker imports it explicitly (until 2026-12-04 evening it fell inside lmforge's timed region). Results:
-docs/finetuning.md, "Speed".
+The sides run one after the other in an order that flips every seed (hf, lmforge, ..., then reversed), so a
+change of load on a shared machine hits both; the table gives the median wall clock over seeds, the ratio HF /
+lmforge of the medians and the median (and range) of the per-seed ratios (a seed's two runs are adjacent in
+time, so a pair cancels the machine's slow drifts), the metric mean +- std and the peak RSS. The load average
+is printed with each run, and the CPU time of the timed region (with one thread: the work done, whatever else
+a shared machine runs meanwhile) and the whole worker process's wall clock as the parent saw it (interpreter
+start, imports and all: what running a script costs). `import torch._dynamo` (1-2 s, which every torch
+optimizer pulls in on first use) happens before both timed regions: HF's side imports it with transformers,
+lmforge's worker imports it explicitly (until 2026-12-04 evening it fell inside lmforge's timed region).
+Results: docs/finetuning.md, "Speed".
 """
 from __future__ import annotations
 
@@ -342,9 +343,9 @@ def main() -> int:
                       f"{r['proc_s']:.1f} s), "
                       f"{TASKS[task][4]} {r['metric']:.4f}, "
                       f"peak {r['peak_rss_mb']:.0f} MB, load {before}", flush=True)
-    print(f"\n| task ({args.size}) | side | wall s (median of {len(args.seeds)}) | HF / side | CPU s (median) | HF / side, "
-          "CPU | whole process s | HF / side, process | metric (mean +- std) | peak RSS MB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| task ({args.size}) | side | wall s (median of {len(args.seeds)}) | HF / side "
+          "| HF / side, per-seed pairs: median (min-max) | CPU s (median) | HF / side, CPU | whole process s "
+          "| HF / side, process | metric (mean +- std) | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         hf = statistics.median(r["wall_s"] for r in results[(task, "hf")]) if (task, "hf") in results else None
         hf_cpu = statistics.median(r["cpu_s"] for r in results[(task, "hf")]) if hf else None
@@ -358,7 +359,11 @@ def main() -> int:
             std = f" +- {statistics.stdev(ms):.4f}" if len(ms) > 1 else ""
             ratio, cpu_ratio, proc_ratio = ((f"{hf / wall:.2f}x", f"{hf_cpu / cpu:.2f}x", f"{hf_proc / proc:.2f}x")
                                             if hf else ("-", "-", "-"))
-            print(f"| {task} | {variant} | {wall:.1f} | {ratio} | {cpu:.1f} | {cpu_ratio} | {proc:.1f} | {proc_ratio} "
+            # a seed's two sides run one right after the other, so a pair's ratio cancels the machine's slow drifts
+            pairs = sorted(h["wall_s"] / r["wall_s"] for h, r in zip(results.get((task, "hf"), []), rs))
+            paired = f"{statistics.median(pairs):.2f}x ({pairs[0]:.2f}-{pairs[-1]:.2f})" if hf else "-"
+            print(f"| {task} | {variant} | {wall:.1f} | {ratio} | {paired} | {cpu:.1f} | {cpu_ratio} | {proc:.1f} "
+                  f"| {proc_ratio} "
                   f"| {TASKS[task][4]} {statistics.mean(ms):.4f}{std} "
                   f"| {max(r['peak_rss_mb'] for r in rs):.0f} |")
     print(f"\nload after: {load()}")
