@@ -11,16 +11,15 @@ from lmforge.nn.attention import ATTENTION_KINDS, AttentionMask
 from lmforge.nn.attention.dense import KV
 from lmforge.nn.attention.cpu_fastpath import gather_rows
 from lmforge.nn.dropout import Dropout
-from lmforge.nn.linear import Linear
 
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig, *, ffn_size: int | None = None) -> None:
         super().__init__()
         width = config.ffn_size if ffn_size is None else ffn_size  # narrower after neuron pruning
-        self.fc1 = Linear(config.hidden_size, width)
+        self.fc1 = nn.Linear(config.hidden_size, width)
         self.act = Activation(config.activation)
-        self.fc2 = Linear(width, config.hidden_size)
+        self.fc2 = nn.Linear(width, config.hidden_size)
         self.chunk_size = config.ff_chunk_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

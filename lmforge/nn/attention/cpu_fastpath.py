@@ -27,7 +27,6 @@ from torch import nn
 
 from lmforge.errors import InputError
 from lmforge.nn.dropout import apply_keep, keep_mask, keep_scale
-from lmforge.nn.linear import Linear, linear
 
 
 class _Dense(Protocol):  # the DenseAttention attributes used here (no import cycle)
@@ -76,10 +75,10 @@ def project_rows(attn: _Dense, x: torch.Tensor, rows: torch.Tensor, explicit: bo
     those rows only where the weight is a float matrix to slice; an int8 / bf16 projection from `lmforge
     compress` runs its own kernel over every row and the q rows are picked after."""
     H = attn.num_heads * attn.head_size
-    if explicit or type(attn.qkv) in (nn.Linear, Linear):
+    if explicit or type(attn.qkv) is nn.Linear:
         w, b = qkv_weights(attn, explicit)
-        q = linear(gather_rows(x, rows), w[:H], None if b is None else b[:H])
-        return q, linear(x, w[H:], None if b is None else b[H:])
+        q = F.linear(gather_rows(x, rows), w[:H], None if b is None else b[:H])
+        return q, F.linear(x, w[H:], None if b is None else b[H:])
     qkv = attn.qkv(x)
     return gather_rows(qkv[..., :H], rows), qkv[..., H:]
 
@@ -93,7 +92,7 @@ def fastpath_attention(attn: _Dense, x: torch.Tensor, *, dense_mask: torch.Tenso
     explicit = uses_cpu_fastpath(attn, x)
     if query_index is None:
         q_rows = T
-        qkv = linear(x, *qkv_weights(attn, explicit))  # (B, T, 3H)
+        qkv = F.linear(x, *qkv_weights(attn, explicit))  # (B, T, 3H)
         if explicit and packs_attention(qkv):
             if is_causal:
                 dense_mask = causal_mask(T, T, x.device)

@@ -13,7 +13,6 @@ from lmforge.config import ModelConfig
 from lmforge.nn.attention.cache import LayerSlot
 from lmforge.nn.attention.cpu_fastpath import fastpath_attention, uses_cpu_fastpath
 from lmforge.nn.attention.unpadded import Unpadding, unpadded_attention
-from lmforge.nn.linear import Linear
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -44,8 +43,8 @@ class DenseAttention(nn.Module):
         # the factor on q.k: SDPA's default 1 / sqrt(hs) unless the config sets one (GPT-Neo: 1.0)
         self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_size)
         # q, k, v fused in that order
-        self.qkv = Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
-        self.out = Linear(inner, config.hidden_size, bias=config.attention_out_bias)
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.qkv_bias)
+        self.out = nn.Linear(inner, config.hidden_size, bias=config.attention_out_bias)
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 

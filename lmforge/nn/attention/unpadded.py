@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge.nn.linear import linear
 from lmforge.nn.attention.cpu_fastpath import (Rows, _Dense, explicit_attention, packed_attention, packs_attention,
                                                project_rows, qkv_weights, uses_cpu_fastpath, varlen_attention,
                                                varlen_from, varlen_sdpa)
@@ -72,7 +71,7 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     explicit = uses_cpu_fastpath(attn, x)
     q_len = T
     if query_rows is None:  # (N, 3H): the projection costs the real tokens only
-        qkv = linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
+        qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
         if where.lengths is not None and explicit and packs_attention(qkv):  # CPU training, attention dropout
             if T >= varlen_from(torch.get_num_threads()):
                 return attn.out(varlen_attention(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
