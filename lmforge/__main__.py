@@ -1,6 +1,4 @@
 """`python -m lmforge` is the `lmforge` command."""
-import sys
+from lmforge.cli import entry
 
-from lmforge.cli import main
-
-sys.exit(main())
+entry()

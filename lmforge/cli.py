@@ -138,5 +138,33 @@ def command_line(argv: list[str]) -> str:
     return f"{prog} {shlex.join(argv)}"
 
 
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``. A torchrun worker (WORLD_SIZE > 1) flushes its output and leaves with
+    ``os._exit``, skipping interpreter shutdown: gloo's threads outlive ``destroy_process_group`` while anything
+    still references the group, and one that touches Python during shutdown aborts the process
+    ("terminate called without an active exception", pytorch#179291), turning a finished run into a failed
+    one. Every file lmforge writes is closed (and checkpoints fsync'd) before this point; atexit handlers do
+    not run. docs/reliability.md#exit."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def entry() -> NoReturn:
+    """The `lmforge` program (console script and ``python -m lmforge``): ``main`` on sys.argv, then
+    ``exit_process``."""
+    exit_process(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -1,9 +1,17 @@
-"""The command line's own behaviour: how an interrupted run's continuation command is printed."""
+"""The command line's own behaviour: how an interrupted run's continuation command is printed; how the program
+ends (a torchrun worker skips interpreter shutdown, its output flushed)."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from lmforge import cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_command_line_is_the_one_the_user_typed(monkeypatch):
@@ -34,3 +42,36 @@ def test_ctrl_c_outside_training_says_no_checkpoint_was_written(monkeypatch, cap
     monkeypatch.setattr(pretrain, "run", interrupted)
     assert cli.main(["pretrain"]) == 130
     assert capsys.readouterr().err == "lmforge pretrain: interrupted; no checkpoint was written\n"
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+from lmforge.cli import exit_process
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+print("buffered", end="")  # a pipe: block-buffered, not yet written when exit_process is called
+print("to stderr", file=sys.stderr, end="")
+exit_process(3)
+"""
+
+
+@pytest.mark.parametrize("world", [None, "1", "2"])
+def test_exit_process_flushes_and_a_torchrun_worker_skips_interpreter_shutdown(world):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "PYTHONUNBUFFERED")}  # buffered output
+    if world:
+        env["WORLD_SIZE"] = world
+    res = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], env={**env, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3 and res.stdout == "buffered"
+    assert res.stderr.startswith("to stderr")
+    # os._exit under torchrun: no atexit handler, hence no interpreter shutdown for gloo's threads to race
+    assert ("atexit ran" in res.stderr) == (world != "2")
+
+
+def test_the_program_exits_through_exit_process():
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["lmforge"] == "lmforge.cli:entry"
+    res = subprocess.run([sys.executable, "-m", "lmforge", "presets", "--bogus"], env={**os.environ, "WORLD_SIZE": "2",
+                         "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--bogus" in res.stderr  # argparse's own exit, before any command ran

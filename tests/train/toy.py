@@ -205,4 +205,6 @@ def _record_shards(trainer, path: str, rank: int, after: bool = False) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    sys.exit(main())
+    from lmforge.cli import exit_process
+
+    exit_process(main())  # as the `lmforge` program: a torchrun worker skips interpreter shutdown
