@@ -48,7 +48,7 @@ def test_python_m_lmforge_and_console_script():
                          timeout=120)
     assert out.returncode == 0 and "--json" in out.stdout, out.stderr
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("lmforge") == "lmforge.cli:main"
+    assert scripts.get("lmforge") == "lmforge.cli:entry"  # main, then exit_process (tests/test_cli.py)
 
 
 # ----------------------------------------------------------------------------- one vocabulary, defaults shown
