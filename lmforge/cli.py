@@ -147,7 +147,7 @@ def exit_process(code: int) -> NoReturn:
     not run. docs/reliability.md#exit."""
     import os
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         import logging
 
         logging.shutdown()

@@ -14,6 +14,15 @@ from lmforge import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _run_python(code: str, world: str | None) -> subprocess.CompletedProcess:
+    """``python -c code`` with block-buffered output (no PYTHONUNBUFFERED) and WORLD_SIZE=world (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "PYTHONUNBUFFERED")}
+    if world:
+        env["WORLD_SIZE"] = world
+    return subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_command_line_is_the_one_the_user_typed(monkeypatch):
     argv = ["pretrain", "--config", "my run.yaml", "--resume"]
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -56,11 +65,7 @@ exit_process(3)
 
 @pytest.mark.parametrize("world", [None, "1", "2"])
 def test_exit_process_flushes_and_a_torchrun_worker_skips_interpreter_shutdown(world):
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "PYTHONUNBUFFERED")}  # buffered output
-    if world:
-        env["WORLD_SIZE"] = world
-    res = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], env={**env, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=60)
+    res = _run_python(EXIT_SCRIPT, world)
     assert res.returncode == 3 and res.stdout == "buffered"
     assert res.stderr.startswith("to stderr")
     # os._exit under torchrun: no atexit handler, hence no interpreter shutdown for gloo's threads to race
@@ -78,10 +83,6 @@ runpy.run_module("lmforge", run_name="__main__")  # python -m lmforge presets
 @pytest.mark.parametrize("world", [None, "2"])
 def test_python_m_lmforge_exits_through_exit_process(world):
     """(the console script's entry point, `entry` too, is pinned in tests/models/test_cli_help.py)"""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "PYTHONUNBUFFERED")}
-    if world:
-        env["WORLD_SIZE"] = world
-    res = subprocess.run([sys.executable, "-c", PROGRAM], env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
-                         text=True, timeout=120)
+    res = _run_python(PROGRAM, world)
     assert res.returncode == 0 and "bert-base" in res.stdout, res.stderr
     assert ("atexit ran" in res.stderr) == (world is None)
