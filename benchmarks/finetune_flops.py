@@ -59,7 +59,7 @@ def main() -> int:
     from lmforge.tasks import featurize_all, get_task
 
     paths = bench.prepare(Path(tempfile.mkdtemp(prefix="ftflops-")), bench.REFDATA, args.rows, args.size)
-    tok = bench.hf_tokenizer(str(paths["model"]))  # (until 2026-12-05 evening a 5-token vocabulary: bench.hf_tokenizer)
+    tok = bench.hf_tokenizer(str(paths["model"]))  # until 2026-12-05 evening a 5-token one: see hf_tokenizer
     size = bench.SIZES[args.size]
     H, F, layers = size["hidden_size"], size["intermediate_size"], size["num_hidden_layers"]
     print(f"| task ({args.size}) | sequences | real tokens | HF padded / real tokens | HF FLOPs / lmforge FLOPs "

@@ -2,6 +2,7 @@
 
     python benchmarks/finetuning.py [--tasks sst2 cola squad squad300] [--seeds 1 2 3] [--threads 1] [--size mini|base]
                                     [--variants lmforge hf ...] [--rows 8000] [--quick] [--refdata DIR]
+                                    [--epochs N] [--lr LR]      # both sides; e.g. where a random-init model learns
     python benchmarks/finetuning.py --profile [--profile-steps N]     # where lmforge's time goes, by phase
 
 Workloads (issue 24): a bert-mini shaped encoder (L4 / H256 / A4; `--size base`: L12 / H768 / A12) with
@@ -18,7 +19,8 @@ Batch 32 (squad 16), lr 1e-4, warmup 10 %, weight decay 0.01, clipping 1.0, fp32
 128, evaluation every epoch, eval batch 64.
 
 Sides (each run in its own subprocess: its own peak RSS; `torch.set_num_threads(--threads)`):
-* `hf`: `AutoModelFor*.from_pretrained` + `BertTokenizerFast` (GLUE: the tokenizer's batch call, as
+* `hf`: `AutoModelFor*.from_pretrained` + `BertTokenizerFast.from_pretrained` (`hf_tokenizer`; after the timed
+  region `same_tokens` checks that HF trained on the token ids lmforge makes; GLUE: the tokenizer's batch call, as
   `dataset.map` does; SQuAD: lmforge's windows, which the tests pin to HF `run_qa`'s) + `Trainer` with
   `DataCollatorWithPadding`, `eval_strategy="epoch"`, `save_strategy="no"` (it saves nothing; lmforge
   writes best/ and the final model), its default optimizer; evaluation through `compute_metrics`
@@ -354,7 +356,8 @@ def main() -> int:
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{args.threads} thread(s) per side, load {load()}"
-          + (f", epochs {args.epochs:g}" if args.epochs else "") + (f", lr {args.lr:g}" if args.lr else ""), flush=True)
+          + (f", epochs {args.epochs:g}" if args.epochs else "") + (f", lr {args.lr:g}" if args.lr else ""),
+          flush=True)
     root = Path(tempfile.mkdtemp(prefix="ftbench-"))
     paths = prepare(root, args.refdata, args.rows, args.size, args.dev_rows)
     if args.profile:
