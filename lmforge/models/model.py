@@ -69,6 +69,8 @@ class Model(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:  # as HF's _init_weights: the [PAD] row starts at 0
+                nn.init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -429,7 +431,8 @@ def _linear_view(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
 
 
 def _resized_embedding(old: nn.Embedding, n: int, std: float) -> nn.Embedding:
-    new = nn.Embedding(n, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    pad = old.padding_idx if old.padding_idx is not None and old.padding_idx < n else None
+    new = nn.Embedding(n, old.embedding_dim, padding_idx=pad, device=old.weight.device, dtype=old.weight.dtype)
     nn.init.normal_(new.weight, mean=0.0, std=std)
     keep = min(n, old.num_embeddings)
     with torch.no_grad():

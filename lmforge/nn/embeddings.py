@@ -81,6 +81,18 @@ POSITION_KINDS: Registry[type[nn.Module]] = Registry("position_kind", {
 })
 
 
+# HF's encoders give the word table padding_idx = pad_token_id (modeling_bert.py BertEmbeddings, RoBERTa, ALBERT,
+# ELECTRA, DistilBERT, BigBird): the [PAD] row gets no gradient from the lookup and starts at 0. Its decoders (GPT-1,
+# GPT-2, GPT-Neo) and Reformer do not. tests/parity/test_hf_training.py trains both side by side.
+PAD_ROW_FAMILIES = frozenset({"bert", "roberta", "albert", "electra", "distilbert", "bigbird"})
+
+
+def pad_row(config: ModelConfig) -> int | None:
+    """The word-table row that gets no gradient (nn.Embedding padding_idx), as HF's model of the family has it."""
+    pad = config.pad_token_id
+    return pad if config.family in PAD_ROW_FAMILIES and pad is not None and 0 <= pad < config.vocab_size else None
+
+
 class Embeddings(nn.Module):
     """Sum of word, position and segment embeddings, then LayerNorm, dropout and the E -> H projection."""
 
@@ -88,7 +100,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.config = config
         e = config.embed_size
-        self.word = nn.Embedding(config.vocab_size, e)
+        self.word = nn.Embedding(config.vocab_size, e, padding_idx=pad_row(config))
         self.position = POSITION_KINDS[config.position_kind](config)
         self.segment = nn.Embedding(config.type_vocab_size, e) if config.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(e, eps=config.layer_norm_eps) if config.has_embedding_norm else None

@@ -28,15 +28,10 @@ def _batch(step: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-# HF's BERT word table has padding_idx = pad_token_id: its [PAD] row never gets a gradient. lmforge's has none, so
-# where the loss reads padded positions (a QA head on the padded path: pad logits are in the start / end softmax)
-# lmforge's [PAD] row moves and HF's does not (found by this test on 2026-12-05; every other gradient equal to 1e-7).
-# `finetune`'s padding-free QA leaves pads out of the loss, so its [PAD] row gets none either.
-PAD_ROW = pytest.mark.xfail(strict=True, reason="lmforge's word table has no padding_idx: the [PAD] row trains")
-
-
-@pytest.mark.parametrize(("head", "padding_free"), [("seq-cls", True), ("seq-cls", False),
-                                                    pytest.param("qa", False, marks=PAD_ROW), ("token-cls", True)])
+# qa on the padded path reads pad positions (their logits are in the start / end softmax): HF's [PAD] row gets no
+# gradient (padding_idx); lmforge's did until this test found it on 2026-12-05 (nn/embeddings.py pad_row)
+@pytest.mark.parametrize(("head", "padding_free"), [("seq-cls", True), ("seq-cls", False), ("qa", False),
+                                                    ("token-cls", True)])
 def test_training_follows_hf(head: str, padding_free: bool, tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = hf_config(transformers, "bert", head, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
