@@ -29,7 +29,10 @@ class LearnedPositions(nn.Embedding):
     """A trained (P, E) table: state-dict name ``body.embeddings.position.weight``."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config.max_positions, config.embed_size)
+        # RoBERTa numbering puts every pad at position_offset - 1, a row HF gives padding_idx (no gradient, starts
+        # at 0) as it does the word table's [PAD] row (pad_row below)
+        pad = config.position_offset - 1 if config.position_offset > 0 and config.pad_token_id is not None else None
+        super().__init__(config.max_positions, config.embed_size, padding_idx=pad)
 
 
 class SinusoidalPositions(nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from encoder_cases import B, L, VOCAB, hf_config, make_labels
+from encoder_cases import B, HF_PREFIX, L, VOCAB, hf_config, make_labels, pad_id
 
 transformers = pytest.importorskip("transformers")
 Model = pytest.importorskip("lmforge.models.model").Model
@@ -18,25 +18,27 @@ Model = pytest.importorskip("lmforge.models.model").Model
 STEPS = 12
 
 
-def _batch(step: int) -> dict[str, torch.Tensor]:
-    """A batch of B sequences of random real lengths (2..L), right-padded, two segments."""
+def _batch(step: int, family: str) -> dict[str, torch.Tensor]:
+    """A batch of B sequences of random real lengths (2..L), right-padded, two segments (RoBERTa: one)."""
     g = torch.Generator().manual_seed(100 + step)
     lengths = torch.randint(2, L + 1, (B,), generator=g)
     mask = (torch.arange(L)[None] < lengths[:, None]).long()
-    ids = torch.randint(5, VOCAB, (B, L), generator=g).masked_fill(mask == 0, 0)
-    types = (torch.arange(L)[None] >= (lengths[:, None] // 2)).long() * mask
+    ids = torch.randint(5, VOCAB, (B, L), generator=g).masked_fill(mask == 0, pad_id(family))
+    types = (torch.arange(L)[None] >= (lengths[:, None] // 2)).long() * mask * (family != "roberta")
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-# qa on the padded path reads pad positions (their logits are in the start / end softmax): HF's [PAD] row gets no
-# gradient (padding_idx); lmforge's did until this test found it on 2026-12-05 (nn/embeddings.py pad_row)
-@pytest.mark.parametrize(("head", "padding_free"), [("seq-cls", True), ("seq-cls", False), ("qa", False),
-                                                    ("token-cls", True)])
-def test_training_follows_hf(head: str, padding_free: bool, tmp_path: Path) -> None:
+# qa on the padded path reads pad positions (their logits are in the start / end softmax): HF's [PAD] word row (and
+# RoBERTa's pad position row) get no gradient (padding_idx); lmforge's did until this test found it on 2026-12-05
+# (nn/embeddings.py pad_row, LearnedPositions)
+@pytest.mark.parametrize(("family", "head", "padding_free"), [
+    ("bert", "seq-cls", True), ("bert", "seq-cls", False), ("bert", "qa", False), ("bert", "token-cls", True),
+    ("roberta", "qa", False)])
+def test_training_follows_hf(family: str, head: str, padding_free: bool, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    cfg = hf_config(transformers, "bert", head, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    cls = {"seq-cls": "BertForSequenceClassification", "qa": "BertForQuestionAnswering",
-           "token-cls": "BertForTokenClassification"}[head]
+    cfg = hf_config(transformers, family, head, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cls = HF_PREFIX[family] + {"seq-cls": "ForSequenceClassification", "qa": "ForQuestionAnswering",
+                               "token-cls": "ForTokenClassification"}[head]
     hf = getattr(transformers, cls)(cfg)
     hf.save_pretrained(tmp_path)
     ours = Model.from_pretrained(tmp_path)
@@ -49,7 +51,7 @@ def test_training_follows_hf(head: str, padding_free: bool, tmp_path: Path) -> N
     opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (hf, ours)]
     curves: list[list[float]] = [[], []]
     for step in range(STEPS):
-        batch = _batch(step % 3)  # three batches in turn: enough to fit, so the loss falls
+        batch = _batch(step % 3, family)  # three batches in turn: enough to fit, so the loss falls
         labels = make_labels(head, batch, seed=step % 3)
         for i, (model, opt) in enumerate(zip((hf, ours), opts)):
             loss = model(**batch, **labels).loss
