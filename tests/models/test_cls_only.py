@@ -141,3 +141,43 @@ def test_first_token_only_in_evaluation() -> None:
     qa = _model("bert-mini", "qa", dropout=0.0).eval()
     with pytest.raises(InputError, match="first_token_only=True needs an encoder"):
         qa(ids, attention_mask=mask, first_token_only=True)
+
+
+@pytest.mark.parametrize("free", [False, True])
+@pytest.mark.parametrize("extra", [{}, {"qkv_bias": False}, {"layer_heads": [2, 1]}], ids=["bias", "no-bias", "pruned"])
+def test_folded_query_equals_projected_keys(monkeypatch: pytest.MonkeyPatch, free: bool, extra: dict) -> None:
+    """The [CLS] layer's attention without key / value projections (cpu_fastpath.one_query_attention: scores from
+    Wk^T q against the inputs, the output from Wv times the probability-weighted inputs) gives what projecting
+    keys and values for every token gives: the loss, the logits and every gradient (the key bias's ~0 one
+    included), with real attention dropout (the same seed draws the same mask on both paths), with and without
+    q / k / v biases and with fewer heads in the last layer (head pruning)."""
+    calls = []
+    real = cpu_fastpath.one_query_attention
+    monkeypatch.setattr(cpu_fastpath, "one_query_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    import lmforge.nn.attention.unpadded as unpadded
+
+    monkeypatch.setattr(unpadded, "one_query_attention", cpu_fastpath.one_query_attention)
+    model = _model("bert-mini", "seq-cls", dropout=0.3, **extra)
+    ids, mask = _batch()
+
+    def step(fold: bool):
+        monkeypatch.setattr(cpu_fastpath, "folds_one_query", lambda *a: fold and cpu_fastpath_folds(*a))
+        monkeypatch.setattr(unpadded, "folds_one_query", lambda *a: fold and cpu_fastpath_folds(*a))
+        torch.manual_seed(5)
+        return _step(model, "seq-cls", ids, mask, cls_only=True, free=free)
+
+    cpu_fastpath_folds = cpu_fastpath.folds_one_query
+    ref, grads0 = step(False)
+    assert not calls
+    out, grads1 = step(True)
+    assert calls == [1]  # the last layer took the folded path
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-6, rtol=1e-5)
+    assert grads1.keys() == grads0.keys()
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-4, msg=name)
+    bias = "body.layers.1.attn.qkv.bias"
+    if bias in grads1:  # q . bk is the same for every key: its gradient is float noise on both paths
+        H = grads1[bias].numel() // 3
+        assert grads1[bias][H:2 * H].abs().max() < 1e-6
+

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InputError
-from lmforge.nn.attention.cpu_fastpath import (Rows, _Dense, explicit_attention, packed_attention, packs_attention,
+from lmforge.nn.attention.cpu_fastpath import (Rows, _Dense, explicit_attention, folds_one_query, one_query_attention,
+                                               packed_attention, packed_sdpa, packed_sdpa_upto, packs_attention,
                                                project_rows, qkv_weights, uses_cpu_fastpath, varlen_attention,
                                                varlen_from, varlen_sdpa)
 
@@ -80,6 +81,9 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
                                              batch=B, length=T, heads=nh, p=attn.dropout_p))
         if where.lengths is not None and not explicit and not torch.is_grad_enabled() and not (
                 attn.training and attn.dropout_p):  # CPU inference
+            if T <= packed_sdpa_upto(torch.get_num_threads()):
+                return attn.out(packed_sdpa(qkv, rows=where.rows, pads=where.pads, dense_mask=dense_mask, batch=B,
+                                            length=T, heads=nh, scale=attn.scale))
             return attn.out(varlen_sdpa(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
                                         scale=attn.scale))
         full = qkv.new_zeros(B * T, 3 * H).index_copy(0, where.index, qkv)  # (B * T, 3H)
@@ -88,6 +92,9 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
         if is_causal:
             raise InputError("attention for selected query rows supports bidirectional (encoder) models only.")
         q_len = 1
+        if folds_one_query(attn, dense_mask, B, T):
+            xk = x.new_zeros(B * T, x.size(-1)).index_copy(0, where.index, x).view(B, T, x.size(-1))
+            return attn.out(one_query_attention(attn, x.index_select(0, query_rows), xk, dense_mask))
         q, kv = project_rows(attn, x, query_rows, explicit)  # (B, H) for the wanted rows, (N, 2H) for every token
         full = kv.new_zeros(B * T, 2 * H).index_copy(0, where.index, kv)  # (B * T, 2H)
         k, v = full.view(B, T, 2, nh, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (B, nh, T, hs) each

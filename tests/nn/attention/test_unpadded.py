@@ -162,19 +162,50 @@ def test_padding_free_runs_compressed_models(compressed: str) -> None:
 
 
 @pytest.mark.parametrize("preset", ["bert-mini", "gpt-mini"])
-def test_padding_free_inference_per_sequence(monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+@pytest.mark.parametrize("path", ["per-sequence", "batched"])
+@pytest.mark.parametrize("left", [False, True])
+def test_padding_free_inference(monkeypatch: pytest.MonkeyPatch, preset: str, path: str, left: bool) -> None:
     """Without autograd on CPU the padding-free layers attend one sequence at a time (cpu_fastpath.varlen_sdpa,
-    no mask): the padded path's hidden states at every real position, bidirectional and causal."""
+    no mask), or for short batches the whole batch in batched products (cpu_fastpath.packed_sdpa, the padding
+    as a bias): the padded path's hidden states at every real position, bidirectional and causal, right- and
+    left-padded; each path is shown to be the one taken."""
     calls = []
-    real = unpadded.varlen_sdpa
-    monkeypatch.setattr(unpadded, "varlen_sdpa", lambda *a, **k: calls.append(k["causal"]) or real(*a, **k))
+    monkeypatch.setattr(unpadded, "packed_sdpa_upto", lambda threads: 10 ** 6 if path == "batched" else 0)
+    for name in ("varlen_sdpa", "packed_sdpa"):
+        real = getattr(unpadded, name)
+        monkeypatch.setattr(unpadded, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
     torch.manual_seed(0)
     model = Model(ModelConfig.from_preset(preset, vocab_size=V, num_layers=2, hidden_size=64, num_heads=2,
                                           intermediate_size=128, max_positions=64)).eval()
-    ids, mask = _batch()
+    ids, mask = _batch(left=left)
     with torch.no_grad():
         ref = model.body(ids, attention_mask=mask).last_hidden_state
         model.body.padding_free = True
         out = model.body(ids, attention_mask=mask).last_hidden_state
-    assert calls == [preset == "gpt-mini"] * 2
+    assert calls == ["packed_sdpa" if path == "batched" else "varlen_sdpa"] * 2
     torch.testing.assert_close(out[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_short_batches_attend_batched(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """By default a batch of at most ``packed_sdpa_upto(threads)`` positions takes the batched inference path and
+    a longer one the per-sequence path (the crossover measured in cpu_fastpath.py)."""
+    calls = []
+    for name in ("varlen_sdpa", "packed_sdpa"):
+        real = getattr(unpadded, name)
+        monkeypatch.setattr(unpadded, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    torch.manual_seed(0)
+    model = Model(ModelConfig.from_preset("bert-mini", vocab_size=V, num_layers=1, hidden_size=64, num_heads=2,
+                                          intermediate_size=128, max_positions=64)).eval()
+    model.body.padding_free = True
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        upto = cpu_fastpath.packed_sdpa_upto(threads)
+        with torch.no_grad():
+            for T in (upto, upto + 1):
+                model.body(*_batch(T=T))
+    finally:
+        torch.set_num_threads(before)
+    assert calls == ["packed_sdpa", "varlen_sdpa"]
+    assert cpu_fastpath.packed_sdpa_upto(1) < cpu_fastpath.packed_sdpa_upto(2)  # more threads: batched for longer
