@@ -72,13 +72,16 @@ def unpadded_attention(attn: _Dense, x: torch.Tensor, *, where: Unpadding, dense
     explicit = uses_cpu_fastpath(attn, x)
     q_len = T
     if query_rows is None:  # (N, 3H): the projection costs the real tokens only
+        if (where.lengths is not None and explicit and packs_attention(x)
+                and T < varlen_from(torch.get_num_threads())):  # CPU training, attention dropout, short batch
+            # the unscaled projection: 1/sqrt(hs) goes into the score product (baddbmm's alpha) for free
+            qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
+            return attn.out(packed_attention(qkv, rows=where.rows, pads=where.pads, dense_mask=dense_mask,
+                                             batch=B, length=T, heads=nh, p=attn.dropout_p, qscale=attn.scale))
         qkv = F.linear(x, *qkv_weights(attn, True)) if explicit else attn.qkv(x)  # int8 / bf16: its own kernel
         if where.lengths is not None and explicit and packs_attention(qkv):  # CPU training, attention dropout
-            if T >= varlen_from(torch.get_num_threads()):
-                return attn.out(varlen_attention(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
-                                                 p=attn.dropout_p))
-            return attn.out(packed_attention(qkv, rows=where.rows, pads=where.pads, dense_mask=dense_mask,
-                                             batch=B, length=T, heads=nh, p=attn.dropout_p))
+            return attn.out(varlen_attention(qkv, lengths=where.lengths, heads=nh, causal=where.causal,
+                                             p=attn.dropout_p))
         if where.lengths is not None and not explicit and not torch.is_grad_enabled() and not (
                 attn.training and attn.dropout_p):  # CPU inference
             if T <= packed_sdpa_upto(torch.get_num_threads()):

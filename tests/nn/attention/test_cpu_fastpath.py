@@ -121,11 +121,13 @@ def test_explicit_attention_equals_masked_softmax(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("kind", ["keys", "causal", "none", "unpadded"])
 @pytest.mark.parametrize("chunk_bytes", [cpu_fastpath.CHUNK_BYTES, cpu_fastpath.PACKED_CHUNK_BYTES, 1, 3 * 12 * 12 * 8])
+@pytest.mark.parametrize("qscale", [1.0, 0.35])
 def test_packed_attention_equals_explicit_attention(monkeypatch: pytest.MonkeyPatch, kind: str,
-                                                    chunk_bytes: int) -> None:
+                                                    chunk_bytes: int, qscale: float) -> None:
     # the packed core (one-pass layouts, its own backward) against autograd through explicit_attention, with
     # real dropout (p = 0.3): the same seed draws the same masks, so outputs and all gradients must agree;
-    # "unpadded": the rows of the real tokens only, scattered into (B, T) with the padded positions zeroed
+    # "unpadded": the rows of the real tokens only, scattered into (B, T) with the padded positions zeroed;
+    # qscale: the score factor inside the core against q scaled before it
     monkeypatch.setattr(cpu_fastpath, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(cpu_fastpath, "PACKED_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
@@ -144,14 +146,14 @@ def test_packed_attention_equals_explicit_attention(monkeypatch: pytest.MonkeyPa
     def explicit() -> torch.Tensor:
         full = qkv.new_zeros(B * T, 3 * H).index_copy(0, index, qkv)
         q, k, v = full.view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4).reshape(3, B * nh, T, hs).unbind(0)
-        y = cpu_fastpath.explicit_attention(q, k, v, batch=B, dense_mask=mask, p=p)
+        y = cpu_fastpath.explicit_attention(q * qscale, k, v, batch=B, dense_mask=mask, p=p)
         return y.view(B, nh, T, hs).transpose(1, 2).reshape(B * T, H).index_select(0, index)
 
     def packed() -> torch.Tensor:
         rows = (index // T, index % T) if kind == "unpadded" else None
         pads = (pad // T, pad % T) if kind == "unpadded" else None
         return cpu_fastpath.packed_attention(qkv, rows=rows, pads=pads, dense_mask=mask, batch=B, length=T,
-                                             heads=nh, p=p)
+                                             heads=nh, p=p, qscale=qscale)
 
     results = []
     for fn in (explicit, packed):
