@@ -15,7 +15,9 @@ cache and no attention maps in either):
 * ``query_index`` (B, M): only the outputs at those positions are wanted (the last layer of an MLM
   model in training, where only the ~15% masked positions reach the loss). Keys and values are
   projected for every position, queries only for those M; the result is (B, M, H). Off the CPU this
-  case still ends in SDPA.
+  case still ends in SDPA. With one query per sequence (a classifier's [CLS] layer, M = 1) no keys or
+  values are projected at all: ``one_query_attention`` folds the projections into the query (on any
+  device; the padding-free layers call it too).
 """
 from __future__ import annotations
 
