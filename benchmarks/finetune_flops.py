@@ -8,8 +8,10 @@ the matrix products of a training step (forward + backward = 3x the forward), pe
 padded length T:
 * HF: `DataCollatorWithPadding` over randomly ordered batches: every position of the padded (B, T) batch;
 * lmforge: length-grouped batches (`group_by_length`, 8-batch chunks), padding-free projections and MLP on the
-  real tokens, the attention products over the batch's padded T; for a [CLS] classifier the last layer projects
-  keys and values for every token and the rest for position 0 alone (`cls-only`).
+  real tokens, the attention products over the batch's padded T; for a [CLS] classifier the last layer computes
+  position 0 alone (`cls-only`), since 2026-12-05 evening with its attention from the inputs, without key / value
+  projections (per sequence and head Wk^T q, the scores and the weighted sum over T, then Wv: `cpu_fastpath.py`
+  `one_query_attention`; until then the keys and values of every token were projected and counted).
 It prints the padded / real token ratio and the FLOP ratio of a training epoch (mean and range over
 ``--shuffles`` orders): the speed-up the layouts alone allow when both sides multiply at the same rate. Then
 the whole run as benchmarks/finetuning.py times it: its epochs plus one evaluation after each (forward only,
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import finetuning as bench  # noqa: E402
 
 
-def step_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool) -> float:
+def step_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool,
+               heads: int) -> float:
     """Matrix-product FLOPs of forward + backward over one batch of sequences of these real lengths."""
     T, n = max(lengths), len(lengths)
     rows = n * T if padded else sum(lengths)  # the rows the projections and the MLP run on
@@ -39,13 +42,16 @@ def step_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool,
     attention = n * T * 4 * T * H
     if not cls_only:
         return 3 * layers * (rows * per_row + attention)
-    last = rows * 2 * (2 * H * H) + n * (2 * (2 * H * H + 2 * H * F)) + n * 4 * T * H  # k / v for all, the rest for [CLS]
+    # per sequence: q, Wk^T q, Wv z and the output projection (4 H x H), the MLP; per head the scores against the
+    # T inputs and their weighted sum (2 x T x H each)
+    last = n * 2 * (4 * H * H + 2 * H * F) + n * 4 * heads * T * H
     return 3 * ((layers - 1) * (rows * per_row + attention) + last)
 
 
-def forward_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool) -> float:
+def forward_flops(lengths: list[int], H: int, F: int, layers: int, *, padded: bool, cls_only: bool,
+                  heads: int) -> float:
     """Matrix-product FLOPs of the forward alone (an evaluation batch)."""
-    return step_flops(lengths, H, F, layers, padded=padded, cls_only=cls_only) / 3
+    return step_flops(lengths, H, F, layers, padded=padded, cls_only=cls_only, heads=heads) / 3
 
 
 def main() -> int:
@@ -62,6 +68,7 @@ def main() -> int:
     tok = bench.hf_tokenizer(str(paths["model"]))  # until 2026-12-05 evening a 5-token one: see hf_tokenizer
     size = bench.SIZES[args.size]
     H, F, layers = size["hidden_size"], size["intermediate_size"], size["num_hidden_layers"]
+    nh = size["num_attention_heads"]
     print(f"| task ({args.size}) | sequences | real tokens | HF padded / real tokens | HF FLOPs / lmforge FLOPs "
           f"| GFLOP an epoch, HF / lmforge | evaluation: HF / lmforge GFLOP | **whole run** (epochs + an evaluation "
           f"after each): HF / lmforge |\n|---|---|---|---|---|---|---|---|")
@@ -80,16 +87,17 @@ def main() -> int:
             hf_batches = [lengths[shuffled[i:i + batch]].tolist() for i in range(0, len(lengths), batch)]
             lm_batches = [lengths[grouped[i:i + batch]].tolist() for i in range(0, len(lengths), batch)]
             pads.append(sum(max(b) * len(b) for b in hf_batches) / lengths.sum())
-            hf.append(sum(step_flops(b, H, F, layers, padded=True, cls_only=False) for b in hf_batches))
-            lm.append(sum(step_flops(b, H, F, layers, padded=False, cls_only=cls_only) for b in lm_batches))
+            hf.append(sum(step_flops(b, H, F, layers, padded=True, cls_only=False, heads=nh) for b in hf_batches))
+            lm.append(sum(step_flops(b, H, F, layers, padded=False, cls_only=cls_only, heads=nh)
+                          for b in lm_batches))
         ratios = [h / m for h, m in zip(hf, lm)]
         dev_ex = task.read(paths[name], task.eval_splits[0])
         dev = [len(f["input_ids"]) for f in featurize_all(task, dev_ex, tok, max_length=length)[0]]
         ordered = sorted(dev)  # lmforge's predict: sorted by length
         e = bench.EVAL_BATCH
-        hf_eval = sum(forward_flops(dev[i:i + e], H, F, layers, padded=True, cls_only=False)
+        hf_eval = sum(forward_flops(dev[i:i + e], H, F, layers, padded=True, cls_only=False, heads=nh)
                       for i in range(0, len(dev), e))
-        lm_eval = sum(forward_flops(ordered[i:i + e], H, F, layers, padded=False, cls_only=cls_only)
+        lm_eval = sum(forward_flops(ordered[i:i + e], H, F, layers, padded=False, cls_only=cls_only, heads=nh)
                       for i in range(0, len(dev), e))
         n_epochs = int(epochs)
         runs = [n_epochs * (h + hf_eval) / (n_epochs * (m + lm_eval)) for h, m in zip(hf, lm)]

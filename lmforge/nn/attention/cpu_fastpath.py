@@ -86,8 +86,8 @@ def project_rows(attn: _Dense, x: torch.Tensor, rows: torch.Tensor, explicit: bo
 
 
 def folds_one_query(attn: _Dense, dense_mask: torch.Tensor | None, batch: int, length: int) -> bool:
-    """Whether ``one_query_attention`` takes this layer: a plain float q / k / v projection (an int8 / bf16 one
-    from `lmforge compress` runs its own kernel) and a keys-only mask (B | 1, 1, 1, T) or none."""
+    """Whether ``one_query_attention`` takes this layer: a plain float q / k / v projection (fp32, or bf16 from
+    `lmforge compress`; an int8 one runs its own kernel) and a keys-only mask (B | 1, 1, 1, T) or none."""
     return type(attn.qkv) is nn.Linear and attn.qkv.weight.is_floating_point() and (
         dense_mask is None or (dense_mask.dim() == 4 and dense_mask.size(0) in (1, batch)
                                and dense_mask.size(1) == 1 and dense_mask.size(2) == 1
@@ -254,7 +254,8 @@ def _to_heads(x: torch.Tensor, rows: Rows | None, pads: Rows | None, B: int, T: 
 
 
 def _from_heads(x: torch.Tensor, rows: Rows | None, B: int, T: int, nh: int, hs: int) -> torch.Tensor:
-    """The inverse of ``_to_heads``: (parts, B * nh, T, hs) -> (R, parts * nh * hs), in one pass."""
+    """The inverse of ``_to_heads``: (parts, B * nh, T, hs) -> (R, parts * nh * hs): a row-major copy, then the
+    rows (``index_select``)."""
     parts = x.size(0)
     flat = x.view(parts, B, nh, T, hs).permute(1, 3, 0, 2, 4).reshape(B * T, parts * nh * hs)  # one copy
     # then whole rows: index_select of the flat rows beat advanced indexing of the 5-d view 1.3-2x (2026-12-05)
