@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import lmforge.nn.attention.cpu_fastpath as cpu_fastpath
+import lmforge.nn.attention.unpadded as unpadded
 from lmforge import Model, ModelConfig
 
 V = 300
@@ -154,19 +155,17 @@ def test_folded_query_equals_projected_keys(monkeypatch: pytest.MonkeyPatch, fre
     calls = []
     real = cpu_fastpath.one_query_attention
     monkeypatch.setattr(cpu_fastpath, "one_query_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
-    import lmforge.nn.attention.unpadded as unpadded
-
     monkeypatch.setattr(unpadded, "one_query_attention", cpu_fastpath.one_query_attention)
+    folds = cpu_fastpath.folds_one_query
     model = _model("bert-mini", "seq-cls", dropout=0.3, **extra)
     ids, mask = _batch()
 
     def step(fold: bool):
-        monkeypatch.setattr(cpu_fastpath, "folds_one_query", lambda *a: fold and cpu_fastpath_folds(*a))
-        monkeypatch.setattr(unpadded, "folds_one_query", lambda *a: fold and cpu_fastpath_folds(*a))
+        monkeypatch.setattr(cpu_fastpath, "folds_one_query", lambda *a: fold and folds(*a))
+        monkeypatch.setattr(unpadded, "folds_one_query", lambda *a: fold and folds(*a))
         torch.manual_seed(5)
         return _step(model, "seq-cls", ids, mask, cls_only=True, free=free)
 
-    cpu_fastpath_folds = cpu_fastpath.folds_one_query
     ref, grads0 = step(False)
     assert not calls
     out, grads1 = step(True)
