@@ -35,6 +35,31 @@ def one_thread(request: pytest.FixtureRequest):
     torch.set_num_threads(before)
 
 
+def _load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (the scripts are not a package); registered in sys.modules under
+    ``lmforge_bench_NAME`` (dataclasses look their module up), with benchmarks/ on sys.path while it loads (the
+    scripts import their siblings)."""
+    import importlib.util
+    import sys
+
+    folder = REPO / "benchmarks"
+    spec = importlib.util.spec_from_file_location(f"lmforge_bench_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """``benchmark_module("finetuning")``: a script of benchmarks/ loaded as a module."""
+    return _load_benchmark
+
+
 def _tokfixtures():
     import sys
 

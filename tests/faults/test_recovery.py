@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import importlib.util
 import json
 import os
 import shutil
@@ -29,14 +28,6 @@ from lmforge.train.loop import seed_everything
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "train"))
 import toy  # noqa: E402
-
-
-def _campaign_module():
-    spec = importlib.util.spec_from_file_location("lmforge_faults_campaign", REPO / "benchmarks" / "faults.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _trainer(out: Path, fmt: str = "ddp", *, nan_at: int | None = None, on_nan: str = "stop", steps: int = 8,
@@ -171,12 +162,12 @@ def test_every_torch_load_passes_weights_only_true():
 
 
 @pytest.mark.slow
-def test_sigkill_inside_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path):
+def test_sigkill_inside_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path, benchmark_module):
     """One row of the campaign: SIGKILL while a checkpoint's files are half written, then --resume (a kill at a
     random moment is tests/train/test_loop.py's; the 20 kills are `python benchmarks/faults.py`)."""
     import random
 
-    faults = _campaign_module()
+    faults = benchmark_module("faults")
     plan = faults.Plan(steps=20, pause=0.2)
     faults._reference(tmp_path / "ref", "plain", 1, plan)
     row = faults.one_kill(1, tmp_path / "ref", tmp_path, fmt="plain", procs=1, moment="checkpoint write", at=0.0,

@@ -4,26 +4,11 @@ Until 2026-12-05 evening it built its tokenizer as ``BertTokenizerFast(vocab_fil
 ignores (the argument is ``vocab`` there), so HF's Trainer saw every word as [UNK] (docs/finetuning.md)."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "finetuning.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("finetuning_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return mod
 
 
 def _sst2(refdata: Path, tmp_path: Path, rows: int) -> Path:
@@ -34,8 +19,8 @@ def _sst2(refdata: Path, tmp_path: Path, rows: int) -> Path:
     return data
 
 
-def test_hf_side_tokenizes_as_lmforge(refdata, tmp_path) -> None:
-    bench = _bench()
+def test_hf_side_tokenizes_as_lmforge(refdata, tmp_path, benchmark_module) -> None:
+    bench = benchmark_module("finetuning")
     model = tmp_path / "model"
     model.mkdir()
     shutil.copy(refdata / "tokenizers" / "bert-base-uncased" / "vocab.txt", model / "vocab.txt")
@@ -62,9 +47,9 @@ def test_hf_side_tokenizes_as_lmforge(refdata, tmp_path) -> None:
         bench.same_tokens(job, task, "sst2", 128, bad)
 
 
-def test_metric_gap_is_welchs_difference() -> None:
+def test_metric_gap_is_welchs_difference(benchmark_module) -> None:
     stats = pytest.importorskip("scipy.stats")
-    bench = _bench()
+    bench = benchmark_module("finetuning")
     ours, ref = [0.85, 0.844, 0.852], [0.83, 0.851, 0.842]
     text = bench.metric_gap(ours, [{"metric": m} for m in ref])
     gap, band = text.split(" (+- ")

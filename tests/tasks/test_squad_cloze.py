@@ -3,24 +3,13 @@ its offset, train and dev disjoint, the same bytes every time, and readable by t
 question kept for training (its answer locatable in a window)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from lmforge.tasks import featurize_all, get_task
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "squad_cloze.py"
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("squad_cloze", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_cloze_set_is_deterministic_extractable_and_disjoint(refdata, bert_tok, tmp_path) -> None:
-    cloze = _module()
+def test_cloze_set_is_deterministic_extractable_and_disjoint(refdata, bert_tok, tmp_path, benchmark_module) -> None:
+    cloze = benchmark_module("squad_cloze")
     text = refdata / "text" / "wikitext-2-test.txt"
     assert cloze.write(tmp_path / "a", train=40, dev=12, text_file=text) == {"train": 40, "dev": 12}
     cloze.write(tmp_path / "b", train=40, dev=12, text_file=text)

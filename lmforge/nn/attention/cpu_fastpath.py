@@ -253,13 +253,18 @@ def _to_heads(x: torch.Tensor, rows: Rows | None, pads: Rows | None, B: int, T: 
     return out.view(parts, B * nh, T, hs)
 
 
-def _from_heads(x: torch.Tensor, rows: Rows | None, B: int, T: int, nh: int, hs: int) -> torch.Tensor:
+def _flat_rows(rows: Rows | None, T: int) -> torch.Tensor | None:
+    """``rows`` (sequence, position) as flat positions in B * T, for ``_from_heads``."""
+    return None if rows is None else rows[0] * T + rows[1]
+
+
+def _from_heads(x: torch.Tensor, flat_rows: torch.Tensor | None, B: int, T: int, nh: int, hs: int) -> torch.Tensor:
     """The inverse of ``_to_heads``: (parts, B * nh, T, hs) -> (R, parts * nh * hs): a row-major copy, then the
-    rows (``index_select``)."""
+    rows at ``flat_rows`` (``_flat_rows``; None: all B * T in order)."""
     parts = x.size(0)
     flat = x.view(parts, B, nh, T, hs).permute(1, 3, 0, 2, 4).reshape(B * T, parts * nh * hs)  # one copy
     # then whole rows: index_select of the flat rows beat advanced indexing of the 5-d view 1.3-2x (2026-12-05)
-    return flat if rows is None else flat.index_select(0, rows[0] * T + rows[1])
+    return flat if flat_rows is None else flat.index_select(0, flat_rows)
 
 
 # _PackedAttention's chunks: with no per-chunk cost in its backward (explicit_attention's autograd zero-fills a
@@ -300,13 +305,14 @@ class _PackedAttention(torch.autograd.Function):
             torch.bmm(torch.mul(probs, keep, out=scores), v[i:j], out=y[0, i:j])
             saved += [probs, keep]
         ctx.save_for_backward(heads, *saved)
-        ctx.layout = (rows, pads, B, T, nh, hs, size, qscale)
-        return _from_heads(y, rows, B, T, nh, hs)
+        flat = _flat_rows(rows, T)
+        ctx.layout = (rows, pads, flat, B, T, nh, hs, size, qscale)
+        return _from_heads(y, flat, B, T, nh, hs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        rows, pads, B, T, nh, hs, size, qscale = ctx.layout
+        rows, pads, flat, B, T, nh, hs, size, qscale = ctx.layout
         heads, *saved = ctx.saved_tensors
         q, k, v = heads.unbind(0)
         dy = _to_heads(grad.contiguous(), rows, pads, B, T, nh, hs, 1)[0]  # (B * nh, T, hs); 0 at padded rows
@@ -323,7 +329,7 @@ class _PackedAttention(torch.autograd.Function):
                 dscores.mul_(qscale)
             torch.bmm(dscores, k[i:j], out=dq[i:j])
             torch.bmm(dscores.transpose(1, 2), q[i:j], out=dk[i:j])
-        return _from_heads(grads, rows, B, T, nh, hs), None, None, None, None, None, None, None, None, None
+        return _from_heads(grads, flat, B, T, nh, hs), None, None, None, None, None, None, None, None, None
 
 
 def _varlen_blocks(lengths: list[int], nh: int, limit: int) -> list[list[tuple[int, int, int]]]:
@@ -468,7 +474,7 @@ def packed_sdpa(qkv: torch.Tensor, *, rows: Rows, pads: Rows | None, dense_mask:
     if dense_mask is not None:
         bias, fill = _mask_bias(dense_mask, batch, heads, qkv.dtype)
     probs = _scores(q, k, bias, fill, 0, q.size(0)).softmax(dim=-1)
-    return _from_heads(torch.bmm(probs, v)[None], rows, batch, length, heads, H // heads)
+    return _from_heads(torch.bmm(probs, v)[None], _flat_rows(rows, length), batch, length, heads, H // heads)
 
 
 def varlen_sdpa(qkv: torch.Tensor, *, lengths: list[int], heads: int, causal: bool, scale: float) -> torch.Tensor:
